@@ -1,14 +1,74 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! # snapcache
+//!
+//! A content-addressed, versioned snapshot store for a command-line tool's
+//! metadata cache: many processes refresh it, none ever sees it half-written.
+//!
+//! ## Model
+//!
+//! *Reads are lock-free and verified; writes go through one exclusive lock.*
+//! A store is a directory holding immutable snapshot files named by their
+//! blake3 hash, and a small checksummed pointer, `current`, that names the
+//! current generation and the retained ones. A publish streams the payload
+//! into a temp file, makes it durable under its hash name, then atomically
+//! swaps the pointer. A reader follows the pointer and verifies length and
+//! hash, so it sees the old or the new generation, never a mix.
+//!
+//! ```
+//! # fn main() -> Result<(), snapcache::Error> {
+//! # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+//! use snapcache::{PublishOptions, Store, StoreOptions};
+//!
+//! let store = Store::open(StoreOptions::new(dir.path().join("metadata")))?;
+//! let first = store.publish_bytes(br#"{"version":1}"#, &PublishOptions::default().note("foojay"))?;
+//! let second = store.publish_bytes(br#"{"version":2}"#, &PublishOptions::default())?;
+//! assert_eq!((first.generation, second.generation), (1, 2));
+//!
+//! store.rollback(None)?; // generation 1 is current again
+//! assert_eq!(store.read_current()?.data, br#"{"version":1}"#);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Crash safety
+//!
+//! A crash (or `kill -9`) at any point of a publish leaves the previous
+//! generation current and intact; the leftovers (a temp file, an unreferenced
+//! snapshot) are removed by the next write. After a power loss the same
+//! holds on filesystems that honour `fsync` on files and directories.
+//!
+//! ## Limitations
+//!
+//! - Only Linux is tested. Windows and macOS builds are intended to work;
+//!   directory fsync is a no-op on Windows.
+//! - Readers load a whole snapshot into memory to verify it before handing
+//!   it out (a cache of a few MB is the target).
+//! - See `docs/limitations.md` in the repository for the full list.
 
+mod durable;
+mod error;
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod fault_tests;
+mod hash;
+mod layout;
+mod lock;
+mod payload;
+mod pointer;
+mod snapshot;
+mod store;
+mod sweep;
+mod time;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use durable::RenameStats;
+pub use error::{Error, Result};
+pub use hash::ContentHash;
+pub use lock::{
+    Backend, DEFAULT_LOCK_TIMEOUT, HolderInfo, LockBudget, LockObserver, LockState, LockWait,
+    QUIET_WAIT, TimeoutSource, WaitStarted,
+};
+pub use payload::{PayloadFormat, PayloadSink};
+pub use pointer::{FORMAT_VERSION, Generation};
+pub use store::{
+    DEFAULT_KEEP, GcOptions, GcReport, HistoryEntry, Problem, PublishOptions, PublishOutcome,
+    RollbackOutcome, Snapshot, SourceError, Status, Store, StoreOptions, VerifyReport,
+};
+pub use sweep::{Leftover, LeftoverKind};
+pub use time::Timestamp;

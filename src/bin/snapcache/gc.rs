@@ -1,0 +1,60 @@
+//! `snapcache gc`: remove what no retained generation references.
+
+use snapcache::{GcOptions, Store};
+
+use crate::output::{human_bytes, print_json};
+use crate::{Context, Failure, lock_budget};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Shrink retention to N generations besides the current one first
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100))]
+    keep: Option<u64>,
+    /// Only report what would be removed
+    #[arg(long)]
+    dry_run: bool,
+    /// Seconds to wait for the writer lock, or `infinite` [default: $SNAPCACHE_LOCK_TIMEOUT, else 600]
+    #[arg(long, value_name = "SECS|infinite")]
+    lock_timeout: Option<String>,
+}
+
+pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
+    let options = ctx
+        .options
+        .clone()
+        .lock_budget(lock_budget(args.lock_timeout.as_deref())?);
+    let keep = args.keep.map(|k| k as usize);
+    let report = Store::open(options)?.gc(&GcOptions {
+        keep,
+        dry_run: args.dry_run,
+    })?;
+    if ctx.json {
+        print_json(&report);
+        return Ok(());
+    }
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    println!(
+        "{verb} {} unreferenced snapshot(s) and {} temp file(s), {} freed",
+        report.removed_snapshots,
+        report.removed_temp_files,
+        human_bytes(report.freed_bytes)
+    );
+    if !report.dropped_generations.is_empty() {
+        let list: Vec<String> = report
+            .dropped_generations
+            .iter()
+            .map(u64::to_string)
+            .collect();
+        let verb = if report.dry_run {
+            "would drop"
+        } else {
+            "dropped"
+        };
+        println!("{verb} generation(s) {} from retention", list.join(", "));
+    }
+    Ok(())
+}

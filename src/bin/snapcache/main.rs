@@ -1,0 +1,243 @@
+//! `snapcache`: the command-line face of the snapshot store.
+//!
+//! This file parses arguments, sets up logging (the only place that does),
+//! wires Ctrl-C to the library's cancel flag and maps errors to exit codes:
+//! 0 success, 2 usage, 65 payload rejected, 75 lock timeout, 130 interrupted,
+//! 1 anything else. Each subcommand lives in its own file.
+
+mod feedback;
+mod gc;
+mod history;
+mod output;
+mod refresh;
+mod rollback;
+mod show;
+mod status;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::{Parser, Subcommand};
+use snapcache::{Error, LockBudget, LockWait, StoreOptions, TimeoutSource};
+
+/// A content-addressed, versioned snapshot store for a CLI's metadata cache.
+#[derive(Debug, Parser)]
+#[command(name = "snapcache", version, about, long_about = None)]
+pub struct Cli {
+    /// Store root [default: $SNAPCACHE_DIR, else $XDG_CACHE_HOME/snapcache, else ~/.cache/snapcache]
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of human-readable text
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing on stderr but errors (no lock-wait messages)
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); SNAPCACHE_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish a new snapshot from a file, stdin or a command's stdout
+    Refresh(refresh::Args),
+    /// Write the current (or a given) snapshot to stdout, byte for byte
+    Show(show::Args),
+    /// Current generation, hash, size, times and lock state
+    Status,
+    /// Retained generations, the current one marked
+    History,
+    /// Make an earlier retained generation current
+    Rollback(rollback::Args),
+    /// Remove temp files and unreferenced snapshots
+    Gc(gc::Args),
+    /// Check the pointer and every retained snapshot; change nothing
+    Verify,
+}
+
+/// Exit codes of the CLI contract.
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const PAYLOAD_REJECTED: u8 = 65;
+    pub const LOCK_TIMEOUT: u8 = 75;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// What every subcommand gets.
+pub struct Context {
+    pub options: StoreOptions,
+    pub json: bool,
+    pub quiet: bool,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// A CLI-level failure: a library error or a usage problem found late.
+#[derive(Debug)]
+pub enum Failure {
+    Store(Error),
+    Usage(String),
+    /// Already reported (e.g. `verify` listed its problems); just exit.
+    Reported(u8),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Store(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let cancel = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&cancel);
+    let result = build_context(&cli, cancel).and_then(|ctx| run(&cli, &ctx));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => ExitCode::from(report(failure, cli.json)),
+    }
+}
+
+fn run(cli: &Cli, ctx: &Context) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Refresh(args) => refresh::run(ctx, args),
+        Command::Show(args) => show::run(ctx, args),
+        Command::Status => status::run(ctx),
+        Command::History => history::run(ctx),
+        Command::Rollback(args) => rollback::run(ctx, args),
+        Command::Gc(args) => gc::run(ctx, args),
+        Command::Verify => verify::run(ctx),
+    }
+}
+
+fn build_context(cli: &Cli, cancel: Arc<AtomicBool>) -> Result<Context, Failure> {
+    let root = match &cli.store {
+        Some(dir) => dir.clone(),
+        None => StoreOptions::default_root().ok_or_else(|| {
+            Failure::Usage(
+                "no store location: set --store DIR, SNAPCACHE_DIR, XDG_CACHE_HOME or HOME".into(),
+            )
+        })?,
+    };
+    let mut options = StoreOptions::new(root).cancel_flag(cancel.clone());
+    if let Some(keep) = std::env::var("SNAPCACHE_KEEP")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        let n: usize = keep
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "SNAPCACHE_KEEP={keep:?} is not a whole number from 1 to 100"
+                ))
+            })?;
+        options = options.keep(n);
+    }
+    if !cli.quiet {
+        options = options.lock_observer(Arc::new(feedback::StderrFeedback::new()));
+    }
+    Ok(Context {
+        options,
+        json: cli.json,
+        quiet: cli.quiet,
+        cancel,
+    })
+}
+
+/// Resolves the lock budget: `--lock-timeout`, else `$SNAPCACHE_LOCK_TIMEOUT`, else 600 s.
+pub fn lock_budget(flag: Option<&str>) -> Result<LockBudget, Failure> {
+    let parse = |text: &str, from: &str| {
+        LockWait::parse(text).ok_or_else(|| {
+            Failure::Usage(format!(
+                "{from} {text:?} is not a lock timeout: give seconds (e.g. 30 or 1.5; 0 tries once) or `infinite`"
+            ))
+        })
+    };
+    if let Some(text) = flag {
+        return Ok(LockBudget {
+            wait: parse(text, "--lock-timeout")?,
+            source: TimeoutSource::Flag,
+        });
+    }
+    if let Some(text) = std::env::var("SNAPCACHE_LOCK_TIMEOUT")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return Ok(LockBudget {
+            wait: parse(&text, "SNAPCACHE_LOCK_TIMEOUT")?,
+            source: TimeoutSource::Env,
+        });
+    }
+    Ok(LockBudget::default())
+}
+
+fn report(failure: Failure, json: bool) -> u8 {
+    let (code, kind, message) = match failure {
+        Failure::Reported(code) => return code,
+        Failure::Usage(message) => (exit::USAGE, "usage", message),
+        Failure::Store(e) => {
+            let (code, kind) = if e.is_payload_rejected() {
+                (exit::PAYLOAD_REJECTED, "payload-rejected")
+            } else if e.is_lock_timeout() {
+                (exit::LOCK_TIMEOUT, "lock-timeout")
+            } else if e.is_interrupted() {
+                (exit::INTERRUPTED, "interrupted")
+            } else if e.is_corrupt() {
+                (exit::FAILURE, "corrupt-store")
+            } else {
+                (exit::FAILURE, "error")
+            };
+            (code, kind, e.to_string())
+        }
+    };
+    eprintln!("snapcache: error: {message}");
+    if json {
+        output::print_json(&serde_json::json!({
+            "error": { "kind": kind, "message": message, "exit_code": code }
+        }));
+    }
+    code
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter =
+        EnvFilter::try_from_env("SNAPCACHE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// SIGINT/SIGTERM set the cancel flag: the library stops waiting or
+/// streaming and releases the lock. A second signal exits at once.
+fn install_signal_handlers(cancel: &Arc<AtomicBool>) {
+    #[cfg(unix)]
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(
+            signal,
+            exit::INTERRUPTED as i32,
+            cancel.clone(),
+        );
+        let _ = signal_hook::flag::register(signal, cancel.clone());
+    }
+    #[cfg(not(unix))]
+    let _ = cancel;
+}

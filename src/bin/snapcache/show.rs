@@ -1,0 +1,31 @@
+//! `snapcache show`: the snapshot bytes on stdout, verified first.
+
+use std::io::Write;
+
+use snapcache::Store;
+
+use crate::{Context, Failure};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Show this retained generation instead of the current one
+    #[arg(long, value_name = "N")]
+    generation: Option<u64>,
+}
+
+pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
+    let store = Store::open(ctx.options.clone())?;
+    let snapshot = match args.generation {
+        Some(n) => store.read_generation(n)?,
+        None => store.read_current()?,
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&snapshot.data).and_then(|()| out.flush()) {
+        // A closed pipe (`snapcache show | head`) is the reader's choice.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::Usage(format!(
+            "could not write the snapshot to stdout: {e}"
+        ))),
+        Ok(()) => Ok(()),
+    }
+}

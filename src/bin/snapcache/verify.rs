@@ -1,0 +1,42 @@
+//! `snapcache verify`: check everything, change nothing.
+
+use snapcache::Store;
+
+use crate::output::{human_bytes, print_json};
+use crate::{Context, Failure, exit};
+
+pub fn run(ctx: &Context) -> Result<(), Failure> {
+    let report = Store::open(ctx.options.clone())?.verify()?;
+    if ctx.json {
+        print_json(&report);
+    } else {
+        for p in &report.problems {
+            println!("problem ({}): {}: {}", p.kind, p.path.display(), p.detail);
+        }
+        if report.ok {
+            println!(
+                "ok: the pointer and {} retained generation(s) verified",
+                report.verified_generations.len()
+            );
+        } else {
+            println!(
+                "damaged: {} problem(s); intact generations: {:?}. `snapcache rollback --to N` makes an intact one current, `snapcache refresh` publishes a new one",
+                report.problems.len(),
+                report.verified_generations
+            );
+        }
+        if !report.reclaimable.is_empty() {
+            let bytes: u64 = report.reclaimable.iter().map(|l| l.bytes).sum();
+            println!(
+                "reclaimable: {} leftover file(s), {} (`snapcache gc` removes them)",
+                report.reclaimable.len(),
+                human_bytes(bytes)
+            );
+        }
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(Failure::Reported(exit::FAILURE))
+    }
+}

@@ -1,0 +1,457 @@
+//! The durable-write gate: every create, write, fsync, rename and unlink that
+//! changes a store passes through [`Durable`].
+//!
+//! # Why one gate
+//!
+//! The crash story of the store rests on the order of a handful of syscalls
+//! (write, fsync the file, rename, fsync the directory). Keeping them in one
+//! module makes the order reviewable in one place, lets tests record every
+//! operation of a publish (to enumerate the states a power loss may leave) or
+//! fail any one of them (fault injection), and keeps the platform differences
+//! (directory fsync, rename retries on Windows) small and isolated.
+//!
+//! # Crash safety
+//!
+//! [`Durable::replace_file`] is the whole durable rewrite of a small file:
+//! temp file in `tmp/`, write, fsync, rename over the destination, fsync the
+//! destination's directory. Without the file fsync a crash after the rename
+//! could leave the new name pointing at empty or partial data; without the
+//! directory fsync the rename itself may be lost (the old file reappears).
+//! `tempfile` does neither on its own.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::layout::TEMP_PREFIX;
+
+/// One file operation, as seen by a [`FsHook`] just before it runs.
+// The fields are read by the test hooks (operation recorder, fault injection).
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Op<'a> {
+    /// A new temp file at this path (create-new semantics).
+    Create(&'a Path),
+    /// Bytes appended to a temp file.
+    Write(&'a Path, &'a [u8]),
+    /// `fsync` of a file.
+    SyncFile(&'a Path),
+    /// Atomic rename; replaces the destination.
+    Rename(&'a Path, &'a Path),
+    /// `fsync` of a directory (makes renames and unlinks in it durable).
+    SyncDir(&'a Path),
+    /// Unlink of a file.
+    Remove(&'a Path),
+}
+
+/// Observes (and may fail) file operations; used by tests only.
+pub(crate) trait FsHook: Send + Sync {
+    /// Called before `op` runs; an error is returned to the caller instead.
+    fn before(&self, op: &Op<'_>) -> io::Result<()>;
+}
+
+/// How renames are retried on transient failures.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetryPolicy {
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            first_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(1),
+            max_attempts: 10,
+        }
+    }
+}
+
+/// What retrying a rename cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenameStats {
+    /// Rename attempts made (1 when the first one succeeded).
+    pub attempts: u32,
+    /// Total time slept between attempts.
+    pub waited: Duration,
+}
+
+impl RenameStats {
+    pub(crate) fn add(&mut self, other: RenameStats) {
+        self.attempts += other.attempts;
+        self.waited += other.waited;
+    }
+}
+
+/// Runs `op` until it succeeds, fails for good, or the budget is spent.
+///
+/// Delays start at `policy.first_delay`, double, and are capped at
+/// `policy.max_delay`; a delay that would end past `budget` is not taken.
+pub(crate) fn retry_transient(
+    policy: RetryPolicy,
+    budget: Option<Duration>,
+    mut op: impl FnMut() -> io::Result<()>,
+    is_transient: impl Fn(&io::Error) -> bool,
+    mut sleep: impl FnMut(Duration),
+) -> (io::Result<()>, RenameStats) {
+    let mut stats = RenameStats::default();
+    let mut delay = policy.first_delay;
+    loop {
+        stats.attempts += 1;
+        let err = match op() {
+            Ok(()) => return (Ok(()), stats),
+            Err(e) => e,
+        };
+        let within_budget = budget.is_none_or(|b| stats.waited + delay <= b);
+        if !is_transient(&err) || stats.attempts >= policy.max_attempts || !within_budget {
+            return (Err(err), stats);
+        }
+        sleep(delay);
+        stats.waited += delay;
+        delay = (delay * 2).min(policy.max_delay);
+    }
+}
+
+/// Windows reports a file that another process holds open (an indexer, an
+/// antivirus scanner, a reader) as a sharing violation or access denied; both
+/// usually clear within a second. Elsewhere a rename failure is final.
+fn is_transient_rename_error(err: &io::Error) -> bool {
+    #[cfg(windows)]
+    {
+        matches!(err.raw_os_error(), Some(32) | Some(5))
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = err;
+        false
+    }
+}
+
+/// A temp file in a store's `tmp/`, removed on drop unless persisted.
+pub(crate) struct TempFile {
+    inner: tempfile::NamedTempFile,
+}
+
+impl TempFile {
+    pub(crate) fn path(&self) -> &Path {
+        self.inner.path()
+    }
+
+    pub(crate) fn file_mut(&mut self) -> &mut File {
+        self.inner.as_file_mut()
+    }
+}
+
+impl fmt::Debug for TempFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TempFile")
+            .field("path", &self.path())
+            .finish()
+    }
+}
+
+/// The gate itself. Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Durable {
+    hook: Option<Arc<dyn FsHook>>,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for Durable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Durable")
+            .field("hooked", &self.hook.is_some())
+            .finish()
+    }
+}
+
+impl Durable {
+    #[cfg(test)]
+    pub(crate) fn with_hook(hook: Arc<dyn FsHook>) -> Self {
+        Durable {
+            hook: Some(hook),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    fn before(&self, op: Op<'_>) -> io::Result<()> {
+        match &self.hook {
+            Some(h) => h.before(&op),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates a directory (and parents) with owner-only permissions.
+    ///
+    /// A symlink or file in its place is an error: the store must never be
+    /// redirected outside itself.
+    pub(crate) fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        match fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists but is not a directory (a file or a symlink); remove it so the store can recreate it",
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)
+    }
+
+    /// Creates a new temp file (owner-only, unpredictable name, create-new).
+    pub(crate) fn create_temp(&self, dir: &Path) -> io::Result<TempFile> {
+        let inner = tempfile::Builder::new()
+            .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+            .rand_bytes(16)
+            .tempfile_in(dir)?;
+        self.before(Op::Create(inner.path()))?;
+        Ok(TempFile { inner })
+    }
+
+    /// Appends bytes to a temp file.
+    pub(crate) fn write(&self, temp: &mut TempFile, data: &[u8]) -> io::Result<()> {
+        self.before(Op::Write(temp.inner.path(), data))?;
+        temp.inner.as_file_mut().write_all(data)
+    }
+
+    /// Flushes a temp file's data and metadata to stable storage.
+    pub(crate) fn sync_file(&self, temp: &TempFile) -> io::Result<()> {
+        self.before(Op::SyncFile(temp.inner.path()))?;
+        temp.inner.as_file().sync_all()
+    }
+
+    /// Makes a temp file read-only (snapshots are immutable once published).
+    pub(crate) fn make_read_only(&self, temp: &TempFile) -> io::Result<()> {
+        let file = temp.inner.as_file();
+        let mut perms = file.metadata()?.permissions();
+        perms.set_readonly(true);
+        file.set_permissions(perms)
+    }
+
+    /// Renames a temp file over `dest`, retrying transient failures within
+    /// `budget`. On failure the temp file is removed.
+    pub(crate) fn persist(
+        &self,
+        temp: TempFile,
+        dest: &Path,
+        budget: Option<Duration>,
+    ) -> (io::Result<()>, RenameStats) {
+        let path = temp.inner.into_temp_path();
+        let (result, stats) = self.rename_with_retry(&path, dest, budget);
+        if result.is_ok() {
+            // The name now belongs to `dest`; nothing is left to clean up.
+            let _ = path.keep();
+        }
+        (result, stats)
+    }
+
+    fn rename_with_retry(
+        &self,
+        from: &Path,
+        to: &Path,
+        budget: Option<Duration>,
+    ) -> (io::Result<()>, RenameStats) {
+        retry_transient(
+            self.retry,
+            budget,
+            || {
+                self.before(Op::Rename(from, to))?;
+                fs::rename(from, to)
+            },
+            is_transient_rename_error,
+            std::thread::sleep,
+        )
+    }
+
+    /// Makes renames and unlinks in `dir` durable.
+    pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.before(Op::SyncDir(dir))?;
+        sync_dir_impl(dir)
+    }
+
+    /// Unlinks a file; a file that is already gone is fine.
+    pub(crate) fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.before(Op::Remove(path))?;
+        match fs::remove_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Removes a directory tree planted where a temp file should be.
+    pub(crate) fn remove_tree(&self, path: &Path) -> io::Result<()> {
+        self.before(Op::Remove(path))?;
+        fs::remove_dir_all(path)
+    }
+
+    /// The whole durable rewrite of a small file: temp in `tmp_dir`, write,
+    /// fsync, rename over `dest`, fsync `dest`'s directory.
+    ///
+    /// With `durable == false` the two fsyncs are skipped (for descriptive
+    /// files such as the lock holder record, whose loss is harmless).
+    pub(crate) fn replace_file(
+        &self,
+        tmp_dir: &Path,
+        dest: &Path,
+        bytes: &[u8],
+        durable: bool,
+        budget: Option<Duration>,
+    ) -> Result<RenameStats, (PathBuf, io::Error)> {
+        let mut temp = self
+            .create_temp(tmp_dir)
+            .map_err(|e| (tmp_dir.to_path_buf(), e))?;
+        let temp_path = temp.path().to_path_buf();
+        self.write(&mut temp, bytes)
+            .map_err(|e| (temp_path.clone(), e))?;
+        if durable {
+            self.sync_file(&temp).map_err(|e| (temp_path.clone(), e))?;
+        }
+        let (result, stats) = self.persist(temp, dest, budget);
+        result.map_err(|e| (dest.to_path_buf(), e))?;
+        if durable {
+            let parent = dest.parent().unwrap_or(Path::new("."));
+            self.sync_dir(parent)
+                .map_err(|e| (parent.to_path_buf(), e))?;
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(unix)]
+fn sync_dir_impl(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Windows cannot open a directory as a `File` without extra flags and makes
+/// renames durable through NTFS's journal; this is untested there.
+#[cfg(not(unix))]
+fn sync_dir_impl(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Opens a store file for reading without following a symlink at its final
+/// component, so a planted link cannot make snapcache read outside the store.
+pub(crate) fn open_no_follow(path: &Path) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    #[cfg(not(unix))]
+    {
+        if fs::symlink_metadata(path)?.file_type().is_symlink() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is a symbolic link",
+            ));
+        }
+    }
+    options.open(path)
+}
+
+/// Time left until `deadline`, if there is one.
+pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn transient() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "sharing violation (injected)",
+        )
+    }
+
+    fn run(failures: u32, budget: Option<Duration>) -> (io::Result<()>, RenameStats, Vec<u64>) {
+        let delays = RefCell::new(Vec::new());
+        let mut left = failures;
+        let (result, stats) = retry_transient(
+            RetryPolicy::default(),
+            budget,
+            || {
+                if left > 0 {
+                    left -= 1;
+                    Err(transient())
+                } else {
+                    Ok(())
+                }
+            },
+            |_| true,
+            |d| delays.borrow_mut().push(d.as_millis() as u64),
+        );
+        (result, stats, delays.into_inner())
+    }
+
+    #[test]
+    fn first_try_success_makes_one_attempt_and_no_wait() {
+        let (result, stats, delays) = run(0, None);
+        assert!(result.is_ok());
+        assert_eq!(
+            stats,
+            RenameStats {
+                attempts: 1,
+                waited: Duration::ZERO
+            }
+        );
+        assert!(delays.is_empty());
+    }
+
+    #[test]
+    fn delays_double_from_50_ms_and_cap_at_1_s() {
+        let (result, stats, delays) = run(8, None);
+        assert!(result.is_ok(), "succeeds after transient failures");
+        assert_eq!(stats.attempts, 9);
+        assert_eq!(delays, vec![50, 100, 200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(stats.waited, Duration::from_millis(delays.iter().sum()));
+    }
+
+    #[test]
+    fn total_delay_never_passes_the_budget() {
+        let budget = Duration::from_millis(500);
+        let (result, stats, delays) = run(100, Some(budget));
+        assert!(result.is_err(), "gives up when the budget is spent");
+        assert_eq!(
+            delays,
+            vec![50, 100, 200],
+            "the 400 ms step would end at 750 ms"
+        );
+        assert!(stats.waited <= budget);
+        assert_eq!(stats.attempts, 4);
+    }
+
+    #[test]
+    fn gives_up_after_max_attempts_without_budget() {
+        let (result, stats, _) = run(100, None);
+        assert!(result.is_err());
+        assert_eq!(stats.attempts, RetryPolicy::default().max_attempts);
+    }
+
+    #[test]
+    fn permanent_errors_are_not_retried() {
+        let (result, stats) = retry_transient(
+            RetryPolicy::default(),
+            None,
+            || Err(io::Error::new(io::ErrorKind::NotFound, "gone")),
+            |_| false,
+            |_| panic!("must not sleep"),
+        );
+        assert!(result.is_err());
+        assert_eq!(stats.attempts, 1);
+    }
+}

@@ -1,0 +1,229 @@
+//! The one error type of the library.
+//!
+//! Every message says what failed, names the path involved and what the user
+//! can do next. The CLI maps errors to exit codes through the predicates
+//! ([`Error::is_lock_timeout`], [`Error::is_payload_rejected`], ...), never by
+//! matching message text.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::lock::{HolderInfo, TimeoutSource};
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a snapcache operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No store (no `current` pointer) exists at the root yet.
+    #[error(
+        "no snapshot has been published in the store at {root}: run `snapcache refresh --from FILE` (or publish through the library) first, or point --store / SNAPCACHE_DIR at the right store"
+    )]
+    NoStore {
+        /// The store root.
+        root: PathBuf,
+    },
+
+    /// The `current` pointer exists but cannot be trusted.
+    #[error(
+        "the store pointer {path} is damaged ({detail}); nothing was read from it. Run `snapcache verify` to see what is intact; to start a fresh history, move the damaged pointer aside (`mv {path} {path}.damaged`) and refresh again"
+    )]
+    CorruptPointer {
+        /// Path of the pointer file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+
+    /// The pointer was written by a newer (or unknown) format version.
+    #[error(
+        "the store pointer {path} has format version {found}, but this snapcache reads only version {supported}; upgrade snapcache, or use a separate store (--store DIR)"
+    )]
+    UnsupportedVersion {
+        /// Path of the pointer file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: u32,
+        /// Version this build understands.
+        supported: u32,
+    },
+
+    /// A snapshot does not match what the pointer says about it.
+    #[error(
+        "snapshot {path} of generation {generation} is damaged ({detail}); no unverified bytes were returned. Run `snapcache verify`, then `snapcache rollback` to an intact generation or `snapcache refresh` to publish a new one"
+    )]
+    CorruptSnapshot {
+        /// Path of the snapshot file.
+        path: PathBuf,
+        /// Generation that references it.
+        generation: u64,
+        /// What is wrong with it.
+        detail: String,
+    },
+
+    /// A snapshot that a retained generation references is missing.
+    #[error(
+        "snapshot {path} of generation {generation} is missing; run `snapcache verify`, then `snapcache rollback` to an intact generation or `snapcache refresh` to publish a new one"
+    )]
+    MissingSnapshot {
+        /// Path where the snapshot should be.
+        path: PathBuf,
+        /// Generation that references it.
+        generation: u64,
+    },
+
+    /// The payload was refused before anything was published.
+    #[error("payload rejected: {reason}; the store was not changed")]
+    PayloadRejected {
+        /// Why (for JSON, with the first error position).
+        reason: String,
+    },
+
+    /// The payload source (a reader, a closure, a `--exec` command) failed.
+    #[error(
+        "the payload source failed (nothing was published; the current generation is unchanged): {detail}"
+    )]
+    SourceFailed {
+        /// What the source reported.
+        detail: String,
+    },
+
+    /// The writer lock could not be acquired within the budget.
+    #[error("{}", lock_timeout_message(.path, *.waited, .budget, *.budget_source, .holder.as_deref()))]
+    LockTimeout {
+        /// Path of the lock.
+        path: PathBuf,
+        /// How long this process waited.
+        waited: Duration,
+        /// The budget it had (`None` only for "try once").
+        budget: Duration,
+        /// Where the budget came from.
+        budget_source: TimeoutSource,
+        /// Who held the lock when we gave up, when known.
+        holder: Option<Box<HolderInfo>>,
+    },
+
+    /// The operation was interrupted (Ctrl-C, SIGTERM, or a cancel flag).
+    #[error("interrupted while {during}; nothing was published and the lock was released")]
+    Interrupted {
+        /// What was going on.
+        during: &'static str,
+    },
+
+    /// A generation number that is not retained was asked for.
+    #[error(
+        "generation {generation} is not retained in the store at {root} (retained: {available}); run `snapcache history` to list them"
+    )]
+    NoSuchGeneration {
+        /// The store root.
+        root: PathBuf,
+        /// Requested generation.
+        generation: u64,
+        /// Retained generations, formatted for the message.
+        available: String,
+    },
+
+    /// Rollback was asked for, but nothing earlier is retained.
+    #[error(
+        "cannot roll back: generation {current} is the oldest retained generation in {root}; run `snapcache history` to see what is retained"
+    )]
+    NothingToRollBack {
+        /// The store root.
+        root: PathBuf,
+        /// The current generation.
+        current: u64,
+    },
+
+    /// Options given by the caller are invalid.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
+    /// An I/O operation failed.
+    #[error("{}", io_message(.action, .path, .source))]
+    Io {
+        /// What we were doing ("create the temp file", ...).
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with what we were doing and the path involved.
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The writer lock was not acquired in time (CLI exit code 75).
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, Error::LockTimeout { .. })
+    }
+
+    /// The payload was refused (CLI exit code 65).
+    pub fn is_payload_rejected(&self) -> bool {
+        matches!(self, Error::PayloadRejected { .. })
+    }
+
+    /// The operation was interrupted by a signal or cancel flag (CLI exit code 130).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Error::Interrupted { .. })
+    }
+
+    /// The store's contents are damaged (pointer or snapshot).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(
+            self,
+            Error::CorruptPointer { .. }
+                | Error::UnsupportedVersion { .. }
+                | Error::CorruptSnapshot { .. }
+                | Error::MissingSnapshot { .. }
+        )
+    }
+}
+
+fn io_message(action: &str, path: &std::path::Path, err: &io::Error) -> String {
+    let hint = match err.kind() {
+        io::ErrorKind::PermissionDenied => {
+            "check the permissions of the store (it is owner-only by design) or choose another store with --store / SNAPCACHE_DIR"
+        }
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            "the disk is full: free some space (`snapcache gc` removes unreferenced snapshots) and retry; the current generation is unchanged"
+        }
+        io::ErrorKind::ReadOnlyFilesystem => {
+            "the store is on a read-only filesystem: reads still work, writes need a writable --store"
+        }
+        io::ErrorKind::NotFound => "check that the path exists",
+        _ => "check the path and retry; the current generation is unchanged",
+    };
+    format!("failed to {action} {}: {err}; {hint}", path.display())
+}
+
+fn lock_timeout_message(
+    path: &std::path::Path,
+    waited: Duration,
+    budget: &Duration,
+    source: TimeoutSource,
+    holder: Option<&HolderInfo>,
+) -> String {
+    let who = match holder {
+        Some(h) => format!("held by {}", h.describe()),
+        None => "held by another process".to_string(),
+    };
+    format!(
+        "gave up waiting for the writer lock {} after {:.1} s (budget {} from {}); the lock is {who}. Wait longer with --lock-timeout SECS (or `infinite`) or SNAPCACHE_LOCK_TIMEOUT, or see who holds it with `snapcache status`",
+        path.display(),
+        waited.as_secs_f64(),
+        crate::lock::format_budget(*budget),
+        source,
+    )
+}

@@ -1,0 +1,80 @@
+//! The advisory backend: an fs4 (flock/LockFileEx) exclusive lock on
+//! `<store>/lock`. The only module that calls fs4.
+//!
+//! The kernel releases the lock when the holder's process dies, however it
+//! dies, so a crashed writer never leaves a stale lock behind. The lock file
+//! itself is never deleted: deleting it would let two processes lock two
+//! different inodes under the same name.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+
+use fs4::{FileExt, TryLockError};
+
+/// Outcome of one non-blocking attempt.
+pub(crate) enum Attempt {
+    Acquired(File),
+    Busy,
+}
+
+fn open(path: &Path, create: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    if create {
+        options.write(true).create(true).truncate(false);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never follow a planted symlink out of the store.
+        options
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    options.open(path)
+}
+
+/// Tries once to take the exclusive lock.
+pub(crate) fn try_acquire(path: &Path) -> io::Result<Attempt> {
+    let file = open(path, true)?;
+    match FileExt::try_lock(&file) {
+        Ok(()) => Ok(Attempt::Acquired(file)),
+        Err(TryLockError::WouldBlock) => Ok(Attempt::Busy),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Releases the lock (closing the file would too; this logs a failure).
+pub(crate) fn release(file: &File, path: &Path) {
+    if let Err(e) = FileExt::unlock(file) {
+        tracing::warn!(path = %path.display(), error = %e, "failed to unlock the writer lock; it is released when the process exits");
+    }
+}
+
+/// Whether someone holds the lock right now, without waiting and without
+/// creating the lock file. `None`: no lock file, so nobody has ever held it.
+///
+/// The probe takes a shared lock for an instant; a writer polling at that
+/// moment retries a millisecond later.
+pub(crate) fn probe(path: &Path) -> io::Result<Option<bool>> {
+    let file = match open(path, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match FileExt::try_lock_shared(&file) {
+        Ok(()) => {
+            let _ = FileExt::unlock(&file);
+            Ok(Some(false))
+        }
+        Err(TryLockError::WouldBlock) => Ok(Some(true)),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Whether an error from the lock call means "advisory locks do not work here".
+pub(crate) fn is_unsupported(err: &io::Error) -> bool {
+    matches!(err.kind(), io::ErrorKind::Unsupported)
+        || matches!(err.raw_os_error(), Some(37) | Some(38) | Some(95)) // ENOLCK, ENOSYS, EOPNOTSUPP on Linux
+}

@@ -1,0 +1,364 @@
+//! The exclusive writer lock of a store.
+//!
+//! # Model
+//!
+//! Readers never lock. Every write (publish, rollback, gc) runs under one
+//! exclusive lock per store. A writer *tries* first; only when the lock is
+//! taken does it wait, polling with a short backoff (1 ms doubling to 5 ms)
+//! until it gets the lock, its budget runs out, or it is cancelled. Polling,
+//! rather than a blocking lock call on a helper thread, keeps cancellation
+//! (Ctrl-C) and the timeout exact and leaves no thread stuck in a kernel call;
+//! the 5 ms cap bounds the handoff delay after the holder releases.
+//!
+//! # Feedback
+//!
+//! When the wait lasts longer than [`QUIET_WAIT`], the [`LockObserver`] hears
+//! who holds the lock (from the holder record, see [`HolderInfo`]), the
+//! budget and where it came from; then periodic progress, and finally
+//! `acquired` or `timed_out`. Tracing events: `lock_contended`,
+//! `lock_acquired` (backend, waited_ms), `lock_timeout`.
+
+mod advisory;
+mod holder;
+
+use std::fmt;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use holder::HolderInfo;
+
+use crate::durable::Durable;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+
+/// Waits shorter than this are not reported as contention.
+pub const QUIET_WAIT: Duration = Duration::from_millis(100);
+const POLL_FIRST: Duration = Duration::from_millis(1);
+const POLL_MAX: Duration = Duration::from_millis(5);
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// The default budget for waiting on the writer lock.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a writer waits for the lock.
+///
+/// ```
+/// use snapcache::LockWait;
+/// use std::time::Duration;
+/// assert_eq!(LockWait::parse("0"), Some(LockWait::TryOnce));
+/// assert_eq!(LockWait::parse("1.5"), Some(LockWait::For(Duration::from_millis(1500))));
+/// assert_eq!(LockWait::parse("infinite"), Some(LockWait::Forever));
+/// assert_eq!(LockWait::parse("soon"), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockWait {
+    /// Try once; fail at once if the lock is taken.
+    TryOnce,
+    /// Wait at most this long.
+    For(Duration),
+    /// Wait as long as it takes.
+    Forever,
+}
+
+impl LockWait {
+    /// Parses seconds (`0` = try once, fractions allowed) or `infinite`.
+    pub fn parse(text: &str) -> Option<LockWait> {
+        let text = text.trim();
+        if matches!(text, "infinite" | "inf" | "forever" | "never") {
+            return Some(LockWait::Forever);
+        }
+        let secs: f64 = text.parse().ok()?;
+        if !secs.is_finite() || secs < 0.0 {
+            return None;
+        }
+        if secs == 0.0 {
+            return Some(LockWait::TryOnce);
+        }
+        Duration::try_from_secs_f64(secs).ok().map(LockWait::For)
+    }
+
+    /// The budget, `None` when unbounded.
+    pub fn budget(&self) -> Option<Duration> {
+        match self {
+            LockWait::TryOnce => Some(Duration::ZERO),
+            LockWait::For(d) => Some(*d),
+            LockWait::Forever => None,
+        }
+    }
+}
+
+/// Where a lock budget came from, for messages ("600 s from the default").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeoutSource {
+    /// `--lock-timeout` on the command line.
+    Flag,
+    /// `$SNAPCACHE_LOCK_TIMEOUT`.
+    Env,
+    /// The built-in default ([`DEFAULT_LOCK_TIMEOUT`]).
+    Default,
+    /// Set by a library caller.
+    Caller,
+}
+
+impl fmt::Display for TimeoutSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutSource::Flag => "--lock-timeout",
+            TimeoutSource::Env => "SNAPCACHE_LOCK_TIMEOUT",
+            TimeoutSource::Default => "the default",
+            TimeoutSource::Caller => "the caller",
+        })
+    }
+}
+
+/// A lock budget and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockBudget {
+    /// How long to wait.
+    pub wait: LockWait,
+    /// Where that came from.
+    pub source: TimeoutSource,
+}
+
+impl Default for LockBudget {
+    fn default() -> Self {
+        LockBudget {
+            wait: LockWait::For(DEFAULT_LOCK_TIMEOUT),
+            source: TimeoutSource::Default,
+        }
+    }
+}
+
+impl fmt::Display for LockBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.wait.budget() {
+            Some(b) => write!(f, "{} from {}", format_budget(b), self.source),
+            None => write!(f, "no limit (infinite, from {})", self.source),
+        }
+    }
+}
+
+/// `600 s`, `1.5 s`, `0 s (try once)`.
+pub(crate) fn format_budget(d: Duration) -> String {
+    if d.is_zero() {
+        "0 s (try once)".to_string()
+    } else {
+        format!("{} s", d.as_secs_f64())
+    }
+}
+
+/// Which mechanism provides mutual exclusion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// An fs4 advisory lock on `<store>/lock` (released by the kernel on exit).
+    Advisory,
+    /// A lease file for filesystems where advisory locks are unreliable.
+    Lease,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Advisory => "advisory",
+            Backend::Lease => "lease",
+        })
+    }
+}
+
+/// What a waiting writer learns when it starts waiting.
+#[derive(Debug, Clone)]
+pub struct WaitStarted {
+    /// The lock being waited for.
+    pub lock_path: PathBuf,
+    /// Who holds it, when the holder recorded itself.
+    pub holder: Option<HolderInfo>,
+    /// The waiting budget and its source.
+    pub budget: LockBudget,
+}
+
+/// Hears about lock waits, e.g. to drive a progress line.
+///
+/// All methods have empty defaults; implement the ones you need.
+///
+/// ```
+/// use snapcache::{LockObserver, WaitStarted};
+/// use std::time::Duration;
+/// struct Log;
+/// impl LockObserver for Log {
+///     fn wait_started(&self, w: &WaitStarted) {
+///         eprintln!("waiting for {} ({})", w.lock_path.display(), w.budget);
+///     }
+///     fn acquired(&self, waited: Duration, _backend: snapcache::Backend, _contended: bool) {
+///         eprintln!("got it after {waited:?}");
+///     }
+/// }
+/// ```
+pub trait LockObserver: Send + Sync {
+    /// The lock has been busy for longer than [`QUIET_WAIT`].
+    fn wait_started(&self, _wait: &WaitStarted) {}
+    /// Still waiting (about every 250 ms); `remaining` is `None` without a limit.
+    fn progress(&self, _elapsed: Duration, _remaining: Option<Duration>) {}
+    /// The lock was acquired; `contended` is true when `wait_started` was called.
+    fn acquired(&self, _waited: Duration, _backend: Backend, _contended: bool) {}
+    /// The budget ran out.
+    fn timed_out(&self, _waited: Duration) {}
+}
+
+/// Whether the lock is held right now (for `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    /// Nobody holds it.
+    Free,
+    /// Somebody holds it; the record says who, when it could be read.
+    Held(Option<HolderInfo>),
+}
+
+/// Everything `acquire` needs.
+pub(crate) struct AcquireOptions<'a> {
+    pub budget: LockBudget,
+    pub observer: Option<&'a dyn LockObserver>,
+    pub cancel: Option<&'a AtomicBool>,
+    pub purpose: &'a str,
+}
+
+/// The held writer lock; released on drop.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub(crate) struct WriterLock {
+    file: File,
+    layout: Layout,
+    durable: Durable,
+    backend: Backend,
+    /// How long we waited for it.
+    pub waited: Duration,
+    /// When the wait started (publish budgets count from here).
+    pub started: Instant,
+}
+
+impl WriterLock {
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        // Remove our record first: once unlocked, the next holder writes its own.
+        holder::remove(&self.layout, &self.durable);
+        advisory::release(&self.file, &self.layout.lock_file());
+        tracing::debug!(backend = %self.backend, "lock_released");
+    }
+}
+
+/// Acquires the writer lock of the store at `layout`, waiting per `options`.
+pub(crate) fn acquire(
+    layout: &Layout,
+    durable: &Durable,
+    options: &AcquireOptions<'_>,
+) -> Result<WriterLock> {
+    let path = layout.lock_file();
+    let started = Instant::now();
+    let deadline = options.budget.wait.budget().map(|b| started + b);
+    let mut delay = POLL_FIRST;
+    let mut contended = false;
+    let mut last_progress = started;
+    loop {
+        let attempt = advisory::try_acquire(&path).map_err(|e| {
+            let action = if advisory::is_unsupported(&e) {
+                "take an advisory lock (unsupported on this filesystem; use --lock-backend lease) on"
+            } else {
+                "open or lock the writer lock file"
+            };
+            Error::io(action, &path, e)
+        })?;
+        if let advisory::Attempt::Acquired(file) = attempt {
+            let waited = started.elapsed();
+            let backend = Backend::Advisory;
+            holder::write(
+                layout,
+                durable,
+                &HolderInfo::this_process(options.purpose, backend),
+            );
+            tracing::info!(backend = %backend, waited_ms = waited.as_millis() as u64, "lock_acquired");
+            if let Some(o) = options.observer {
+                o.acquired(waited, backend, contended);
+            }
+            return Ok(WriterLock {
+                file,
+                layout: layout.clone(),
+                durable: durable.clone(),
+                backend,
+                waited,
+                started,
+            });
+        }
+        let elapsed = started.elapsed();
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let holder = holder::read(layout);
+            tracing::warn!(
+                waited_ms = elapsed.as_millis() as u64,
+                holder_pid = holder.as_ref().map(|h| h.pid),
+                "lock_timeout"
+            );
+            if let Some(o) = options.observer {
+                o.timed_out(elapsed);
+            }
+            return Err(Error::LockTimeout {
+                path,
+                waited: elapsed,
+                budget: options.budget.wait.budget().unwrap_or_default(),
+                budget_source: options.budget.source,
+                holder: holder.map(Box::new),
+            });
+        }
+        if options.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(Error::Interrupted {
+                during: "waiting for the writer lock",
+            });
+        }
+        if !contended && elapsed >= QUIET_WAIT {
+            contended = true;
+            let holder = holder::read(layout);
+            tracing::info!(holder_pid = holder.as_ref().map(|h| h.pid), budget = %options.budget, "lock_contended");
+            if let Some(o) = options.observer {
+                o.wait_started(&WaitStarted {
+                    lock_path: path.clone(),
+                    holder,
+                    budget: options.budget,
+                });
+            }
+        } else if contended && last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            if let Some(o) = options.observer {
+                o.progress(elapsed, crate::durable::remaining(deadline));
+            }
+        }
+        let mut sleep = delay;
+        if let Some(left) = crate::durable::remaining(deadline) {
+            sleep = sleep.min(left);
+        }
+        std::thread::sleep(sleep);
+        delay = (delay * 2).min(POLL_MAX);
+    }
+}
+
+/// Reports whether the lock is held, and by whom; never waits.
+pub(crate) fn probe(layout: &Layout) -> Result<LockState> {
+    let path = layout.lock_file();
+    match advisory::probe(&path) {
+        Ok(None) | Ok(Some(false)) => Ok(LockState::Free),
+        Ok(Some(true)) => Ok(LockState::Held(holder::read(layout))),
+        Err(e) => Err(Error::io("probe the writer lock", &path, e)),
+    }
+}
+
+/// Whether a cancel flag is set.
+pub(crate) fn cancelled(flag: Option<&Arc<AtomicBool>>) -> bool {
+    flag.is_some_and(|c| c.load(Ordering::Relaxed))
+}

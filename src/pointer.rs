@@ -1,0 +1,322 @@
+//! The `current` pointer: which generation is current and which are retained.
+//!
+//! # Format (version 1)
+//!
+//! ```text
+//! snapcache-pointer 1 <64-hex blake3 of the body>\n
+//! <body: one line of JSON>\n
+//! ```
+//!
+//! The body is `{"current":N,"last_generation":M,"checked_at":T,"generations":[...]}`
+//! with one entry per retained generation (`generation`, `hash`, `bytes`,
+//! `created_at`, `note`). The header carries the format version and a checksum
+//! of the body, so a torn, truncated or tampered pointer is detected and never
+//! half-trusted. The file is replaced only by an atomic rename, so readers see
+//! the old or the new pointer, never a mix.
+//!
+//! Decoding never reads more than [`MAX_POINTER_BYTES`]: a huge file planted
+//! in place of the pointer is an error, not an allocation.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::time::Timestamp;
+
+/// The pointer format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The magic word that starts every pointer.
+pub const MAGIC: &str = "snapcache-pointer";
+/// Upper bound on a pointer's size; larger files are rejected unread.
+pub const MAX_POINTER_BYTES: u64 = 64 * 1024;
+/// Upper bound on a generation's note, in bytes (longer notes are cut).
+pub const MAX_NOTE_BYTES: usize = 200;
+/// Upper bound on retention, which keeps the pointer small.
+pub const MAX_KEEP: usize = 100;
+
+/// One retained generation, as recorded in the pointer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Generation number: starts at 1, strictly increasing, never reused.
+    pub generation: u64,
+    /// blake3 hash of the snapshot (and its file name).
+    pub hash: ContentHash,
+    /// Length of the snapshot in bytes.
+    pub bytes: u64,
+    /// When this generation was published.
+    pub created_at: Timestamp,
+    /// Free text describing the source (`--note`, or the `--exec` command).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The decoded pointer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Pointer {
+    /// The current generation (one of `generations`).
+    pub current: u64,
+    /// Highest generation number ever handed out; the next one is this + 1.
+    pub last_generation: u64,
+    /// Last time a refresh succeeded (changed or not).
+    pub checked_at: Timestamp,
+    /// Retained generations, oldest first.
+    pub generations: Vec<Generation>,
+}
+
+impl Pointer {
+    /// The entry of the current generation.
+    pub fn current_entry(&self) -> &Generation {
+        // `decode` and every constructor guarantee that `current` is listed.
+        self.find(self.current)
+            .unwrap_or(&self.generations[self.generations.len() - 1])
+    }
+
+    pub fn find(&self, generation: u64) -> Option<&Generation> {
+        self.generations.iter().find(|g| g.generation == generation)
+    }
+
+    /// Keeps the newest `keep` generations plus the current one.
+    pub fn apply_retention(&mut self, keep: usize) {
+        let keep = keep.max(1);
+        let mut numbers: Vec<u64> = self.generations.iter().map(|g| g.generation).collect();
+        numbers.sort_unstable_by(|a, b| b.cmp(a));
+        let newest: Vec<u64> = numbers.into_iter().take(keep).collect();
+        let current = self.current;
+        self.generations
+            .retain(|g| g.generation == current || newest.contains(&g.generation));
+    }
+
+    /// A comma-separated list of retained generation numbers, for messages.
+    pub fn retained_list(&self) -> String {
+        self.generations
+            .iter()
+            .map(|g| g.generation.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Serializes header and body.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain structs of strings and integers cannot fail.
+        let mut body = serde_json::to_vec(self).unwrap_or_default();
+        body.push(b'\n');
+        let sum = ContentHash::of(&body);
+        let mut out = format!("{MAGIC} {FORMAT_VERSION} {sum}\n").into_bytes();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Parses and checks a pointer; `path` is only used in errors.
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<Pointer> {
+        let corrupt = |detail: String| Error::CorruptPointer {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if bytes.is_empty() {
+            return Err(corrupt("the file is empty".into()));
+        }
+        let newline = bytes
+            .iter()
+            .take(128)
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| corrupt("no header line".into()))?;
+        let header = std::str::from_utf8(&bytes[..newline])
+            .map_err(|_| corrupt("the header is not text".into()))?;
+        let mut fields = header.split(' ');
+        if fields.next() != Some(MAGIC) {
+            return Err(corrupt(format!("the header does not start with {MAGIC:?}")));
+        }
+        let version: u32 = fields
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| corrupt("the header has no format version".into()))?;
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let sum = fields
+            .next()
+            .and_then(ContentHash::parse)
+            .ok_or_else(|| corrupt("the header has no valid checksum".into()))?;
+        if fields.next().is_some() {
+            return Err(corrupt("the header has extra fields".into()));
+        }
+        let body = &bytes[newline + 1..];
+        if ContentHash::of(body) != sum {
+            return Err(corrupt(
+                "the checksum does not match the body (torn or tampered write)".into(),
+            ));
+        }
+        let pointer: Pointer = serde_json::from_slice(body)
+            .map_err(|e| corrupt(format!("the body is not a valid pointer: {e}")))?;
+        pointer.check().map_err(corrupt)?;
+        Ok(pointer)
+    }
+
+    /// Invariants that the checksum alone cannot promise (a buggy or hostile writer).
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.generations.is_empty() {
+            return Err("it lists no generations".into());
+        }
+        if !self
+            .generations
+            .windows(2)
+            .all(|w| w[0].generation < w[1].generation)
+        {
+            return Err("its generations are not strictly increasing".into());
+        }
+        if self.find(self.current).is_none() {
+            return Err(format!(
+                "its current generation {} is not listed",
+                self.current
+            ));
+        }
+        let max = self
+            .generations
+            .iter()
+            .map(|g| g.generation)
+            .max()
+            .unwrap_or(0);
+        if self.generations.iter().any(|g| g.generation == 0) || self.last_generation < max {
+            return Err("its generation numbers are inconsistent".into());
+        }
+        if self.generations.iter().any(|g| g.bytes == 0) {
+            return Err("it lists an empty snapshot".into());
+        }
+        Ok(())
+    }
+}
+
+/// Reads at most [`MAX_POINTER_BYTES`] (+1, to detect oversize) from `reader`.
+pub(crate) fn read_bounded(reader: impl Read, path: &Path) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(4096);
+    reader
+        .take(MAX_POINTER_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("read the store pointer", path, e))?;
+    if buf.len() as u64 > MAX_POINTER_BYTES {
+        return Err(Error::CorruptPointer {
+            path: path.to_path_buf(),
+            detail: format!("it is larger than {MAX_POINTER_BYTES} bytes"),
+        });
+    }
+    Ok(buf)
+}
+
+/// Cuts a note to [`MAX_NOTE_BYTES`] on a character boundary.
+pub(crate) fn clip_note(note: &str) -> String {
+    if note.len() <= MAX_NOTE_BYTES {
+        return note.to_string();
+    }
+    let mut end = MAX_NOTE_BYTES;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &note[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Pointer {
+        let g = |n: u64, s: &[u8]| Generation {
+            generation: n,
+            hash: ContentHash::of(s),
+            bytes: s.len() as u64,
+            created_at: Timestamp::now(),
+            note: Some(format!("gen {n}")),
+        };
+        Pointer {
+            current: 2,
+            last_generation: 3,
+            checked_at: Timestamp::now(),
+            generations: vec![g(1, b"a"), g(2, b"bb"), g(3, b"ccc")],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let p = sample();
+        let decoded = Pointer::decode(&p.encode(), Path::new("current")).expect("decodes");
+        assert_eq!(decoded, p);
+    }
+
+    #[test]
+    fn a_pointer_with_full_retention_and_long_notes_stays_well_under_4_kib() {
+        let mut p = sample();
+        p.generations = (1..=6)
+            .map(|n| Generation {
+                generation: n,
+                hash: ContentHash::of(&n.to_le_bytes()),
+                bytes: u64::MAX,
+                created_at: Timestamp::now(),
+                note: Some(clip_note(&"x".repeat(1000))),
+            })
+            .collect();
+        p.current = 6;
+        p.last_generation = 6;
+        assert!(
+            p.encode().len() < 2900,
+            "pointer is {} bytes",
+            p.encode().len()
+        );
+    }
+
+    #[test]
+    fn any_flipped_byte_is_detected() {
+        let bytes = sample().encode();
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x01;
+            assert!(
+                Pointer::decode(&damaged, Path::new("current")).is_err(),
+                "flipping byte {i} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_detected() {
+        let bytes = sample().encode();
+        for len in 0..bytes.len() {
+            assert!(
+                Pointer::decode(&bytes[..len], Path::new("current")).is_err(),
+                "truncated at {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_version_is_its_own_error() {
+        let text = String::from_utf8(sample().encode())
+            .expect("utf8")
+            .replacen(" 1 ", " 7 ", 1);
+        let err = Pointer::decode(text.as_bytes(), Path::new("current")).expect_err("rejected");
+        assert!(
+            matches!(err, Error::UnsupportedVersion { found: 7, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn retention_keeps_newest_and_current() {
+        let mut p = sample();
+        p.current = 1;
+        p.apply_retention(1);
+        let kept: Vec<u64> = p.generations.iter().map(|g| g.generation).collect();
+        assert_eq!(kept, vec![1, 3]);
+    }
+
+    #[test]
+    fn notes_are_clipped_on_char_boundaries() {
+        let clipped = clip_note(&"é".repeat(300));
+        assert!(clipped.len() <= MAX_NOTE_BYTES + "…".len());
+    }
+}

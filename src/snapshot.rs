@@ -1,0 +1,118 @@
+//! Snapshot files: `snapshots/<hash>`, immutable once published.
+//!
+//! A snapshot is trusted only after its length and blake3 hash match what the
+//! pointer recorded; [`read_verified`] never hands out bytes that did not.
+
+use std::io::{self, Read};
+use std::path::Path;
+
+use crate::durable::open_no_follow;
+use crate::hash::ContentHash;
+
+/// Why a snapshot file failed verification.
+#[derive(Debug)]
+pub(crate) enum SnapshotFault {
+    /// The file does not exist.
+    Missing,
+    /// It exists but is not a regular file (a directory, a symlink, ...).
+    NotAFile,
+    /// Its length differs from the recorded one.
+    Length { expected: u64, found: u64 },
+    /// Its content hash differs from its name.
+    Hash { found: ContentHash },
+    /// It could not be read.
+    Io(io::Error),
+}
+
+impl SnapshotFault {
+    /// A short machine-friendly name (`verify --json` uses it as `kind`).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            SnapshotFault::Missing => "missing",
+            SnapshotFault::NotAFile => "not-a-file",
+            SnapshotFault::Length { .. } => "length",
+            SnapshotFault::Hash { .. } => "hash",
+            SnapshotFault::Io(_) => "io",
+        }
+    }
+
+    pub(crate) fn detail(&self) -> String {
+        match self {
+            SnapshotFault::Missing => "the file is missing".into(),
+            SnapshotFault::NotAFile => {
+                "it is not a regular file (a directory or a symlink?)".into()
+            }
+            SnapshotFault::Length { expected, found } => {
+                format!("it is {found} bytes long, the pointer recorded {expected}")
+            }
+            SnapshotFault::Hash { found } => {
+                format!("its content hashes to {found}, not to its name (tampered or damaged)")
+            }
+            SnapshotFault::Io(e) => format!("it could not be read: {e}"),
+        }
+    }
+}
+
+fn open_checked(path: &Path, expected_len: u64) -> Result<std::fs::File, SnapshotFault> {
+    let file = open_no_follow(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => SnapshotFault::Missing,
+        // O_NOFOLLOW on a symlink fails with ELOOP.
+        _ if e.raw_os_error() == Some(40) || e.raw_os_error() == Some(62) => {
+            SnapshotFault::NotAFile
+        }
+        _ => SnapshotFault::Io(e),
+    })?;
+    let meta = file.metadata().map_err(SnapshotFault::Io)?;
+    if !meta.is_file() {
+        return Err(SnapshotFault::NotAFile);
+    }
+    if meta.len() != expected_len {
+        return Err(SnapshotFault::Length {
+            expected: expected_len,
+            found: meta.len(),
+        });
+    }
+    Ok(file)
+}
+
+/// Reads a whole snapshot into memory and verifies its length and hash.
+pub(crate) fn read_verified(
+    path: &Path,
+    hash: &ContentHash,
+    expected_len: u64,
+) -> Result<Vec<u8>, SnapshotFault> {
+    let file = open_checked(path, expected_len)?;
+    let capacity = usize::try_from(expected_len).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(capacity);
+    // One byte more than expected, so a file that grew after the stat shows up.
+    file.take(expected_len + 1)
+        .read_to_end(&mut bytes)
+        .map_err(SnapshotFault::Io)?;
+    if bytes.len() as u64 != expected_len {
+        return Err(SnapshotFault::Length {
+            expected: expected_len,
+            found: bytes.len() as u64,
+        });
+    }
+    let found = ContentHash::of(&bytes);
+    if found != *hash {
+        return Err(SnapshotFault::Hash { found });
+    }
+    Ok(bytes)
+}
+
+/// Verifies a snapshot file by streaming it through the hasher.
+pub(crate) fn verify_file(
+    path: &Path,
+    hash: &ContentHash,
+    expected_len: u64,
+) -> Result<(), SnapshotFault> {
+    let file = open_checked(path, expected_len)?;
+    let mut hasher = blake3::Hasher::new();
+    let read = hasher.update_reader(file).map_err(SnapshotFault::Io)?;
+    let found = ContentHash::from_blake3(read.finalize());
+    if found != *hash {
+        return Err(SnapshotFault::Hash { found });
+    }
+    Ok(())
+}

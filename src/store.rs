@@ -1,0 +1,916 @@
+//! The store: publish under the writer lock, read without it.
+//!
+//! # Publish, step by step (and why)
+//!
+//! 1. Take the writer lock: one writer at a time, so generation numbers and
+//!    the pointer swap never race.
+//! 2. Sweep leftovers of crashed writers (see [`crate::sweep`]).
+//! 3. Stream the payload into a temp file in `tmp/`, hashing as it goes.
+//! 4. Reject empty or (by default) malformed JSON: the temp file is dropped,
+//!    nothing else was touched.
+//! 5. `fsync` the temp file, make it read-only, rename it to
+//!    `snapshots/<hash>`, `fsync` `snapshots/`. Before the pointer names a
+//!    snapshot, its bytes and its name must be on disk.
+//! 6. Write the new pointer through a temp file, `fsync`, rename over
+//!    `current`, `fsync` the store directory. The rename is the commit point:
+//!    a crash before it leaves the old generation current, after it the new.
+//!
+//! Readers read `current`, open the snapshot it names and verify length and
+//! hash, so they see the old or the new generation, never a partial one.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::durable::{Durable, RenameStats, remaining};
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::layout::Layout;
+use crate::lock::{
+    self, AcquireOptions, Backend, LockBudget, LockObserver, LockState, LockWait, TimeoutSource,
+    WriterLock,
+};
+use crate::payload::{self, PayloadFormat, PayloadSink};
+use crate::pointer::{self, Generation, MAX_KEEP, Pointer};
+use crate::snapshot::{self, SnapshotFault};
+use crate::sweep::{self, Leftover, LeftoverKind};
+use crate::time::Timestamp;
+
+/// Default number of generations retained besides the current one.
+pub const DEFAULT_KEEP: usize = 5;
+/// How often a reader re-reads the pointer when a snapshot vanished under it.
+const READ_ATTEMPTS: usize = 5;
+
+/// An error returned by a payload source closure.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How to open a store.
+///
+/// ```
+/// use snapcache::{LockWait, StoreOptions};
+/// use std::time::Duration;
+/// let options = StoreOptions::new("/tmp/my-cache")
+///     .keep(3)
+///     .lock_timeout(LockWait::For(Duration::from_secs(30)));
+/// ```
+#[derive(Clone)]
+pub struct StoreOptions {
+    root: PathBuf,
+    lock_budget: LockBudget,
+    keep: usize,
+    observer: Option<Arc<dyn LockObserver>>,
+    cancel: Option<Arc<AtomicBool>>,
+    purpose: Option<String>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("root", &self.root)
+            .field("lock_budget", &self.lock_budget)
+            .field("keep", &self.keep)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreOptions {
+    /// Options for the store at `root`, with defaults: lock budget 600 s,
+    /// retention [`DEFAULT_KEEP`].
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            root: root.into(),
+            lock_budget: LockBudget::default(),
+            keep: DEFAULT_KEEP,
+            observer: None,
+            cancel: None,
+            purpose: None,
+        }
+    }
+
+    /// The default store root: `$SNAPCACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/snapcache`, else `~/.cache/snapcache`
+    /// (`%LOCALAPPDATA%\snapcache` on Windows).
+    pub fn default_root() -> Option<PathBuf> {
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(dir) = env("SNAPCACHE_DIR") {
+            return Some(dir);
+        }
+        if let Some(dir) = env("XDG_CACHE_HOME") {
+            return Some(dir.join("snapcache"));
+        }
+        #[cfg(windows)]
+        if let Some(dir) = env("LOCALAPPDATA") {
+            return Some(dir.join("snapcache"));
+        }
+        env("HOME").map(|h| h.join(".cache").join("snapcache"))
+    }
+
+    /// The store root these options point at.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Sets how long writers wait for the lock (source: the caller).
+    pub fn lock_timeout(self, wait: LockWait) -> Self {
+        self.lock_budget(LockBudget {
+            wait,
+            source: TimeoutSource::Caller,
+        })
+    }
+
+    /// Sets the lock budget together with where it came from.
+    pub fn lock_budget(mut self, budget: LockBudget) -> Self {
+        self.lock_budget = budget;
+        self
+    }
+
+    /// Generations retained besides the current one (1 to 100).
+    pub fn keep(mut self, keep: usize) -> Self {
+        self.keep = keep.clamp(1, MAX_KEEP);
+        self
+    }
+
+    /// Receives lock-wait events (for a progress UI).
+    pub fn lock_observer(mut self, observer: Arc<dyn LockObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// A flag that, once set, makes waits and payload streaming stop with
+    /// [`Error::Interrupted`] (the CLI sets it on SIGINT/SIGTERM).
+    pub fn cancel_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Describes this writer in the lock holder record (default: the
+    /// process's command line).
+    pub fn purpose(mut self, purpose: impl Into<String>) -> Self {
+        self.purpose = Some(pointer::clip_note(&purpose.into()));
+        self
+    }
+}
+
+/// Options of one publish.
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// How the payload is checked (JSON by default).
+    pub format: PayloadFormat,
+    /// A note recorded with the generation (cut to 200 bytes).
+    pub note: Option<String>,
+    /// Skip the publish when the last successful refresh is younger than this.
+    pub max_age: Option<Duration>,
+}
+
+impl PublishOptions {
+    /// Accept any bytes instead of JSON.
+    pub fn raw(mut self, raw: bool) -> Self {
+        self.format = if raw {
+            PayloadFormat::Raw
+        } else {
+            PayloadFormat::Json
+        };
+        self
+    }
+
+    /// Record a note with the generation.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        self.note = Some(note.into());
+        self
+    }
+
+    /// Skip when the last refresh is younger than `age`.
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
+        self
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishOutcome {
+    /// The current generation afterwards.
+    pub generation: u64,
+    /// Its hash.
+    pub hash: ContentHash,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// False when the content equals the current snapshot (no new generation).
+    pub changed: bool,
+    /// True when `max_age` skipped the refresh (the source did not run).
+    pub skipped: bool,
+    /// Milliseconds spent waiting for the lock.
+    pub waited_ms: u64,
+    /// The lock backend used.
+    pub backend: Backend,
+    /// Rename attempts (1 per rename without retries) and total retry wait.
+    pub rename_attempts: u32,
+    /// Milliseconds slept between rename retries.
+    pub rename_wait_ms: u64,
+}
+
+/// A verified snapshot read from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its generation.
+    pub generation: u64,
+    /// Its hash (verified).
+    pub hash: ContentHash,
+    /// When it was published.
+    pub created_at: Timestamp,
+    /// Its note.
+    pub note: Option<String>,
+    /// The bytes, exactly as published.
+    pub data: Vec<u8>,
+}
+
+/// The store's state, for `status`.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The store root.
+    pub root: PathBuf,
+    /// The current generation, `None` when nothing was published yet.
+    pub current: Option<Generation>,
+    /// Last successful refresh.
+    pub checked_at: Option<Timestamp>,
+    /// How many generations are retained.
+    pub retained: usize,
+    /// The writer lock.
+    pub lock: LockState,
+}
+
+/// One line of `history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    /// The generation.
+    #[serde(flatten)]
+    pub generation: Generation,
+    /// Whether it is the current one.
+    pub current: bool,
+}
+
+/// What `rollback` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollbackOutcome {
+    /// The generation that is current now.
+    pub generation: u64,
+    /// Its hash.
+    pub hash: ContentHash,
+    /// The generation that was current before.
+    pub previous: u64,
+}
+
+/// Options of `gc`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GcOptions {
+    /// Shrink retention to this many generations besides the current one.
+    pub keep: Option<usize>,
+    /// Only report what would be removed.
+    pub dry_run: bool,
+}
+
+/// What `gc` removed (or would remove, with `dry_run`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    /// Snapshot files removed.
+    pub removed_snapshots: usize,
+    /// Temp files removed.
+    pub removed_temp_files: usize,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+    /// Generations dropped from retention by `keep`.
+    pub dropped_generations: Vec<u64>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+/// One problem found by `verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The file involved.
+    pub path: PathBuf,
+    /// `pointer`, `missing`, `not-a-file`, `length`, `hash` or `io`.
+    pub kind: String,
+    /// Human-readable detail.
+    pub detail: String,
+    /// The generation concerned, if any.
+    pub generation: Option<u64>,
+}
+
+/// The result of `verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// True when the pointer and every retained snapshot verified.
+    pub ok: bool,
+    /// Generations that verified.
+    pub verified_generations: Vec<u64>,
+    /// What is wrong.
+    pub problems: Vec<Problem>,
+    /// Leftovers that a write or `gc` would remove (not problems).
+    pub reclaimable: Vec<Leftover>,
+}
+
+/// A snapshot store.
+///
+/// ```
+/// # fn main() -> Result<(), snapcache::Error> {
+/// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+/// use snapcache::{PublishOptions, Store, StoreOptions};
+/// let store = Store::open(StoreOptions::new(dir.path().join("cache")))?;
+/// let outcome = store.publish_bytes(br#"{"packages":[]}"#, &PublishOptions::default())?;
+/// assert_eq!(outcome.generation, 1);
+/// assert_eq!(store.read_current()?.data, br#"{"packages":[]}"#);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Store {
+    layout: Layout,
+    options: StoreOptions,
+    durable: Durable,
+}
+
+impl Store {
+    /// Opens the store at `options`' root. Creates nothing: the directories
+    /// appear with the first write, and reads work on a read-only store.
+    pub fn open(options: StoreOptions) -> Result<Store> {
+        if options.root.as_os_str().is_empty() {
+            return Err(Error::InvalidOption(
+                "the store root is an empty path".into(),
+            ));
+        }
+        Ok(Store {
+            layout: Layout::new(options.root.clone()),
+            options,
+            durable: Durable::default(),
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_durable(mut self, durable: Durable) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        self.layout.root()
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// Reads and verifies the current snapshot. Takes no lock.
+    pub fn read_current(&self) -> Result<Snapshot> {
+        self.read_picked(|p| Ok(p.current_entry().clone()))
+    }
+
+    /// Reads and verifies a retained generation. Takes no lock.
+    pub fn read_generation(&self, generation: u64) -> Result<Snapshot> {
+        let root = self.root().to_path_buf();
+        self.read_picked(move |p| {
+            p.find(generation)
+                .cloned()
+                .ok_or_else(|| Error::NoSuchGeneration {
+                    root: root.clone(),
+                    generation,
+                    available: p.retained_list(),
+                })
+        })
+    }
+
+    /// Reads the current snapshot and deserializes it.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// store.publish_json(&vec![1, 2, 3], &Default::default())?;
+    /// let back: Vec<u32> = store.read_json()?;
+    /// assert_eq!(back, [1, 2, 3]);
+    /// # Ok(()) }
+    /// ```
+    pub fn read_json<T: DeserializeOwned>(&self) -> Result<T> {
+        let snapshot = self.read_current()?;
+        serde_json::from_slice(&snapshot.data).map_err(|e| Error::SourceFailed {
+            detail: format!(
+                "generation {} ({}) is valid JSON but not of the expected shape: {e}",
+                snapshot.generation,
+                self.layout.snapshot(&snapshot.hash).display()
+            ),
+        })
+    }
+
+    fn read_picked(&self, pick: impl Fn(&Pointer) -> Result<Generation>) -> Result<Snapshot> {
+        let mut previous: Option<Pointer> = None;
+        for _ in 0..READ_ATTEMPTS {
+            let pointer = self.load_pointer()?;
+            let entry = pick(&pointer)?;
+            let path = self.layout.snapshot(&entry.hash);
+            match snapshot::read_verified(&path, &entry.hash, entry.bytes) {
+                Ok(data) => {
+                    tracing::debug!(generation = entry.generation, hash = %entry.hash, bytes = entry.bytes, "read snapshot");
+                    return Ok(Snapshot {
+                        generation: entry.generation,
+                        hash: entry.hash,
+                        created_at: entry.created_at,
+                        note: entry.note,
+                        data,
+                    });
+                }
+                // A concurrent gc may have removed it after a newer pointer
+                // landed: look again, unless the pointer did not move.
+                Err(SnapshotFault::Missing) if previous.as_ref() != Some(&pointer) => {
+                    previous = Some(pointer);
+                }
+                Err(fault) => return Err(fault_error(path, entry.generation, fault)),
+            }
+        }
+        let entry = previous.map(|p| p.current_entry().clone());
+        let generation = entry.as_ref().map_or(0, |e| e.generation);
+        let path = entry.map_or_else(
+            || self.layout.snapshots_dir(),
+            |e| self.layout.snapshot(&e.hash),
+        );
+        Err(Error::MissingSnapshot { path, generation })
+    }
+
+    /// Loads and checks the pointer; `NoStore` when there is none.
+    fn load_pointer(&self) -> Result<Pointer> {
+        self.try_load_pointer()?.ok_or_else(|| Error::NoStore {
+            root: self.root().to_path_buf(),
+        })
+    }
+
+    fn try_load_pointer(&self) -> Result<Option<Pointer>> {
+        let path = self.layout.current();
+        let file = match crate::durable::open_no_follow(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if is_symlink(&path) => {
+                return Err(Error::CorruptPointer {
+                    path,
+                    detail: format!("it is a symbolic link ({e})"),
+                });
+            }
+            Err(e) => return Err(Error::io("open the store pointer", &path, e)),
+        };
+        if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            return Err(Error::CorruptPointer {
+                path,
+                detail: "it is not a regular file".into(),
+            });
+        }
+        let bytes = pointer::read_bounded(file, &path)?;
+        Pointer::decode(&bytes, &path).map(Some)
+    }
+
+    /// The store's state: current generation and the lock. Takes no lock.
+    pub fn status(&self) -> Result<Status> {
+        let pointer = self.try_load_pointer()?;
+        Ok(Status {
+            root: self.root().to_path_buf(),
+            current: pointer.as_ref().map(|p| p.current_entry().clone()),
+            checked_at: pointer.as_ref().map(|p| p.checked_at),
+            retained: pointer.as_ref().map_or(0, |p| p.generations.len()),
+            lock: lock::probe(&self.layout)?,
+        })
+    }
+
+    /// Retained generations, oldest first. Takes no lock.
+    pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        let pointer = self.load_pointer()?;
+        Ok(pointer
+            .generations
+            .iter()
+            .map(|g| HistoryEntry {
+                generation: g.clone(),
+                current: g.generation == pointer.current,
+            })
+            .collect())
+    }
+
+    /// Checks the pointer and every retained snapshot; lists leftovers.
+    /// Changes nothing and takes no lock.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut problems = Vec::new();
+        let mut verified = Vec::new();
+        let pointer = match self.try_load_pointer() {
+            Ok(Some(p)) => Some(p),
+            Ok(None) => {
+                return Err(Error::NoStore {
+                    root: self.root().to_path_buf(),
+                });
+            }
+            Err(e) => {
+                problems.push(Problem {
+                    path: self.layout.current(),
+                    kind: "pointer".into(),
+                    detail: e.to_string(),
+                    generation: None,
+                });
+                None
+            }
+        };
+        if let Some(p) = &pointer {
+            for g in &p.generations {
+                let path = self.layout.snapshot(&g.hash);
+                match snapshot::verify_file(&path, &g.hash, g.bytes) {
+                    Ok(()) => verified.push(g.generation),
+                    Err(fault) => problems.push(Problem {
+                        path,
+                        kind: fault.kind().into(),
+                        detail: fault.detail(),
+                        generation: Some(g.generation),
+                    }),
+                }
+            }
+        }
+        let referenced = pointer.as_ref().map(referenced_hashes);
+        let reclaimable = sweep::list(&self.layout, referenced.as_ref())?;
+        Ok(VerifyReport {
+            ok: problems.is_empty(),
+            verified_generations: verified,
+            problems,
+            reclaimable,
+        })
+    }
+
+    // --------------------------------------------------------------- writes
+
+    /// Publishes the bytes read from `reader` (streamed, bounded memory).
+    pub fn publish_reader(
+        &self,
+        mut reader: impl Read,
+        options: &PublishOptions,
+    ) -> Result<PublishOutcome> {
+        self.publish_with(options, |sink| {
+            io::copy(&mut reader, sink)?;
+            Ok(())
+        })
+    }
+
+    /// Publishes a byte slice.
+    pub fn publish_bytes(&self, bytes: &[u8], options: &PublishOptions) -> Result<PublishOutcome> {
+        self.publish_with(options, |sink| Ok(sink.write_all(bytes)?))
+    }
+
+    /// Serializes `value` as JSON (streamed into the temp file) and publishes it.
+    pub fn publish_json<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        options: &PublishOptions,
+    ) -> Result<PublishOutcome> {
+        self.publish_with(options, |sink| {
+            let mut writer = io::BufWriter::with_capacity(64 * 1024, sink);
+            serde_json::to_writer(&mut writer, value)?;
+            writer.flush()?;
+            Ok(())
+        })
+    }
+
+    /// Publishes what `source` writes into the sink. `source` runs *under the
+    /// writer lock*, after the `max_age` check: a refresh that is not needed
+    /// does not run it, and concurrent refreshers run it once.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// use std::io::Write;
+    /// let opts = snapcache::PublishOptions::default().max_age(std::time::Duration::from_secs(3600));
+    /// let first = store.publish_with(&opts, |sink| Ok(sink.write_all(b"[1]")?))?;
+    /// let second = store.publish_with(&opts, |_| unreachable!("fresh enough: not run"))?;
+    /// assert!(!first.skipped && second.skipped);
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_with(
+        &self,
+        options: &PublishOptions,
+        source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<(), SourceError>,
+    ) -> Result<PublishOutcome> {
+        let lock = self.lock_for_write()?;
+        let deadline = self
+            .options
+            .lock_budget
+            .wait
+            .budget()
+            .map(|b| lock.started + b);
+        let pointer = self.try_load_pointer()?;
+        self.sweep_leftovers(pointer.as_ref())?;
+
+        if let (Some(max_age), Some(p)) = (options.max_age, &pointer) {
+            if p.checked_at.age() < max_age {
+                let entry = p.current_entry();
+                tracing::info!(generation = entry.generation, hash = %entry.hash, "refresh skipped: last refresh is younger than max-age");
+                return Ok(outcome(entry, false, true, &lock, RenameStats::default()));
+            }
+        }
+
+        let tmp = self.layout.tmp_dir();
+        let mut temp = self
+            .durable
+            .create_temp(&tmp)
+            .map_err(|e| Error::io("create a temp file in", &tmp, e))?;
+        let temp_path = temp.path().to_path_buf();
+        let mut sink = PayloadSink::new(&self.durable, &mut temp, self.options.cancel.clone());
+        let source_result = source(&mut sink);
+        if let Some(e) = sink.write_error.take() {
+            return Err(Error::io(
+                "write the payload to the temp file",
+                &temp_path,
+                e,
+            ));
+        }
+        if lock::cancelled(self.options.cancel.as_ref()) {
+            return Err(Error::Interrupted {
+                during: "reading the payload",
+            });
+        }
+        source_result.map_err(|e| Error::SourceFailed {
+            detail: e.to_string(),
+        })?;
+        let (hash, bytes) = sink.finish();
+
+        if bytes == 0 {
+            return Err(Error::PayloadRejected {
+                reason: "the payload is empty (0 bytes)".into(),
+            });
+        }
+        if options.format == PayloadFormat::Json {
+            let verdict = payload::check_json(&mut temp)
+                .map_err(|e| Error::io("read back the temp file", &temp_path, e))?;
+            verdict.map_err(|reason| Error::PayloadRejected { reason })?;
+        }
+
+        let now = Timestamp::now();
+        let mut rename = RenameStats::default();
+        if let Some(mut p) = pointer.clone().filter(|p| p.current_entry().hash == hash) {
+            // Same content: no new generation. The snapshot is re-committed
+            // only if it was found damaged (a refresh repairs it).
+            rename.add(self.commit_snapshot(temp, &hash, bytes, deadline)?);
+            p.checked_at = now;
+            rename.add(self.write_pointer(&p, deadline)?);
+            let entry = p.current_entry();
+            tracing::info!(generation = entry.generation, hash = %hash, bytes, "refresh unchanged: content equals the current snapshot");
+            return Ok(outcome(entry, false, false, &lock, rename));
+        }
+
+        rename.add(self.commit_snapshot(temp, &hash, bytes, deadline)?);
+        let mut next = pointer.unwrap_or(Pointer {
+            current: 0,
+            last_generation: 0,
+            checked_at: now,
+            generations: Vec::new(),
+        });
+        let generation = next.last_generation + 1;
+        next.generations.push(Generation {
+            generation,
+            hash,
+            bytes,
+            created_at: now,
+            note: options.note.as_deref().map(pointer::clip_note),
+        });
+        next.current = generation;
+        next.last_generation = generation;
+        next.checked_at = now;
+        next.apply_retention(self.options.keep);
+        rename.add(self.write_pointer(&next, deadline)?);
+        tracing::info!(generation, hash = %hash, bytes, backend = %lock.backend(), "published");
+        Ok(outcome(next.current_entry(), true, false, &lock, rename))
+    }
+
+    /// Makes the temp file durable under its hash name (or reuses an intact
+    /// snapshot with that name).
+    fn commit_snapshot(
+        &self,
+        temp: crate::durable::TempFile,
+        hash: &ContentHash,
+        bytes: u64,
+        deadline: Option<Instant>,
+    ) -> Result<RenameStats> {
+        let dest = self.layout.snapshot(hash);
+        if snapshot::verify_file(&dest, hash, bytes).is_ok() {
+            tracing::debug!(hash = %hash, "dedup: the snapshot already exists and verifies");
+            return Ok(RenameStats::default());
+        }
+        let temp_path = temp.path().to_path_buf();
+        self.durable
+            .sync_file(&temp)
+            .map_err(|e| Error::io("fsync the temp file", &temp_path, e))?;
+        self.durable
+            .make_read_only(&temp)
+            .map_err(|e| Error::io("make read-only", &temp_path, e))?;
+        if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            // A directory squatting on the name: rename cannot replace it.
+            self.durable
+                .remove_tree(&dest)
+                .map_err(|e| Error::io("remove the damaged snapshot", &dest, e))?;
+        }
+        let (result, stats) = self.durable.persist(temp, &dest, remaining(deadline));
+        result.map_err(|e| {
+            Error::io(
+                if stats.attempts > 1 {
+                    "rename the snapshot into place (another process may hold the file open)"
+                } else {
+                    "rename the snapshot into place"
+                },
+                &dest,
+                e,
+            )
+        })?;
+        let dir = self.layout.snapshots_dir();
+        self.durable
+            .sync_dir(&dir)
+            .map_err(|e| Error::io("fsync the directory", &dir, e))?;
+        Ok(stats)
+    }
+
+    fn write_pointer(&self, pointer: &Pointer, deadline: Option<Instant>) -> Result<RenameStats> {
+        self.durable
+            .replace_file(
+                &self.layout.tmp_dir(),
+                &self.layout.current(),
+                &pointer.encode(),
+                true,
+                remaining(deadline),
+            )
+            .map_err(|(path, e)| Error::io("write the store pointer", path, e))
+    }
+
+    /// Creates the store's directories and takes the writer lock.
+    fn lock_for_write(&self) -> Result<WriterLock> {
+        for dir in [
+            self.layout.root().to_path_buf(),
+            self.layout.snapshots_dir(),
+            self.layout.tmp_dir(),
+        ] {
+            self.durable
+                .create_dir(&dir)
+                .map_err(|e| Error::io("create the store directory", &dir, e))?;
+        }
+        let purpose = self.options.purpose.clone().unwrap_or_else(command_line);
+        lock::acquire(
+            &self.layout,
+            &self.durable,
+            &AcquireOptions {
+                budget: self.options.lock_budget,
+                observer: self.options.observer.as_deref(),
+                cancel: self.options.cancel.as_deref(),
+                purpose: &purpose,
+            },
+        )
+    }
+
+    /// Removes temp files and unreferenced snapshots (lock held).
+    fn sweep_leftovers(&self, pointer: Option<&Pointer>) -> Result<Vec<Leftover>> {
+        let referenced = pointer.map(referenced_hashes);
+        let leftovers = sweep::list(&self.layout, referenced.as_ref())?;
+        sweep::remove(&self.durable, &self.layout, leftovers)
+    }
+
+    /// Makes an earlier retained generation current (the one before the
+    /// current one, or `to`). Generation numbers do not change.
+    pub fn rollback(&self, to: Option<u64>) -> Result<RollbackOutcome> {
+        let lock = self.lock_for_write()?;
+        let deadline = self
+            .options
+            .lock_budget
+            .wait
+            .budget()
+            .map(|b| lock.started + b);
+        let mut pointer = self.load_pointer()?;
+        self.sweep_leftovers(Some(&pointer))?;
+        let previous = pointer.current;
+        let target = match to {
+            Some(n) => pointer
+                .find(n)
+                .cloned()
+                .ok_or_else(|| Error::NoSuchGeneration {
+                    root: self.root().to_path_buf(),
+                    generation: n,
+                    available: pointer.retained_list(),
+                })?,
+            None => pointer
+                .generations
+                .iter()
+                .rev()
+                .find(|g| g.generation < previous)
+                .cloned()
+                .ok_or_else(|| Error::NothingToRollBack {
+                    root: self.root().to_path_buf(),
+                    current: previous,
+                })?,
+        };
+        let path = self.layout.snapshot(&target.hash);
+        snapshot::verify_file(&path, &target.hash, target.bytes)
+            .map_err(|fault| fault_error(path, target.generation, fault))?;
+        pointer.current = target.generation;
+        self.write_pointer(&pointer, deadline)?;
+        tracing::info!(generation = target.generation, previous, hash = %target.hash, "rolled back");
+        Ok(RollbackOutcome {
+            generation: target.generation,
+            hash: target.hash,
+            previous,
+        })
+    }
+
+    /// Removes leftovers, optionally shrinking retention first.
+    pub fn gc(&self, options: &GcOptions) -> Result<GcReport> {
+        let lock = self.lock_for_write()?;
+        let deadline = self
+            .options
+            .lock_budget
+            .wait
+            .budget()
+            .map(|b| lock.started + b);
+        let mut pointer = self.try_load_pointer()?;
+        let mut dropped = Vec::new();
+        if let (Some(keep), Some(p)) = (options.keep, pointer.as_mut()) {
+            let before: Vec<u64> = p.generations.iter().map(|g| g.generation).collect();
+            p.apply_retention(keep.clamp(1, MAX_KEEP));
+            dropped = before
+                .into_iter()
+                .filter(|n| p.find(*n).is_none())
+                .collect();
+            if !dropped.is_empty() && !options.dry_run {
+                self.write_pointer(p, deadline)?;
+            }
+        }
+        let referenced = pointer.as_ref().map(referenced_hashes);
+        let leftovers = sweep::list(&self.layout, referenced.as_ref())?;
+        let removed = if options.dry_run {
+            leftovers
+        } else {
+            sweep::remove(&self.durable, &self.layout, leftovers)?
+        };
+        let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
+        let report = GcReport {
+            removed_snapshots: count(LeftoverKind::UnreferencedSnapshot),
+            removed_temp_files: count(LeftoverKind::TempFile),
+            freed_bytes: removed.iter().map(|l| l.bytes).sum(),
+            dropped_generations: dropped,
+            dry_run: options.dry_run,
+        };
+        tracing::info!(
+            removed_snapshots = report.removed_snapshots,
+            removed_temp_files = report.removed_temp_files,
+            bytes = report.freed_bytes,
+            dry_run = report.dry_run,
+            "gc"
+        );
+        Ok(report)
+    }
+}
+
+fn outcome(
+    entry: &Generation,
+    changed: bool,
+    skipped: bool,
+    lock: &WriterLock,
+    rename: RenameStats,
+) -> PublishOutcome {
+    PublishOutcome {
+        generation: entry.generation,
+        hash: entry.hash,
+        bytes: entry.bytes,
+        changed,
+        skipped,
+        waited_ms: lock.waited.as_millis() as u64,
+        backend: lock.backend(),
+        rename_attempts: rename.attempts,
+        rename_wait_ms: rename.waited.as_millis() as u64,
+    }
+}
+
+fn referenced_hashes(pointer: &Pointer) -> HashSet<ContentHash> {
+    pointer.generations.iter().map(|g| g.hash).collect()
+}
+
+fn fault_error(path: PathBuf, generation: u64, fault: SnapshotFault) -> Error {
+    match fault {
+        SnapshotFault::Missing => Error::MissingSnapshot { path, generation },
+        other => Error::CorruptSnapshot {
+            path,
+            generation,
+            detail: other.detail(),
+        },
+    }
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().collect();
+    pointer::clip_note(&args.join(" "))
+}

@@ -83,6 +83,8 @@ pub struct Context {
 pub enum Failure {
     Store(Error),
     Usage(String),
+    /// Any other failure found by the CLI itself (exit 1).
+    Other(String),
     /// Already reported (e.g. `verify` listed its problems); just exit.
     Reported(u8),
 }
@@ -185,6 +187,7 @@ fn report(failure: Failure, json: bool) -> u8 {
     let (code, kind, message) = match failure {
         Failure::Reported(code) => return code,
         Failure::Usage(message) => (exit::USAGE, "usage", message),
+        Failure::Other(message) => (exit::FAILURE, "error", message),
         Failure::Store(e) => {
             let (code, kind) = if e.is_payload_rejected() {
                 (exit::PAYLOAD_REJECTED, "payload-rejected")

@@ -86,7 +86,7 @@ fn open_source(path: &PathBuf) -> Result<Box<dyn Read + Send>, Failure> {
         return Ok(Box::new(io::stdin()));
     }
     let file = File::open(path).map_err(|e| {
-        Failure::Usage(format!(
+        Failure::Other(format!(
             "cannot open the payload file {}: {e}; check the path given to --from (use `-` for stdin)",
             path.display()
         ))

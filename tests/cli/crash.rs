@@ -1,0 +1,130 @@
+//! Leftovers of crashed writers, and writers killed with SIGKILL.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::*;
+
+#[test]
+fn planted_temp_files_and_orphan_snapshots_are_removed_by_the_next_write() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let tmp = store.root().join("tmp");
+    std::fs::write(tmp.join(".snapcache-4242-abcdefabcdef"), b"half a payl").unwrap();
+    std::fs::write(tmp.join("other-junk"), b"x").unwrap();
+    std::fs::create_dir(tmp.join("a-directory")).unwrap();
+    let orphan = store
+        .root()
+        .join("snapshots")
+        .join(hash_hex(b"[\"orphan\"]"));
+    std::fs::write(&orphan, b"[\"orphan\"]").unwrap();
+
+    let (out, report) = store.json(&["verify"]);
+    assert_eq!(code(&out), 0, "leftovers are not problems");
+    assert_eq!(
+        report["reclaimable"].as_array().unwrap().len(),
+        4,
+        "{report}"
+    );
+
+    store.refresh(b"[2]", &[]);
+    assert!(
+        store.files_in("tmp").is_empty(),
+        "tmp/ is emptied at the start of the write: {:?}",
+        store.files_in("tmp")
+    );
+    assert!(!orphan.exists(), "the orphan snapshot is removed");
+    let (_, report) = store.json(&["verify"]);
+    assert_eq!(report["reclaimable"].as_array().unwrap().len(), 0);
+    assert_eq!(report["ok"], true);
+}
+
+#[test]
+fn a_writer_killed_mid_write_leaves_the_previous_snapshot_current() {
+    let store = TestStore::new();
+    store.refresh(b"{\"generation\":1}", &[]);
+    // The source writes half a payload, then stalls: the temp file exists.
+    let mut child = store
+        .command(&[
+            "refresh",
+            "--exec",
+            "sh",
+            "-c",
+            "printf '{\"partial\": ['; sleep 30",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the writer's temp file", Duration::from_secs(20), || {
+        store
+            .files_in("tmp")
+            .iter()
+            .any(|n| n.starts_with(".snapcache-"))
+            .then_some(())
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(
+        status["lock"]["held"], false,
+        "the kernel released the dead writer's lock"
+    );
+    assert_eq!(
+        store.show(),
+        b"{\"generation\":1}",
+        "the previous generation is still current"
+    );
+    let (out, report) = store.json(&["verify"]);
+    assert_eq!(code(&out), 0, "{report}");
+    assert!(
+        !report["reclaimable"].as_array().unwrap().is_empty(),
+        "the dead writer's temp file is reclaimable"
+    );
+    store.refresh(b"{\"generation\":2}", &[]);
+    assert!(store.files_in("tmp").is_empty());
+}
+
+#[test]
+fn writers_killed_at_random_moments_never_damage_the_store() {
+    let store = TestStore::new();
+    let payloads: Vec<Vec<u8>> = (0..3)
+        .map(|i| json_payload(1_500_000 + i * 100_000, i as u64))
+        .collect();
+    let files: Vec<_> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| store.payload(&format!("p{i}"), p))
+        .collect();
+    store.refresh(&payloads[0], &[]);
+    // Kill delays spread over the whole publish (source, hashing, fsync, rename).
+    for round in 0..24u64 {
+        let mut child = store
+            .command(&[
+                "refresh",
+                "--from",
+                files[(round % 3) as usize].to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(round * 1_500));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let out = store.run(&["show"]);
+        assert_eq!(code(&out), 0, "round {round}: {}", text(&out.stderr));
+        assert!(
+            payloads.contains(&out.stdout),
+            "round {round}: show returned a published payload"
+        );
+        let (out, report) = store.json(&["verify"]);
+        assert_eq!(code(&out), 0, "round {round}: {report}");
+    }
+    store.refresh(b"[\"final\"]", &[]);
+    assert!(
+        store.files_in("tmp").is_empty(),
+        "one final refresh leaves no temp file"
+    );
+}

@@ -1,0 +1,307 @@
+//! The storage contenders compared on the same payloads in the same
+//! directory: the physical floor of the design, a Kopi-style single file,
+//! cacache, SQLite and snapcache itself.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Error type of the bench.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Result type of the bench.
+pub type Result<T> = std::result::Result<T, BoxError>;
+
+/// One way of storing "the current metadata document".
+pub trait Contender {
+    /// Short name used in tables and the chart.
+    fn name(&self) -> &'static str;
+    /// Store `payload` as the new current document.
+    fn write(&mut self, payload: &[u8]) -> Result<()>;
+    /// Read the current document back.
+    fn read(&mut self) -> Result<Vec<u8>>;
+    /// Untimed housekeeping between iterations (e.g. deleting files the
+    /// contender itself would leave behind forever).
+    fn after_iteration(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Write `bytes` to a new file at `path` and `fsync` it.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// `fsync` a directory so that renames and creations in it are durable.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// Read a whole file with one allocation of the right size.
+pub fn read_all(path: &Path) -> io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// The physical limit of snapcache's design, written directly with `std`:
+/// hash the payload (the snapshot is named by its blake3 hash and the
+/// pointer carries it), write it to `tmp/` + `fsync`, rename into
+/// `snapshots/<hash>`, `fsync` `snapshots/`, then write a small pointer to
+/// `tmp/` + `fsync` + rename over `current` + `fsync` the root. Nothing
+/// else: no lock, no validation, no history, no sweeping.
+pub struct Floor {
+    root: PathBuf,
+    seq: u64,
+    verify: bool,
+    current: Option<String>,
+}
+
+impl Floor {
+    /// A floor store in `root` (created). `verify` selects the verified read
+    /// (blake3 of the bytes compared with the pointer) or a plain read.
+    pub fn new(root: &Path, verify: bool) -> Result<Self> {
+        fs::create_dir_all(root.join("tmp"))?;
+        fs::create_dir_all(root.join("snapshots"))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            seq: 0,
+            verify,
+            current: None,
+        })
+    }
+}
+
+impl Contender for Floor {
+    fn name(&self) -> &'static str {
+        if self.verify { "floor" } else { "floor (plain read)" }
+    }
+
+    fn write(&mut self, payload: &[u8]) -> Result<()> {
+        self.seq += 1;
+        let hash = blake3::hash(payload).to_hex();
+        let tmp = self.root.join("tmp").join(format!("snap.{}", self.seq));
+        write_synced(&tmp, payload)?;
+        let snapshots = self.root.join("snapshots");
+        fs::rename(&tmp, snapshots.join(hash.as_str()))?;
+        sync_dir(&snapshots)?;
+        let pointer = format!("{hash} {}\n", payload.len());
+        let ptmp = self.root.join("tmp").join(format!("current.{}", self.seq));
+        write_synced(&ptmp, pointer.as_bytes())?;
+        fs::rename(&ptmp, self.root.join("current"))?;
+        sync_dir(&self.root)?;
+        self.current = Some(hash.to_string());
+        Ok(())
+    }
+
+    fn read(&mut self) -> Result<Vec<u8>> {
+        let pointer = fs::read_to_string(self.root.join("current"))?;
+        let mut parts = pointer.split_whitespace();
+        let (Some(hash), Some(len)) = (parts.next(), parts.next()) else {
+            return Err("floor: malformed pointer".into());
+        };
+        let len: usize = len.parse()?;
+        let bytes = read_all(&self.root.join("snapshots").join(hash))?;
+        if bytes.len() != len {
+            return Err("floor: length mismatch".into());
+        }
+        if self.verify && blake3::hash(&bytes).to_hex().as_str() != hash {
+            return Err("floor: hash mismatch".into());
+        }
+        Ok(bytes)
+    }
+
+    fn after_iteration(&mut self) -> Result<()> {
+        // Keep the disk footprint bounded: drop every snapshot but the
+        // current one (untimed; the floor has no history).
+        for entry in fs::read_dir(self.root.join("snapshots"))? {
+            let entry = entry?;
+            if Some(entry.file_name().to_string_lossy().as_ref()) != self.current.as_deref() {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kopi's own save: write a temp file + `fsync`, rename over the cache
+/// file. No directory `fsync` (the rename may be lost on power failure), no
+/// history, no verification on read.
+pub struct KopiFile {
+    dir: PathBuf,
+}
+
+impl KopiFile {
+    /// A Kopi-style cache file in `dir` (created).
+    pub fn new(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Contender for KopiFile {
+    fn name(&self) -> &'static str {
+        "kopi single file"
+    }
+
+    fn write(&mut self, payload: &[u8]) -> Result<()> {
+        let tmp = self.dir.join("metadata.json.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(payload)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, self.dir.join("metadata.json"))?;
+        Ok(())
+    }
+
+    fn read(&mut self) -> Result<Vec<u8>> {
+        Ok(read_all(&self.dir.join("metadata.json"))?)
+    }
+}
+
+/// cacache's synchronous API: `write_sync` (content file named by its
+/// SHA-256 integrity, then an appended index entry) and `read_sync`
+/// (verifies the integrity). cacache never calls `fsync`, so its writes are
+/// not durable: it is in the table as the popular "content-addressed cache"
+/// crate, not as a like-for-like durable store.
+pub struct Cacache {
+    dir: PathBuf,
+    current: Option<cacache::Integrity>,
+    previous: Option<cacache::Integrity>,
+}
+
+/// Key (or row key) under which every contender stores the document.
+const KEY: &str = "kopi-metadata";
+
+impl Cacache {
+    /// A cacache in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            current: None,
+            previous: None,
+        }
+    }
+}
+
+impl Contender for Cacache {
+    fn name(&self) -> &'static str {
+        "cacache"
+    }
+
+    fn write(&mut self, payload: &[u8]) -> Result<()> {
+        let integrity = cacache::write_sync(&self.dir, KEY, payload)?;
+        self.previous = self.current.replace(integrity);
+        Ok(())
+    }
+
+    fn read(&mut self) -> Result<Vec<u8>> {
+        Ok(cacache::read_sync(&self.dir, KEY)?)
+    }
+
+    fn after_iteration(&mut self) -> Result<()> {
+        // cacache keeps every content blob until an explicit removal; drop
+        // the superseded one (untimed) so a 64 MiB run does not fill the disk.
+        if let Some(old) = self.previous.take() {
+            if Some(&old) != self.current.as_ref() {
+                cacache::remove_hash_sync(&self.dir, &old)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SQLite (bundled) through rusqlite: WAL journal, `synchronous=FULL`, one
+/// row written with `INSERT OR REPLACE` and read back with a `SELECT`. The
+/// connection stays open across iterations, as in a long-lived process.
+pub struct Sqlite {
+    conn: rusqlite::Connection,
+}
+
+impl Sqlite {
+    /// A database file `cache.db` in `dir` (created).
+    pub fn new(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir)?;
+        let conn = rusqlite::Connection::open(dir.join("cache.db"))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(format!("sqlite refused WAL mode: {mode}").into());
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS cache (k TEXT PRIMARY KEY, v BLOB NOT NULL)")?;
+        Ok(Self { conn })
+    }
+}
+
+impl Contender for Sqlite {
+    fn name(&self) -> &'static str {
+        "sqlite (WAL, FULL)"
+    }
+
+    fn write(&mut self, payload: &[u8]) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO cache (k, v) VALUES (?1, ?2)",
+            rusqlite::params![KEY, payload],
+        )?;
+        Ok(())
+    }
+
+    fn read(&mut self) -> Result<Vec<u8>> {
+        Ok(self.conn.query_row(
+            "SELECT v FROM cache WHERE k = ?1",
+            [KEY],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+/// snapcache through its library: `Store::publish_bytes` (JSON validated
+/// unless `raw`) and `Store::read_current` (length + blake3 verified).
+pub struct Snapcache {
+    store: snapcache::Store,
+    options: snapcache::PublishOptions,
+    raw: bool,
+}
+
+impl Snapcache {
+    /// A store rooted at `root` (created on first publish).
+    pub fn new(root: &Path, raw: bool) -> Result<Self> {
+        let store = snapcache::Store::open(snapcache::StoreOptions::new(root))?;
+        Ok(Self {
+            store,
+            options: snapcache::PublishOptions::default().raw(raw),
+            raw,
+        })
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &snapcache::Store {
+        &self.store
+    }
+}
+
+impl Contender for Snapcache {
+    fn name(&self) -> &'static str {
+        if self.raw { "snapcache (raw)" } else { "snapcache" }
+    }
+
+    fn write(&mut self, payload: &[u8]) -> Result<()> {
+        let outcome = self.store.publish_bytes(payload, &self.options)?;
+        if !outcome.changed {
+            return Err("snapcache: publish did not change the store (duplicate payload)".into());
+        }
+        Ok(())
+    }
+
+    fn read(&mut self) -> Result<Vec<u8>> {
+        Ok(self.store.read_current()?.data)
+    }
+}

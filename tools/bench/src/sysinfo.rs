@@ -1,0 +1,77 @@
+//! What the bench ran on: CPU, cores, kernel, filesystem of the bench
+//! directory.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Machine and filesystem description.
+#[derive(Debug, Clone, Default)]
+pub struct SysInfo {
+    /// Logical CPUs available to the bench.
+    pub nproc: usize,
+    /// CPU model name from `/proc/cpuinfo`.
+    pub cpu_model: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// Total memory from `/proc/meminfo`.
+    pub memory: String,
+    /// Filesystem type from `stat -f`.
+    pub fs_type: String,
+    /// Mount entry (device, mount point, type, options) from `/proc/mounts`.
+    pub mount: String,
+    /// Directory the contenders wrote into.
+    pub bench_dir: String,
+}
+
+/// Collect the description for a bench directory `dir`.
+pub fn collect(dir: &Path) -> SysInfo {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map(|kib| format!("{:.1} GiB", kib as f64 / (1024.0 * 1024.0)))
+        .unwrap_or_else(|| "unknown".into());
+    let fs_type = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(dir)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    SysInfo {
+        nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model,
+        kernel,
+        memory,
+        fs_type,
+        mount: mount_of(dir).unwrap_or_else(|| "unknown".into()),
+        bench_dir: dir.display().to_string(),
+    }
+}
+
+/// The `/proc/mounts` line whose mount point is the longest prefix of `dir`.
+fn mount_of(dir: &Path) -> Option<String> {
+    let dir = dir.canonicalize().ok()?;
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 4 && dir.starts_with(f[1])).then(|| (f[1].len(), format!("{} on {} type {} ({})", f[0], f[1], f[2], f[3])))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, s)| s)
+}

@@ -1,6 +1,9 @@
 //! Integration tests: every test drives the built `snapcache` binary in
 //! separate processes, as Kopi's users and scripts would.
 
+// Test helpers fail loudly by design: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod bad_input;
 mod common;
 mod concurrency;

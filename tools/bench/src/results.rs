@@ -99,7 +99,7 @@ pub struct Budget {
     pub measured: String,
     /// The limit, formatted.
     pub limit: String,
-    /// Measured / limit-basis ratio, or the value itself for absolute limits.
+    /// Whether the budget holds.
     pub pass: bool,
 }
 

@@ -73,7 +73,9 @@ pub struct Version {
 const SAMPLE: &str = include_str!("../samples/kopi-metadata.json");
 
 /// Publishes the sample cache into the store at `root` and reads it back typed.
-fn round_trip(root: &Path) -> Result<(MetadataCache, snapcache::PublishOutcome), Box<dyn std::error::Error>> {
+fn round_trip(
+    root: &Path,
+) -> Result<(MetadataCache, snapcache::PublishOutcome), Box<dyn std::error::Error>> {
     let cache: MetadataCache = serde_json::from_str(SAMPLE)?;
     let store = Store::open(
         StoreOptions::new(root)
@@ -119,8 +121,14 @@ mod tests {
         let packages: usize = cache.distributions.values().map(|d| d.packages.len()).sum();
         assert_eq!(packages, 546, "the sample Kopi cache holds 546 packages");
         assert_eq!(outcome.generation, 1);
-        assert!(matches!(cache.distributions["microsoft"].distribution, Distribution::Other { .. }));
-        assert!(matches!(cache.distributions["temurin"].distribution, Distribution::Known(_)));
+        assert!(matches!(
+            cache.distributions["microsoft"].distribution,
+            Distribution::Other { .. }
+        ));
+        assert!(matches!(
+            cache.distributions["temurin"].distribution,
+            Distribution::Known(_)
+        ));
         // Publishing the same cache again is recognised as unchanged.
         let (_, again) = round_trip(dir.path()).unwrap();
         assert!(!again.changed && again.generation == 1);

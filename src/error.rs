@@ -106,6 +106,15 @@ pub enum Error {
         holder: Option<Box<HolderInfo>>,
     },
 
+    /// The lease expired while this writer stalled and another took over.
+    #[error(
+        "lost the writer lease {path} before committing (it expired while this writer was stalled and another writer took over); nothing was published, retry the command"
+    )]
+    LeaseLost {
+        /// The lease file.
+        path: PathBuf,
+    },
+
     /// The operation was interrupted (Ctrl-C, SIGTERM, or a cancel flag).
     #[error("interrupted while {during}; nothing was published and the lock was released")]
     Interrupted {

@@ -27,6 +27,8 @@ pub const TMP: &str = "tmp";
 pub const LOCK: &str = "lock";
 /// The lock holder's self-description.
 pub const LOCK_HOLDER: &str = "lock.holder";
+/// The lease file used by the lease lock backend.
+pub const LEASE: &str = "lease";
 /// Prefix of every temp file, so a stray file in `tmp/` is recognisable.
 pub const TEMP_PREFIX: &str = ".snapcache-";
 
@@ -67,5 +69,9 @@ impl Layout {
 
     pub(crate) fn holder_file(&self) -> PathBuf {
         self.root.join(LOCK_HOLDER)
+    }
+
+    pub(crate) fn lease_file(&self) -> PathBuf {
+        self.root.join(LEASE)
     }
 }

@@ -61,8 +61,8 @@ pub use durable::RenameStats;
 pub use error::{Error, Result};
 pub use hash::ContentHash;
 pub use lock::{
-    Backend, DEFAULT_LOCK_TIMEOUT, HolderInfo, LockBudget, LockObserver, LockState, LockWait,
-    QUIET_WAIT, TimeoutSource, WaitStarted,
+    Backend, BackendChoice, DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, HolderInfo, LockBudget,
+    LockObserver, LockState, LockWait, QUIET_WAIT, TimeoutSource, WaitStarted,
 };
 pub use payload::{PayloadFormat, PayloadSink};
 pub use pointer::{FORMAT_VERSION, Generation};

@@ -33,8 +33,8 @@ use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 use crate::layout::Layout;
 use crate::lock::{
-    self, AcquireOptions, Backend, LockBudget, LockObserver, LockState, LockWait, TimeoutSource,
-    WriterLock,
+    self, AcquireOptions, Backend, BackendChoice, DEFAULT_LEASE_TTL, LockBudget, LockObserver,
+    LockState, LockWait, TimeoutSource, WriterLock,
 };
 use crate::payload::{self, PayloadFormat, PayloadSink};
 use crate::pointer::{self, Generation, MAX_KEEP, Pointer};
@@ -64,6 +64,8 @@ pub struct StoreOptions {
     root: PathBuf,
     lock_budget: LockBudget,
     keep: usize,
+    backend: BackendChoice,
+    lease_ttl: Duration,
     observer: Option<Arc<dyn LockObserver>>,
     cancel: Option<Arc<AtomicBool>>,
     purpose: Option<String>,
@@ -87,6 +89,8 @@ impl StoreOptions {
             root: root.into(),
             lock_budget: LockBudget::default(),
             keep: DEFAULT_KEEP,
+            backend: BackendChoice::Auto,
+            lease_ttl: DEFAULT_LEASE_TTL,
             observer: None,
             cancel: None,
             purpose: None,
@@ -137,6 +141,19 @@ impl StoreOptions {
     /// Generations retained besides the current one (1 to 100).
     pub fn keep(mut self, keep: usize) -> Self {
         self.keep = keep.clamp(1, MAX_KEEP);
+        self
+    }
+
+    /// Chooses the lock backend (default: detect from the filesystem).
+    pub fn lock_backend(mut self, choice: BackendChoice) -> Self {
+        self.backend = choice;
+        self
+    }
+
+    /// Lease time of the lease backend (default 30 s; at least 300 ms).
+    /// A crashed holder on another host blocks writers for up to this long.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(300));
         self
     }
 
@@ -535,7 +552,7 @@ impl Store {
             }
         }
         let referenced = pointer.as_ref().map(referenced_hashes);
-        let reclaimable = sweep::list(&self.layout, referenced.as_ref())?;
+        let reclaimable = sweep::list(&self.layout, referenced.as_ref(), false)?;
         Ok(VerifyReport {
             ok: problems.is_empty(),
             verified_generations: verified,
@@ -605,7 +622,7 @@ impl Store {
             .budget()
             .map(|b| lock.started + b);
         let pointer = self.try_load_pointer()?;
-        self.sweep_leftovers(pointer.as_ref())?;
+        self.sweep_leftovers(&lock, pointer.as_ref())?;
 
         if let (Some(max_age), Some(p)) = (options.max_age, &pointer) {
             if p.checked_at.age() < max_age {
@@ -658,7 +675,7 @@ impl Store {
             // only if it was found damaged (a refresh repairs it).
             rename.add(self.commit_snapshot(temp, &hash, bytes, deadline)?);
             p.checked_at = now;
-            rename.add(self.write_pointer(&p, deadline)?);
+            rename.add(self.commit_pointer(&lock, &p, deadline)?);
             let entry = p.current_entry();
             tracing::info!(generation = entry.generation, hash = %hash, bytes, "refresh unchanged: content equals the current snapshot");
             return Ok(outcome(entry, false, false, &lock, rename));
@@ -683,7 +700,7 @@ impl Store {
         next.last_generation = generation;
         next.checked_at = now;
         next.apply_retention(self.options.keep);
-        rename.add(self.write_pointer(&next, deadline)?);
+        rename.add(self.commit_pointer(&lock, &next, deadline)?);
         tracing::info!(generation, hash = %hash, bytes, backend = %lock.backend(), "published");
         Ok(outcome(next.current_entry(), true, false, &lock, rename))
     }
@@ -734,7 +751,19 @@ impl Store {
         Ok(stats)
     }
 
-    fn write_pointer(&self, pointer: &Pointer, deadline: Option<Instant>) -> Result<RenameStats> {
+    /// The commit point: replaces `current`, after checking (lease backend)
+    /// that we still hold the lock.
+    fn commit_pointer(
+        &self,
+        lock: &WriterLock,
+        pointer: &Pointer,
+        deadline: Option<Instant>,
+    ) -> Result<RenameStats> {
+        if !lock.still_held() {
+            return Err(Error::LeaseLost {
+                path: self.layout.lease_file(),
+            });
+        }
         self.durable
             .replace_file(
                 &self.layout.tmp_dir(),
@@ -763,6 +792,8 @@ impl Store {
             &self.durable,
             &AcquireOptions {
                 budget: self.options.lock_budget,
+                backend: self.options.backend,
+                lease_ttl: self.options.lease_ttl,
                 observer: self.options.observer.as_deref(),
                 cancel: self.options.cancel.as_deref(),
                 purpose: &purpose,
@@ -771,9 +802,14 @@ impl Store {
     }
 
     /// Removes temp files and unreferenced snapshots (lock held).
-    fn sweep_leftovers(&self, pointer: Option<&Pointer>) -> Result<Vec<Leftover>> {
+    fn sweep_leftovers(
+        &self,
+        lock: &WriterLock,
+        pointer: Option<&Pointer>,
+    ) -> Result<Vec<Leftover>> {
         let referenced = pointer.map(referenced_hashes);
-        let leftovers = sweep::list(&self.layout, referenced.as_ref())?;
+        let spare = lock.backend() == Backend::Lease;
+        let leftovers = sweep::list(&self.layout, referenced.as_ref(), spare)?;
         sweep::remove(&self.durable, &self.layout, leftovers)
     }
 
@@ -788,7 +824,7 @@ impl Store {
             .budget()
             .map(|b| lock.started + b);
         let mut pointer = self.load_pointer()?;
-        self.sweep_leftovers(Some(&pointer))?;
+        self.sweep_leftovers(&lock, Some(&pointer))?;
         let previous = pointer.current;
         let target = match to {
             Some(n) => pointer
@@ -814,7 +850,7 @@ impl Store {
         snapshot::verify_file(&path, &target.hash, target.bytes)
             .map_err(|fault| fault_error(path, target.generation, fault))?;
         pointer.current = target.generation;
-        self.write_pointer(&pointer, deadline)?;
+        self.commit_pointer(&lock, &pointer, deadline)?;
         tracing::info!(generation = target.generation, previous, hash = %target.hash, "rolled back");
         Ok(RollbackOutcome {
             generation: target.generation,
@@ -842,11 +878,12 @@ impl Store {
                 .filter(|n| p.find(*n).is_none())
                 .collect();
             if !dropped.is_empty() && !options.dry_run {
-                self.write_pointer(p, deadline)?;
+                self.commit_pointer(&lock, p, deadline)?;
             }
         }
         let referenced = pointer.as_ref().map(referenced_hashes);
-        let leftovers = sweep::list(&self.layout, referenced.as_ref())?;
+        let spare = lock.backend() == Backend::Lease;
+        let leftovers = sweep::list(&self.layout, referenced.as_ref(), spare)?;
         let removed = if options.dry_run {
             leftovers
         } else {

@@ -47,12 +47,23 @@ pub struct Leftover {
 /// Lists leftovers. `referenced == None` means the retained set is unknown
 /// (no pointer): then no snapshot is listed, because none can be proven
 /// unreferenced.
+///
+/// With `spare_live_writers` (the lease backend), temp files named after a
+/// live process on this host other than us are not listed: a lease can
+/// expire under a stalled writer that is still alive, and its files are not
+/// ours to delete. (With advisory locks the kernel guarantees that no other
+/// writer is alive while we hold the lock.)
 pub(crate) fn list(
     layout: &Layout,
     referenced: Option<&HashSet<ContentHash>>,
+    spare_live_writers: bool,
 ) -> Result<Vec<Leftover>> {
     let mut out = Vec::new();
     for (path, bytes) in entries(&layout.tmp_dir())? {
+        if spare_live_writers && belongs_to_live_writer(&path) {
+            tracing::info!(path = %path.display(), "kept a temp file of a live writer");
+            continue;
+        }
         out.push(Leftover {
             path,
             kind: LeftoverKind::TempFile,
@@ -110,6 +121,17 @@ pub(crate) fn remove(
             .map_err(|e| Error::io("fsync the directory", &dir, e))?;
     }
     Ok(removed)
+}
+
+/// Whether a temp file's name (`.snapcache-<pid>-...`) names a live process
+/// on this host other than the current one.
+fn belongs_to_live_writer(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let pid = name
+        .strip_prefix(crate::layout::TEMP_PREFIX)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok());
+    pid.is_some_and(|pid| pid != std::process::id() && crate::lock::process_alive(pid))
 }
 
 /// Files (and stray directories) directly in `dir`, with their sizes.

@@ -19,7 +19,9 @@
 //! `lock_acquired` (backend, waited_ms), `lock_timeout`.
 
 mod advisory;
+mod fs_kind;
 mod holder;
+mod lease;
 
 use std::fmt;
 use std::fs::File;
@@ -31,6 +33,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use holder::HolderInfo;
+pub(crate) use holder::process_alive;
 
 use crate::durable::Durable;
 use crate::error::{Error, Result};
@@ -172,6 +175,34 @@ impl fmt::Display for Backend {
     }
 }
 
+/// Which backend to use; `Auto` (the default) picks the lease backend on
+/// network and pass-through filesystems and advisory locks elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// Detect from the filesystem (and fall back if advisory locks fail).
+    #[default]
+    Auto,
+    /// Always the advisory lock.
+    Advisory,
+    /// Always the lease file.
+    Lease,
+}
+
+impl BackendChoice {
+    /// Parses `auto`, `advisory` or `lease`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim() {
+            "auto" => Some(BackendChoice::Auto),
+            "advisory" => Some(BackendChoice::Advisory),
+            "lease" => Some(BackendChoice::Lease),
+            _ => None,
+        }
+    }
+}
+
+/// Default lease time of the lease backend (renewed every third of it).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
 /// What a waiting writer learns when it starts waiting.
 #[derive(Debug, Clone)]
 pub struct WaitStarted {
@@ -223,6 +254,8 @@ pub enum LockState {
 /// Everything `acquire` needs.
 pub(crate) struct AcquireOptions<'a> {
     pub budget: LockBudget,
+    pub backend: BackendChoice,
+    pub lease_ttl: Duration,
     pub observer: Option<&'a dyn LockObserver>,
     pub cancel: Option<&'a AtomicBool>,
     pub purpose: &'a str,
@@ -231,7 +264,10 @@ pub(crate) struct AcquireOptions<'a> {
 /// The held writer lock; released on drop.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub(crate) struct WriterLock {
-    file: File,
+    /// The advisory lock, when held (always with the advisory backend; with
+    /// the lease backend too where flock works, to exclude advisory writers).
+    advisory: Option<File>,
+    lease: Option<lease::LeaseGuard>,
     layout: Layout,
     durable: Durable,
     backend: Backend,
@@ -245,15 +281,52 @@ impl WriterLock {
     pub(crate) fn backend(&self) -> Backend {
         self.backend
     }
+
+    /// Fencing check before a commit: false when a lease was lost (it
+    /// expired while we stalled and another writer took over).
+    pub(crate) fn still_held(&self) -> bool {
+        self.lease.as_ref().is_none_or(|l| l.still_held())
+    }
 }
 
 impl Drop for WriterLock {
     fn drop(&mut self) {
         // Remove our record first: once unlocked, the next holder writes its own.
         holder::remove(&self.layout, &self.durable);
-        advisory::release(&self.file, &self.layout.lock_file());
+        self.lease.take();
+        if let Some(file) = &self.advisory {
+            advisory::release(file, &self.layout.lock_file());
+        }
         tracing::debug!(backend = %self.backend, "lock_released");
     }
+}
+
+/// Picks the backend for this store, logging why the lease backend is used.
+fn resolve_backend(choice: BackendChoice, layout: &Layout) -> Backend {
+    match choice {
+        BackendChoice::Advisory => Backend::Advisory,
+        BackendChoice::Lease => {
+            tracing::info!(
+                backend = "lease",
+                reason = "requested (--lock-backend / SNAPCACHE_LOCK_BACKEND)",
+                "lock_fallback"
+            );
+            Backend::Lease
+        }
+        BackendChoice::Auto => match fs_kind::unreliable_lock_filesystem(layout.root()) {
+            Some(fs) => {
+                tracing::info!(backend = "lease", reason = %format!("the store is on {fs}, where advisory locks are unreliable"), "lock_fallback");
+                Backend::Lease
+            }
+            None => Backend::Advisory,
+        },
+    }
+}
+
+/// One attempt: the held lock, or who seems to hold it.
+enum Try {
+    Got(Option<File>),
+    Busy(Option<HolderInfo>),
 }
 
 /// Acquires the writer lock of the store at `layout`, waiting per `options`.
@@ -265,42 +338,78 @@ pub(crate) fn acquire(
     let path = layout.lock_file();
     let started = Instant::now();
     let deadline = options.budget.wait.budget().map(|b| started + b);
+    let mut backend = resolve_backend(options.backend, layout);
+    let mut lease_guard: Option<lease::LeaseGuard> = None;
     let mut delay = POLL_FIRST;
     let mut contended = false;
     let mut last_progress = started;
     loop {
-        let attempt = advisory::try_acquire(&path).map_err(|e| {
-            let action = if advisory::is_unsupported(&e) {
-                "take an advisory lock (unsupported on this filesystem; use --lock-backend lease) on"
-            } else {
-                "open or lock the writer lock file"
-            };
-            Error::io(action, &path, e)
-        })?;
-        if let advisory::Attempt::Acquired(file) = attempt {
-            let waited = started.elapsed();
-            let backend = Backend::Advisory;
-            holder::write(
-                layout,
-                durable,
-                &HolderInfo::this_process(options.purpose, backend),
-            );
-            tracing::info!(backend = %backend, waited_ms = waited.as_millis() as u64, "lock_acquired");
-            if let Some(o) = options.observer {
-                o.acquired(waited, backend, contended);
+        let me = HolderInfo::this_process(options.purpose, backend);
+        let attempt = match backend {
+            Backend::Advisory => match advisory::try_acquire(&path) {
+                Ok(advisory::Attempt::Acquired(file)) => match lease::live_lease(layout) {
+                    // A writer on the lease backend holds the store.
+                    Some(record) => Try::Busy(Some(record.holder)),
+                    None => Try::Got(Some(file)),
+                },
+                Ok(advisory::Attempt::Busy) => Try::Busy(None),
+                Err(e)
+                    if advisory::is_unsupported(&e) && options.backend == BackendChoice::Auto =>
+                {
+                    tracing::warn!(backend = "lease", reason = %format!("advisory locks fail here: {e}"), "lock_fallback");
+                    backend = Backend::Lease;
+                    continue;
+                }
+                Err(e) => return Err(Error::io("open or lock the writer lock file", &path, e)),
+            },
+            Backend::Lease => {
+                let mut seen = None;
+                if lease_guard.is_none() {
+                    match lease::try_acquire(layout, &me, options.lease_ttl) {
+                        Ok(lease::Attempt::Acquired(guard)) => lease_guard = Some(guard),
+                        Ok(lease::Attempt::Busy(record)) => seen = record.map(|r| r.holder),
+                        Err(e) => {
+                            return Err(Error::io("create the lease file", layout.lease_file(), e));
+                        }
+                    }
+                }
+                match &lease_guard {
+                    None => Try::Busy(seen),
+                    // Holding the lease, also take the advisory lock where it
+                    // works, so a writer forced onto the advisory backend is
+                    // excluded too (it backs off when it sees our lease).
+                    Some(_) => match advisory::try_acquire(&path) {
+                        Ok(advisory::Attempt::Acquired(file)) => Try::Got(Some(file)),
+                        Ok(advisory::Attempt::Busy) => Try::Busy(None),
+                        Err(_) => Try::Got(None),
+                    },
+                }
             }
-            return Ok(WriterLock {
-                file,
-                layout: layout.clone(),
-                durable: durable.clone(),
-                backend,
-                waited,
-                started,
-            });
-        }
+        };
+        let busy_holder = match attempt {
+            Try::Got(advisory) => {
+                let waited = started.elapsed();
+                holder::write(layout, durable, &me);
+                tracing::info!(backend = %backend, waited_ms = waited.as_millis() as u64, "lock_acquired");
+                if let Some(o) = options.observer {
+                    o.acquired(waited, backend, contended);
+                }
+                return Ok(WriterLock {
+                    advisory,
+                    lease: lease_guard,
+                    layout: layout.clone(),
+                    durable: durable.clone(),
+                    backend,
+                    waited,
+                    started,
+                });
+            }
+            Try::Busy(holder) => holder,
+        };
         let elapsed = started.elapsed();
+        let who = || busy_holder.clone().or_else(|| holder::read(layout));
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            let holder = holder::read(layout);
+            let holder = who();
             tracing::warn!(
                 waited_ms = elapsed.as_millis() as u64,
                 holder_pid = holder.as_ref().map(|h| h.pid),
@@ -310,7 +419,11 @@ pub(crate) fn acquire(
                 o.timed_out(elapsed);
             }
             return Err(Error::LockTimeout {
-                path,
+                path: if backend == Backend::Lease {
+                    layout.lease_file()
+                } else {
+                    path
+                },
                 waited: elapsed,
                 budget: options.budget.wait.budget().unwrap_or_default(),
                 budget_source: options.budget.source,
@@ -324,11 +437,20 @@ pub(crate) fn acquire(
         }
         if !contended && elapsed >= QUIET_WAIT {
             contended = true;
-            let holder = holder::read(layout);
-            tracing::info!(holder_pid = holder.as_ref().map(|h| h.pid), budget = %options.budget, "lock_contended");
+            let holder = who();
+            tracing::info!(
+                holder_pid = holder.as_ref().map(|h| h.pid),
+                budget = %options.budget,
+                backend = %backend,
+                "lock_contended"
+            );
             if let Some(o) = options.observer {
                 o.wait_started(&WaitStarted {
-                    lock_path: path.clone(),
+                    lock_path: if backend == Backend::Lease {
+                        layout.lease_file()
+                    } else {
+                        path.clone()
+                    },
                     holder,
                     budget: options.budget,
                 });
@@ -350,10 +472,15 @@ pub(crate) fn acquire(
 
 /// Reports whether the lock is held, and by whom; never waits.
 pub(crate) fn probe(layout: &Layout) -> Result<LockState> {
+    if let Some(record) = lease::live_lease(layout) {
+        return Ok(LockState::Held(Some(record.holder)));
+    }
     let path = layout.lock_file();
     match advisory::probe(&path) {
         Ok(None) | Ok(Some(false)) => Ok(LockState::Free),
         Ok(Some(true)) => Ok(LockState::Held(holder::read(layout))),
+        // Where advisory locks do not work, only the lease tells.
+        Err(e) if advisory::is_unsupported(&e) => Ok(LockState::Free),
         Err(e) => Err(Error::io("probe the writer lock", &path, e)),
     }
 }

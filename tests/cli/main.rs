@@ -8,5 +8,6 @@ mod bad_input;
 mod common;
 mod concurrency;
 mod crash;
+mod locking;
 mod readers;
 mod roundtrip;

@@ -19,9 +19,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use snapcache::{Error, LockBudget, LockWait, StoreOptions, TimeoutSource};
+use snapcache::{BackendChoice, Error, LockBudget, LockWait, StoreOptions, TimeoutSource};
 
 /// A content-addressed, versioned snapshot store for a CLI's metadata cache.
 #[derive(Debug, Parser)]
@@ -36,6 +37,9 @@ pub struct Cli {
     /// Print nothing on stderr but errors (no lock-wait messages)
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Writer lock backend: auto (lease on NFS/SMB/9p/FUSE, advisory elsewhere), advisory or lease [default: $SNAPCACHE_LOCK_BACKEND, else auto]
+    #[arg(long, global = true, value_name = "auto|advisory|lease")]
+    lock_backend: Option<String>,
     /// More log output on stderr (-v info, -vv debug, -vvv trace); SNAPCACHE_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -145,6 +149,32 @@ fn build_context(cli: &Cli, cancel: Arc<AtomicBool>) -> Result<Context, Failure>
             })?;
         options = options.keep(n);
     }
+    let backend_text = cli
+        .lock_backend
+        .clone()
+        .map(|v| (v, "--lock-backend"))
+        .or_else(|| env_value("SNAPCACHE_LOCK_BACKEND").map(|v| (v, "SNAPCACHE_LOCK_BACKEND")));
+    if let Some((text, from)) = backend_text {
+        let choice = BackendChoice::parse(&text).ok_or_else(|| {
+            Failure::Usage(format!(
+                "{from} {text:?} is not a lock backend: use auto, advisory or lease"
+            ))
+        })?;
+        options = options.lock_backend(choice);
+    }
+    if let Some(text) = env_value("SNAPCACHE_LEASE_SECS") {
+        let secs = text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.3)
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "SNAPCACHE_LEASE_SECS={text:?} is not a number of seconds (at least 0.3)"
+                ))
+            })?;
+        options = options.lease_ttl(Duration::from_secs_f64(secs));
+    }
     if !cli.quiet {
         options = options.lock_observer(Arc::new(feedback::StderrFeedback::new()));
     }
@@ -154,6 +184,11 @@ fn build_context(cli: &Cli, cancel: Arc<AtomicBool>) -> Result<Context, Failure>
         quiet: cli.quiet,
         cancel,
     })
+}
+
+/// A non-empty environment variable.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// Resolves the lock budget: `--lock-timeout`, else `$SNAPCACHE_LOCK_TIMEOUT`, else 600 s.
@@ -171,10 +206,7 @@ pub fn lock_budget(flag: Option<&str>) -> Result<LockBudget, Failure> {
             source: TimeoutSource::Flag,
         });
     }
-    if let Some(text) = std::env::var("SNAPCACHE_LOCK_TIMEOUT")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
+    if let Some(text) = env_value("SNAPCACHE_LOCK_TIMEOUT") {
         return Ok(LockBudget {
             wait: parse(&text, "SNAPCACHE_LOCK_TIMEOUT")?,
             source: TimeoutSource::Env,

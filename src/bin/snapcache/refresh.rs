@@ -102,11 +102,17 @@ fn run_command(
     cancel: &Arc<AtomicBool>,
 ) -> Result<(), SourceError> {
     let (program, args) = command.split_first().ok_or("--exec needs a command")?;
-    let mut child = Command::new(program)
+    let mut command_builder = Command::new(program);
+    command_builder
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Its own process group: on cancel the whole group is killed, so no
+    // grandchild keeps the stdout pipe open and the read ends at once.
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command_builder, 0);
+    let mut child = command_builder
         .spawn()
         .map_err(|e| format!("could not start `{program}`: {e} (is it installed and on PATH?)"))?;
     let mut stdout = child.stdout.take().ok_or("no stdout pipe")?;
@@ -127,7 +133,7 @@ fn run_command(
             while !done.load(Ordering::Relaxed) {
                 if cancel.load(Ordering::Relaxed) {
                     if let Ok(mut c) = child.lock() {
-                        let _ = c.kill();
+                        kill_tree(&mut c);
                     }
                     return;
                 }
@@ -138,7 +144,7 @@ fn run_command(
     let copied = io::copy(&mut stdout, sink);
     if copied.is_err() {
         if let Ok(mut c) = child.lock() {
-            let _ = c.kill();
+            kill_tree(&mut c);
         }
     }
     drop(stdout);
@@ -161,6 +167,18 @@ fn run_command(
         .into());
     }
     Ok(())
+}
+
+/// Kills the command and, on Unix, its whole process group.
+fn kill_tree(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    if let Some(pgid) = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill();
 }
 
 fn print_outcome(ctx: &Context, outcome: &PublishOutcome) {

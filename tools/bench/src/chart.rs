@@ -88,7 +88,11 @@ pub fn draw(results: &Results, path: &Path) -> Result<()> {
                 .iter()
                 .filter_map(|s| {
                     let m = s.get(name)?;
-                    let d = if write { m.write.median() } else { m.read.median() };
+                    let d = if write {
+                        m.write.median()
+                    } else {
+                        m.read.median()
+                    };
                     Some((s.actual as f64, (d.as_secs_f64() * 1e3).max(y_min)))
                 })
                 .collect();

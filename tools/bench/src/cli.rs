@@ -29,9 +29,19 @@ pub fn snapcache_binary(explicit: Option<&Path>, build: bool) -> Result<PathBuf>
             .ok_or("the bench executable is not in <target>/<profile>/")?;
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        eprintln!("building the snapcache CLI (cargo build --release -p snapcache --bin snapcache)…");
+        eprintln!(
+            "building the snapcache CLI (cargo build --release -p snapcache --bin snapcache)…"
+        );
         let status = Command::new(cargo)
-            .args(["build", "--release", "-q", "-p", "snapcache", "--bin", "snapcache"])
+            .args([
+                "build",
+                "--release",
+                "-q",
+                "-p",
+                "snapcache",
+                "--bin",
+                "snapcache",
+            ])
             .arg("--manifest-path")
             .arg(&manifest)
             .env("CARGO_TARGET_DIR", target_dir)

@@ -26,14 +26,11 @@ pub trait Contender {
     }
 }
 
-/// Write `bytes` to a new file at `path` and `fsync` it.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+/// Write `bytes` to a new file at `path`, then `fsync` it when `sync`.
+pub fn write_file(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    if sync { f.sync_all() } else { Ok(()) }
 }
 
 /// `fsync` a directory so that renames and creations in it are durable.
@@ -60,6 +57,7 @@ pub struct Floor {
     root: PathBuf,
     seq: u64,
     verify: bool,
+    sync: bool,
     current: Option<String>,
 }
 
@@ -73,29 +71,47 @@ impl Floor {
             root: root.to_path_buf(),
             seq: 0,
             verify,
+            sync: true,
             current: None,
         })
+    }
+
+    /// The same sequence without any `fsync` and with a plain (unverified)
+    /// read: not a contender, the reference that isolates what `fsync` and
+    /// hashing cost.
+    pub fn reference(root: &Path) -> Result<Self> {
+        let mut f = Self::new(root, false)?;
+        f.sync = false;
+        Ok(f)
     }
 }
 
 impl Contender for Floor {
     fn name(&self) -> &'static str {
-        if self.verify { "floor" } else { "floor (plain read)" }
+        match (self.verify, self.sync) {
+            (true, true) => crate::results::names::FLOOR,
+            (false, false) => crate::results::names::REFERENCE,
+            _ => "floor variant",
+        }
     }
 
     fn write(&mut self, payload: &[u8]) -> Result<()> {
         self.seq += 1;
         let hash = blake3::hash(payload).to_hex();
         let tmp = self.root.join("tmp").join(format!("snap.{}", self.seq));
-        write_synced(&tmp, payload)?;
+        write_file(&tmp, payload, self.sync)?;
         let snapshots = self.root.join("snapshots");
         fs::rename(&tmp, snapshots.join(hash.as_str()))?;
-        sync_dir(&snapshots)?;
+        if self.sync {
+            sync_dir(&snapshots)?;
+        }
         let pointer = format!("{hash} {}\n", payload.len());
         let ptmp = self.root.join("tmp").join(format!("current.{}", self.seq));
-        write_synced(&ptmp, pointer.as_bytes())?;
+        write_file(&ptmp, pointer.as_bytes(), self.sync)?;
         fs::rename(&ptmp, self.root.join("current"))?;
-        sync_dir(&self.root)?;
+        if self.sync {
+            sync_dir(&self.root)?;
+        }
         self.current = Some(hash.to_string());
         Ok(())
     }
@@ -210,10 +226,10 @@ impl Contender for Cacache {
     fn after_iteration(&mut self) -> Result<()> {
         // cacache keeps every content blob until an explicit removal; drop
         // the superseded one (untimed) so a 64 MiB run does not fill the disk.
-        if let Some(old) = self.previous.take() {
-            if Some(&old) != self.current.as_ref() {
-                cacache::remove_hash_sync(&self.dir, &old)?;
-            }
+        if let Some(old) = self.previous.take()
+            && Some(&old) != self.current.as_ref()
+        {
+            cacache::remove_hash_sync(&self.dir, &old)?;
         }
         Ok(())
     }
@@ -236,7 +252,9 @@ impl Sqlite {
             return Err(format!("sqlite refused WAL mode: {mode}").into());
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS cache (k TEXT PRIMARY KEY, v BLOB NOT NULL)")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS cache (k TEXT PRIMARY KEY, v BLOB NOT NULL)",
+        )?;
         Ok(Self { conn })
     }
 }
@@ -255,11 +273,9 @@ impl Contender for Sqlite {
     }
 
     fn read(&mut self) -> Result<Vec<u8>> {
-        Ok(self.conn.query_row(
-            "SELECT v FROM cache WHERE k = ?1",
-            [KEY],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .conn
+            .query_row("SELECT v FROM cache WHERE k = ?1", [KEY], |r| r.get(0))?)
     }
 }
 
@@ -290,7 +306,11 @@ impl Snapcache {
 
 impl Contender for Snapcache {
     fn name(&self) -> &'static str {
-        if self.raw { "snapcache (raw)" } else { "snapcache" }
+        if self.raw {
+            "snapcache (raw)"
+        } else {
+            "snapcache"
+        }
     }
 
     fn write(&mut self, payload: &[u8]) -> Result<()> {

@@ -48,7 +48,13 @@ fn now_ns() -> u128 {
 
 /// Child side: publish `count` payloads read from `payload_file`, starting
 /// at `start_ns`, printing `call acquired returned` per publish.
-pub fn child(store_dir: &Path, payload_file: &Path, id: u64, count: usize, start_ns: u128) -> Result<()> {
+pub fn child(
+    store_dir: &Path,
+    payload_file: &Path,
+    id: u64,
+    count: usize,
+    start_ns: u128,
+) -> Result<()> {
     let bytes = std::fs::read(payload_file)?;
     let mut payload = Payload::from_bytes(bytes)?;
     let clock = Arc::new(AcquireClock::default());
@@ -97,7 +103,13 @@ struct Record {
 
 /// Parent side: spawn `processes` children publishing `count` times each
 /// into `store_dir` and compute the contended handoffs.
-pub fn run(bench_exe: &Path, store_dir: &Path, payload_file: &Path, processes: usize, count: usize) -> Result<HandoffRun> {
+pub fn run(
+    bench_exe: &Path,
+    store_dir: &Path,
+    payload_file: &Path,
+    processes: usize,
+    count: usize,
+) -> Result<HandoffRun> {
     // Start everybody together, late enough for all children to be up.
     let start_ns = now_ns() + 300_000_000 + processes as u128 * 20_000_000;
     let mut children = Vec::new();
@@ -123,7 +135,11 @@ pub fn run(bench_exe: &Path, store_dir: &Path, payload_file: &Path, processes: u
                 .map(str::parse)
                 .collect::<std::result::Result<_, _>>()?;
             if let [call, acquired, returned] = v[..] {
-                records.push(Record { call, acquired, returned });
+                records.push(Record {
+                    call,
+                    acquired,
+                    returned,
+                });
             }
         }
         let status = child.wait()?;
@@ -132,7 +148,12 @@ pub fn run(bench_exe: &Path, store_dir: &Path, payload_file: &Path, processes: u
         }
     }
     if records.len() != processes * count {
-        return Err(format!("expected {} records, got {}", processes * count, records.len()).into());
+        return Err(format!(
+            "expected {} records, got {}",
+            processes * count,
+            records.len()
+        )
+        .into());
     }
     records.sort_by_key(|r| r.acquired);
     let mut handoffs = Samples::new();

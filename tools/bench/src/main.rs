@@ -1,9 +1,466 @@
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let d = tempfile::tempdir()?;
-    cacache::write_sync(d.path(), "k", b"hello")?;
-    let v = cacache::read_sync(d.path(), "k")?;
-    println!("{}", v.len());
-    let c = rusqlite::Connection::open(d.path().join("db"))?;
-    c.pragma_update(None, "journal_mode", "WAL")?;
+//! `snapcache-bench`: snapcache against the physical floor of its design and
+//! against the alternatives (a Kopi-style single file, cacache, SQLite), on
+//! Kopi-shaped payloads from `snapcache-metagen`.
+//!
+//! ```text
+//! cargo run --release -p snapcache-bench -- --quick   # < 2 minutes on 2 cores
+//! cargo run --release -p snapcache-bench              # full run, adds 64 MiB
+//! ```
+//!
+//! Prints a Markdown report on stdout and (unless `--no-docs`) rewrites the
+//! generated region of `docs/performance.md`, `docs/performance.svg` and
+//! `docs/performance-data.json`. The bench builds the `snapcache` CLI itself
+//! (`cargo build --release -p snapcache --bin snapcache` into its own target
+//! directory) for the end-to-end and RSS measurements.
+#![forbid(unsafe_code)]
+
+mod chart;
+mod cli;
+mod contenders;
+mod gc;
+mod handoff;
+mod payload;
+mod readers;
+mod report;
+mod results;
+mod rss;
+mod runner;
+mod stats;
+mod sysinfo;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use contenders::{Cacache, Contender, Floor, KopiFile, Result, Snapcache, Sqlite};
+use payload::Payload;
+use results::{Results, RssResult, SizeResult};
+use stats::{Samples, fmt_bytes};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+/// Command-line configuration.
+#[derive(Debug, Clone)]
+struct Config {
+    quick: bool,
+    dir: Option<PathBuf>,
+    docs: Option<PathBuf>,
+    snapcache_bin: Option<PathBuf>,
+    build_cli: bool,
+    only: Option<Vec<String>>,
+    rounds: Option<usize>,
+}
+
+const SECTIONS: &[&str] = &["latency", "cli", "readers", "handoff", "gc", "rss"];
+
+const USAGE: &str = "usage: snapcache-bench [--quick] [--dir DIR] [--docs DIR | --no-docs] \
+[--rounds N] [--only latency,cli,readers,handoff,gc,rss] [--snapcache-bin PATH] [--no-build]";
+
+fn parse_args(args: &[String]) -> Result<Config> {
+    let mut c = Config {
+        quick: false,
+        dir: None,
+        docs: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")),
+        snapcache_bin: None,
+        build_cli: true,
+        only: None,
+        rounds: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--quick" => c.quick = true,
+            "--full" => c.quick = false,
+            "--dir" => c.dir = Some(PathBuf::from(value()?)),
+            "--docs" => c.docs = Some(PathBuf::from(value()?)),
+            "--no-docs" => c.docs = None,
+            "--snapcache-bin" => c.snapcache_bin = Some(PathBuf::from(value()?)),
+            "--no-build" => c.build_cli = false,
+            "--rounds" => c.rounds = Some(value()?.parse()?),
+            "--only" => {
+                let list: Vec<String> = value()?.split(',').map(str::to_string).collect();
+                if let Some(bad) = list.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+                    return Err(
+                        format!("unknown section {bad}; sections: {}", SECTIONS.join(",")).into(),
+                    );
+                }
+                c.only = Some(list);
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
+        }
+    }
+    Ok(c)
+}
+
+impl Config {
+    fn wants(&self, section: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|s| s == section))
+    }
+
+    /// (size, warmup, rounds) per payload size.
+    fn sizes(&self) -> Vec<(usize, usize, usize)> {
+        let mut v = if self.quick {
+            vec![(64 * KIB, 2, 30), (MIB, 2, 20), (8 * MIB, 1, 10)]
+        } else {
+            vec![
+                (64 * KIB, 3, 100),
+                (MIB, 3, 60),
+                (8 * MIB, 2, 30),
+                (64 * MIB, 1, 8),
+            ]
+        };
+        if let Some(n) = self.rounds {
+            for s in &mut v {
+                s.2 = n;
+            }
+        }
+        v
+    }
+}
+
+fn main() -> std::result::Result<(), contenders::BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Hidden child modes, used by the handoff and RSS measurements.
+    match args.first().map(String::as_str) {
+        Some("--child-handoff") => {
+            let [_, store, file, id, count, start] = &args[..] else {
+                return Err("--child-handoff STORE FILE ID COUNT START_NS".into());
+            };
+            return handoff::child(
+                Path::new(store),
+                Path::new(file),
+                id.parse()?,
+                count.parse()?,
+                start.parse()?,
+            );
+        }
+        Some("--child-rss") => {
+            return match &args[..] {
+                [_, mode, store] => rss::child(mode, Path::new(store), None),
+                [_, mode, store, file] => rss::child(mode, Path::new(store), Some(Path::new(file))),
+                _ => Err("--child-rss MODE STORE [FILE]".into()),
+            };
+        }
+        _ => {}
+    }
+    let config = parse_args(&args)?;
+    let started = Instant::now();
+    let exe = std::env::current_exe()?;
+    let base = match &config.dir {
+        Some(d) => d.clone(),
+        // `<target>/bench-tmp`: on the project's disk rather than a /tmp
+        // that may be tmpfs (where fsync costs nothing).
+        None => exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|t| t.join("bench-tmp"))
+            .unwrap_or_else(std::env::temp_dir),
+    };
+    std::fs::create_dir_all(&base)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("snapcache-bench-")
+        .tempdir_in(&base)?;
+    let sys = sysinfo::collect(tmp.path());
+    if sys.fs_type == "tmpfs" || sys.fs_type == "ramfs" {
+        eprintln!(
+            "warning: the bench directory is on {}: fsync is free there, figures are not representative",
+            sys.fs_type
+        );
+    }
+    let mut command = String::from("cargo run --release -p snapcache-bench --");
+    for a in &args {
+        command.push(' ');
+        command.push_str(a);
+    }
+    let mut results = Results {
+        quick: config.quick,
+        command,
+        date: utc_date(SystemTime::now()),
+        sys,
+        reader_payload: MIB,
+        ..Results::default()
+    };
+
+    if config.wants("latency") {
+        for (size, warmup, rounds) in config.sizes() {
+            eprintln!("latency: {} × {rounds} rounds…", fmt_bytes(size as u64));
+            match latency(tmp.path(), size, warmup, rounds) {
+                Ok(r) => results.sizes.push(r),
+                Err(e) => results
+                    .failures
+                    .push(format!("latency at {}: {e}", fmt_bytes(size as u64))),
+            }
+        }
+    }
+
+    let needs_cli = config.wants("cli") || config.wants("rss");
+    let bin = if needs_cli {
+        match cli::snapcache_binary(config.snapcache_bin.as_deref(), config.build_cli) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                results
+                    .failures
+                    .push(format!("snapcache CLI unavailable: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    if config.wants("cli")
+        && let Some(bin) = &bin
+    {
+        eprintln!("cli: snapcache show vs cat…");
+        let rounds = config.rounds.unwrap_or(if config.quick { 20 } else { 60 });
+        match cli_section(tmp.path(), bin, rounds) {
+            Ok(c) => results.cli = Some(c),
+            Err(e) => results.failures.push(format!("CLI end to end: {e}")),
+        }
+    }
+
+    if config.wants("readers") {
+        eprintln!("readers: idle vs during writes…");
+        let secs = if config.quick { 1.5 } else { 5.0 };
+        match readers_section(tmp.path(), Duration::from_secs_f64(secs)) {
+            Ok(r) => results.readers = r,
+            Err(e) => results.failures.push(format!("readers: {e}")),
+        }
+    }
+
+    if config.wants("handoff") {
+        eprintln!("handoff: 2 and 8 contending processes…");
+        let plan: &[(usize, usize)] = if config.quick {
+            &[(2, 25), (8, 8)]
+        } else {
+            &[(2, 100), (8, 30)]
+        };
+        match handoff_section(tmp.path(), &exe, plan) {
+            Ok(h) => results.handoff = h,
+            Err(e) => results.failures.push(format!("lock handoff: {e}")),
+        }
+    }
+
+    if config.wants("gc") {
+        eprintln!("gc: 1,000 and 10,000 unreferenced snapshots…");
+        let payload = Payload::generate(64 * KIB, 99)?;
+        for planted in [1_000, 10_000] {
+            let root = tmp.path().join(format!("gc-{planted}"));
+            match gc::run(&root, &payload.bytes, planted) {
+                Ok(g) => results.gc.push(g),
+                Err(e) => results.failures.push(format!("gc of {planted}: {e}")),
+            }
+            let _ = std::fs::remove_dir_all(&root);
+        }
+    }
+
+    if config.wants("rss") {
+        eprintln!("rss: publish and read a 256 MiB payload…");
+        match rss_section(tmp.path(), &exe, bin.as_deref(), 256 * MIB) {
+            Ok(r) => results.rss = Some(r),
+            Err(e) => results.failures.push(format!("peak RSS: {e}")),
+        }
+    }
+
+    results.elapsed = started.elapsed();
+    let md = report::markdown(&results);
+    println!("{md}");
+    if let Some(docs) = &config.docs {
+        std::fs::create_dir_all(docs)?;
+        report::update_doc(&docs.join("performance.md"), &md)?;
+        let data = serde_json::to_string_pretty(&report::json(&results))?;
+        std::fs::write(docs.join("performance-data.json"), data + "\n")?;
+        if !results.sizes.is_empty() {
+            chart::draw(&results, &docs.join("performance.svg"))?;
+        }
+        eprintln!(
+            "wrote {}/performance.{{md,svg}} and performance-data.json",
+            docs.display()
+        );
+    }
     Ok(())
+}
+
+/// The interleaved latency run at one payload size, plus the in-memory
+/// hashing and JSON-check costs used to explain it.
+fn latency(tmp: &Path, size: usize, warmup: usize, rounds: usize) -> Result<SizeResult> {
+    let dir = tmp.join(format!("latency-{size}"));
+    let mut payload = Payload::generate(size, size as u64)?;
+    let mut list: Vec<Box<dyn Contender>> = vec![
+        Box::new(Floor::new(&dir.join("floor"), true)?),
+        Box::new(Floor::reference(&dir.join("reference"))?),
+        Box::new(KopiFile::new(&dir.join("kopi"))?),
+        Box::new(Cacache::new(&dir.join("cacache"))),
+        Box::new(Sqlite::new(&dir.join("sqlite"))?),
+        Box::new(Snapcache::new(&dir.join("snapcache"), false)?),
+        Box::new(Snapcache::new(&dir.join("snapcache-raw"), true)?),
+    ];
+    let measured = runner::run(&mut list, &mut payload, warmup, rounds, size as u64 * 1000)?;
+    drop(list);
+    let n = rounds.clamp(5, 30);
+    let mut blake = Samples::new();
+    let mut check = Samples::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        std::hint::black_box(blake3::hash(std::hint::black_box(&payload.bytes)));
+        blake.push(t.elapsed());
+        let t = Instant::now();
+        serde_json::from_slice::<serde::de::IgnoredAny>(&payload.bytes)?;
+        check.push(t.elapsed());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(SizeResult {
+        size,
+        actual: payload.len(),
+        measured,
+        blake3: blake.median(),
+        json_check: check.median(),
+    })
+}
+
+fn cli_section(tmp: &Path, bin: &Path, rounds: usize) -> Result<cli::CliResult> {
+    let root = tmp.join("cli-store");
+    let payload = Payload::generate(MIB, 4242)?;
+    let sc = Snapcache::new(&root, false)?;
+    let outcome = sc
+        .store()
+        .publish_bytes(&payload.bytes, &snapcache::PublishOptions::default())?;
+    let file = root.join("snapshots").join(outcome.hash.to_hex());
+    if !file.is_file() {
+        return Err(format!("snapshot file {} not found", file.display()).into());
+    }
+    cli::show_vs_cat(bin, &root, &file, payload.len(), 3, rounds)
+}
+
+fn readers_section(tmp: &Path, duration: Duration) -> Result<Vec<readers::ReaderRun>> {
+    let root = tmp.join("readers-store");
+    let payload = Payload::generate(MIB, 777)?;
+    let sc = Snapcache::new(&root, false)?;
+    sc.store()
+        .publish_bytes(&payload.bytes, &snapcache::PublishOptions::default())?;
+    let mut out = Vec::new();
+    let mut stamp = 1_000_000;
+    for n in [1, 2] {
+        for with_writer in [false, true] {
+            out.push(readers::run(
+                sc.store(),
+                &payload,
+                n,
+                with_writer,
+                duration,
+                stamp,
+            )?);
+            stamp += 1_000_000;
+        }
+    }
+    Ok(out)
+}
+
+fn handoff_section(
+    tmp: &Path,
+    exe: &Path,
+    plan: &[(usize, usize)],
+) -> Result<Vec<handoff::HandoffRun>> {
+    let file = tmp.join("handoff-payload.json");
+    payload::write_file(&file, 64 * KIB, 31)?;
+    let mut out = Vec::new();
+    for &(procs, count) in plan {
+        let root = tmp.join(format!("handoff-{procs}"));
+        out.push(handoff::run(exe, &root, &file, procs, count)?);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    Ok(out)
+}
+
+fn rss_section(tmp: &Path, exe: &Path, bin: Option<&Path>, size: usize) -> Result<RssResult> {
+    let file = tmp.join("rss-payload.json");
+    let len = payload::write_file(&file, size, 256)?;
+    let store = tmp.join("rss-store");
+    let idle = rss::measure_child(exe, "idle", &store, None)?;
+    let publish = rss::measure_child(exe, "publish", &store, Some(&file))?;
+    let read = rss::measure_child(exe, "read", &store, Some(&file))?;
+    let (mut cli_refresh, mut cli_show) = (None, None);
+    if let Some(bin) = bin {
+        let cli_store = tmp.join("rss-cli-store");
+        let s = cli_store.as_os_str();
+        cli_refresh = rss::measure_command(
+            bin,
+            &[
+                "--store".as_ref(),
+                s,
+                "--quiet".as_ref(),
+                "refresh".as_ref(),
+                "--from".as_ref(),
+                file.as_os_str(),
+            ],
+        )?;
+        cli_show = rss::measure_command(
+            bin,
+            &["--store".as_ref(), s, "--quiet".as_ref(), "show".as_ref()],
+        )?;
+        let _ = std::fs::remove_dir_all(&cli_store);
+    }
+    let _ = std::fs::remove_dir_all(&store);
+    let _ = std::fs::remove_file(&file);
+    Ok(RssResult {
+        payload: len,
+        idle,
+        publish,
+        read,
+        cli_refresh,
+        cli_show,
+    })
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC, without a date crate.
+fn utc_date(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc_date(UNIX_EPOCH), "1970-01-01 00:00");
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096); // 2024-02-29 12:34:56
+        assert_eq!(utc_date(t), "2024-02-29 12:34");
+    }
+
+    #[test]
+    fn args() -> Result<()> {
+        let c = parse_args(&["--quick".into(), "--only".into(), "gc,rss".into()])?;
+        assert!(c.quick && c.wants("gc") && !c.wants("latency"));
+        assert!(parse_args(&["--only".into(), "nope".into()]).is_err());
+        Ok(())
+    }
 }

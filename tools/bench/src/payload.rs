@@ -54,11 +54,6 @@ impl Payload {
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
-
-    /// Whether the payload is empty (never, for generated payloads).
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

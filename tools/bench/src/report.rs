@@ -30,7 +30,12 @@ pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
     let mode = if r.quick { "quick" } else { "full" };
     let _ = writeln!(s, "### Run\n");
-    let _ = writeln!(s, "- Date (UTC): {}; mode: {mode}; wall time {:.0} s", r.date, r.elapsed.as_secs_f64());
+    let _ = writeln!(
+        s,
+        "- Date (UTC): {}; mode: {mode}; wall time {:.0} s",
+        r.date,
+        r.elapsed.as_secs_f64()
+    );
     let _ = writeln!(s, "- Command: `{}`", r.command);
     let _ = writeln!(
         s,
@@ -85,7 +90,13 @@ pub fn markdown(r: &Results) -> String {
     let n: Vec<String> = r
         .sizes
         .iter()
-        .map(|s| format!("{}: {}", fmt_bytes(s.size as u64), s.measured.first().map_or(0, |m| m.write.len())))
+        .map(|s| {
+            format!(
+                "{}: {}",
+                fmt_bytes(s.size as u64),
+                s.measured.first().map_or(0, |m| m.write.len())
+            )
+        })
         .collect();
     let _ = writeln!(s, "\nRounds per size: {}.\n", n.join(", "));
 
@@ -94,8 +105,13 @@ pub fn markdown(r: &Results) -> String {
     s.push_str("|---|--:|--:|--:|--:|--:|--:|--:|\n");
     for size in &r.sizes {
         let med = |name: &str, write: bool| {
-            size.get(name)
-                .map(|m| if write { m.write.median() } else { m.read.median() })
+            size.get(name).map(|m| {
+                if write {
+                    m.write.median()
+                } else {
+                    m.read.median()
+                }
+            })
         };
         let diff = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
             (Some(a), Some(b)) => signed(a, b),
@@ -117,9 +133,17 @@ pub fn markdown(r: &Results) -> String {
     s.push('\n');
 
     if let Some(c) = &r.cli {
-        let _ = writeln!(s, "### CLI end to end ({} snapshot, output drained through a pipe)\n", fmt_bytes(c.bytes as u64));
+        let _ = writeln!(
+            s,
+            "### CLI end to end ({} snapshot, output drained through a pipe)\n",
+            fmt_bytes(c.bytes as u64)
+        );
         s.push_str("| command | median | p90 | × cat |\n|---|--:|--:|--:|\n");
-        for (name, smp) in [("snapcache show", &c.show), ("cat <snapshot file>", &c.cat), ("true (process start)", &c.true_)] {
+        for (name, smp) in [
+            ("snapcache show", &c.show),
+            ("cat <snapshot file>", &c.cat),
+            ("true (process start)", &c.true_),
+        ] {
             let _ = writeln!(
                 s,
                 "| `{name}` | {} | {} | {} |",
@@ -176,7 +200,13 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "### gc of unreferenced snapshots\n");
         s.push_str("| planted | removed | time |\n|--:|--:|--:|\n");
         for g in &r.gc {
-            let _ = writeln!(s, "| {} | {} | {} |", g.planted, g.removed, fmt_duration(g.elapsed));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                g.planted,
+                g.removed,
+                fmt_duration(g.elapsed)
+            );
         }
         s.push('\n');
     }
@@ -186,10 +216,22 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "### Peak RSS ({} payload)\n", fmt_bytes(x.payload));
         s.push_str("| process | peak RSS (VmHWM / max RSS) |\n|---|--:|\n");
         let _ = writeln!(s, "| bench child, idle (baseline) | {} |", mib(x.idle));
-        let _ = writeln!(s, "| bench child, `Store::publish_reader` of the file | {} |", mib(x.publish));
-        let _ = writeln!(s, "| bench child, `Store::read_current` | {} |", mib(x.read));
+        let _ = writeln!(
+            s,
+            "| bench child, `Store::publish_reader` of the file | {} |",
+            mib(x.publish)
+        );
+        let _ = writeln!(
+            s,
+            "| bench child, `Store::read_current` | {} |",
+            mib(x.read)
+        );
         if let Some(v) = x.cli_refresh {
-            let _ = writeln!(s, "| `snapcache refresh --from FILE` (/usr/bin/time -v) | {} |", mib(v));
+            let _ = writeln!(
+                s,
+                "| `snapcache refresh --from FILE` (/usr/bin/time -v) | {} |",
+                mib(v)
+            );
         }
         if let Some(v) = x.cli_show {
             let _ = writeln!(s, "| `snapcache show` (/usr/bin/time -v) | {} |", mib(v));
@@ -312,7 +354,9 @@ pub fn update_doc(doc: &Path, generated: &str) -> Result<()> {
         (Some(b), Some(e)) if e > b => {
             format!("{}{}{}", &existing[..b], region, &existing[e + END.len()..])
         }
-        _ => format!("# snapcache performance\n\n![latency versus payload size](performance.svg)\n\n{region}\n"),
+        _ => format!(
+            "# snapcache performance\n\n![latency versus payload size](performance.svg)\n\n{region}\n"
+        ),
     };
     if let Some(parent) = doc.parent() {
         std::fs::create_dir_all(parent)?;

@@ -136,7 +136,9 @@ impl Results {
                     });
                     let r = ratio(s.read.median(), f.read.median());
                     out.push(Budget {
-                        name: format!("verified read ≤ 1.10 × floor verified read at {label} (median)"),
+                        name: format!(
+                            "verified read ≤ 1.10 × floor verified read at {label} (median)"
+                        ),
                         measured: format!(
                             "{:.2}× ({} vs {})",
                             r,
@@ -157,7 +159,10 @@ impl Results {
             Some(c) => {
                 let r = ratio(c.show.median(), c.cat.median());
                 out.push(Budget {
-                    name: format!("`snapcache show` ≤ 2 × `cat` at {} (median)", fmt_bytes(c.bytes as u64)),
+                    name: format!(
+                        "`snapcache show` ≤ 2 × `cat` at {} (median)",
+                        fmt_bytes(c.bytes as u64)
+                    ),
                     measured: format!(
                         "{:.2}× ({} vs {})",
                         r,
@@ -209,7 +214,9 @@ impl Results {
                 });
                 if let Some(cli) = r.cli_refresh {
                     out.push(Budget {
-                        name: format!("publish peak RSS ≤ 32 MiB, {payload} payload (`snapcache refresh`)"),
+                        name: format!(
+                            "publish peak RSS ≤ 32 MiB, {payload} payload (`snapcache refresh`)"
+                        ),
                         measured: mib(cli),
                         limit: "32 MiB".into(),
                         pass: cli <= 32 << 20,
@@ -224,7 +231,9 @@ impl Results {
                 });
                 if let Some(cli) = r.cli_show {
                     out.push(Budget {
-                        name: format!("read peak RSS ≤ payload + 16 MiB, {payload} payload (`snapcache show`)"),
+                        name: format!(
+                            "read peak RSS ≤ payload + 16 MiB, {payload} payload (`snapcache show`)"
+                        ),
                         measured: mib(cli),
                         limit: mib(limit),
                         pass: cli <= limit,
@@ -235,8 +244,14 @@ impl Results {
         }
         let mut any_readers = false;
         for readers in [1, 2] {
-            let idle = self.readers.iter().find(|r| r.readers == readers && !r.with_writer);
-            let busy = self.readers.iter().find(|r| r.readers == readers && r.with_writer);
+            let idle = self
+                .readers
+                .iter()
+                .find(|r| r.readers == readers && !r.with_writer);
+            let busy = self
+                .readers
+                .iter()
+                .find(|r| r.readers == readers && r.with_writer);
             if let (Some(i), Some(b)) = (idle, busy) {
                 any_readers = true;
                 let r = ratio(b.latencies.p99(), i.latencies.p99());

@@ -56,7 +56,12 @@ pub fn child(mode: &str, store_dir: &Path, file: Option<&Path>) -> Result<()> {
 }
 
 /// Peak RSS of the bench itself in `mode` (see [`child`]).
-pub fn measure_child(bench_exe: &Path, mode: &str, store_dir: &Path, file: Option<&Path>) -> Result<u64> {
+pub fn measure_child(
+    bench_exe: &Path,
+    mode: &str,
+    store_dir: &Path,
+    file: Option<&Path>,
+) -> Result<u64> {
     let mut cmd = Command::new(bench_exe);
     cmd.arg("--child-rss").arg(mode).arg(store_dir);
     if let Some(f) = file {

@@ -59,11 +59,6 @@ impl Samples {
     pub fn p99(&self) -> Duration {
         self.percentile(99.0)
     }
-
-    /// Sum of all samples.
-    pub fn total(&self) -> Duration {
-        self.values.iter().sum()
-    }
 }
 
 /// Milliseconds as a float, for reports and ratios.
@@ -88,11 +83,11 @@ pub fn fmt_duration(d: Duration) -> String {
 /// Human-friendly byte size using binary units.
 pub fn fmt_bytes(n: u64) -> String {
     const KIB: u64 = 1024;
-    if n >= KIB * KIB * KIB && n % (KIB * KIB * KIB) == 0 {
+    if n >= KIB * KIB * KIB && n.is_multiple_of(KIB * KIB * KIB) {
         format!("{} GiB", n / (KIB * KIB * KIB))
     } else if n >= KIB * KIB {
         let v = n as f64 / (KIB * KIB) as f64;
-        if n % (KIB * KIB) == 0 {
+        if n.is_multiple_of(KIB * KIB) {
             format!("{v:.0} MiB")
         } else {
             format!("{v:.1} MiB")

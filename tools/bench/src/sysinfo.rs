@@ -70,7 +70,12 @@ fn mount_of(dir: &Path) -> Option<String> {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 4 && dir.starts_with(f[1])).then(|| (f[1].len(), format!("{} on {} type {} ({})", f[0], f[1], f[2], f[3])))
+            (f.len() >= 4 && dir.starts_with(f[1])).then(|| {
+                (
+                    f[1].len(),
+                    format!("{} on {} type {} ({})", f[0], f[1], f[2], f[3]),
+                )
+            })
         })
         .max_by_key(|(len, _)| *len)
         .map(|(_, s)| s)

@@ -1,0 +1,84 @@
+//! Which kind of filesystem the store lives on, to choose a lock backend.
+//!
+//! Advisory locks are unreliable on network and pass-through filesystems:
+//! NFS emulates `flock` through NLM (lost on server restarts, silently local
+//! with `nolock`), CIFS/SMB maps it to oplocks or not at all, 9p (WSL's
+//! drvfs) and FUSE (sshfs) may accept the call and lock nothing. There the
+//! lease backend is chosen. Detection uses rustix's safe `statfs` (Linux).
+
+use std::path::Path;
+
+/// A filesystem where advisory locks cannot be trusted, by name.
+pub(crate) fn unreliable_lock_filesystem(path: &Path) -> Option<&'static str> {
+    classify(filesystem_magic(path)?)
+}
+
+/// Maps a `statfs` magic number to the name of an unreliable filesystem.
+pub(crate) fn classify(magic: i64) -> Option<&'static str> {
+    // Values from linux/magic.h and statfs(2).
+    Some(match magic {
+        0x6969 => "nfs",
+        0x517B => "smb",
+        0xFF53_4D42 => "cifs",
+        0xFE53_4D42 => "smb2",
+        0x0102_1997 => "9p",
+        0x6573_5546 => "fuse",
+        0x00C3_6400 => "ceph",
+        0x5346_414F => "afs",
+        0x7375_7245 => "coda",
+        _ => return None,
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn filesystem_magic(path: &Path) -> Option<i64> {
+    // The store may not exist yet: ask about the nearest existing ancestor.
+    let existing = path.ancestors().find(|p| p.exists())?;
+    // `f_type` is `i64` on 64-bit targets and narrower elsewhere.
+    #[allow(clippy::useless_conversion)]
+    rustix::fs::statfs(existing)
+        .ok()
+        .map(|s| i64::from(s.f_type))
+}
+
+/// Elsewhere detection is not implemented (untested platforms): advisory
+/// locks are used unless the lease backend is requested.
+#[cfg(not(target_os = "linux"))]
+fn filesystem_magic(_path: &Path) -> Option<i64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_and_pass_through_filesystems_are_recognised() {
+        assert_eq!(classify(0x6969), Some("nfs"));
+        assert_eq!(classify(0xFF53_4D42), Some("cifs"));
+        assert_eq!(classify(0xFE53_4D42), Some("smb2"));
+        assert_eq!(classify(0x0102_1997), Some("9p"));
+        assert_eq!(classify(0x6573_5546), Some("fuse"));
+    }
+
+    #[test]
+    fn local_filesystems_are_not() {
+        for magic in [
+            0xEF53,      /* ext4 */
+            0x0102_1994, /* tmpfs */
+            0x5846_5342, /* xfs */
+            0x9123_683E, /* btrfs */
+        ] {
+            assert_eq!(classify(magic), None, "{magic:#x}");
+        }
+    }
+
+    #[test]
+    fn this_test_directory_is_on_a_local_filesystem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            unreliable_lock_filesystem(&dir.path().join("not-yet-created")),
+            None
+        );
+    }
+}

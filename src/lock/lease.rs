@@ -1,0 +1,294 @@
+//! The lease backend: mutual exclusion by a lease file, for filesystems where
+//! advisory locks are unreliable (NFS, SMB, 9p, FUSE).
+//!
+//! # Protocol
+//!
+//! - **Acquire**: create `<store>/lease` with create-new semantics (`O_EXCL`,
+//!   atomic on NFSv3+ and SMB), holding a [`LeaseRecord`]: a random lease id,
+//!   the holder (pid, host, boot id, command), the start and the expiry.
+//! - **Renew**: while held, a background thread pushes the expiry forward every
+//!   third of the lease time (atomic replace, only while the file is ours).
+//! - **Release**: remove the lease file, only if it still carries our id.
+//! - **Takeover**: a waiter may break a lease only when it has expired, or when
+//!   its holder is on this host and (its pid is gone or the boot id changed).
+//!   Breaking happens under a second create-new file, `lease.break`, so among
+//!   several waiters exactly one re-checks and removes the stale lease; then
+//!   all compete again with create-new, and only one wins. Every takeover is
+//!   logged (`lock_takeover`) with the old holder.
+//!
+//! Expiry compares wall clocks of different hosts: keep them in sync (NTP).
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::HolderInfo;
+use crate::durable::open_no_follow;
+use crate::layout::Layout;
+use crate::time::Timestamp;
+
+/// A `lease.break` older than this belongs to a breaker that died mid-break.
+const BREAK_STALE: Duration = Duration::from_secs(10);
+
+/// The content of the lease file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LeaseRecord {
+    pub lease_id: String,
+    pub holder: HolderInfo,
+    pub expires_at: Timestamp,
+}
+
+impl LeaseRecord {
+    fn is_stale(&self) -> bool {
+        SystemTime::now() > self.expires_at.system_time() || self.holder.is_dead_local_process()
+    }
+}
+
+/// What one attempt found.
+pub(crate) enum Attempt {
+    Acquired(LeaseGuard),
+    /// Held by someone else (the record, when it could be read).
+    Busy(Option<LeaseRecord>),
+}
+
+/// A held lease; renewed in the background, released on drop.
+pub(crate) struct LeaseGuard {
+    path: PathBuf,
+    lease_id: String,
+    stop: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
+    renewer: Option<JoinHandle<()>>,
+}
+
+impl LeaseGuard {
+    /// False once a renewal found the lease file replaced (our lease expired
+    /// and another writer took over): the holder must not commit.
+    pub(crate) fn still_held(&self) -> bool {
+        !self.lost.load(Ordering::Relaxed)
+            && read(&self.path).is_some_and(|r| r.lease_id == self.lease_id)
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(renewer) = self.renewer.take() {
+            renewer.thread().unpark();
+            let _ = renewer.join();
+        }
+        // Remove only our own lease: after an expiry it may be someone else's.
+        if read(&self.path).is_some_and(|r| r.lease_id == self.lease_id) {
+            if let Err(e) = fs::remove_file(&self.path) {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove our lease; it expires on its own");
+            }
+        }
+        tracing::debug!(lease_id = %self.lease_id, "lease released");
+    }
+}
+
+fn random_id() -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&std::process::id().to_le_bytes());
+    hasher.update(format!("{:?}", SystemTime::now()).as_bytes());
+    hasher.update(format!("{:?}", std::thread::current().id()).as_bytes());
+    // A fresh temp name adds OS randomness without a new dependency.
+    if let Ok(t) = tempfile::Builder::new().rand_bytes(16).tempfile() {
+        hasher.update(t.path().as_os_str().as_encoded_bytes());
+    }
+    hasher.finalize().to_hex()[..32].to_string()
+}
+
+fn create_new(path: &Path) -> io::Result<fs::File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    options.open(path)
+}
+
+/// Reads a lease record; `None` when absent or unreadable.
+pub(crate) fn read(path: &Path) -> Option<LeaseRecord> {
+    let file = open_no_follow(path).ok()?;
+    let bytes = crate::pointer::read_bounded(file, path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Whether a live (not stale) lease exists.
+pub(crate) fn live_lease(layout: &Layout) -> Option<LeaseRecord> {
+    read(&layout.lease_file()).filter(|r| !r.is_stale())
+}
+
+/// One non-blocking attempt to take the lease. A stale lease is broken and
+/// the create retried at once, so a dead holder costs no waiting.
+pub(crate) fn try_acquire(
+    layout: &Layout,
+    holder: &HolderInfo,
+    ttl: Duration,
+) -> io::Result<Attempt> {
+    let path = layout.lease_file();
+    let mut current = None;
+    for _ in 0..2 {
+        let record = LeaseRecord {
+            lease_id: random_id(),
+            holder: holder.clone(),
+            expires_at: Timestamp::from(SystemTime::now() + ttl),
+        };
+        match create_new(&path) {
+            Ok(mut file) => {
+                let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
+                if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_all()) {
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
+                let stop = Arc::new(AtomicBool::new(false));
+                let lost = Arc::new(AtomicBool::new(false));
+                let renewer =
+                    spawn_renewer(layout, record.clone(), ttl, stop.clone(), lost.clone());
+                return Ok(Attempt::Acquired(LeaseGuard {
+                    path,
+                    lease_id: record.lease_id,
+                    stop,
+                    lost,
+                    renewer,
+                }));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                current = read(&path);
+                let broken = match &current {
+                    Some(old) if old.is_stale() => break_stale(layout, old),
+                    // Unreadable: a holder between create and write, or
+                    // garbage. Garbage older than two lease times is broken.
+                    None if is_old(&path, ttl * 2) => break_unreadable(layout, ttl * 2),
+                    _ => false,
+                };
+                if !broken {
+                    break;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Attempt::Busy(current))
+}
+
+fn is_old(path: &Path, age: Duration) -> bool {
+    fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|a| a > age)
+}
+
+/// Serialises breakers: returns a guard that removes `lease.break` on drop.
+struct BreakGuard(PathBuf);
+
+impl Drop for BreakGuard {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn take_break_lock(layout: &Layout) -> Option<BreakGuard> {
+    let path = layout.lease_file().with_extension("break");
+    match create_new(&path) {
+        Ok(_) => Some(BreakGuard(path)),
+        Err(_) => {
+            if is_old(&path, BREAK_STALE) {
+                tracing::warn!(path = %path.display(), "removing a stale lease.break left by a breaker that died");
+                let _ = fs::remove_file(&path);
+            }
+            None
+        }
+    }
+}
+
+/// Removes the lease `old` if it is still there, under the break lock.
+/// Returns whether it was removed.
+fn break_stale(layout: &Layout, old: &LeaseRecord) -> bool {
+    let Some(_guard) = take_break_lock(layout) else {
+        return false;
+    };
+    let path = layout.lease_file();
+    // Re-check under the break lock: another breaker may have removed the
+    // stale lease already and a new holder created a fresh one.
+    let still_stale = read(&path).is_some_and(|r| r.lease_id == old.lease_id && r.is_stale());
+    let removed = still_stale && fs::remove_file(&path).is_ok();
+    if removed {
+        let reason = if old.holder.is_dead_local_process() {
+            "holder process is gone"
+        } else {
+            "lease expired"
+        };
+        tracing::warn!(
+            old_pid = old.holder.pid,
+            old_host = %old.holder.host,
+            old_command = %old.holder.command,
+            old_expires_at = %old.expires_at,
+            reason,
+            "lock_takeover"
+        );
+    }
+    removed
+}
+
+fn break_unreadable(layout: &Layout, age: Duration) -> bool {
+    let Some(_guard) = take_break_lock(layout) else {
+        return false;
+    };
+    let path = layout.lease_file();
+    let removed = read(&path).is_none() && is_old(&path, age) && fs::remove_file(&path).is_ok();
+    if removed {
+        tracing::warn!(path = %path.display(), reason = "unreadable lease file", "lock_takeover");
+    }
+    removed
+}
+
+fn spawn_renewer(
+    layout: &Layout,
+    record: LeaseRecord,
+    ttl: Duration,
+    stop: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
+) -> Option<JoinHandle<()>> {
+    let path = layout.lease_file();
+    let scratch = layout
+        .lease_file()
+        .with_extension(format!("renew-{}", record.lease_id));
+    std::thread::Builder::new()
+        .name("snapcache-lease-renewer".into())
+        .spawn(move || {
+            let mut record = record;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::park_timeout(ttl / 3);
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if read(&path).is_none_or(|r| r.lease_id != record.lease_id) {
+                    tracing::error!(path = %path.display(), "lost the lease (it expired and was taken over); this writer will not commit");
+                    lost.store(true, Ordering::Relaxed);
+                    break;
+                }
+                record.expires_at = Timestamp::from(SystemTime::now() + ttl);
+                let renewed = serde_json::to_vec(&record)
+                    .map_err(io::Error::other)
+                    .and_then(|bytes| fs::write(&scratch, bytes))
+                    .and_then(|()| fs::rename(&scratch, &path));
+                if let Err(e) = renewed {
+                    tracing::warn!(path = %path.display(), error = %e, "could not renew the lease; retrying");
+                }
+            }
+            let _ = fs::remove_file(&scratch);
+        })
+        .ok()
+}

@@ -1,0 +1,384 @@
+//! The writer lock: crashes of holders, the lease backend, churn with an
+//! exclusive marker, Ctrl-C, and wait feedback.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn spawn_holder(store: &TestStore, backend: &str, script: &str) -> Child {
+    store
+        .command(&[
+            "--lock-backend",
+            backend,
+            "--json",
+            "refresh",
+            "--exec",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn holder")
+}
+
+fn signal(child: &Child, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, sig).expect("send signal");
+}
+
+fn refresh_now(store: &TestStore, backend: &str, payload: &[u8]) -> std::process::Output {
+    let file = store.payload("now", payload);
+    store.run(&[
+        "--lock-backend",
+        backend,
+        "refresh",
+        "--lock-timeout",
+        "0",
+        "--from",
+        file.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn a_killed_advisory_holder_frees_the_lock_at_once() {
+    let store = TestStore::new();
+    let holder = spawn_holder(&store, "advisory", "sleep 30; echo '[0]'");
+    store.wait_until_locked();
+    let mut holder = holder;
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(
+        status["lock"]["held"], false,
+        "a dead holder's record is never presented as a live holder: {status}"
+    );
+    let out = refresh_now(&store, "advisory", b"[1]");
+    assert_eq!(
+        code(&out),
+        0,
+        "the next writer acquires at once (try once): {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_killed_lease_holder_on_this_host_frees_the_lock_at_once() {
+    let store = TestStore::new();
+    let mut holder = spawn_holder(&store, "lease", "sleep 30; echo '[0]'");
+    let status = store.wait_until_locked();
+    assert_eq!(status["lock"]["backend"], "lease");
+    assert!(
+        store.root().join("lease").exists(),
+        "the lease file exists while held"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let mut cmd = store.command(&[
+        "--lock-backend",
+        "lease",
+        "refresh",
+        "--lock-timeout",
+        "0",
+        "--from",
+    ]);
+    cmd.arg(store.payload("p", b"[1]"))
+        .env("SNAPCACHE_LOG", "warn");
+    let out = run_with_timeout(cmd);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        code(&out),
+        0,
+        "a lease of a dead pid on this host is taken over at once: {stderr}"
+    );
+    assert!(
+        stderr.contains("lock_takeover") && stderr.contains("holder process is gone"),
+        "the takeover is logged: {stderr}"
+    );
+    assert!(
+        !store.root().join("lease").exists(),
+        "the lease is released after the write"
+    );
+}
+
+fn plant_foreign_lease(store: &TestStore, expires_in: Duration) {
+    std::fs::create_dir_all(store.root()).unwrap();
+    let expires = humantime::format_rfc3339_millis(std::time::SystemTime::now() + expires_in);
+    let record = serde_json::json!({
+        "lease_id": "0123456789abcdef0123456789abcdef",
+        "holder": {
+            "pid": 1, "host": "build-server-7", "boot_id": "00000000-0000-0000-0000-000000000000",
+            "command": "kopi cache refresh", "since": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "backend": "lease"
+        },
+        "expires_at": expires.to_string(),
+    });
+    std::fs::write(
+        store.root().join("lease"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_lease_from_another_host_is_respected_until_it_expires() {
+    let store = TestStore::new();
+    plant_foreign_lease(&store, Duration::from_secs(60));
+    let out = store.run(&[
+        "--lock-backend",
+        "lease",
+        "refresh",
+        "--lock-timeout",
+        "0.5",
+        "--from",
+        store.payload("p", b"[1]").to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 75, "a live foreign lease blocks: {stderr}");
+    assert!(
+        stderr.contains("build-server-7") && stderr.contains("kopi cache refresh"),
+        "names the holder: {stderr}"
+    );
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(status["lock"]["held"], true);
+    assert_eq!(status["lock"]["host"], "build-server-7");
+
+    let store = TestStore::new();
+    plant_foreign_lease(&store, Duration::from_millis(1500));
+    let started = Instant::now();
+    let mut cmd = store.command(&[
+        "--lock-backend",
+        "lease",
+        "--json",
+        "refresh",
+        "--lock-timeout",
+        "20",
+        "--from",
+    ]);
+    cmd.arg(store.payload("p", b"[2]"))
+        .env("SNAPCACHE_LOG", "warn");
+    let out = run_with_timeout(cmd);
+    let elapsed = started.elapsed();
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 0, "{stderr}");
+    assert!(
+        elapsed >= Duration::from_millis(1200),
+        "waited for the expiry: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "took over soon after the expiry: {elapsed:?}"
+    );
+    assert!(
+        stderr.contains("lock_takeover")
+            && stderr.contains("lease expired")
+            && stderr.contains("build-server-7"),
+        "{stderr}"
+    );
+    assert_eq!(store.show(), b"[2]");
+}
+
+/// 4 writer processes × 6 refreshes each; every holder creates an exclusive
+/// marker (mkdir is atomic create-new) and removes it before releasing. Two
+/// holders at once would make a source fail and its refresh exit 1.
+fn churn(backend: &str) {
+    let store = TestStore::new();
+    let marker = store.scratch("holder-marker");
+    let script = format!(
+        "mkdir '{m}' 2>/dev/null || {{ echo 'TWO''HOLDERS' >&2; exit 9; }}; sleep 0.02; rmdir '{m}'; echo \"[$$]\"",
+        m = marker.display()
+    );
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (root, script, backend) = (store.root(), script.clone(), backend.to_string());
+            std::thread::spawn(move || {
+                let mut codes = Vec::new();
+                for _ in 0..6 {
+                    let out = std::process::Command::new(bin())
+                        .args([
+                            "--store",
+                            root.to_str().unwrap(),
+                            "--lock-backend",
+                            &backend,
+                            "refresh",
+                            "--lock-timeout",
+                            "30",
+                            "--exec",
+                            "sh",
+                            "-c",
+                            &script,
+                        ])
+                        .env("SNAPCACHE_LEASE_SECS", "1")
+                        .output()
+                        .unwrap();
+                    codes.push((out.status.code(), text(&out.stderr)));
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut completed = 0;
+    for worker in workers {
+        for (code, stderr) in worker.join().unwrap() {
+            assert!(
+                code == Some(0) || code == Some(75),
+                "{backend}: every refresh completes or times out cleanly: {code:?} {stderr}"
+            );
+            assert!(
+                !stderr.contains("TWOHOLDERS"),
+                "{backend}: never two holders: {stderr}"
+            );
+            completed += usize::from(code == Some(0));
+        }
+    }
+    assert_eq!(
+        completed, 24,
+        "{backend}: with a 30 s budget all 24 refreshes complete"
+    );
+    let (_, history) = store.json(&["history"]);
+    assert!(history["generations"].as_array().unwrap().len() >= 5);
+    store.ok(&["verify"]);
+}
+
+#[test]
+fn churn_on_the_advisory_backend_never_has_two_holders() {
+    churn("advisory");
+}
+
+#[test]
+fn churn_on_the_lease_backend_never_has_two_holders() {
+    churn("lease");
+}
+
+#[test]
+fn ctrl_c_while_waiting_ends_promptly_with_130_and_leaves_nothing() {
+    let store = TestStore::new();
+    store.refresh(b"[0]", &[]);
+    let mut holder = spawn_holder(&store, "auto", "sleep 4; echo '[1]'");
+    store.wait_until_locked();
+    let before = store.files_in("snapshots");
+    let waiter = store
+        .command(&[
+            "refresh",
+            "--from",
+            store.payload("p", b"[2]").to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let sent = Instant::now();
+    signal(&waiter, rustix::process::Signal::INT);
+    let out = wait_output(waiter, COMMAND_TIMEOUT);
+    let took = sent.elapsed();
+    assert_eq!(code(&out), 130, "{}", text(&out.stderr));
+    assert!(
+        took < Duration::from_millis(250),
+        "ended within ~100 ms of Ctrl-C (allowing process exit): {took:?}"
+    );
+    assert!(
+        text(&out.stderr).contains("interrupted"),
+        "{}",
+        text(&out.stderr)
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(
+        store.files_in("snapshots"),
+        before,
+        "the interrupted waiter published nothing"
+    );
+}
+
+#[test]
+fn ctrl_c_while_holding_stops_the_source_publishes_nothing_and_releases() {
+    let store = TestStore::new();
+    store.refresh(b"[0]", &[]);
+    let marker = store.scratch("source-finished");
+    let holder = spawn_holder(
+        &store,
+        "auto",
+        &format!(
+            "printf '[1'; sleep 3; touch '{}'; echo ']'",
+            marker.display()
+        ),
+    );
+    store.wait_until_locked();
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Instant::now();
+    signal(&holder, rustix::process::Signal::TERM);
+    let out = wait_output(holder, COMMAND_TIMEOUT);
+    assert_eq!(code(&out), 130, "{}", text(&out.stderr));
+    assert!(
+        sent.elapsed() < Duration::from_millis(500),
+        "stopped promptly: {:?}",
+        sent.elapsed()
+    );
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(status["lock"]["held"], false, "the lock is released");
+    assert_eq!(status["generation"], 1, "nothing was published");
+    std::thread::sleep(Duration::from_millis(3200));
+    assert!(
+        !marker.exists(),
+        "the source command was stopped, not left running"
+    );
+    let out = refresh_now(&store, "auto", b"[2]");
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(store.files_in("tmp").is_empty());
+}
+
+#[test]
+fn no_wait_message_when_the_lock_is_free_and_quiet_silences_it() {
+    let store = TestStore::new();
+    let out = store.run(&[
+        "refresh",
+        "--from",
+        store.payload("p", b"[1]").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0);
+    assert!(
+        text(&out.stderr).is_empty(),
+        "nothing on stderr without contention: {}",
+        text(&out.stderr)
+    );
+
+    let holder = spawn_holder(&store, "auto", "sleep 1; echo '[2]'");
+    store.wait_until_locked();
+    let out = store.run(&[
+        "--quiet",
+        "refresh",
+        "--from",
+        store.payload("q", b"[3]").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0);
+    assert!(
+        text(&out.stderr).is_empty(),
+        "--quiet prints no wait message: {}",
+        text(&out.stderr)
+    );
+    wait_output(holder, COMMAND_TIMEOUT);
+}
+
+#[test]
+fn lock_backend_values_are_checked() {
+    let store = TestStore::new();
+    let out = store.run(&["--lock-backend", "flock", "status"]);
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    let mut cmd = store.command(&["status"]);
+    cmd.env("SNAPCACHE_LOCK_BACKEND", "nfs");
+    let out = run_with_timeout(cmd);
+    assert_eq!(code(&out), 2);
+    assert!(
+        text(&out.stderr).contains("SNAPCACHE_LOCK_BACKEND"),
+        "{}",
+        text(&out.stderr)
+    );
+    let outcome = store.refresh(b"[1]", &[]);
+    assert_eq!(
+        outcome["backend"], "advisory",
+        "auto picks advisory locks on a local filesystem"
+    );
+}

@@ -1,0 +1,2 @@
+//! Placeholder for the stress tool (filled in next).
+fn main() {}

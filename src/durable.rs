@@ -205,7 +205,13 @@ impl Durable {
         builder.recursive(true);
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(dir)
+        builder.create(dir)?;
+        // A new directory's own entry must survive a power loss too, or a
+        // later durable write inside it could vanish with it.
+        match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => self.sync_dir(parent),
+            _ => Ok(()),
+        }
     }
 
     /// Creates a new temp file (owner-only, unpredictable name, create-new).

@@ -187,10 +187,16 @@ impl Durable {
 
     /// Creates a directory (and parents) with owner-only permissions.
     ///
-    /// A symlink or file in its place is an error: the store must never be
-    /// redirected outside itself.
-    pub(crate) fn create_dir(&self, dir: &Path) -> io::Result<()> {
-        match fs::symlink_metadata(dir) {
+    /// Inside the store a symlink or file in its place is an error: the
+    /// store must never be redirected outside itself. The store root itself
+    /// may be a symlink (`follow_link`): the user chose where it lives.
+    pub(crate) fn create_dir(&self, dir: &Path, follow_link: bool) -> io::Result<()> {
+        let found = if follow_link {
+            fs::metadata(dir)
+        } else {
+            fs::symlink_metadata(dir)
+        };
+        match found {
             Ok(m) if m.is_dir() => return Ok(()),
             Ok(_) => {
                 return Err(io::Error::new(

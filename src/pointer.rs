@@ -319,4 +319,79 @@ mod tests {
         let clipped = clip_note(&"é".repeat(300));
         assert!(clipped.len() <= MAX_NOTE_BYTES + "…".len());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn generation() -> impl Strategy<Value = Generation> {
+            (
+                1u64..1_000_000,
+                any::<[u8; 8]>(),
+                1u64..u64::MAX,
+                0u64..4_000_000_000_000,
+                proptest::option::of(".{0,300}"),
+            )
+                .prop_map(|(n, seed, bytes, millis, note)| Generation {
+                    generation: n,
+                    hash: ContentHash::of(&seed),
+                    bytes,
+                    created_at: Timestamp::from(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis),
+                    ),
+                    note: note.map(|n| clip_note(&n)),
+                })
+        }
+
+        fn pointer() -> impl Strategy<Value = Pointer> {
+            (
+                proptest::collection::vec(generation(), 1..8),
+                any::<prop::sample::Index>(),
+                0u64..1000,
+                0u64..4_000_000_000_000,
+            )
+                .prop_map(|(mut gens, pick, extra, millis)| {
+                    gens.sort_by_key(|g| g.generation);
+                    gens.dedup_by_key(|g| g.generation);
+                    let current = gens[pick.index(gens.len())].generation;
+                    let last = gens.iter().map(|g| g.generation).max().unwrap_or(1) + extra;
+                    Pointer {
+                        current,
+                        last_generation: last,
+                        checked_at: Timestamp::from(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis),
+                        ),
+                        generations: gens,
+                    }
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let _ = Pointer::decode(&bytes, Path::new("current"));
+            }
+
+            #[test]
+            fn arbitrary_bodies_behind_a_valid_header_never_panic(body in ".{0,512}") {
+                let body = format!("{body}\n");
+                let text = format!("{MAGIC} {FORMAT_VERSION} {}\n{body}", ContentHash::of(body.as_bytes()));
+                let _ = Pointer::decode(text.as_bytes(), Path::new("current"));
+            }
+
+            #[test]
+            fn encode_then_decode_round_trips(p in pointer()) {
+                let decoded = Pointer::decode(&p.encode(), Path::new("current"));
+                prop_assert_eq!(decoded.ok(), Some(p));
+            }
+
+            #[test]
+            fn any_single_byte_change_is_rejected(p in pointer(), at in any::<prop::sample::Index>(), flip in 1u8..=255) {
+                let mut bytes = p.encode();
+                let i = at.index(bytes.len());
+                bytes[i] ^= flip;
+                prop_assert!(Pointer::decode(&bytes, Path::new("current")).is_err());
+            }
+        }
+    }
 }

@@ -390,6 +390,42 @@ impl Store {
         self.read_picked(|p| Ok(p.current_entry().clone()))
     }
 
+    /// Self-healing read: the current snapshot or, when it is damaged or
+    /// missing, the newest retained generation that verifies. The second
+    /// value is the error that forced the fallback (`None` when the current
+    /// generation was served). A damaged pointer is still an error: without
+    /// it nothing is known to be trustworthy.
+    ///
+    /// The damage is not repaired: `verify` still reports it.
+    pub fn read_with_fallback(&self) -> Result<(Snapshot, Option<Error>)> {
+        let damage = match self.read_current() {
+            Ok(snapshot) => return Ok((snapshot, None)),
+            Err(e @ (Error::CorruptSnapshot { .. } | Error::MissingSnapshot { .. })) => e,
+            Err(other) => return Err(other),
+        };
+        let pointer = self.load_pointer()?;
+        for g in pointer
+            .generations
+            .iter()
+            .rev()
+            .filter(|g| g.generation != pointer.current)
+        {
+            let path = self.layout.snapshot(&g.hash);
+            if let Ok(data) = snapshot::read_verified(&path, &g.hash, g.bytes) {
+                tracing::warn!(served = g.generation, current = pointer.current, error = %damage, "served a fallback generation");
+                let snapshot = Snapshot {
+                    generation: g.generation,
+                    hash: g.hash,
+                    created_at: g.created_at,
+                    note: g.note.clone(),
+                    data,
+                };
+                return Ok((snapshot, Some(damage)));
+            }
+        }
+        Err(damage)
+    }
+
     /// Reads and verifies a retained generation. Takes no lock.
     pub fn read_generation(&self, generation: u64) -> Result<Snapshot> {
         let root = self.root().to_path_buf();
@@ -777,13 +813,14 @@ impl Store {
 
     /// Creates the store's directories and takes the writer lock.
     fn lock_for_write(&self) -> Result<WriterLock> {
-        for dir in [
-            self.layout.root().to_path_buf(),
-            self.layout.snapshots_dir(),
-            self.layout.tmp_dir(),
-        ] {
+        let dirs = [
+            (self.layout.root().to_path_buf(), true),
+            (self.layout.snapshots_dir(), false),
+            (self.layout.tmp_dir(), false),
+        ];
+        for (dir, follow_link) in dirs {
             self.durable
-                .create_dir(&dir)
+                .create_dir(&dir, follow_link)
                 .map_err(|e| Error::io("create the store directory", &dir, e))?;
         }
         let purpose = self.options.purpose.clone().unwrap_or_else(command_line);

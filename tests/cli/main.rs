@@ -8,6 +8,8 @@ mod bad_input;
 mod common;
 mod concurrency;
 mod crash;
+mod faults;
+mod hostile;
 mod locking;
 mod readers;
 mod roundtrip;

@@ -9,15 +9,29 @@ use crate::{Context, Failure};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Show this retained generation instead of the current one
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "fallback")]
     generation: Option<u64>,
+    /// If the current snapshot is damaged, serve the newest retained one that verifies (with a warning)
+    #[arg(long)]
+    fallback: bool,
 }
 
 pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     let store = Store::open(ctx.options.clone())?;
-    let snapshot = match args.generation {
-        Some(n) => store.read_generation(n)?,
-        None => store.read_current()?,
+    let snapshot = match (args.generation, args.fallback) {
+        (Some(n), _) => store.read_generation(n)?,
+        (None, true) => {
+            let (snapshot, damage) = store.read_with_fallback()?;
+            if let Some(damage) = damage {
+                // Always said, even with --quiet: the caller gets older data.
+                eprintln!(
+                    "snapcache: warning: served generation {} instead of the current one, which is damaged: {damage}",
+                    snapshot.generation
+                );
+            }
+            snapshot
+        }
+        (None, false) => store.read_current()?,
     };
     let mut out = std::io::stdout().lock();
     match out.write_all(&snapshot.data).and_then(|()| out.flush()) {

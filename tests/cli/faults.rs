@@ -1,0 +1,155 @@
+//! Full disks and read-only stores, on small tmpfs mounts made by the test.
+//! Mounting needs root (CI runs as root); without it these tests say they
+//! were skipped and why.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::*;
+
+/// A tmpfs mounted for one test; unmounted on drop.
+struct Mount {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Mount {
+    fn tmpfs(size: &str) -> Option<Mount> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!(
+                "SKIPPED: mounting a tmpfs needs root (CI runs as root); run as root to exercise this test"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&path)
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(Mount { path, _dir: dir }),
+            other => {
+                eprintln!(
+                    "SKIPPED: `mount -t tmpfs` failed ({other:?}); this sandbox does not allow mounts"
+                );
+                None
+            }
+        }
+    }
+
+    fn remount_read_only(&self) {
+        let ok = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount read-only");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+fn store_in(dir: &Path) -> TestStore {
+    // A TestStore whose root lives on the mount: reuse the helpers through a symlink-free path.
+    let store = TestStore::new();
+    std::fs::remove_dir_all(store.dir.path()).ok();
+    std::fs::create_dir_all(store.dir.path()).unwrap();
+    std::os::unix::fs::symlink(dir, store.root()).unwrap();
+    store
+}
+
+#[test]
+fn a_full_disk_fails_the_refresh_cleanly() {
+    let Some(mount) = Mount::tmpfs("1m") else {
+        return;
+    };
+    let root = mount.path.join("store");
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--store").arg(&root).args(args);
+        run_with_timeout(cmd)
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let small = scratch.path().join("small.json");
+    std::fs::write(&small, json_payload(100_000, 1)).unwrap();
+    let big = scratch.path().join("big.json");
+    std::fs::write(&big, json_payload(2_000_000, 2)).unwrap();
+
+    assert_eq!(
+        code(&run(&["refresh", "--from", small.to_str().unwrap()])),
+        0
+    );
+    let out = run(&["refresh", "--from", big.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(
+        stderr.contains("disk is full") || stderr.contains("No space left"),
+        "names the cause: {stderr}"
+    );
+    assert!(
+        stderr.contains(root.to_str().unwrap()),
+        "names the path: {stderr}"
+    );
+    let shown = run(&["show"]);
+    assert_eq!(
+        shown.stdout,
+        json_payload(100_000, 1),
+        "the previous generation stays current"
+    );
+    assert_eq!(code(&run(&["verify"])), 0, "and verifies");
+    let leftovers: Vec<_> = std::fs::read_dir(root.join("tmp"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the failed writer's temp file is gone: {leftovers:?}"
+    );
+}
+
+#[test]
+fn a_read_only_store_serves_reads_and_refuses_writes_clearly() {
+    let Some(mount) = Mount::tmpfs("4m") else {
+        return;
+    };
+    let store = store_in(&mount.path);
+    store.refresh(&json_payload(10_000, 1), &[]);
+    mount.remount_read_only();
+    assert_eq!(
+        store.show(),
+        json_payload(10_000, 1),
+        "reads work on a read-only store"
+    );
+    store.ok(&["verify"]);
+    store.ok(&["status"]);
+    store.ok(&["history"]);
+    let out = store.run(&[
+        "refresh",
+        "--from",
+        store.payload("p", b"[2]").to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(
+        stderr.contains("read-only"),
+        "names the cause and the fix: {stderr}"
+    );
+    assert!(
+        stderr.contains(store.root().to_str().unwrap())
+            || stderr.contains(mount.path.to_str().unwrap()),
+        "names the path: {stderr}"
+    );
+}

@@ -1,0 +1,232 @@
+//! Hostile or damaged store contents: clear errors, no panic, nothing read
+//! or written outside the store.
+
+use std::os::unix::fs::symlink;
+
+use crate::common::*;
+use crate::roundtrip::make_writable;
+
+fn two_generations() -> TestStore {
+    let store = TestStore::new();
+    store.refresh(&json_payload(5000, 1), &[]);
+    store.refresh(&json_payload(5000, 2), &[]);
+    store
+}
+
+fn current_snapshot(store: &TestStore) -> std::path::PathBuf {
+    store
+        .root()
+        .join("snapshots")
+        .join(hash_hex(&json_payload(5000, 2)))
+}
+
+fn assert_show_fails(store: &TestStore, needle: &str) -> String {
+    let out = store.run(&["show"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "no bytes are served from a damaged store"
+    );
+    assert!(!stderr.contains("panicked"), "no panic: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    stderr
+}
+
+#[test]
+fn an_oversized_pointer_is_rejected_without_reading_it() {
+    let store = two_generations();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(pointer_path(&store))
+        .unwrap();
+    file.set_len(1 << 30).unwrap(); // 1 GiB, sparse
+    let started = std::time::Instant::now();
+    assert_show_fails(&store, "larger than 65536 bytes");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn an_unknown_pointer_version_is_named() {
+    let store = two_generations();
+    let text = std::fs::read_to_string(pointer_path(&store)).unwrap();
+    std::fs::write(
+        pointer_path(&store),
+        text.replacen("snapcache-pointer 1 ", "snapcache-pointer 2 ", 1),
+    )
+    .unwrap();
+    assert_show_fails(&store, "format version 2");
+}
+
+#[test]
+fn uppercase_or_short_hashes_in_the_pointer_are_rejected() {
+    let hash = hash_hex(&json_payload(5000, 2));
+    for bad in [
+        hash.to_uppercase(),
+        hash[..40].to_string(),
+        format!("{hash}00"),
+    ] {
+        let store = two_generations();
+        write_pointer_with_body(
+            &pointer_path(&store),
+            &format!(
+                r#"{{"current":2,"last_generation":2,"checked_at":"2026-01-01T00:00:00Z","generations":[{{"generation":2,"hash":"{bad}","bytes":5000,"created_at":"2026-01-01T00:00:00Z","note":null}}]}}"#
+            ),
+        );
+        assert_show_fails(&store, "not a content hash");
+    }
+}
+
+#[test]
+fn a_truncated_snapshot_is_detected() {
+    let store = two_generations();
+    let snap = current_snapshot(&store);
+    make_writable(&snap);
+    let bytes = std::fs::read(&snap).unwrap();
+    std::fs::write(&snap, &bytes[..bytes.len() - 10]).unwrap();
+    assert_show_fails(&store, "bytes long, the pointer recorded");
+}
+
+#[test]
+fn a_missing_snapshot_is_detected() {
+    let store = two_generations();
+    std::fs::remove_file(current_snapshot(&store)).unwrap();
+    assert_show_fails(&store, "is missing");
+}
+
+#[test]
+fn a_directory_in_place_of_a_snapshot_is_detected_and_repaired_by_a_refresh() {
+    let store = two_generations();
+    let snap = current_snapshot(&store);
+    std::fs::remove_file(&snap).unwrap();
+    std::fs::create_dir(&snap).unwrap();
+    assert_show_fails(&store, "not a regular file");
+    store.refresh(&json_payload(5000, 2), &[]);
+    assert_eq!(store.show(), json_payload(5000, 2));
+    store.ok(&["verify"]);
+}
+
+#[test]
+fn a_symlink_in_place_of_a_snapshot_is_never_followed() {
+    let store = two_generations();
+    let snap = current_snapshot(&store);
+    // Even a link to a file with exactly the right bytes is refused: the
+    // store never reads outside itself.
+    let outside = store.payload("outside", &json_payload(5000, 2));
+    std::fs::remove_file(&snap).unwrap();
+    symlink(&outside, &snap).unwrap();
+    assert_show_fails(&store, "not a regular file");
+    let out = store.run(&["verify"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        text(&out.stdout).contains("not-a-file"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_symlinked_pointer_is_not_followed() {
+    let store = two_generations();
+    let outside = store.scratch("outside-pointer");
+    std::fs::copy(pointer_path(&store), &outside).unwrap();
+    std::fs::remove_file(pointer_path(&store)).unwrap();
+    symlink(&outside, pointer_path(&store)).unwrap();
+    let before = std::fs::read(&outside).unwrap();
+    assert_show_fails(&store, "symbolic link");
+    let out = store.run(&[
+        "refresh",
+        "--from",
+        store.payload("p", b"[1]").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(&outside).unwrap(),
+        before,
+        "nothing was written through the link"
+    );
+}
+
+#[test]
+fn symlinks_at_tmp_or_the_lock_never_make_snapcache_write_outside() {
+    for planted in ["tmp", "lock", "snapshots"] {
+        let store = two_generations();
+        let outside = store.scratch("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let target = if planted == "lock" {
+            outside.join("victim")
+        } else {
+            outside.clone()
+        };
+        if planted == "lock" {
+            std::fs::write(&target, b"precious").unwrap();
+        }
+        let path = store.root().join(planted);
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+        symlink(&target, &path).unwrap();
+        let out = store.run(&[
+            "refresh",
+            "--from",
+            store.payload("p", b"[3]").to_str().unwrap(),
+        ]);
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 1, "{planted}: {stderr}");
+        assert!(
+            stderr.contains(path.to_str().unwrap()),
+            "{planted}: the message names the path: {stderr}"
+        );
+        let entries: Vec<_> = std::fs::read_dir(&outside)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        if planted == "lock" {
+            assert_eq!(
+                std::fs::read(&target).unwrap(),
+                b"precious",
+                "the lock's link target is untouched"
+            );
+            assert_eq!(entries.len(), 1);
+        } else {
+            assert!(
+                entries.is_empty(),
+                "{planted}: nothing was written outside the store: {entries:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn show_fallback_serves_the_newest_intact_generation_and_verify_still_reports() {
+    let store = TestStore::new();
+    for i in 1..=3 {
+        store.refresh(&json_payload(4000, i), &[]);
+    }
+    let damaged = store
+        .root()
+        .join("snapshots")
+        .join(hash_hex(&json_payload(4000, 3)));
+    make_writable(&damaged);
+    std::fs::write(&damaged, json_payload(4000, 9)).unwrap();
+    assert_show_fails(&store, "damaged");
+    let out = store.run(&["show", "--fallback"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 0, "{stderr}");
+    assert_eq!(
+        out.stdout,
+        json_payload(4000, 2),
+        "the newest intact generation is served"
+    );
+    assert!(
+        stderr.contains("served generation 2") && stderr.contains("damaged"),
+        "it says which and why: {stderr}"
+    );
+    let out = store.run(&["verify"]);
+    assert_eq!(code(&out), 1, "verify still reports the damage");
+    let out = store.run(&["show", "--fallback", "--generation", "1"]);
+    assert_eq!(code(&out), 2, "--fallback and --generation do not mix");
+}

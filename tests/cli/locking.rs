@@ -382,3 +382,98 @@ fn lock_backend_values_are_checked() {
         "auto picks advisory locks on a local filesystem"
     );
 }
+
+#[test]
+fn on_a_terminal_the_wait_is_one_live_line() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: util-linux `script` (to give the waiter a terminal) is not installed");
+        return;
+    }
+    let store = TestStore::new();
+    let holder = spawn_holder(&store, "auto", "sleep 1.5; echo '[1]'");
+    store.wait_until_locked();
+    let payload = store.payload("p", b"[2]");
+    let inner = format!(
+        "{} --store {} refresh --from {} 2>&1",
+        bin(),
+        store.root().display(),
+        payload.display()
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &inner, "/dev/null"]);
+    let out = run_with_timeout(cmd);
+    let tty = text(&out.stdout);
+    assert_eq!(code(&out), 0, "{tty}");
+    assert!(
+        tty.contains("\r\x1b[2Ksnapcache: waiting"),
+        "a live line, redrawn in place: {tty:?}"
+    );
+    assert!(
+        tty.contains("s left"),
+        "it shows the remaining time: {tty:?}"
+    );
+    assert!(tty.contains("acquired the writer lock after"), "{tty:?}");
+    wait_output(holder, COMMAND_TIMEOUT);
+}
+
+/// Records what a library caller's observer hears.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<String>>);
+
+impl snapcache::LockObserver for Recorded {
+    fn wait_started(&self, wait: &snapcache::WaitStarted) {
+        let pid = wait.holder.as_ref().map(|h| h.pid).unwrap_or(0);
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("started pid={pid} source={:?}", wait.budget.source));
+    }
+    fn progress(&self, _elapsed: Duration, remaining: Option<Duration>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("progress remaining={}", remaining.is_some()));
+    }
+    fn acquired(&self, waited: Duration, backend: snapcache::Backend, contended: bool) {
+        self.0.lock().unwrap().push(format!(
+            "acquired {backend} contended={contended} waited_ms={}",
+            waited.as_millis()
+        ));
+    }
+}
+
+#[test]
+fn a_library_observer_hears_wait_start_progress_and_acquisition() {
+    let store = TestStore::new();
+    let holder = spawn_holder(&store, "auto", "sleep 1.2; echo '[1]'");
+    store.wait_until_locked();
+    let recorded = std::sync::Arc::new(Recorded::default());
+    let lib = snapcache::Store::open(
+        snapcache::StoreOptions::new(store.root())
+            .lock_timeout(snapcache::LockWait::For(Duration::from_secs(30)))
+            .lock_observer(recorded.clone()),
+    )
+    .unwrap();
+    lib.publish_bytes(b"[2]", &snapcache::PublishOptions::default())
+        .unwrap();
+    let events = recorded.0.lock().unwrap().clone();
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some(format!("started pid={} source=Caller", holder.id()).as_str()),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e == "progress remaining=true"),
+        "{events:?}"
+    );
+    let last = events.last().unwrap();
+    assert!(
+        last.starts_with("acquired advisory contended=true"),
+        "{events:?}"
+    );
+    wait_output(holder, COMMAND_TIMEOUT);
+}

@@ -84,13 +84,15 @@ pub fn child(
 /// Result of one handoff run.
 #[derive(Debug, Clone)]
 pub struct HandoffRun {
-    /// Contending processes.
+    /// Contending processes per round.
     pub processes: usize,
+    /// Rounds (each round starts `processes` fresh processes together).
+    pub rounds: usize,
     /// Contended handoff latencies.
     pub handoffs: Samples,
     /// Publishes in total.
     pub publishes: usize,
-    /// Median time a publish held the lock.
+    /// How long each publish held the lock.
     pub hold: Samples,
 }
 
@@ -101,25 +103,64 @@ struct Record {
     returned: u128,
 }
 
-/// Parent side: spawn `processes` children publishing `count` times each
-/// into `store_dir` and compute the contended handoffs.
+/// Parent side: `rounds` times, start `processes` children together, each
+/// doing one publish into `store_dir` (like concurrent `snapcache refresh`
+/// runs), and collect the contended handoffs.
 pub fn run(
     bench_exe: &Path,
     store_dir: &Path,
     payload_file: &Path,
     processes: usize,
-    count: usize,
+    rounds: usize,
 ) -> Result<HandoffRun> {
+    let mut handoffs = Samples::new();
+    let mut hold = Samples::new();
+    let mut publishes = 0;
+    for round in 0..rounds {
+        let records = one_round(bench_exe, store_dir, payload_file, processes, round)?;
+        publishes += records.len();
+        for pair in records.windows(2) {
+            let (prev, next) = (pair[0], pair[1]);
+            // Contended: the next writer was already waiting when the
+            // previous one released the lock.
+            if next.call < prev.returned {
+                let gap = next.acquired.saturating_sub(prev.returned);
+                handoffs.push(Duration::from_nanos(u64::try_from(gap).unwrap_or(u64::MAX)));
+            }
+        }
+        for r in &records {
+            hold.push(Duration::from_nanos(
+                u64::try_from(r.returned.saturating_sub(r.acquired)).unwrap_or(u64::MAX),
+            ));
+        }
+    }
+    Ok(HandoffRun {
+        processes,
+        rounds,
+        handoffs,
+        publishes,
+        hold,
+    })
+}
+
+fn one_round(
+    bench_exe: &Path,
+    store_dir: &Path,
+    payload_file: &Path,
+    processes: usize,
+    round: usize,
+) -> Result<Vec<Record>> {
     // Start everybody together, late enough for all children to be up.
-    let start_ns = now_ns() + 300_000_000 + processes as u128 * 20_000_000;
+    let start_ns = now_ns() + 60_000_000 + processes as u128 * 10_000_000;
     let mut children = Vec::new();
-    for id in 0..processes {
+    for p in 0..processes {
+        let id = (round * processes + p + 1) as u64;
         let child = Command::new(bench_exe)
             .arg("--child-handoff")
             .arg(store_dir)
             .arg(payload_file)
-            .arg((id + 1).to_string())
-            .arg(count.to_string())
+            .arg(id.to_string())
+            .arg("1")
             .arg(start_ns.to_string())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -147,38 +188,14 @@ pub fn run(
             return Err(format!("handoff child failed: {status}").into());
         }
     }
-    if records.len() != processes * count {
-        return Err(format!(
-            "expected {} records, got {}",
-            processes * count,
-            records.len()
-        )
-        .into());
+    if records.len() != processes {
+        return Err(format!("expected {processes} records, got {}", records.len()).into());
+    }
+    if records.iter().any(|r| r.call < start_ns) {
+        return Err(
+            "a child started publishing before the common start (machine too slow?)".into(),
+        );
     }
     records.sort_by_key(|r| r.acquired);
-    let mut handoffs = Samples::new();
-    let mut hold = Samples::new();
-    for pair in records.windows(2) {
-        let (prev, next) = (pair[0], pair[1]);
-        if next.acquired < prev.acquired || prev.acquired < prev.call {
-            return Err("inconsistent lock timestamps".into());
-        }
-        // Contended: the next writer was already waiting when the lock
-        // was released.
-        if next.call < prev.returned {
-            let gap = next.acquired.saturating_sub(prev.returned);
-            handoffs.push(Duration::from_nanos(u64::try_from(gap).unwrap_or(u64::MAX)));
-        }
-    }
-    for r in &records {
-        hold.push(Duration::from_nanos(
-            u64::try_from(r.returned.saturating_sub(r.acquired)).unwrap_or(u64::MAX),
-        ));
-    }
-    Ok(HandoffRun {
-        processes,
-        handoffs,
-        publishes: records.len(),
-        hold,
-    })
+    Ok(records)
 }

@@ -49,12 +49,14 @@ struct Config {
     build_cli: bool,
     only: Option<Vec<String>>,
     rounds: Option<usize>,
+    fix_mmap_threshold: bool,
 }
 
 const SECTIONS: &[&str] = &["latency", "cli", "readers", "handoff", "gc", "rss"];
 
 const USAGE: &str = "usage: snapcache-bench [--quick] [--dir DIR] [--docs DIR | --no-docs] \
-[--rounds N] [--only latency,cli,readers,handoff,gc,rss] [--snapcache-bin PATH] [--no-build]";
+[--rounds N] [--only latency,cli,readers,handoff,gc,rss] [--snapcache-bin PATH] [--no-build] \
+[--dynamic-mmap-threshold]";
 
 fn parse_args(args: &[String]) -> Result<Config> {
     let mut c = Config {
@@ -65,6 +67,7 @@ fn parse_args(args: &[String]) -> Result<Config> {
         build_cli: true,
         only: None,
         rounds: None,
+        fix_mmap_threshold: true,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -81,6 +84,7 @@ fn parse_args(args: &[String]) -> Result<Config> {
             "--no-docs" => c.docs = None,
             "--snapcache-bin" => c.snapcache_bin = Some(PathBuf::from(value()?)),
             "--no-build" => c.build_cli = false,
+            "--dynamic-mmap-threshold" => c.fix_mmap_threshold = false,
             "--rounds" => c.rounds = Some(value()?.parse()?),
             "--only" => {
                 let list: Vec<String> = value()?.split(',').map(str::to_string).collect();
@@ -145,6 +149,28 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
                 start.parse()?,
             );
         }
+        Some("--child-reader") => {
+            let [_, store, len, start, end] = &args[..] else {
+                return Err("--child-reader STORE LEN START_NS END_NS".into());
+            };
+            return readers::child_reader(
+                Path::new(store),
+                len.parse()?,
+                start.parse()?,
+                end.parse()?,
+            );
+        }
+        Some("--child-writer") => {
+            let [_, store, file, stamp, end] = &args[..] else {
+                return Err("--child-writer STORE FILE STAMP END_NS".into());
+            };
+            return readers::child_writer(
+                Path::new(store),
+                Path::new(file),
+                stamp.parse()?,
+                end.parse()?,
+            );
+        }
         Some("--child-rss") => {
             return match &args[..] {
                 [_, mode, store] => rss::child(mode, Path::new(store), None),
@@ -155,6 +181,11 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
         _ => {}
     }
     let config = parse_args(&args)?;
+    if config.fix_mmap_threshold
+        && let Some(code) = reexec_with_fixed_mmap_threshold(&args)?
+    {
+        std::process::exit(code);
+    }
     let started = Instant::now();
     let exe = std::env::current_exe()?;
     let base = match &config.dir {
@@ -189,7 +220,19 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
         date: utc_date(SystemTime::now()),
         sys,
         reader_payload: MIB,
+        allocator: if mmap_threshold_fixed() {
+            format!("glibc mmap threshold fixed at 128 KiB (`GLIBC_TUNABLES={MMAP_TUNABLE}`)")
+        } else {
+            "allocator defaults (dynamic glibc mmap threshold)".to_string()
+        },
         ..Results::default()
+    };
+    let mut section_start = Instant::now();
+    let mut lap = |results: &mut Results, name: &str| {
+        results
+            .sections
+            .push((name.to_string(), section_start.elapsed()));
+        section_start = Instant::now();
     };
 
     if config.wants("latency") {
@@ -204,6 +247,9 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
         }
     }
 
+    if config.wants("latency") {
+        lap(&mut results, "latency");
+    }
     let needs_cli = config.wants("cli") || config.wants("rss");
     let bin = if needs_cli {
         match cli::snapcache_binary(config.snapcache_bin.as_deref(), config.build_cli) {
@@ -230,21 +276,29 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
         }
     }
 
+    if config.wants("cli") {
+        lap(&mut results, "cli");
+    }
     if config.wants("readers") {
         eprintln!("readers: idle vs during writes…");
         let secs = if config.quick { 1.5 } else { 5.0 };
-        match readers_section(tmp.path(), Duration::from_secs_f64(secs)) {
+        match readers_section(tmp.path(), &exe, Duration::from_secs_f64(secs)) {
             Ok(r) => results.readers = r,
             Err(e) => results.failures.push(format!("readers: {e}")),
         }
     }
 
+    if config.wants("readers") {
+        lap(&mut results, "readers");
+    }
     if config.wants("handoff") {
         eprintln!("handoff: 2 and 8 contending processes…");
+        // (processes, rounds): every round starts that many one-shot
+        // publishers together.
         let plan: &[(usize, usize)] = if config.quick {
-            &[(2, 25), (8, 8)]
+            &[(2, 30), (8, 10)]
         } else {
-            &[(2, 100), (8, 30)]
+            &[(2, 100), (8, 40)]
         };
         match handoff_section(tmp.path(), &exe, plan) {
             Ok(h) => results.handoff = h,
@@ -252,12 +306,18 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
         }
     }
 
+    if config.wants("handoff") {
+        lap(&mut results, "handoff");
+    }
     if config.wants("gc") {
         eprintln!("gc: 1,000 and 10,000 unreferenced snapshots…");
         let payload = Payload::generate(64 * KIB, 99)?;
-        for planted in [1_000, 10_000] {
-            let root = tmp.path().join(format!("gc-{planted}"));
-            match gc::run(&root, &payload.bytes, planted) {
+        // 1 KiB files are the budgeted case; empty files (no data blocks to
+        // free) separate the filesystem's block freeing from the store's
+        // own work.
+        for (planted, file_size) in [(1_000, 1024), (10_000, 1024), (10_000, 0)] {
+            let root = tmp.path().join(format!("gc-{planted}-{file_size}"));
+            match gc::run(&root, &payload.bytes, planted, file_size) {
                 Ok(g) => results.gc.push(g),
                 Err(e) => results.failures.push(format!("gc of {planted}: {e}")),
             }
@@ -265,6 +325,9 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
         }
     }
 
+    if config.wants("gc") {
+        lap(&mut results, "gc");
+    }
     if config.wants("rss") {
         eprintln!("rss: publish and read a 256 MiB payload…");
         match rss_section(tmp.path(), &exe, bin.as_deref(), 256 * MIB) {
@@ -273,7 +336,11 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
         }
     }
 
+    if config.wants("rss") {
+        lap(&mut results, "rss");
+    }
     results.elapsed = started.elapsed();
+    results.load_at_end = sysinfo::loadavg();
     let md = report::markdown(&results);
     println!("{md}");
     if let Some(docs) = &config.docs {
@@ -290,6 +357,40 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
         );
     }
     Ok(())
+}
+
+/// The glibc tunable the bench runs under (see [`reexec_with_fixed_mmap_threshold`]).
+const MMAP_TUNABLE: &str = "glibc.malloc.mmap_threshold=131072";
+
+/// Whether this process runs with a fixed glibc mmap threshold.
+fn mmap_threshold_fixed() -> bool {
+    std::env::var("GLIBC_TUNABLES").is_ok_and(|v| v.contains("glibc.malloc.mmap_threshold"))
+}
+
+/// Re-run the bench with glibc's mmap threshold fixed at 128 KiB, unless it
+/// already is (returns the child's exit code, or `None` to go on here).
+///
+/// glibc raises its mmap threshold dynamically when a large mmapped block
+/// is freed, after which large buffers come from the heap, pre-faulted or
+/// not depending on what the *previous* code freed and trimmed. In an
+/// interleaved run that made one contender's frees decide whether the next
+/// contender's read buffer had to be page-faulted: reads of the contender
+/// that follows SQLite came out twice as slow. A fixed threshold (which
+/// turns the dynamic adjustment off) gives every contender fresh memory
+/// for every large buffer, the situation of a one-shot CLI process.
+fn reexec_with_fixed_mmap_threshold(args: &[String]) -> Result<Option<i32>> {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) || mmap_threshold_fixed() {
+        return Ok(None);
+    }
+    let value = match std::env::var("GLIBC_TUNABLES") {
+        Ok(v) if !v.is_empty() => format!("{v}:{MMAP_TUNABLE}"),
+        _ => MMAP_TUNABLE.to_string(),
+    };
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .env("GLIBC_TUNABLES", value)
+        .status()?;
+    Ok(Some(status.code().unwrap_or(1)))
 }
 
 /// The interleaved latency run at one payload size, plus the in-memory
@@ -343,19 +444,23 @@ fn cli_section(tmp: &Path, bin: &Path, rounds: usize) -> Result<cli::CliResult> 
     cli::show_vs_cat(bin, &root, &file, payload.len(), 3, rounds)
 }
 
-fn readers_section(tmp: &Path, duration: Duration) -> Result<Vec<readers::ReaderRun>> {
+fn readers_section(tmp: &Path, exe: &Path, duration: Duration) -> Result<Vec<readers::ReaderRun>> {
     let root = tmp.join("readers-store");
-    let payload = Payload::generate(MIB, 777)?;
+    let file = tmp.join("readers-payload.json");
+    payload::write_file(&file, MIB, 777)?;
     let sc = Snapcache::new(&root, false)?;
-    sc.store()
-        .publish_bytes(&payload.bytes, &snapcache::PublishOptions::default())?;
+    sc.store().publish_bytes(
+        &std::fs::read(&file)?,
+        &snapcache::PublishOptions::default(),
+    )?;
     let mut out = Vec::new();
     let mut stamp = 1_000_000;
     for n in [1, 2] {
         for with_writer in [false, true] {
             out.push(readers::run(
-                sc.store(),
-                &payload,
+                exe,
+                &root,
+                &file,
                 n,
                 with_writer,
                 duration,

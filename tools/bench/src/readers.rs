@@ -1,24 +1,30 @@
 //! Reader throughput and tail latency, idle versus while a writer publishes
-//! continuously. Readers are threads sharing one `Store` (reads take no
-//! lock, so threads and processes behave alike as far as the store goes);
-//! the writer is another thread publishing a freshly stamped payload in a
-//! loop, each publish being a full durable write.
+//! continuously.
+//!
+//! Readers and the writer are separate processes (the bench re-executed in
+//! hidden child modes), as in real use: every Kopi invocation is its own
+//! reader process and a refresh runs in yet another process. Threads of one
+//! process would also share its address-space lock, so one thread's large
+//! allocations would stall the others' page faults, which says nothing
+//! about the store. The writer publishes a freshly stamped payload in a
+//! loop, each publish a full durable write; it starts before the readers
+//! and stops after them, so the readers' whole window sees writes.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use snapcache::{PublishOptions, Store};
+use snapcache::{PublishOptions, Store, StoreOptions};
 
-use crate::contenders::{BoxError, Result};
+use crate::contenders::Result;
 use crate::payload::Payload;
 use crate::stats::Samples;
 
 /// One reader run.
 #[derive(Debug, Clone)]
 pub struct ReaderRun {
-    /// Reader threads.
+    /// Reader processes.
     pub readers: usize,
     /// Whether a writer was publishing meanwhile.
     pub with_writer: bool,
@@ -30,74 +36,132 @@ pub struct ReaderRun {
     pub publishes: u64,
 }
 
-/// Run `readers` reader threads for `duration`, with or without a writer.
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn wait_until(t_ns: u128) {
+    while now_ns() < t_ns {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Child side of a reader: from `start_ns` to `end_ns`, call
+/// `read_current` in a loop; print one latency in ns per line.
+pub fn child_reader(
+    store_dir: &Path,
+    expected_len: usize,
+    start_ns: u128,
+    end_ns: u128,
+) -> Result<()> {
+    let store = Store::open(StoreOptions::new(store_dir))?;
+    wait_until(start_ns);
+    let mut out = String::new();
+    while now_ns() < end_ns {
+        let t = Instant::now();
+        let snap = store.read_current()?;
+        let d = t.elapsed();
+        if snap.data.len() != expected_len {
+            return Err("reader saw a snapshot of the wrong size".into());
+        }
+        drop(snap);
+        out.push_str(&d.as_nanos().to_string());
+        out.push('\n');
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// Child side of the writer: publish stamped copies of the payload file
+/// until `end_ns`; print the number of publishes.
+pub fn child_writer(
+    store_dir: &Path,
+    payload_file: &Path,
+    stamp_base: u64,
+    end_ns: u128,
+) -> Result<()> {
+    let mut payload = Payload::from_bytes(std::fs::read(payload_file)?)?;
+    let store = Store::open(StoreOptions::new(store_dir))?;
+    let opts = PublishOptions::default();
+    let mut n = 0u64;
+    while now_ns() < end_ns {
+        n += 1;
+        payload.stamp(stamp_base + n);
+        store.publish_bytes(&payload.bytes, &opts)?;
+    }
+    println!("{n}");
+    Ok(())
+}
+
+/// Run `readers` reader processes for `duration`, with or without a writer
+/// process, against the store at `store_dir` (which must hold a current
+/// snapshot of `payload_file`'s size).
 pub fn run(
-    store: &Store,
-    payload: &Payload,
+    bench_exe: &Path,
+    store_dir: &Path,
+    payload_file: &Path,
     readers: usize,
     with_writer: bool,
     duration: Duration,
     stamp_base: u64,
 ) -> Result<ReaderRun> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let publishes = Arc::new(AtomicU64::new(0));
-    let expected_len = payload.len();
-    let results = thread::scope(|s| -> Result<Vec<Samples>> {
-        let writer = with_writer.then(|| {
-            let stop = stop.clone();
-            let publishes = publishes.clone();
-            let mut payload = payload.clone();
-            let store = store.clone();
-            s.spawn(move || -> std::result::Result<(), BoxError> {
-                let opts = PublishOptions::default();
-                let mut n = stamp_base;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    payload.stamp(n);
-                    store.publish_bytes(&payload.bytes, &opts)?;
-                    publishes.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(())
-            })
-        });
-        let handles: Vec<_> = (0..readers)
-            .map(|_| {
-                let stop = stop.clone();
-                let store = store.clone();
-                s.spawn(move || -> std::result::Result<Samples, BoxError> {
-                    let mut samples = Samples::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let t = Instant::now();
-                        let snap = store.read_current()?;
-                        samples.push(t.elapsed());
-                        if snap.data.len() != expected_len {
-                            return Err("reader saw a snapshot of the wrong size".into());
-                        }
-                    }
-                    Ok(samples)
-                })
-            })
-            .collect();
-        thread::sleep(duration);
-        stop.store(true, Ordering::Relaxed);
-        let mut all = Vec::new();
-        for h in handles {
-            all.push(h.join().map_err(|_| "reader thread panicked")??);
-        }
-        if let Some(w) = writer {
-            w.join().map_err(|_| "writer thread panicked")??;
-        }
-        Ok(all)
-    })?;
+    let expected = std::fs::metadata(payload_file)?.len();
+    let start_ns = now_ns() + 250_000_000 + readers as u128 * 30_000_000;
+    let end_ns = start_ns + duration.as_nanos();
+    let writer = if with_writer {
+        Some(
+            Command::new(bench_exe)
+                .arg("--child-writer")
+                .arg(store_dir)
+                .arg(payload_file)
+                .arg(stamp_base.to_string())
+                .arg((end_ns + 100_000_000).to_string())
+                .stdout(Stdio::piped())
+                .spawn()?,
+        )
+    } else {
+        None
+    };
+    let mut children = Vec::new();
+    for _ in 0..readers {
+        children.push(
+            Command::new(bench_exe)
+                .arg("--child-reader")
+                .arg(store_dir)
+                .arg(expected.to_string())
+                .arg(start_ns.to_string())
+                .arg(end_ns.to_string())
+                .stdout(Stdio::piped())
+                .spawn()?,
+        );
+    }
     let mut latencies = Samples::new();
-    for r in &results {
-        latencies.extend(r);
+    for mut child in children {
+        let out = child.stdout.take().ok_or("no reader stdout")?;
+        for line in BufReader::new(out).lines() {
+            latencies.push(Duration::from_nanos(line?.trim().parse()?));
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            return Err(format!("reader process failed: {status}").into());
+        }
+    }
+    let mut publishes = 0;
+    if let Some(w) = writer {
+        let out = w.wait_with_output()?;
+        if !out.status.success() {
+            return Err(format!("writer process failed: {}", out.status).into());
+        }
+        publishes = String::from_utf8(out.stdout)?.trim().parse()?;
     }
     Ok(ReaderRun {
         readers,
         with_writer,
         reads_per_sec: latencies.len() as f64 / duration.as_secs_f64(),
         latencies,
-        publishes: publishes.load(Ordering::Relaxed),
+        publishes,
     })
 }

@@ -47,7 +47,19 @@ pub fn markdown(r: &Results) -> String {
         "- Filesystem of the bench directory: {} (`stat -f`), mount `{}`",
         r.sys.fs_type, r.sys.mount
     );
-    let _ = writeln!(s, "- Bench directory: `{}`\n", r.sys.bench_dir);
+    let _ = writeln!(s, "- Bench directory: `{}`", r.sys.bench_dir);
+    let _ = writeln!(s, "- Allocator: {}", r.allocator);
+    let _ = writeln!(
+        s,
+        "- Load average (1/5/15 min) at start: {}; at end: {}",
+        r.sys.load_at_start, r.load_at_end
+    );
+    let secs: Vec<String> = r
+        .sections
+        .iter()
+        .map(|(n, d)| format!("{n} {:.1} s", d.as_secs_f64()))
+        .collect();
+    let _ = writeln!(s, "- Section wall times: {}\n", secs.join(", "));
     for f in &r.failures {
         let _ = writeln!(s, "- **Not run:** {f}");
     }
@@ -55,82 +67,9 @@ pub fn markdown(r: &Results) -> String {
         s.push('\n');
     }
 
-    let _ = writeln!(s, "### Write and read latency\n");
-    let _ = writeln!(
-        s,
-        "Same payloads, same directory, interleaved round-robin (order rotated every round); each round's payload is unique. \
-         *× floor* compares medians with the floor's write and the floor's **verified** read.\n"
-    );
-    s.push_str("| payload | contender | write median | write p90 | write × floor | read median | read p90 | read × floor |\n");
-    s.push_str("|---|---|--:|--:|--:|--:|--:|--:|\n");
-    for size in &r.sizes {
-        let floor = size.get(names::FLOOR);
-        for m in &size.measured {
-            let (wr, rr) = match floor {
-                Some(f) => (
-                    ratio_str(m.write.median(), f.write.median()),
-                    ratio_str(m.read.median(), f.read.median()),
-                ),
-                None => ("-".into(), "-".into()),
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                fmt_bytes(size.actual as u64),
-                m.name,
-                fmt_duration(m.write.median()),
-                fmt_duration(m.write.p90()),
-                wr,
-                fmt_duration(m.read.median()),
-                fmt_duration(m.read.p90()),
-                rr
-            );
-        }
+    if !r.sizes.is_empty() {
+        latency_tables(&mut s, r);
     }
-    let n: Vec<String> = r
-        .sizes
-        .iter()
-        .map(|s| {
-            format!(
-                "{}: {}",
-                fmt_bytes(s.size as u64),
-                s.measured.first().map_or(0, |m| m.write.len())
-            )
-        })
-        .collect();
-    let _ = writeln!(s, "\nRounds per size: {}.\n", n.join(", "));
-
-    let _ = writeln!(s, "### Where the time goes\n");
-    s.push_str("| payload | floor write | of which fsync (floor − no-fsync) | blake3 in memory | JSON check in memory | snapcache − snapcache (raw) | snapcache − floor | floor verified − plain read |\n");
-    s.push_str("|---|--:|--:|--:|--:|--:|--:|--:|\n");
-    for size in &r.sizes {
-        let med = |name: &str, write: bool| {
-            size.get(name).map(|m| {
-                if write {
-                    m.write.median()
-                } else {
-                    m.read.median()
-                }
-            })
-        };
-        let diff = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
-            (Some(a), Some(b)) => signed(a, b),
-            _ => "-".into(),
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            fmt_bytes(size.actual as u64),
-            med(names::FLOOR, true).map_or("-".into(), fmt_duration),
-            diff(med(names::FLOOR, true), med(names::REFERENCE, true)),
-            fmt_duration(size.blake3),
-            fmt_duration(size.json_check),
-            diff(med(names::SNAPCACHE, true), med("snapcache (raw)", true)),
-            diff(med(names::SNAPCACHE, true), med(names::FLOOR, true)),
-            diff(med(names::FLOOR, false), med(names::REFERENCE, false)),
-        );
-    }
-    s.push('\n');
 
     if let Some(c) = &r.cli {
         let _ = writeln!(
@@ -179,12 +118,13 @@ pub fn markdown(r: &Results) -> String {
 
     if !r.handoff.is_empty() {
         let _ = writeln!(s, "### Writer-lock handoff between processes\n");
-        s.push_str("| processes | publishes | contended handoffs | handoff median | handoff p90 | handoff p99 | lock hold median |\n|--:|--:|--:|--:|--:|--:|--:|\n");
+        s.push_str("| processes | rounds | publishes | contended handoffs | handoff median | handoff p90 | handoff p99 | lock hold median |\n|--:|--:|--:|--:|--:|--:|--:|--:|\n");
         for h in &r.handoff {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 h.processes,
+                h.rounds,
                 h.publishes,
                 h.handoffs.len(),
                 fmt_duration(h.handoffs.median()),
@@ -198,14 +138,16 @@ pub fn markdown(r: &Results) -> String {
 
     if !r.gc.is_empty() {
         let _ = writeln!(s, "### gc of unreferenced snapshots\n");
-        s.push_str("| planted | removed | time |\n|--:|--:|--:|\n");
+        s.push_str("| planted | file size | removed | wall time | CPU time (user+sys) |\n|--:|--:|--:|--:|--:|\n");
         for g in &r.gc {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 g.planted,
+                fmt_bytes(g.file_size as u64),
                 g.removed,
-                fmt_duration(g.elapsed)
+                fmt_duration(g.elapsed),
+                g.cpu.map_or("-".into(), fmt_duration)
             );
         }
         s.push('\n');
@@ -249,12 +191,99 @@ pub fn markdown(r: &Results) -> String {
             b.name,
             b.measured,
             b.limit,
-            if b.pass { "PASS" } else { "**MISS**" }
+            if b.pass {
+                "PASS"
+            } else if b.measured == "NOT RUN" {
+                "**NOT RUN**"
+            } else {
+                "**MISS**"
+            }
         );
     }
     let passed = budgets.iter().filter(|b| b.pass).count();
     let _ = writeln!(s, "\n{passed} of {} budgets pass.", budgets.len());
     s
+}
+
+fn latency_tables(s: &mut String, r: &Results) {
+    let _ = writeln!(*s, "### Write and read latency\n");
+    let _ = writeln!(
+        s,
+        "Same payloads, same directory, interleaved round-robin (order rotated every round); each round's payload is unique. \
+     *× floor* compares medians with the floor's write and the floor's **verified** read.\n"
+    );
+    s.push_str("| payload | contender | write median | write p90 | write × floor | read median | read p90 | read × floor |\n");
+    s.push_str("|---|---|--:|--:|--:|--:|--:|--:|\n");
+    for size in &r.sizes {
+        let floor = size.get(names::FLOOR);
+        for m in &size.measured {
+            let (wr, rr) = match floor {
+                Some(f) => (
+                    ratio_str(m.write.median(), f.write.median()),
+                    ratio_str(m.read.median(), f.read.median()),
+                ),
+                None => ("-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                fmt_bytes(size.actual as u64),
+                m.name,
+                fmt_duration(m.write.median()),
+                fmt_duration(m.write.p90()),
+                wr,
+                fmt_duration(m.read.median()),
+                fmt_duration(m.read.p90()),
+                rr
+            );
+        }
+    }
+    let n: Vec<String> = r
+        .sizes
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {}",
+                fmt_bytes(s.size as u64),
+                s.measured.first().map_or(0, |m| m.write.len())
+            )
+        })
+        .collect();
+    let _ = writeln!(*s, "\nRounds per size: {}.\n", n.join(", "));
+
+    let _ = writeln!(*s, "### Where the time goes\n");
+    s.push_str("| payload | floor write | fsync share (floor − no-fsync) | blake3 in memory | JSON check in memory (`from_slice`) | snapcache − snapcache (raw) | snapcache − floor | unlink of a superseded snapshot (floor, untimed) | floor verified − plain read |\n");
+    s.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for size in &r.sizes {
+        let med = |name: &str, write: bool| {
+            size.get(name).map(|m| {
+                if write {
+                    m.write.median()
+                } else {
+                    m.read.median()
+                }
+            })
+        };
+        let diff = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => signed(a, b),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            *s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            fmt_bytes(size.actual as u64),
+            med(names::FLOOR, true).map_or("-".into(), fmt_duration),
+            diff(med(names::FLOOR, true), med(names::REFERENCE, true)),
+            fmt_duration(size.blake3),
+            fmt_duration(size.json_check),
+            diff(med(names::SNAPCACHE, true), med(names::SNAPCACHE_RAW, true)),
+            diff(med(names::SNAPCACHE, true), med(names::FLOOR, true)),
+            size.get(names::FLOOR)
+                .map_or("-".into(), |m| fmt_duration(m.cleanup.median())),
+            diff(med(names::FLOOR, false), med(names::REFERENCE, false)),
+        );
+    }
+    s.push('\n');
 }
 
 fn signed(a: Duration, b: Duration) -> String {
@@ -289,6 +318,7 @@ pub fn json(r: &Results) -> Value {
                     "name": m.name,
                     "write": stats_json(&m.write),
                     "read": stats_json(&m.read),
+                    "cleanup_untimed": stats_json(&m.cleanup),
                 })).collect::<Vec<_>>(),
             })
         })
@@ -297,6 +327,7 @@ pub fn json(r: &Results) -> Value {
         "date": r.date,
         "mode": if r.quick { "quick" } else { "full" },
         "command": r.command,
+        "allocator": r.allocator,
         "machine": {
             "nproc": r.sys.nproc,
             "cpu": r.sys.cpu_model,
@@ -304,6 +335,8 @@ pub fn json(r: &Results) -> Value {
             "memory": r.sys.memory,
             "fs_type": r.sys.fs_type,
             "mount": r.sys.mount,
+            "load_at_start": r.sys.load_at_start,
+            "load_at_end": r.load_at_end,
         },
         "sizes": sizes,
         "cli": r.cli.as_ref().map(|c| json!({
@@ -321,13 +354,16 @@ pub fn json(r: &Results) -> Value {
         })).collect::<Vec<_>>(),
         "handoff": r.handoff.iter().map(|h| json!({
             "processes": h.processes,
+            "rounds": h.rounds,
             "publishes": h.publishes,
             "handoff": stats_json(&h.handoffs),
             "hold": stats_json(&h.hold),
         })).collect::<Vec<_>>(),
         "gc": r.gc.iter().map(|g| json!({
             "planted": g.planted,
+            "file_size": g.file_size,
             "removed": g.removed,
+            "cpu_ns": g.cpu.map(|c| c.as_nanos() as u64),
             "elapsed_ns": g.elapsed.as_nanos() as u64,
         })).collect::<Vec<_>>(),
         "rss": r.rss.as_ref().map(|x| json!({

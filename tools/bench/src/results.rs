@@ -18,6 +18,8 @@ pub mod names {
     pub const REFERENCE: &str = "reference: no fsync, plain read";
     /// snapcache, default options.
     pub const SNAPCACHE: &str = "snapcache";
+    /// snapcache without JSON validation.
+    pub const SNAPCACHE_RAW: &str = "snapcache (raw)";
 }
 
 /// Measurements at one payload size.
@@ -88,6 +90,12 @@ pub struct Results {
     pub failures: Vec<String>,
     /// Wall time of the whole run.
     pub elapsed: Duration,
+    /// Wall time per section.
+    pub sections: Vec<(String, Duration)>,
+    /// Allocator configuration the run used.
+    pub allocator: String,
+    /// `/proc/loadavg` when the run ended.
+    pub load_at_end: String,
 }
 
 /// One budget line.
@@ -193,7 +201,11 @@ impl Results {
                 pass: !h.handoffs.is_empty() && ms(p99) <= 50.0,
             });
         }
-        match self.gc.iter().find(|g| g.planted == 10_000) {
+        match self
+            .gc
+            .iter()
+            .find(|g| g.planted == 10_000 && g.file_size > 0)
+        {
             Some(g) => out.push(Budget {
                 name: "gc of 10,000 unreferenced snapshots ≤ 1 s".into(),
                 measured: format!("{} ({} removed)", fmt_duration(g.elapsed), g.removed),

@@ -18,6 +18,9 @@ pub struct Measured {
     pub write: Samples,
     /// Read latencies.
     pub read: Samples,
+    /// Untimed housekeeping between rounds (see
+    /// [`Contender::after_iteration`]), recorded to explain costs only.
+    pub cleanup: Samples,
 }
 
 /// Run `iterations` interleaved rounds (after `warmup` unrecorded ones) of
@@ -38,6 +41,7 @@ pub fn run(
             name: c.name(),
             write: Samples::new(),
             read: Samples::new(),
+            cleanup: Samples::new(),
         })
         .collect();
     for round in 0..warmup + iterations {
@@ -65,8 +69,12 @@ pub fn run(
                 out[i].read.push(d);
             }
         }
-        for c in contenders.iter_mut() {
+        for (i, c) in contenders.iter_mut().enumerate() {
+            let t = Instant::now();
             c.after_iteration()?;
+            if record {
+                out[i].cleanup.push(t.elapsed());
+            }
         }
     }
     Ok(out)

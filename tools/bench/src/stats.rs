@@ -19,11 +19,6 @@ impl Samples {
         self.values.push(d);
     }
 
-    /// Append all samples of `other`.
-    pub fn extend(&mut self, other: &Samples) {
-        self.values.extend_from_slice(&other.values);
-    }
-
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.values.len()

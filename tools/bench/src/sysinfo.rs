@@ -21,6 +21,15 @@ pub struct SysInfo {
     pub mount: String,
     /// Directory the contenders wrote into.
     pub bench_dir: String,
+    /// `/proc/loadavg` when the run started (other load skews figures).
+    pub load_at_start: String,
+}
+
+/// The 1, 5 and 15 minute load averages from `/proc/loadavg`.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Collect the description for a bench directory `dir`.
@@ -59,6 +68,7 @@ pub fn collect(dir: &Path) -> SysInfo {
         fs_type,
         mount: mount_of(dir).unwrap_or_else(|| "unknown".into()),
         bench_dir: dir.display().to_string(),
+        load_at_start: loadavg(),
     }
 }
 

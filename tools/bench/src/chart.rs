@@ -26,9 +26,12 @@ pub fn draw(results: &Results, path: &Path) -> Result<()> {
         return Err("no latency data to chart".into());
     }
     let names: Vec<&'static str> = results.sizes[0].measured.iter().map(|m| m.name).collect();
-    let xs: Vec<f64> = results.sizes.iter().map(|s| s.actual as f64).collect();
-    let x_min = xs.iter().cloned().fold(f64::INFINITY, f64::min) / 1.6;
-    let x_max = xs.iter().cloned().fold(0.0, f64::max) * 1.6;
+    // x is log2(payload bytes) on a linear axis, so ticks fall on powers
+    // of two (64 KiB, 128 KiB, ... 8 MiB) rather than powers of ten.
+    let x_of = |bytes: usize| (bytes.max(1) as f64).log2();
+    let xs: Vec<f64> = results.sizes.iter().map(|s| x_of(s.size)).collect();
+    let x_min = xs.iter().cloned().fold(f64::INFINITY, f64::min) - 0.5;
+    let x_max = xs.iter().cloned().fold(0.0, f64::max) + 0.5;
     let mut y_min = f64::INFINITY;
     let mut y_max: f64 = 0.0;
     for s in &results.sizes {
@@ -67,12 +70,13 @@ pub fn draw(results: &Results, path: &Path) -> Result<()> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d((x_min..x_max).log_scale(), (y_min..y_max).log_scale())?;
+            .build_cartesian_2d(x_min..x_max, (y_min..y_max).log_scale())?;
         chart
             .configure_mesh()
-            .x_desc("payload")
-            .y_desc("median latency (ms)")
-            .x_label_formatter(&|v| fmt_bytes(*v as u64))
+            .x_desc("payload (log scale)")
+            .x_labels(((x_max - x_min).ceil() as usize + 1).max(2))
+            .y_desc("median latency (ms, log scale)")
+            .x_label_formatter(&|v| fmt_bytes(2f64.powf(v.round()) as u64))
             .y_label_formatter(&|v| {
                 if *v >= 1.0 {
                     format!("{v:.0}")
@@ -93,7 +97,7 @@ pub fn draw(results: &Results, path: &Path) -> Result<()> {
                     } else {
                         m.read.median()
                     };
-                    Some((s.actual as f64, (d.as_secs_f64() * 1e3).max(y_min)))
+                    Some((x_of(s.size), (d.as_secs_f64() * 1e3).max(y_min)))
                 })
                 .collect();
             let style = ShapeStyle::from(&color).stroke_width(2);
@@ -105,7 +109,7 @@ pub fn draw(results: &Results, path: &Path) -> Result<()> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .label_font(("sans-serif", 12))

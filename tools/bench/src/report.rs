@@ -181,6 +181,15 @@ pub fn markdown(r: &Results) -> String {
         s.push('\n');
     }
 
+    let findings = dominant_costs(r);
+    if !findings.is_empty() {
+        let _ = writeln!(s, "### What dominates, in this run\n");
+        for f in findings {
+            let _ = writeln!(s, "- {f}");
+        }
+        s.push('\n');
+    }
+
     let _ = writeln!(s, "### Budgets\n");
     s.push_str("Ratios are against baselines measured in the same run.\n\n| budget | measured | limit | result |\n|---|--:|--:|---|\n");
     let budgets = r.budgets();
@@ -284,6 +293,113 @@ fn latency_tables(s: &mut String, r: &Results) {
         );
     }
     s.push('\n');
+}
+
+fn pct(part: Duration, whole: Duration) -> String {
+    if whole.is_zero() {
+        "-".into()
+    } else {
+        format!("{:.0}%", 100.0 * part.as_secs_f64() / whole.as_secs_f64())
+    }
+}
+
+/// Plain-language attribution computed from the measurements (so it never
+/// goes stale when the figures change).
+fn dominant_costs(r: &Results) -> Vec<String> {
+    let mut out = Vec::new();
+    for size in &r.sizes {
+        let label = fmt_bytes(size.actual as u64);
+        let (Some(floor), Some(reference)) = (size.get(names::FLOOR), size.get(names::REFERENCE))
+        else {
+            continue;
+        };
+        let fw = floor.write.median();
+        let fsync = fw.saturating_sub(reference.write.median());
+        let mut line = format!(
+            "**{label} publish.** The floor takes {}; removing every fsync saves {} ({} of it); \
+             hashing the payload in memory costs {}.",
+            fmt_duration(fw),
+            fmt_duration(fsync),
+            pct(fsync, fw),
+            fmt_duration(size.blake3)
+        );
+        if let (Some(sc), Some(raw)) = (size.get(names::SNAPCACHE), size.get(names::SNAPCACHE_RAW))
+        {
+            let (sw, rw) = (sc.write.median(), raw.write.median());
+            let _ = write!(
+                line,
+                " snapcache takes {}: JSON validation accounts for {} (snapcache − raw; `serde_json::from_slice` \
+                 on the same bytes in memory takes {}), the rest of its gap to the floor is {} (raw − floor), \
+                 next to which the floor's untimed unlink of a superseded snapshot costs {}.",
+                fmt_duration(sw),
+                signed(sw, rw),
+                fmt_duration(size.json_check),
+                signed(rw, fw),
+                fmt_duration(floor.cleanup.median())
+            );
+        }
+        out.push(line);
+        let fr = floor.read.median();
+        let plain = reference.read.median();
+        let mut line = format!(
+            "**{label} read.** A plain read (pointer + whole file into a fresh buffer) takes {}; \
+             verifying with blake3 adds {} ({} of the verified read).",
+            fmt_duration(plain),
+            signed(fr, plain),
+            pct(fr.saturating_sub(plain), fr)
+        );
+        if let Some(sc) = size.get(names::SNAPCACHE) {
+            let _ = write!(
+                line,
+                " snapcache's verified read takes {} ({} vs the floor's).",
+                fmt_duration(sc.read.median()),
+                signed(sc.read.median(), fr)
+            );
+        }
+        out.push(line);
+    }
+    if let Some(c) = &r.cli {
+        let show = c.show.median();
+        out.push(format!(
+            "**CLI.** Starting a process (`true`) costs {}, {} of `snapcache show` ({}); `cat` takes {}. \
+             The rest of `show` is reading + verifying + writing {} to the pipe.",
+            fmt_duration(c.true_.median()),
+            pct(c.true_.median(), show),
+            fmt_duration(show),
+            fmt_duration(c.cat.median()),
+            fmt_bytes(c.bytes as u64)
+        ));
+    }
+    for h in &r.handoff {
+        out.push(format!(
+            "**Handoff, {} processes.** Median {} (p99 {}): a waiter polls the lock with a backoff \
+             of 1 ms doubling to 5 ms, so the handoff is bounded by the poll interval, plus writing \
+             the holder record.",
+            h.processes,
+            fmt_duration(h.handoffs.median()),
+            fmt_duration(h.handoffs.p99())
+        ));
+    }
+    let with_data = r.gc.iter().find(|g| g.planted == 10_000 && g.file_size > 0);
+    let empty =
+        r.gc.iter()
+            .find(|g| g.planted == 10_000 && g.file_size == 0);
+    if let (Some(d), Some(e)) = (with_data, empty) {
+        out.push(format!(
+            "**gc.** 10,000 unreferenced 1 KiB snapshots take {} of wall time but only {} of CPU; \
+             the same number of empty files takes {}. The difference is the filesystem freeing data \
+             blocks{} when the directory is synced, not the store's own work.",
+            fmt_duration(d.elapsed),
+            d.cpu.map_or("-".into(), fmt_duration),
+            fmt_duration(e.elapsed),
+            if r.sys.mount.contains("discard") {
+                " (and, with this mount's `discard` option, trimming them)"
+            } else {
+                ""
+            }
+        ));
+    }
+    out
 }
 
 fn signed(a: Duration, b: Duration) -> String {

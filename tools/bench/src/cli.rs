@@ -89,6 +89,8 @@ pub struct CliResult {
     pub true_: Samples,
     /// Size of the snapshot shown.
     pub bytes: usize,
+    /// The payload size that was asked of the generator (label).
+    pub requested: usize,
 }
 
 /// Time `snapcache show` vs `cat` vs `true`, interleaved, `iterations`
@@ -99,6 +101,7 @@ pub fn show_vs_cat(
     store: &Path,
     snapshot_file: &Path,
     expected: usize,
+    requested: usize,
     warmup: usize,
     iterations: usize,
 ) -> Result<CliResult> {
@@ -142,5 +145,6 @@ pub fn show_vs_cat(
         cat,
         true_,
         bytes: expected,
+        requested,
     })
 }

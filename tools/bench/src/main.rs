@@ -115,7 +115,7 @@ impl Config {
     /// (size, warmup, rounds) per payload size.
     fn sizes(&self) -> Vec<(usize, usize, usize)> {
         let mut v = if self.quick {
-            vec![(64 * KIB, 2, 30), (MIB, 2, 20), (8 * MIB, 1, 10)]
+            vec![(64 * KIB, 2, 40), (MIB, 2, 30), (8 * MIB, 1, 15)]
         } else {
             vec![
                 (64 * KIB, 3, 100),
@@ -441,7 +441,7 @@ fn cli_section(tmp: &Path, bin: &Path, rounds: usize) -> Result<cli::CliResult> 
     if !file.is_file() {
         return Err(format!("snapshot file {} not found", file.display()).into());
     }
-    cli::show_vs_cat(bin, &root, &file, payload.len(), 3, rounds)
+    cli::show_vs_cat(bin, &root, &file, payload.len(), MIB, 3, rounds)
 }
 
 fn readers_section(tmp: &Path, exe: &Path, duration: Duration) -> Result<Vec<readers::ReaderRun>> {

@@ -44,7 +44,7 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "- Filesystem of the bench directory: {} (`stat -f`), mount `{}`",
+        "- Filesystem of the bench directory: `stat -f -c %T` says {}; `/proc/mounts`: `{}`",
         r.sys.fs_type, r.sys.mount
     );
     let _ = writeln!(s, "- Bench directory: `{}`", r.sys.bench_dir);
@@ -75,7 +75,7 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             s,
             "### CLI end to end ({} snapshot, output drained through a pipe)\n",
-            fmt_bytes(c.bytes as u64)
+            fmt_bytes(c.requested as u64)
         );
         s.push_str("| command | median | p90 | × cat |\n|---|--:|--:|--:|\n");
         for (name, smp) in [
@@ -236,7 +236,7 @@ fn latency_tables(s: &mut String, r: &Results) {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                fmt_bytes(size.actual as u64),
+                fmt_bytes(size.size as u64),
                 m.name,
                 fmt_duration(m.write.median()),
                 fmt_duration(m.write.p90()),
@@ -252,13 +252,14 @@ fn latency_tables(s: &mut String, r: &Results) {
         .iter()
         .map(|s| {
             format!(
-                "{}: {}",
+                "{} ({} bytes generated) {}",
                 fmt_bytes(s.size as u64),
+                s.actual,
                 s.measured.first().map_or(0, |m| m.write.len())
             )
         })
         .collect();
-    let _ = writeln!(*s, "\nRounds per size: {}.\n", n.join(", "));
+    let _ = writeln!(*s, "\nRecorded rounds per payload: {}.\n", n.join(", "));
 
     let _ = writeln!(*s, "### Where the time goes\n");
     s.push_str("| payload | floor write | fsync share (floor − no-fsync) | blake3 in memory | JSON check in memory (`from_slice`) | snapcache − snapcache (raw) | snapcache − floor | unlink of a superseded snapshot (floor, untimed) | floor verified − plain read |\n");
@@ -280,7 +281,7 @@ fn latency_tables(s: &mut String, r: &Results) {
         let _ = writeln!(
             *s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            fmt_bytes(size.actual as u64),
+            fmt_bytes(size.size as u64),
             med(names::FLOOR, true).map_or("-".into(), fmt_duration),
             diff(med(names::FLOOR, true), med(names::REFERENCE, true)),
             fmt_duration(size.blake3),
@@ -308,7 +309,7 @@ fn pct(part: Duration, whole: Duration) -> String {
 fn dominant_costs(r: &Results) -> Vec<String> {
     let mut out = Vec::new();
     for size in &r.sizes {
-        let label = fmt_bytes(size.actual as u64);
+        let label = fmt_bytes(size.size as u64);
         let (Some(floor), Some(reference)) = (size.get(names::FLOOR), size.get(names::REFERENCE))
         else {
             continue;
@@ -367,17 +368,17 @@ fn dominant_costs(r: &Results) -> Vec<String> {
             pct(c.true_.median(), show),
             fmt_duration(show),
             fmt_duration(c.cat.median()),
-            fmt_bytes(c.bytes as u64)
+            fmt_bytes(c.requested as u64)
         ));
     }
     for h in &r.handoff {
         out.push(format!(
-            "**Handoff, {} processes.** Median {} (p99 {}): a waiter polls the lock with a backoff \
-             of 1 ms doubling to 5 ms, so the handoff is bounded by the poll interval, plus writing \
-             the holder record.",
+            "**Handoff, {} processes.** Median {} (p99 {}) from one writer's release to the next one's \
+             acquisition, against a median lock hold of {} per publish.",
             h.processes,
             fmt_duration(h.handoffs.median()),
-            fmt_duration(h.handoffs.p99())
+            fmt_duration(h.handoffs.p99()),
+            fmt_duration(h.hold.median())
         ));
     }
     let with_data = r.gc.iter().find(|g| g.planted == 10_000 && g.file_size > 0);

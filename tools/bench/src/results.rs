@@ -169,7 +169,7 @@ impl Results {
                 out.push(Budget {
                     name: format!(
                         "`snapcache show` ≤ 2 × `cat` at {} (median)",
-                        fmt_bytes(c.bytes as u64)
+                        fmt_bytes(c.requested as u64)
                     ),
                     measured: format!(
                         "{:.2}× ({} vs {})",

@@ -325,3 +325,49 @@ impl Contender for Snapcache {
         Ok(self.store.read_current()?.data)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contender_reads_back_what_it_wrote() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        let mut list: Vec<Box<dyn Contender>> = vec![
+            Box::new(Floor::new(&d.join("floor"), true)?),
+            Box::new(Floor::reference(&d.join("reference"))?),
+            Box::new(KopiFile::new(&d.join("kopi"))?),
+            Box::new(Cacache::new(&d.join("cacache"))),
+            Box::new(Sqlite::new(&d.join("sqlite"))?),
+            Box::new(Snapcache::new(&d.join("snapcache"), false)?),
+            Box::new(Snapcache::new(&d.join("snapcache-raw"), true)?),
+        ];
+        for round in 0..3u8 {
+            let payload = format!("{{\"round\": {round}}}").into_bytes();
+            for c in &mut list {
+                c.write(&payload)?;
+                assert_eq!(c.read()?, payload, "{}", c.name());
+                c.after_iteration()?;
+                assert_eq!(c.read()?, payload, "{} after cleanup", c.name());
+            }
+        }
+        // The floor keeps only the current snapshot after its cleanup.
+        assert_eq!(fs::read_dir(d.join("floor/snapshots"))?.count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn the_floor_detects_a_damaged_snapshot() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut floor = Floor::new(dir.path(), true)?;
+        floor.write(b"{\"a\": 1}")?;
+        let snap = fs::read_dir(dir.path().join("snapshots"))?
+            .next()
+            .ok_or("no snapshot")??
+            .path();
+        fs::write(&snap, b"{\"a\": 2}")?;
+        assert!(floor.read().is_err());
+        Ok(())
+    }
+}

@@ -119,19 +119,11 @@ pub fn run(
     for round in 0..rounds {
         let records = one_round(bench_exe, store_dir, payload_file, processes, round)?;
         publishes += records.len();
-        for pair in records.windows(2) {
-            let (prev, next) = (pair[0], pair[1]);
-            // Contended: the next writer was already waiting when the
-            // previous one released the lock.
-            if next.call < prev.returned {
-                let gap = next.acquired.saturating_sub(prev.returned);
-                handoffs.push(Duration::from_nanos(u64::try_from(gap).unwrap_or(u64::MAX)));
-            }
+        for d in contended_handoffs(&records) {
+            handoffs.push(d);
         }
         for r in &records {
-            hold.push(Duration::from_nanos(
-                u64::try_from(r.returned.saturating_sub(r.acquired)).unwrap_or(u64::MAX),
-            ));
+            hold.push(ns(r.returned.saturating_sub(r.acquired)));
         }
     }
     Ok(HandoffRun {
@@ -141,6 +133,21 @@ pub fn run(
         publishes,
         hold,
     })
+}
+
+fn ns(n: u128) -> Duration {
+    Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+/// Handoffs of records sorted by acquisition: for each consecutive pair
+/// where the next writer was already waiting (it called before the previous
+/// one returned), the time from that return to the next acquisition.
+fn contended_handoffs(records: &[Record]) -> Vec<Duration> {
+    records
+        .windows(2)
+        .filter(|pair| pair[1].call < pair[0].returned)
+        .map(|pair| ns(pair[1].acquired.saturating_sub(pair[0].returned)))
+        .collect()
 }
 
 fn one_round(
@@ -198,4 +205,33 @@ fn one_round(
     }
     records.sort_by_key(|r| r.acquired);
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(call: u128, acquired: u128, returned: u128) -> Record {
+        Record {
+            call,
+            acquired,
+            returned,
+        }
+    }
+
+    #[test]
+    fn only_contended_pairs_count() {
+        let records = [
+            r(0, 10, 100),    // first holder
+            r(5, 103, 200),   // waited since 5: handoff 3
+            r(300, 301, 400), // arrived after the release: not a handoff
+            r(350, 450, 500), // waited: handoff 50
+            r(360, 499, 600), // acquired before the return was observed: 0
+        ];
+        let got: Vec<u128> = contended_handoffs(&records)
+            .iter()
+            .map(|d| d.as_nanos())
+            .collect();
+        assert_eq!(got, [3, 50, 0]);
+    }
 }

@@ -79,3 +79,74 @@ pub fn run(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keeps the last write in memory; records the order of calls.
+    struct Mem {
+        name: &'static str,
+        data: Vec<u8>,
+        log: std::rc::Rc<std::cell::RefCell<Vec<&'static str>>>,
+    }
+
+    impl Contender for Mem {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn write(&mut self, payload: &[u8]) -> Result<()> {
+            self.log.borrow_mut().push(self.name);
+            self.data = payload.to_vec();
+            Ok(())
+        }
+        fn read(&mut self) -> Result<Vec<u8>> {
+            Ok(self.data.clone())
+        }
+    }
+
+    #[test]
+    fn rounds_rotate_and_record_after_warmup() -> Result<()> {
+        let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let mut list: Vec<Box<dyn Contender>> = ["a", "b", "c"]
+            .into_iter()
+            .map(|name| {
+                Box::new(Mem {
+                    name,
+                    data: Vec::new(),
+                    log: log.clone(),
+                }) as Box<dyn Contender>
+            })
+            .collect();
+        let mut payload = Payload::generate(16 * 1024, 1)?;
+        let out = run(&mut list, &mut payload, 1, 3, 0)?;
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|m| m.write.len() == 3 && m.read.len() == 3));
+        let order: Vec<&str> = log.borrow().clone();
+        assert_eq!(
+            order,
+            ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_wrong_read_back_is_an_error() -> Result<()> {
+        struct Liar;
+        impl Contender for Liar {
+            fn name(&self) -> &'static str {
+                "liar"
+            }
+            fn write(&mut self, _: &[u8]) -> Result<()> {
+                Ok(())
+            }
+            fn read(&mut self) -> Result<Vec<u8>> {
+                Ok(b"{}".to_vec())
+            }
+        }
+        let mut list: Vec<Box<dyn Contender>> = vec![Box::new(Liar)];
+        let mut payload = Payload::generate(16 * 1024, 1)?;
+        assert!(run(&mut list, &mut payload, 0, 1, 0).is_err());
+        Ok(())
+    }
+}

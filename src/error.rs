@@ -122,6 +122,19 @@ pub enum Error {
         during: &'static str,
     },
 
+    /// A verified snapshot is not of the type the caller asked `read_json` for.
+    #[error(
+        "generation {generation} ({path}) is intact but is not the JSON the caller expected: {detail}; it was probably written by another version of the program, refresh it"
+    )]
+    UnexpectedShape {
+        /// The snapshot file.
+        path: PathBuf,
+        /// Its generation.
+        generation: u64,
+        /// The deserialization error.
+        detail: String,
+    },
+
     /// A generation number that is not retained was asked for.
     #[error(
         "generation {generation} is not retained in the store at {root} (retained: {available}); run `snapcache history` to list them"

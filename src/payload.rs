@@ -72,7 +72,8 @@ impl Write for PayloadSink<'_> {
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
         {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+            // Not ErrorKind::Interrupted: `write_all` and `io::copy` retry those forever.
+            return Err(io::Error::other("cancelled"));
         }
         if let Err(e) = self.durable.write(self.temp, buf) {
             let copy = io::Error::new(e.kind(), e.to_string());

@@ -453,12 +453,10 @@ impl Store {
     /// ```
     pub fn read_json<T: DeserializeOwned>(&self) -> Result<T> {
         let snapshot = self.read_current()?;
-        serde_json::from_slice(&snapshot.data).map_err(|e| Error::SourceFailed {
-            detail: format!(
-                "generation {} ({}) is valid JSON but not of the expected shape: {e}",
-                snapshot.generation,
-                self.layout.snapshot(&snapshot.hash).display()
-            ),
+        serde_json::from_slice(&snapshot.data).map_err(|e| Error::UnexpectedShape {
+            path: self.layout.snapshot(&snapshot.hash),
+            generation: snapshot.generation,
+            detail: e.to_string(),
         })
     }
 
@@ -987,4 +985,68 @@ fn is_symlink(path: &Path) -> bool {
 fn command_line() -> String {
     let args: Vec<String> = std::env::args().collect();
     pointer::clip_note(&args.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(StoreOptions::new(dir.path().join("s"))).expect("open");
+        (dir, store)
+    }
+
+    #[test]
+    fn read_json_of_the_wrong_shape_is_its_own_error() {
+        let (_dir, store) = store();
+        store
+            .publish_json(&["a", "b"], &PublishOptions::default())
+            .expect("publish");
+        let err = store
+            .read_json::<std::collections::BTreeMap<String, u32>>()
+            .expect_err("wrong shape");
+        assert!(
+            matches!(err, Error::UnexpectedShape { generation: 1, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_failing_source_publishes_nothing() {
+        let (_dir, store) = store();
+        store
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .expect("publish");
+        let err = store
+            .publish_with(&PublishOptions::default(), |sink| {
+                sink.write_all(b"[2,")?;
+                Err("upstream returned 503".into())
+            })
+            .expect_err("source failed");
+        assert!(
+            matches!(&err, Error::SourceFailed { detail } if detail.contains("503")),
+            "{err}"
+        );
+        assert_eq!(store.read_current().expect("read").data, b"[1]");
+        assert_eq!(store.history().expect("history").len(), 1);
+    }
+
+    #[test]
+    fn a_set_cancel_flag_interrupts_the_publish() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flag = Arc::new(AtomicBool::new(false));
+        let store =
+            Store::open(StoreOptions::new(dir.path()).cancel_flag(flag.clone())).expect("open");
+        let err = store
+            .publish_with(&PublishOptions::default(), |sink| {
+                sink.write_all(b"[1,")?;
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                sink.write_all(b"2]")?;
+                Ok(())
+            })
+            .expect_err("cancelled");
+        assert!(err.is_interrupted(), "{err}");
+        assert!(matches!(store.read_current(), Err(Error::NoStore { .. })));
+    }
 }

@@ -140,10 +140,6 @@ impl TempFile {
     pub(crate) fn path(&self) -> &Path {
         self.inner.path()
     }
-
-    pub(crate) fn file_mut(&mut self) -> &mut File {
-        self.inner.as_file_mut()
-    }
 }
 
 impl fmt::Debug for TempFile {

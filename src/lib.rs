@@ -50,6 +50,7 @@ mod error;
 #[cfg(test)]
 mod fault_tests;
 mod hash;
+mod json_check;
 mod layout;
 mod lock;
 mod payload;

@@ -1,18 +1,16 @@
 //! Taking in a payload: stream it into a temp file while hashing, then check it.
 //!
 //! Memory stays bounded whatever the payload size: bytes go through a fixed
-//! buffer into the temp file and the hasher, and JSON is checked by a
-//! streaming pass over the temp file that discards every value as it goes
-//! (serde's `IgnoredAny`), never building the document in memory.
+//! buffer into the temp file, the hasher and (by default) the streaming JSON
+//! check, all in one pass; the document is never built in memory.
 
-use std::io::{self, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::Deserialize;
-
 use crate::durable::{Durable, TempFile};
 use crate::hash::ContentHash;
+use crate::json_check::JsonCheck;
 
 /// How a payload is checked before it is published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,6 +32,9 @@ pub struct PayloadSink<'a> {
     hasher: blake3::Hasher,
     bytes: u64,
     cancel: Option<Arc<AtomicBool>>,
+    json: Option<JsonCheck>,
+    /// Why the payload was rejected, once the JSON check found an error.
+    pub(crate) rejected: Option<String>,
     /// The first error of our own side (the temp file), kept so that a
     /// source that swallows it cannot hide a full disk.
     pub(crate) write_error: Option<io::Error>,
@@ -43,6 +44,7 @@ impl<'a> PayloadSink<'a> {
     pub(crate) fn new(
         durable: &'a Durable,
         temp: &'a mut TempFile,
+        format: PayloadFormat,
         cancel: Option<Arc<AtomicBool>>,
     ) -> Self {
         PayloadSink {
@@ -51,6 +53,8 @@ impl<'a> PayloadSink<'a> {
             hasher: blake3::Hasher::new(),
             bytes: 0,
             cancel,
+            json: (format == PayloadFormat::Json).then(JsonCheck::default),
+            rejected: None,
             write_error: None,
         }
     }
@@ -60,8 +64,15 @@ impl<'a> PayloadSink<'a> {
         self.bytes
     }
 
-    pub(crate) fn finish(self) -> (ContentHash, u64) {
-        (ContentHash::from_blake3(self.hasher.finalize()), self.bytes)
+    /// The hash and length, or why the payload is rejected.
+    pub(crate) fn finish(self) -> Result<(ContentHash, u64), String> {
+        if self.bytes == 0 {
+            return Err("the payload is empty (0 bytes)".into());
+        }
+        if let Some(json) = self.json {
+            json.finish().map_err(not_json)?;
+        }
+        Ok((ContentHash::from_blake3(self.hasher.finalize()), self.bytes))
     }
 }
 
@@ -74,6 +85,13 @@ impl Write for PayloadSink<'_> {
         {
             // Not ErrorKind::Interrupted: `write_all` and `io::copy` retry those forever.
             return Err(io::Error::other("cancelled"));
+        }
+        if let Some(json) = &mut self.json {
+            if let Err(reason) = json.feed(buf) {
+                // Stop the source early: the payload can no longer be accepted.
+                self.rejected.get_or_insert(not_json(reason));
+                return Err(io::Error::other("payload rejected"));
+            }
         }
         if let Err(e) = self.durable.write(self.temp, buf) {
             let copy = io::Error::new(e.kind(), e.to_string());
@@ -90,20 +108,8 @@ impl Write for PayloadSink<'_> {
     }
 }
 
-/// Checks that the temp file holds exactly one well-formed JSON value.
-///
-/// Returns the rejection reason (with line and column) on failure.
-pub(crate) fn check_json(temp: &mut TempFile) -> io::Result<Result<(), String>> {
-    let file = temp.file_mut();
-    file.seek(SeekFrom::Start(0))?;
-    let reader = BufReader::with_capacity(256 * 1024, &mut *file);
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    let outcome = serde::de::IgnoredAny::deserialize(&mut de).and_then(|_| de.end());
-    match outcome {
-        Ok(()) => Ok(Ok(())),
-        Err(e) if e.is_io() => Err(io::Error::other(e)),
-        Err(e) => Ok(Err(format!(
-            "the payload is not well-formed JSON: {e} (pass --raw, or PayloadFormat::Raw, to store arbitrary bytes)"
-        ))),
-    }
+fn not_json(reason: String) -> String {
+    format!(
+        "the payload is not well-formed JSON: {reason} (pass --raw, or PayloadFormat::Raw, to store arbitrary bytes)"
+    )
 }

@@ -36,7 +36,7 @@ use crate::lock::{
     self, AcquireOptions, Backend, BackendChoice, DEFAULT_LEASE_TTL, LockBudget, LockObserver,
     LockState, LockWait, TimeoutSource, WriterLock,
 };
-use crate::payload::{self, PayloadFormat, PayloadSink};
+use crate::payload::{PayloadFormat, PayloadSink};
 use crate::pointer::{self, Generation, MAX_KEEP, Pointer};
 use crate::snapshot::{self, SnapshotFault};
 use crate::sweep::{self, Leftover, LeftoverKind};
@@ -672,8 +672,16 @@ impl Store {
             .create_temp(&tmp)
             .map_err(|e| Error::io("create a temp file in", &tmp, e))?;
         let temp_path = temp.path().to_path_buf();
-        let mut sink = PayloadSink::new(&self.durable, &mut temp, self.options.cancel.clone());
+        let mut sink = PayloadSink::new(
+            &self.durable,
+            &mut temp,
+            options.format,
+            self.options.cancel.clone(),
+        );
         let source_result = source(&mut sink);
+        if let Some(reason) = sink.rejected.take() {
+            return Err(Error::PayloadRejected { reason });
+        }
         if let Some(e) = sink.write_error.take() {
             return Err(Error::io(
                 "write the payload to the temp file",
@@ -689,18 +697,9 @@ impl Store {
         source_result.map_err(|e| Error::SourceFailed {
             detail: e.to_string(),
         })?;
-        let (hash, bytes) = sink.finish();
-
-        if bytes == 0 {
-            return Err(Error::PayloadRejected {
-                reason: "the payload is empty (0 bytes)".into(),
-            });
-        }
-        if options.format == PayloadFormat::Json {
-            let verdict = payload::check_json(&mut temp)
-                .map_err(|e| Error::io("read back the temp file", &temp_path, e))?;
-            verdict.map_err(|reason| Error::PayloadRejected { reason })?;
-        }
+        let (hash, bytes) = sink
+            .finish()
+            .map_err(|reason| Error::PayloadRejected { reason })?;
 
         let now = Timestamp::now();
         let mut rename = RenameStats::default();

@@ -649,12 +649,6 @@ impl Store {
         source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<(), SourceError>,
     ) -> Result<PublishOutcome> {
         let lock = self.lock_for_write()?;
-        let deadline = self
-            .options
-            .lock_budget
-            .wait
-            .budget()
-            .map(|b| lock.started + b);
         let pointer = self.try_load_pointer()?;
         self.sweep_leftovers(&lock, pointer.as_ref())?;
 
@@ -706,15 +700,15 @@ impl Store {
         if let Some(mut p) = pointer.clone().filter(|p| p.current_entry().hash == hash) {
             // Same content: no new generation. The snapshot is re-committed
             // only if it was found damaged (a refresh repairs it).
-            rename.add(self.commit_snapshot(temp, &hash, bytes, deadline)?);
+            rename.add(self.commit_snapshot(temp, &hash, bytes, lock.deadline())?);
             p.checked_at = now;
-            rename.add(self.commit_pointer(&lock, &p, deadline)?);
+            rename.add(self.commit_pointer(&lock, &p)?);
             let entry = p.current_entry();
             tracing::info!(generation = entry.generation, hash = %hash, bytes, "refresh unchanged: content equals the current snapshot");
             return Ok(outcome(entry, false, false, &lock, rename));
         }
 
-        rename.add(self.commit_snapshot(temp, &hash, bytes, deadline)?);
+        rename.add(self.commit_snapshot(temp, &hash, bytes, lock.deadline())?);
         let mut next = pointer.unwrap_or(Pointer {
             current: 0,
             last_generation: 0,
@@ -733,7 +727,7 @@ impl Store {
         next.last_generation = generation;
         next.checked_at = now;
         next.apply_retention(self.options.keep);
-        rename.add(self.commit_pointer(&lock, &next, deadline)?);
+        rename.add(self.commit_pointer(&lock, &next)?);
         tracing::info!(generation, hash = %hash, bytes, backend = %lock.backend(), "published");
         Ok(outcome(next.current_entry(), true, false, &lock, rename))
     }
@@ -786,12 +780,7 @@ impl Store {
 
     /// The commit point: replaces `current`, after checking (lease backend)
     /// that we still hold the lock.
-    fn commit_pointer(
-        &self,
-        lock: &WriterLock,
-        pointer: &Pointer,
-        deadline: Option<Instant>,
-    ) -> Result<RenameStats> {
+    fn commit_pointer(&self, lock: &WriterLock, pointer: &Pointer) -> Result<RenameStats> {
         if !lock.still_held() {
             return Err(Error::LeaseLost {
                 path: self.layout.lease_file(),
@@ -803,7 +792,7 @@ impl Store {
                 &self.layout.current(),
                 &pointer.encode(),
                 true,
-                remaining(deadline),
+                remaining(lock.deadline()),
             )
             .map_err(|(path, e)| Error::io("write the store pointer", path, e))
     }
@@ -835,15 +824,20 @@ impl Store {
         )
     }
 
+    /// Leftovers to sweep while holding `lock`.
+    fn leftovers(&self, lock: &WriterLock, pointer: Option<&Pointer>) -> Result<Vec<Leftover>> {
+        let referenced = pointer.map(referenced_hashes);
+        let spare_live_writers = lock.backend() == Backend::Lease;
+        sweep::list(&self.layout, referenced.as_ref(), spare_live_writers)
+    }
+
     /// Removes temp files and unreferenced snapshots (lock held).
     fn sweep_leftovers(
         &self,
         lock: &WriterLock,
         pointer: Option<&Pointer>,
     ) -> Result<Vec<Leftover>> {
-        let referenced = pointer.map(referenced_hashes);
-        let spare = lock.backend() == Backend::Lease;
-        let leftovers = sweep::list(&self.layout, referenced.as_ref(), spare)?;
+        let leftovers = self.leftovers(lock, pointer)?;
         sweep::remove(&self.durable, &self.layout, leftovers)
     }
 
@@ -851,12 +845,6 @@ impl Store {
     /// current one, or `to`). Generation numbers do not change.
     pub fn rollback(&self, to: Option<u64>) -> Result<RollbackOutcome> {
         let lock = self.lock_for_write()?;
-        let deadline = self
-            .options
-            .lock_budget
-            .wait
-            .budget()
-            .map(|b| lock.started + b);
         let mut pointer = self.load_pointer()?;
         self.sweep_leftovers(&lock, Some(&pointer))?;
         let previous = pointer.current;
@@ -884,7 +872,7 @@ impl Store {
         snapshot::verify_file(&path, &target.hash, target.bytes)
             .map_err(|fault| fault_error(path, target.generation, fault))?;
         pointer.current = target.generation;
-        self.commit_pointer(&lock, &pointer, deadline)?;
+        self.commit_pointer(&lock, &pointer)?;
         tracing::info!(generation = target.generation, previous, hash = %target.hash, "rolled back");
         Ok(RollbackOutcome {
             generation: target.generation,
@@ -896,12 +884,6 @@ impl Store {
     /// Removes leftovers, optionally shrinking retention first.
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport> {
         let lock = self.lock_for_write()?;
-        let deadline = self
-            .options
-            .lock_budget
-            .wait
-            .budget()
-            .map(|b| lock.started + b);
         let mut pointer = self.try_load_pointer()?;
         let mut dropped = Vec::new();
         if let (Some(keep), Some(p)) = (options.keep, pointer.as_mut()) {
@@ -912,12 +894,10 @@ impl Store {
                 .filter(|n| p.find(*n).is_none())
                 .collect();
             if !dropped.is_empty() && !options.dry_run {
-                self.commit_pointer(&lock, p, deadline)?;
+                self.commit_pointer(&lock, p)?;
             }
         }
-        let referenced = pointer.as_ref().map(referenced_hashes);
-        let spare = lock.backend() == Backend::Lease;
-        let leftovers = sweep::list(&self.layout, referenced.as_ref(), spare)?;
+        let leftovers = self.leftovers(&lock, pointer.as_ref())?;
         let removed = if options.dry_run {
             leftovers
         } else {

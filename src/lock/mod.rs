@@ -273,11 +273,17 @@ pub(crate) struct WriterLock {
     backend: Backend,
     /// How long we waited for it.
     pub waited: Duration,
-    /// When the wait started (publish budgets count from here).
-    pub started: Instant,
+    /// When the wait started (the budget counts from here).
+    started: Instant,
+    budget: Option<Duration>,
 }
 
 impl WriterLock {
+    /// When the lock budget runs out (it also bounds rename retries).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.budget.map(|b| self.started + b)
+    }
+
     pub(crate) fn backend(&self) -> Backend {
         self.backend
     }
@@ -402,6 +408,7 @@ pub(crate) fn acquire(
                     backend,
                     waited,
                     started,
+                    budget: options.budget.wait.budget(),
                 });
             }
             Try::Busy(holder) => holder,

@@ -3,7 +3,7 @@
 use snapcache::{GcOptions, Store};
 
 use crate::output::{human_bytes, print_json};
-use crate::{Context, Failure, lock_budget};
+use crate::{Context, Failure, LockTimeoutArg};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -13,16 +13,12 @@ pub struct Args {
     /// Only report what would be removed
     #[arg(long)]
     dry_run: bool,
-    /// Seconds to wait for the writer lock, or `infinite` [default: $SNAPCACHE_LOCK_TIMEOUT, else 600]
-    #[arg(long, value_name = "SECS|infinite")]
-    lock_timeout: Option<String>,
+    #[command(flatten)]
+    lock_timeout: LockTimeoutArg,
 }
 
 pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
-    let options = ctx
-        .options
-        .clone()
-        .lock_budget(lock_budget(args.lock_timeout.as_deref())?);
+    let options = args.lock_timeout.apply(&ctx.options)?;
     let keep = args.keep.map(|k| k as usize);
     let report = Store::open(options)?.gc(&GcOptions {
         keep,

@@ -186,13 +186,30 @@ fn build_context(cli: &Cli, cancel: Arc<AtomicBool>) -> Result<Context, Failure>
     })
 }
 
+/// `--lock-timeout`, shared by the commands that write.
+#[derive(Debug, clap::Args)]
+pub struct LockTimeoutArg {
+    /// Seconds to wait for the writer lock, or `infinite` [default: $SNAPCACHE_LOCK_TIMEOUT, else 600]
+    #[arg(long, value_name = "SECS|infinite")]
+    lock_timeout: Option<String>,
+}
+
+impl LockTimeoutArg {
+    /// The store options with the lock budget resolved (flag > env > default).
+    pub fn apply(&self, options: &StoreOptions) -> Result<StoreOptions, Failure> {
+        Ok(options
+            .clone()
+            .lock_budget(lock_budget(self.lock_timeout.as_deref())?))
+    }
+}
+
 /// A non-empty environment variable.
 fn env_value(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// Resolves the lock budget: `--lock-timeout`, else `$SNAPCACHE_LOCK_TIMEOUT`, else 600 s.
-pub fn lock_budget(flag: Option<&str>) -> Result<LockBudget, Failure> {
+fn lock_budget(flag: Option<&str>) -> Result<LockBudget, Failure> {
     let parse = |text: &str, from: &str| {
         LockWait::parse(text).ok_or_else(|| {
             Failure::Usage(format!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use snapcache::{PayloadSink, PublishOptions, PublishOutcome, SourceError, Store};
 
 use crate::output::{human_bytes, print_json, short_hash};
-use crate::{Context, Failure, lock_budget};
+use crate::{Context, Failure, LockTimeoutArg};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["from", "exec"])))]
@@ -31,16 +31,12 @@ pub struct Args {
     /// A note recorded with the new generation (default: the source)
     #[arg(long, value_name = "TEXT")]
     note: Option<String>,
-    /// Seconds to wait for the writer lock, or `infinite` [default: $SNAPCACHE_LOCK_TIMEOUT, else 600]
-    #[arg(long, value_name = "SECS|infinite")]
-    lock_timeout: Option<String>,
+    #[command(flatten)]
+    lock_timeout: LockTimeoutArg,
 }
 
 pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
-    let options = ctx
-        .options
-        .clone()
-        .lock_budget(lock_budget(args.lock_timeout.as_deref())?);
+    let options = args.lock_timeout.apply(&ctx.options)?;
     let mut publish = PublishOptions::default().raw(args.raw);
     publish.max_age = args.max_age;
     let outcome = match (&args.from, &args.exec) {

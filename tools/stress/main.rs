@@ -12,6 +12,8 @@
 //!   increasing generations with one current; the current generation never
 //!   goes backwards for a reader or across `history` polls;
 //! - no refresh fails other than by our SIGKILL (no lock timeout, no error);
+//! - with `--verify-during`, `snapcache verify` never reports a problem
+//!   while writers are active;
 //! - at the end one more refresh succeeds with a generation above every one
 //!   seen, `snapcache verify` is ok, `<store>/tmp` is empty, and `show` and
 //!   the library return exactly that last payload.
@@ -157,6 +159,9 @@ mod run {
         /// Retention for every snapcache command (`SNAPCACHE_KEEP`, 1 to 100) [default: snapcache's, 5]
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100))]
         keep: Option<u64>,
+        /// Also run `snapcache verify` back to back during the run; a problem it reports is a violation
+        #[arg(long)]
+        verify_during: bool,
         /// Seconds between progress lines on stderr (0: none)
         #[arg(long, default_value_t = 10, value_name = "SECS")]
         progress_secs: u64,
@@ -311,6 +316,9 @@ mod run {
                 });
             }
             background.push(scope.spawn(|| monitor::run(&shared)));
+            if o.verify_during {
+                background.push(scope.spawn(|| monitor::verifier(&shared)));
+            }
             let writers: Vec<_> = (0..o.writers)
                 .map(|i| {
                     let (shared, plan, scratch, estimator) = (&shared, &plan, &scratch, &estimator);

@@ -17,6 +17,7 @@ pub struct Seen {
     pub newest: u64,
 }
 
+/// Polls `history` until the run stops.
 pub fn run(shared: &Shared) {
     let mut seen = Seen::default();
     while !shared.stopping() {
@@ -32,6 +33,45 @@ pub fn run(shared: &Shared) {
         if elapsed < POLL {
             std::thread::sleep(POLL - elapsed);
         }
+    }
+}
+
+/// `--verify-during`: runs `snapcache verify` back to back while writers
+/// are active (once something is published). The store is healthy, so any
+/// problem it reports is a violation.
+pub fn verifier(shared: &Shared) {
+    while !shared.stopping() {
+        if shared.published_before(Instant::now()) {
+            verify(shared);
+        } else {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn verify(shared: &Shared) {
+    let start = Instant::now();
+    let mut cmd = shared.snapcache(["--json", "verify"]);
+    let finished = match Running::start(&shared.procs, &mut cmd)
+        .and_then(|r| r.wait(start, Duration::from_secs(60)))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            shared.violation("tool-error", format!("running verify: {e}"));
+            return;
+        }
+    };
+    shared.count(|c| c.verify_checks += 1);
+    if !finished.status.success() {
+        shared.count(|c| c.verify_failures += 1);
+        shared.violation(
+            "verify-during-run",
+            format!(
+                "`snapcache verify` during refreshes: exit {:?}: {}",
+                finished.status.code(),
+                tail(&finished.stdout, 800)
+            ),
+        );
     }
 }
 

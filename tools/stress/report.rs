@@ -61,6 +61,8 @@ pub struct Refreshes {
     pub sources_exec_split: u64,
     pub bytes_offered: u64,
     pub bytes_published: u64,
+    /// The longest lock wait a successful refresh reported.
+    pub max_lock_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +109,9 @@ pub struct Generations {
     pub regressions: u64,
     pub history_checks: u64,
     pub history_violations: u64,
+    /// `verify` runs while writers were active (`--verify-during`), and failures.
+    pub verify_during_run: u64,
+    pub verify_during_run_failures: u64,
     pub max_seen_during_run: u64,
 }
 
@@ -164,6 +169,7 @@ impl Report {
                 sources_exec_split: c.sources_exec_split,
                 bytes_offered: c.payload_bytes_offered,
                 bytes_published: c.payload_bytes_published,
+                max_lock_wait_ms: c.max_lock_wait_ms,
             },
             kills: Kills {
                 total: c.refreshes_killed,
@@ -198,6 +204,8 @@ impl Report {
                 regressions: c.generation_regressions,
                 history_checks: c.history_checks,
                 history_violations: c.history_violations,
+                verify_during_run: c.verify_checks,
+                verify_during_run_failures: c.verify_failures,
                 max_seen_during_run: checks.max_generation_before,
             },
             final_checks: checks,
@@ -248,7 +256,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  refreshes:   {} attempted, {} succeeded, {} timed out, {} killed, {} failed, {} hung (sources: {} file, {} exec cat, {} exec split; {} MB published)",
+            "  refreshes:   {} attempted, {} succeeded, {} timed out, {} killed, {} failed, {} hung (sources: {} file, {} exec cat, {} exec split; {} MB published; longest lock wait {} ms)",
             r.attempted,
             r.succeeded,
             r.timed_out,
@@ -258,31 +266,26 @@ impl Report {
             r.sources_file,
             r.sources_exec_cat,
             r.sources_exec_split,
-            r.bytes_published / 1_000_000
+            r.bytes_published / 1_000_000,
+            r.max_lock_wait_ms
         );
         let _ = writeln!(
             s,
-            "  kills:       {} SIGKILLs ({} planned, {} missed as the writer had exited; {} hit the lock holder; {} with --exec sources; {} after the commit point)\n               timed: {}\n               in: {}",
+            "  kills:       {} SIGKILLs ({} planned, {} missed as the writer had exited; {} hit the lock holder; {} with --exec sources; {} after the commit point)\n               timed: {}\n               victim's system call: {}",
             k.total,
             k.planned,
             k.missed,
             k.holding_lock,
             k.exec_source,
             k.published_anyway,
-            k.planned_by_timing
-                .iter()
-                .map(|(name, n)| format!(
-                    "{} {}/{n}",
-                    &name[2..],
+            list(k.planned_by_timing.iter().map(|(name, n)| {
+                format!(
+                    "{} {}/{n} landed",
+                    name.get(2..).unwrap_or(name),
                     k.by_timing.get(name).unwrap_or(&0)
-                ))
-                .collect::<Vec<_>>()
-                .join(", "),
-            k.in_syscall
-                .iter()
-                .map(|(name, n)| format!("{name} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+                )
+            })),
+            list(k.in_syscall.iter().map(|(name, n)| format!("{name} {n}")))
         );
         let _ = writeln!(
             s,
@@ -299,13 +302,15 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  generations: {} successful refreshes, {} duplicate generations, {} conflicts, {} regressions; history polled {} times, {} violations; highest seen {}",
+            "  generations: {} successful refreshes, {} duplicate generations, {} conflicts, {} regressions; history polled {} times, {} violations; verify during the run {} times, {} failed; highest seen {}",
             g.successful_refreshes,
             g.duplicates,
             g.conflicts,
             g.regressions,
             g.history_checks,
             g.history_violations,
+            g.verify_during_run,
+            g.verify_during_run_failures,
             g.max_seen_during_run
         );
         let _ = writeln!(
@@ -347,6 +352,16 @@ impl Report {
             }
         }
         s
+    }
+}
+
+/// `a, b, c`, or `-` when empty.
+fn list(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(", ")
     }
 }
 

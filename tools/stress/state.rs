@@ -48,6 +48,8 @@ pub struct Counters {
     pub sources_exec_split: u64,
     pub payload_bytes_offered: u64,
     pub payload_bytes_published: u64,
+    /// The longest lock wait a successful refresh reported (`waited_ms`).
+    pub max_lock_wait_ms: u64,
 
     pub kills_planned: u64,
     /// Planned kills whose writer had already exited.
@@ -75,6 +77,9 @@ pub struct Counters {
     pub generation_regressions: u64,
     pub history_checks: u64,
     pub history_violations: u64,
+    /// `verify` runs during the run (`--verify-during`) and how many failed.
+    pub verify_checks: u64,
+    pub verify_failures: u64,
     /// One generation number observed with two different hashes.
     pub generation_conflicts: u64,
     /// Two successful refreshes reported the same generation.

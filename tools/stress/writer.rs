@@ -578,11 +578,12 @@ fn classify_exit(
     shared.note_published();
     shared.success_generation(generation, who.to_string());
     shared.observe_generation(generation, hash, "refresh outcome");
+    let waited = outcome["waited_ms"].as_f64().unwrap_or(0.0);
     shared.count(|c| {
         c.refreshes_succeeded += 1;
         c.payload_bytes_published += size;
+        c.max_lock_wait_ms = c.max_lock_wait_ms.max(waited as u64);
     });
-    let waited = outcome["waited_ms"].as_f64().unwrap_or(0.0);
     lock(estimator).add(size as f64 / (1024.0 * 1024.0), (wall_ms - waited).max(1.0));
 }
 

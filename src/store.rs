@@ -552,6 +552,22 @@ impl Store {
     /// Checks the pointer and every retained snapshot; lists leftovers.
     /// Changes nothing and takes no lock.
     pub fn verify(&self) -> Result<VerifyReport> {
+        // Like a reader: a snapshot that vanished while a concurrent write
+        // moved the pointer on is not damage; verify the new pointer instead.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let report = self.verify_once()?;
+            let raced = report.report.problems.iter().any(|p| p.kind == "missing")
+                && report.pointer.is_some()
+                && self.try_load_pointer().ok().flatten() != report.pointer;
+            if !raced || attempt >= READ_ATTEMPTS {
+                return Ok(report.report);
+            }
+        }
+    }
+
+    fn verify_once(&self) -> Result<VerifyPass> {
         let mut problems = Vec::new();
         let mut verified = Vec::new();
         let pointer = match self.try_load_pointer() {
@@ -587,12 +603,13 @@ impl Store {
         }
         let referenced = pointer.as_ref().map(referenced_hashes);
         let reclaimable = sweep::list(&self.layout, referenced.as_ref(), false)?;
-        Ok(VerifyReport {
+        let report = VerifyReport {
             ok: problems.is_empty(),
             verified_generations: verified,
             problems,
             reclaimable,
-        })
+        };
+        Ok(VerifyPass { report, pointer })
     }
 
     // --------------------------------------------------------------- writes
@@ -940,6 +957,12 @@ fn outcome(
         rename_attempts: rename.attempts,
         rename_wait_ms: rename.waited.as_millis() as u64,
     }
+}
+
+/// One pass of `verify`, with the pointer it checked.
+struct VerifyPass {
+    report: VerifyReport,
+    pointer: Option<Pointer>,
 }
 
 fn referenced_hashes(pointer: &Pointer) -> HashSet<ContentHash> {

@@ -33,7 +33,8 @@ use crate::durable::open_no_follow;
 use crate::layout::Layout;
 use crate::time::Timestamp;
 
-/// A `lease.break` older than this belongs to a breaker that died mid-break.
+/// A `lease.break` older than this belongs to a breaker that died mid-break
+/// (one on this host is recognised at once by its dead pid).
 const BREAK_STALE: Duration = Duration::from_secs(10);
 
 /// The content of the lease file.
@@ -166,10 +167,10 @@ pub(crate) fn try_acquire(
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 current = read(&path);
                 let broken = match &current {
-                    Some(old) if old.is_stale() => break_stale(layout, old),
+                    Some(old) if old.is_stale() => break_stale(layout, holder, old),
                     // Unreadable: a holder between create and write, or
                     // garbage. Garbage older than two lease times is broken.
-                    None if is_old(&path, ttl * 2) => break_unreadable(layout, ttl * 2),
+                    None if is_old(&path, ttl * 2) => break_unreadable(layout, holder, ttl * 2),
                     _ => false,
                 };
                 if !broken {
@@ -199,13 +200,20 @@ impl Drop for BreakGuard {
     }
 }
 
-fn take_break_lock(layout: &Layout) -> Option<BreakGuard> {
+/// Takes `lease.break`, which records its holder: a breaker that died
+/// mid-break (same host, pid gone) is recognised at once; one on another
+/// host only after [`BREAK_STALE`].
+fn take_break_lock(layout: &Layout, me: &HolderInfo) -> Option<BreakGuard> {
     let path = layout.lease_file().with_extension("break");
     match create_new(&path) {
-        Ok(_) => Some(BreakGuard(path)),
+        Ok(mut file) => {
+            let _ = serde_json::to_vec(me).map(|bytes| file.write_all(&bytes));
+            Some(BreakGuard(path))
+        }
         Err(_) => {
-            if is_old(&path, BREAK_STALE) {
-                tracing::warn!(path = %path.display(), "removing a stale lease.break left by a breaker that died");
+            let dead_breaker = read_holder(&path).is_some_and(|h| h.is_dead_local_process());
+            if dead_breaker || is_old(&path, BREAK_STALE) {
+                tracing::warn!(path = %path.display(), dead_breaker, "removing a lease.break left by a breaker that died");
                 let _ = fs::remove_file(&path);
             }
             None
@@ -213,10 +221,16 @@ fn take_break_lock(layout: &Layout) -> Option<BreakGuard> {
     }
 }
 
+fn read_holder(path: &Path) -> Option<HolderInfo> {
+    let file = open_no_follow(path).ok()?;
+    let bytes = crate::pointer::read_bounded(file, path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Removes the lease `old` if it is still there, under the break lock.
 /// Returns whether it was removed.
-fn break_stale(layout: &Layout, old: &LeaseRecord) -> bool {
-    let Some(_guard) = take_break_lock(layout) else {
+fn break_stale(layout: &Layout, me: &HolderInfo, old: &LeaseRecord) -> bool {
+    let Some(_guard) = take_break_lock(layout, me) else {
         return false;
     };
     let path = layout.lease_file();
@@ -242,8 +256,8 @@ fn break_stale(layout: &Layout, old: &LeaseRecord) -> bool {
     removed
 }
 
-fn break_unreadable(layout: &Layout, age: Duration) -> bool {
-    let Some(_guard) = take_break_lock(layout) else {
+fn break_unreadable(layout: &Layout, me: &HolderInfo, age: Duration) -> bool {
+    let Some(_guard) = take_break_lock(layout, me) else {
         return false;
     };
     let path = layout.lease_file();

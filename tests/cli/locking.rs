@@ -477,3 +477,44 @@ fn a_library_observer_hears_wait_start_progress_and_acquisition() {
     );
     wait_output(holder, COMMAND_TIMEOUT);
 }
+
+#[test]
+fn a_dead_breakers_lease_break_does_not_stall_writers() {
+    let store = TestStore::new();
+    // A holder killed while it held the lease, and a breaker killed while it
+    // was taking that lease over: both dead local processes.
+    let mut holder = spawn_holder(&store, "lease", "sleep 30; echo '[0]'");
+    store.wait_until_locked();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let record = serde_json::json!({
+        "pid": dead_pid, "host": rustix::system::uname().nodename().to_string_lossy(),
+        "boot_id": std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string()),
+        "command": "snapcache refresh (killed mid-break)", "since": "2026-01-01T00:00:00Z", "backend": "lease"
+    });
+    std::fs::write(
+        store.root().join("lease.break"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = store.run(&[
+        "--lock-backend",
+        "lease",
+        "refresh",
+        "--lock-timeout",
+        "5",
+        "--from",
+        store.payload("p", b"[1]").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no 10 s stall behind a dead breaker: {:?}",
+        started.elapsed()
+    );
+    assert!(!store.root().join("lease.break").exists());
+}

@@ -246,6 +246,8 @@ fn report(failure: Failure, json: bool) -> u8 {
                 (exit::INTERRUPTED, "interrupted")
             } else if e.is_corrupt() {
                 (exit::FAILURE, "corrupt-store")
+            } else if matches!(e, Error::NoStore { .. }) {
+                (exit::FAILURE, "no-store")
             } else {
                 (exit::FAILURE, "error")
             };

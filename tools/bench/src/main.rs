@@ -187,6 +187,7 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
         std::process::exit(code);
     }
     let started = Instant::now();
+    let cpu_start = sysinfo::cpu_snapshot();
     let exe = std::env::current_exe()?;
     let base = match &config.dir {
         Some(d) => d.clone(),
@@ -341,6 +342,10 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
     }
     results.elapsed = started.elapsed();
     results.load_at_end = sysinfo::loadavg();
+    results.other_cpu = match (cpu_start, sysinfo::cpu_snapshot()) {
+        (Some(a), Some(b)) => sysinfo::others_busy(a, b),
+        _ => "unknown".into(),
+    };
     let md = report::markdown(&results);
     println!("{md}");
     if let Some(docs) = &config.docs {

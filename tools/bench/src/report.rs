@@ -54,6 +54,7 @@ pub fn markdown(r: &Results) -> String {
         "- Load average (1/5/15 min) at start: {}; at end: {}",
         r.sys.load_at_start, r.load_at_end
     );
+    let _ = writeln!(s, "- Other processes during the run: {}", r.other_cpu);
     let secs: Vec<String> = r
         .sections
         .iter()
@@ -454,6 +455,7 @@ pub fn json(r: &Results) -> Value {
             "mount": r.sys.mount,
             "load_at_start": r.sys.load_at_start,
             "load_at_end": r.load_at_end,
+            "other_cpu": r.other_cpu,
         },
         "sizes": sizes,
         "cli": r.cli.as_ref().map(|c| json!({

@@ -96,6 +96,8 @@ pub struct Results {
     pub allocator: String,
     /// `/proc/loadavg` when the run ended.
     pub load_at_end: String,
+    /// CPU time other processes used during the run.
+    pub other_cpu: String,
 }
 
 /// One budget line.

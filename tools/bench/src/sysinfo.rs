@@ -90,3 +90,64 @@ fn mount_of(dir: &Path) -> Option<String> {
         .max_by_key(|(len, _)| *len)
         .map(|(_, s)| s)
 }
+
+/// CPU accounting at one instant, to tell how busy the rest of the machine
+/// was while the bench ran.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSnapshot {
+    /// Busy ticks of all CPUs (everything but idle and iowait), `/proc/stat`.
+    busy: u64,
+    /// All ticks of all CPUs.
+    total: u64,
+    /// Ticks of this process and its waited-for children, `/proc/self/stat`.
+    own: u64,
+}
+
+/// Take a [`CpuSnapshot`]; `None` without `/proc`.
+pub fn cpu_snapshot() -> Option<CpuSnapshot> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: u64 = cpu.iter().take(8).sum();
+    let idle = cpu.get(3)? + cpu.get(4)?;
+    let own_stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let f: Vec<u64> = own_stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    Some(CpuSnapshot {
+        busy: total.saturating_sub(idle),
+        total,
+        own: f.iter().sum(),
+    })
+}
+
+/// Share of the machine's CPU time used by *other* processes between two
+/// snapshots, as a sentence for the report.
+pub fn others_busy(start: CpuSnapshot, end: CpuSnapshot) -> String {
+    let total = end.total.saturating_sub(start.total);
+    let busy = end.busy.saturating_sub(start.busy);
+    let own = end.own.saturating_sub(start.own);
+    let others = busy.saturating_sub(own);
+    if total == 0 {
+        return "unknown".into();
+    }
+    // Ticks are USER_HZ = 100 per second.
+    format!(
+        "{:.1} CPU-seconds of {:.1} available ({:.0}%); the bench and its children used {:.1}",
+        others as f64 / 100.0,
+        total as f64 / 100.0,
+        100.0 * others as f64 / total as f64,
+        own as f64 / 100.0
+    )
+}

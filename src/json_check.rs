@@ -139,6 +139,18 @@ impl JsonCheck {
                     None => break,
                 }
             }
+            // Fast path: indentation between tokens (pretty-printed JSON is
+            // mostly spaces). Newlines go through `step`, which counts lines.
+            if self.between_tokens() {
+                let rest = &chunk[i..];
+                match rest
+                    .iter()
+                    .position(|&b| !matches!(b, b' ' | b'\t' | b'\r'))
+                {
+                    Some(skip) => i += skip,
+                    None => break,
+                }
+            }
             self.offset_at(i as u64);
             if let Err(what) = self.step(chunk[i]) {
                 return Err(self.fail(what));
@@ -148,6 +160,18 @@ impl JsonCheck {
         self.chunk_base += chunk.len() as u64;
         self.offset = self.chunk_base;
         Ok(())
+    }
+
+    /// Whether whitespace may appear here (outside strings, numbers, literals).
+    fn between_tokens(&self) -> bool {
+        !matches!(
+            self.state,
+            State::Str { .. }
+                | State::Escape { .. }
+                | State::Unicode { .. }
+                | State::Literal { .. }
+                | State::Number(_)
+        )
     }
 
     /// Sets `offset` to the position of byte `i` of the current chunk.
@@ -270,6 +294,7 @@ impl JsonCheck {
         Ok(())
     }
 
+    #[inline]
     fn step(&mut self, b: u8) -> Result<(), String> {
         match self.state {
             State::Str { key } => match b {

@@ -855,7 +855,7 @@ impl Store {
         pointer: Option<&Pointer>,
     ) -> Result<Vec<Leftover>> {
         let leftovers = self.leftovers(lock, pointer)?;
-        sweep::remove(&self.durable, &self.layout, leftovers)
+        sweep::remove(&self.durable, leftovers)
     }
 
     /// Makes an earlier retained generation current (the one before the
@@ -918,7 +918,7 @@ impl Store {
         let removed = if options.dry_run {
             leftovers
         } else {
-            sweep::remove(&self.durable, &self.layout, leftovers)?
+            sweep::remove(&self.durable, leftovers)?
         };
         let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
         let report = GcReport {

@@ -4,11 +4,11 @@
 //!
 //! Readers never lock. Every write (publish, rollback, gc) runs under one
 //! exclusive lock per store. A writer *tries* first; only when the lock is
-//! taken does it wait, polling with a short backoff (1 ms doubling to 5 ms)
+//! taken does it wait, polling with a short backoff (1 ms doubling to 2 ms)
 //! until it gets the lock, its budget runs out, or it is cancelled. Polling,
 //! rather than a blocking lock call on a helper thread, keeps cancellation
 //! (Ctrl-C) and the timeout exact and leaves no thread stuck in a kernel call;
-//! the 5 ms cap bounds the handoff delay after the holder releases.
+//! the 2 ms cap bounds the handoff delay after the holder releases.
 //!
 //! # Feedback
 //!
@@ -42,7 +42,7 @@ use crate::layout::Layout;
 /// Waits shorter than this are not reported as contention.
 pub const QUIET_WAIT: Duration = Duration::from_millis(100);
 const POLL_FIRST: Duration = Duration::from_millis(1);
-const POLL_MAX: Duration = Duration::from_millis(5);
+const POLL_MAX: Duration = Duration::from_millis(2);
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// The default budget for waiting on the writer lock.

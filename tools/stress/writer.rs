@@ -481,6 +481,33 @@ fn syscall_name(_number: i64) -> Option<&'static str> {
     None
 }
 
+/// What the lock files of the store look like (for a lock timeout report).
+fn lock_files(store: &Path) -> String {
+    ["lease", "lease.break", "lock.holder"]
+        .iter()
+        .map(|name| {
+            let path = store.join(name);
+            match std::fs::symlink_metadata(&path) {
+                Err(_) => format!("no {name}"),
+                Ok(meta) => {
+                    let age = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .map_or_else(|| "?".to_string(), |a| format!("{:.1}", a.as_secs_f64()));
+                    let content = std::fs::read(&path).unwrap_or_default();
+                    format!(
+                        "{name}: {} bytes, modified {age} s ago: {}",
+                        meta.len(),
+                        tail(&content, 200)
+                    )
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The pid in `<store>/lock.holder`, if it can be read.
 fn holder_pid(store: &Path) -> Option<u32> {
     let bytes = std::fs::read(store.join("lock.holder")).ok()?;
@@ -508,8 +535,9 @@ fn classify_exit(
             shared.violation(
                 "lock-timeout",
                 format!(
-                    "{who}: timed out waiting for the writer lock: {}",
-                    tail(&finished.stderr, 400)
+                    "{who}: timed out waiting for the writer lock: {}; at that moment: {}",
+                    tail(&finished.stderr, 400),
+                    lock_files(&shared.store)
                 ),
             );
             return;

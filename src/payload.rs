@@ -1,12 +1,16 @@
 //! Taking in a payload: stream it into a temp file while hashing, then check it.
 //!
-//! Memory stays bounded whatever the payload size: bytes go through a fixed
-//! buffer into the temp file, the hasher and (by default) the streaming JSON
-//! check, all in one pass; the document is never built in memory.
+//! Memory stays bounded whatever the payload size: bytes go in one pass
+//! into the temp file, the hasher and (by default) the streaming JSON check;
+//! the document is never built in memory. The JSON check runs on a second
+//! thread fed through a small bounded channel, so on a multi-core machine it
+//! overlaps with writing and hashing instead of adding to them.
 
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use crate::durable::{Durable, TempFile};
 use crate::hash::ContentHash;
@@ -32,9 +36,7 @@ pub struct PayloadSink<'a> {
     hasher: blake3::Hasher,
     bytes: u64,
     cancel: Option<Arc<AtomicBool>>,
-    json: Option<JsonCheck>,
-    /// Why the payload was rejected, once the JSON check found an error.
-    pub(crate) rejected: Option<String>,
+    json: Option<JsonWorker>,
     /// The first error of our own side (the temp file), kept so that a
     /// source that swallows it cannot hide a full disk.
     pub(crate) write_error: Option<io::Error>,
@@ -53,8 +55,7 @@ impl<'a> PayloadSink<'a> {
             hasher: blake3::Hasher::new(),
             bytes: 0,
             cancel,
-            json: (format == PayloadFormat::Json).then(JsonCheck::default),
-            rejected: None,
+            json: (format == PayloadFormat::Json).then(JsonWorker::start),
             write_error: None,
         }
     }
@@ -64,14 +65,19 @@ impl<'a> PayloadSink<'a> {
         self.bytes
     }
 
+    /// Whether the JSON check already found an error in the bytes so far
+    /// (then the rejection, not the source's own error, is the cause).
+    pub(crate) fn rejected_early(&self) -> bool {
+        self.json.as_ref().is_some_and(JsonWorker::failed)
+    }
+
     /// The hash and length, or why the payload is rejected.
     pub(crate) fn finish(self) -> Result<(ContentHash, u64), String> {
+        let verdict = self.json.map_or(Ok(()), JsonWorker::verdict);
         if self.bytes == 0 {
             return Err("the payload is empty (0 bytes)".into());
         }
-        if let Some(json) = self.json {
-            json.finish().map_err(not_json)?;
-        }
+        verdict.map_err(not_json)?;
         Ok((ContentHash::from_blake3(self.hasher.finalize()), self.bytes))
     }
 }
@@ -87,10 +93,9 @@ impl Write for PayloadSink<'_> {
             return Err(io::Error::other("cancelled"));
         }
         if let Some(json) = &mut self.json {
-            if let Err(reason) = json.feed(buf) {
+            if !json.send(buf) {
                 // Stop the source early: the payload can no longer be accepted.
-                self.rejected.get_or_insert(not_json(reason));
-                return Err(io::Error::other("payload rejected"));
+                return Err(io::Error::other("payload rejected: not well-formed JSON"));
             }
         }
         if let Err(e) = self.durable.write(self.temp, buf) {
@@ -105,6 +110,108 @@ impl Write for PayloadSink<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Bytes batched per message to the checking thread.
+const BATCH: usize = 256 * 1024;
+
+/// The JSON check on its own thread (or inline, if no thread can be started).
+struct JsonWorker {
+    pending: Vec<u8>,
+    mode: CheckMode,
+}
+
+enum CheckMode {
+    Thread {
+        chunks: SyncSender<Vec<u8>>,
+        failed: Arc<AtomicBool>,
+        thread: JoinHandle<Result<(), String>>,
+    },
+    Inline(JsonCheck, Option<String>),
+}
+
+impl JsonWorker {
+    fn start() -> Self {
+        let (chunks, received) = sync_channel::<Vec<u8>>(4);
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = failed.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapcache-json-check".into())
+            .spawn(move || {
+                let mut check = JsonCheck::default();
+                for chunk in received {
+                    if let Err(e) = check.feed(&chunk) {
+                        flag.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+                check.finish()
+            });
+        let mode = match spawned {
+            Ok(thread) => CheckMode::Thread {
+                chunks,
+                failed,
+                thread,
+            },
+            Err(_) => CheckMode::Inline(JsonCheck::default(), None),
+        };
+        JsonWorker {
+            pending: Vec::with_capacity(BATCH),
+            mode,
+        }
+    }
+
+    fn failed(&self) -> bool {
+        match &self.mode {
+            CheckMode::Thread { failed, .. } => failed.load(Ordering::Relaxed),
+            CheckMode::Inline(_, error) => error.is_some(),
+        }
+    }
+
+    /// Queues bytes for checking; false once an error was found.
+    fn send(&mut self, buf: &[u8]) -> bool {
+        if self.failed() {
+            return false;
+        }
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() >= BATCH {
+            let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
+            return self.dispatch(batch);
+        }
+        true
+    }
+
+    fn dispatch(&mut self, batch: Vec<u8>) -> bool {
+        match &mut self.mode {
+            // A closed channel means the thread stopped at an error.
+            CheckMode::Thread { chunks, .. } => chunks.send(batch).is_ok(),
+            CheckMode::Inline(check, error) => match check.feed(&batch) {
+                Ok(()) => true,
+                Err(e) => {
+                    *error = Some(e);
+                    false
+                }
+            },
+        }
+    }
+
+    /// Checks what is left and returns the verdict on the whole payload.
+    fn verdict(mut self) -> Result<(), String> {
+        let rest = std::mem::take(&mut self.pending);
+        self.dispatch(rest);
+        match self.mode {
+            CheckMode::Thread { chunks, thread, .. } => {
+                drop(chunks);
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err("the JSON check failed unexpectedly".into()))
+            }
+            CheckMode::Inline(check, error) => match error {
+                Some(e) => Err(e),
+                None => check.finish(),
+            },
+        }
     }
 }
 

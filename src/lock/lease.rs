@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::HolderInfo;
 use crate::durable::open_no_follow;
-use crate::layout::Layout;
+use crate::layout::{Layout, TEMP_PREFIX};
 use crate::time::Timestamp;
 
 /// A `lease.break` older than this belongs to a breaker that died mid-break
@@ -118,6 +118,54 @@ fn create_new(path: &Path) -> io::Result<fs::File> {
     options.open(path)
 }
 
+/// Creates `path` holding `bytes`, only if it does not exist, and never
+/// visible half-written: the bytes go to a temp file in `tmp/` first, which
+/// is then hard-linked to `path` (link fails if `path` exists, atomically,
+/// on local filesystems, NFS and SMB). Where hard links are not supported,
+/// falls back to create-new and write. Returns false when `path` exists.
+fn create_complete(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    let temp = tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{}-lease-", std::process::id()))
+        .rand_bytes(16)
+        .tempfile_in(tmp_dir);
+    let linked = temp.and_then(|mut temp| {
+        temp.write_all(bytes)?;
+        temp.as_file().sync_all()?;
+        fs::hard_link(temp.path(), path)
+    });
+    match linked {
+        Ok(()) => Ok(true),
+        // NotFound: a sweep removed our temp file before the link; try again.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            match create_new(path) {
+                Ok(mut file) => {
+                    if let Err(e) = file.write_all(bytes).and_then(|()| file.sync_all()) {
+                        let _ = fs::remove_file(path);
+                        return Err(e);
+                    }
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads a lease record; `None` when absent or unreadable.
 pub(crate) fn read(path: &Path) -> Option<LeaseRecord> {
     let file = open_no_follow(path).ok()?;
@@ -145,13 +193,9 @@ pub(crate) fn try_acquire(
             holder: holder.clone(),
             expires_at: Timestamp::from(SystemTime::now() + ttl),
         };
-        match create_new(&path) {
-            Ok(mut file) => {
-                let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
-                if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_all()) {
-                    let _ = fs::remove_file(&path);
-                    return Err(e);
-                }
+        let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        match create_complete(&layout.tmp_dir(), &path, &bytes) {
+            Ok(true) => {
                 let stop = Arc::new(AtomicBool::new(false));
                 let lost = Arc::new(AtomicBool::new(false));
                 let renewer =
@@ -164,7 +208,7 @@ pub(crate) fn try_acquire(
                     renewer,
                 }));
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Ok(false) => {
                 current = read(&path);
                 let broken = match &current {
                     Some(old) if old.is_stale() => break_stale(layout, holder, old),
@@ -205,17 +249,19 @@ impl Drop for BreakGuard {
 /// host only after [`BREAK_STALE`].
 fn take_break_lock(layout: &Layout, me: &HolderInfo) -> Option<BreakGuard> {
     let path = layout.lease_file().with_extension("break");
-    match create_new(&path) {
-        Ok(mut file) => {
-            let _ = serde_json::to_vec(me).map(|bytes| file.write_all(&bytes));
-            Some(BreakGuard(path))
-        }
-        Err(_) => {
+    let bytes = serde_json::to_vec(me).unwrap_or_default();
+    match create_complete(&layout.tmp_dir(), &path, &bytes) {
+        Ok(true) => Some(BreakGuard(path)),
+        Ok(false) => {
             let dead_breaker = read_holder(&path).is_some_and(|h| h.is_dead_local_process());
             if dead_breaker || is_old(&path, BREAK_STALE) {
                 tracing::warn!(path = %path.display(), dead_breaker, "removing a lease.break left by a breaker that died");
                 let _ = fs::remove_file(&path);
             }
+            None
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "could not create lease.break");
             None
         }
     }
@@ -276,9 +322,11 @@ fn spawn_renewer(
     lost: Arc<AtomicBool>,
 ) -> Option<JoinHandle<()>> {
     let path = layout.lease_file();
-    let scratch = layout
-        .lease_file()
-        .with_extension(format!("renew-{}", record.lease_id));
+    let scratch = layout.tmp_dir().join(format!(
+        "{TEMP_PREFIX}{}-renew-{}",
+        std::process::id(),
+        record.lease_id
+    ));
     std::thread::Builder::new()
         .name("snapcache-lease-renewer".into())
         .spawn(move || {

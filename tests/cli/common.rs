@@ -139,14 +139,16 @@ impl TestStore {
         out
     }
 
-    /// Waits until `status --json` reports the lock as held.
+    /// Waits until `status --json` reports the lock as held and its holder
+    /// has recorded itself (it does so right after acquiring).
     pub fn wait_until_locked(&self) -> Value {
         wait_for(
             "the writer lock to be taken",
             Duration::from_secs(20),
             || {
                 let (_, status) = self.json(&["status"]);
-                (status["lock"]["held"] == true).then_some(status)
+                let recorded = status["lock"]["pid"].is_u64();
+                (status["lock"]["held"] == true && recorded).then_some(status)
             },
         )
     }

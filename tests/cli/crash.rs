@@ -56,11 +56,14 @@ fn a_writer_killed_mid_write_leaves_the_previous_snapshot_current() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // The payload's temp file, with the half payload in it (not the holder
+    // record's short-lived temp file, which is empty or JSON of the holder).
     wait_for("the writer's temp file", Duration::from_secs(20), || {
+        let tmp = store.root().join("tmp");
         store
             .files_in("tmp")
             .iter()
-            .any(|n| n.starts_with(".snapcache-"))
+            .any(|n| std::fs::read(tmp.join(n)).is_ok_and(|b| b.starts_with(b"{\"partial\"")))
             .then_some(())
     });
     child.kill().unwrap(); // SIGKILL

@@ -518,3 +518,35 @@ fn a_dead_breakers_lease_break_does_not_stall_writers() {
     );
     assert!(!store.root().join("lease.break").exists());
 }
+
+#[test]
+fn an_unreadable_lease_file_is_broken_after_two_lease_times() {
+    let store = TestStore::new();
+    store.refresh(b"[0]", &[]);
+    std::fs::write(store.root().join("lease"), b"").unwrap();
+    let started = Instant::now();
+    let mut cmd = store.command(&[
+        "--lock-backend",
+        "lease",
+        "refresh",
+        "--lock-timeout",
+        "10",
+        "--from",
+    ]);
+    cmd.arg(store.payload("p", b"[1]"))
+        .env("SNAPCACHE_LEASE_SECS", "0.5")
+        .env("SNAPCACHE_LOG", "warn");
+    let out = run_with_timeout(cmd);
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 0, "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stderr.contains("unreadable lease file"), "{stderr}");
+    assert!(
+        store.files_in("tmp").is_empty(),
+        "no lease temp file is left behind"
+    );
+}

@@ -49,11 +49,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
             // Open before taking the lock: a typo should not wait for a writer.
             let reader = open_source(path)?;
             let store = Store::open(options)?;
-            store.publish_with(&publish, move |sink| {
-                let mut reader = reader;
-                io::copy(&mut reader, sink)?;
-                Ok(())
-            })?
+            store.publish_reader(reader, &publish)?
         }
         (None, Some(command)) => {
             publish.note = Some(
@@ -137,7 +133,10 @@ fn run_command(
             }
         })
     };
-    let copied = io::copy(&mut stdout, sink);
+    let copied = io::copy(
+        &mut io::BufReader::with_capacity(256 * 1024, &mut stdout),
+        sink,
+    );
     if copied.is_err() {
         if let Ok(mut c) = child.lock() {
             kill_tree(&mut c);

@@ -463,3 +463,30 @@ mod tests {
         assert_eq!(stats.attempts, 1);
     }
 }
+
+#[cfg(test)]
+mod temp_name_tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_unpredictable_and_owner_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let durable = Durable::default();
+        let a = durable.create_temp(dir.path()).expect("temp a");
+        let b = durable.create_temp(dir.path()).expect("temp b");
+        let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
+        for t in [&a, &b] {
+            let name = t.path().file_name().and_then(|n| n.to_str()).expect("name");
+            let random = name.strip_prefix(&prefix).expect("pid-tagged prefix");
+            assert_eq!(random.len(), 16, "16 random characters: {name}");
+            assert!(random.chars().all(|c| c.is_ascii_alphanumeric()), "{name}");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = fs::metadata(t.path()).expect("meta").permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{name}");
+            }
+        }
+        assert_ne!(a.path(), b.path());
+    }
+}

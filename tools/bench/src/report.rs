@@ -390,7 +390,7 @@ fn dominant_costs(r: &Results) -> Vec<String> {
         out.push(format!(
             "**gc.** 10,000 unreferenced 1 KiB snapshots take {} of wall time but only {} of CPU; \
              the same number of empty files takes {}. The difference is the filesystem freeing data \
-             blocks{} when the directory is synced, not the store's own work.",
+             blocks{} as the files are unlinked, not the store's own work.",
             fmt_duration(d.elapsed),
             d.cpu.map_or("-".into(), fmt_duration),
             fmt_duration(e.elapsed),

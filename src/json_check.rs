@@ -120,13 +120,9 @@ impl JsonCheck {
         while i < chunk.len() {
             // Fast path: inside a string only '"', '\\' and control bytes matter.
             if let State::Str { .. } = self.state {
-                let rest = &chunk[i..];
-                match rest
-                    .iter()
-                    .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-                {
-                    Some(skip) => i += skip,
-                    None => break,
+                i += plain_string_run(&chunk[i..]);
+                if i >= chunk.len() {
+                    break;
                 }
             }
             // Fast path: digit runs inside a number.
@@ -142,13 +138,9 @@ impl JsonCheck {
             // Fast path: indentation between tokens (pretty-printed JSON is
             // mostly spaces). Newlines go through `step`, which counts lines.
             if self.between_tokens() {
-                let rest = &chunk[i..];
-                match rest
-                    .iter()
-                    .position(|&b| !matches!(b, b' ' | b'\t' | b'\r'))
-                {
-                    Some(skip) => i += skip,
-                    None => break,
+                i += blank_run(&chunk[i..]);
+                if i >= chunk.len() {
+                    break;
                 }
             }
             self.offset_at(i as u64);
@@ -414,6 +406,50 @@ impl JsonCheck {
     }
 }
 
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// Whether any byte of `word` is zero (the classic SWAR test).
+fn has_zero_byte(word: u64) -> bool {
+    word.wrapping_sub(ONES) & !word & HIGHS != 0
+}
+
+/// Length of the leading run of string bytes that need no attention: not
+/// '"', not '\\', not a control byte. Eight bytes at a time while it can.
+fn plain_string_run(bytes: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(word) = bytes.get(i..i + 8) {
+        let word = u64::from_ne_bytes([
+            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+        ]);
+        let quote = has_zero_byte(word ^ u64::from_ne_bytes([b'"'; 8]));
+        let backslash = has_zero_byte(word ^ u64::from_ne_bytes([b'\\'; 8]));
+        // A byte below 0x20 (and not above 0x7F, which is UTF-8) leaves a
+        // high bit after subtracting 0x20 from every byte.
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
+        if quote || backslash || control {
+            break;
+        }
+        i += 8;
+    }
+    i + bytes[i..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(bytes.len() - i)
+}
+
+/// Length of the leading run of spaces, tabs and carriage returns.
+fn blank_run(bytes: &[u8]) -> usize {
+    let mut i = 0;
+    while bytes.get(i..i + 8).is_some_and(|w| w == b"        ") {
+        i += 8;
+    }
+    i + bytes[i..]
+        .iter()
+        .position(|&b| !matches!(b, b' ' | b'\t' | b'\r'))
+        .unwrap_or(bytes.len() - i)
+}
+
 fn show(b: u8) -> String {
     if b.is_ascii_graphic() {
         format!("'{}'", b as char)
@@ -566,5 +602,34 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), size in 1usize..16) {
             let _ = check_chunked(&bytes, size);
         }
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+
+    #[test]
+    fn plain_string_runs_stop_exactly_at_the_first_special_byte() {
+        for special in [b'"', b'\\', 0x00, 0x1F, b'\n'] {
+            for at in 0..24 {
+                let mut bytes = "abcdéfghijklmnopqrstuvwxyz".as_bytes().to_vec();
+                bytes.truncate(24);
+                bytes[at] = special;
+                assert_eq!(plain_string_run(&bytes), at, "special {special:#x} at {at}");
+            }
+        }
+        assert_eq!(
+            plain_string_run("ünïcödé text without specials".as_bytes()),
+            "ünïcödé text without specials".len()
+        );
+    }
+
+    #[test]
+    fn blank_runs_count_spaces_tabs_and_returns() {
+        assert_eq!(blank_run(b"                 x"), 17);
+        assert_eq!(blank_run(b" \t\r \n"), 4);
+        assert_eq!(blank_run(b""), 0);
+        assert_eq!(blank_run(b"            "), 12);
     }
 }

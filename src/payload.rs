@@ -71,14 +71,14 @@ impl<'a> PayloadSink<'a> {
         self.json.as_ref().is_some_and(JsonWorker::failed)
     }
 
-    /// The hash and length, or why the payload is rejected.
-    pub(crate) fn finish(self) -> Result<(ContentHash, u64), String> {
-        let verdict = self.json.map_or(Ok(()), JsonWorker::verdict);
+    /// The hash and length, and the JSON check's verdict still to come
+    /// (`None` for raw payloads). An empty payload is rejected here.
+    pub(crate) fn finish(self) -> Result<(ContentHash, u64, Option<JsonVerdict>), String> {
         if self.bytes == 0 {
             return Err("the payload is empty (0 bytes)".into());
         }
-        verdict.map_err(not_json)?;
-        Ok((ContentHash::from_blake3(self.hasher.finalize()), self.bytes))
+        let hash = ContentHash::from_blake3(self.hasher.finalize());
+        Ok((hash, self.bytes, self.json.map(JsonVerdict)))
     }
 }
 
@@ -110,6 +110,17 @@ impl Write for PayloadSink<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// The JSON check's verdict, which may still be computing on its thread:
+/// the caller can make the temp file durable meanwhile.
+pub(crate) struct JsonVerdict(JsonWorker);
+
+impl JsonVerdict {
+    /// Waits for the verdict; the error is the rejection reason.
+    pub(crate) fn wait(self) -> Result<(), String> {
+        self.0.verdict().map_err(not_json)
     }
 }
 

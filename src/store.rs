@@ -711,16 +711,27 @@ impl Store {
                 detail: e.to_string(),
             })?;
         }
-        let (hash, bytes) = sink
+        let (hash, bytes, json) = sink
             .finish()
             .map_err(|reason| Error::PayloadRejected { reason })?;
+        let synced = json.is_some();
+        if let Some(verdict) = json {
+            // The check usually finishes after the write: fsync the temp file
+            // meanwhile instead of after it.
+            self.durable
+                .sync_file(&temp)
+                .map_err(|e| Error::io("fsync the temp file", &temp_path, e))?;
+            verdict
+                .wait()
+                .map_err(|reason| Error::PayloadRejected { reason })?;
+        }
 
         let now = Timestamp::now();
         let mut rename = RenameStats::default();
         if let Some(mut p) = pointer.clone().filter(|p| p.current_entry().hash == hash) {
             // Same content: no new generation. The snapshot is re-committed
             // only if it was found damaged (a refresh repairs it).
-            rename.add(self.commit_snapshot(temp, &hash, bytes, lock.deadline())?);
+            rename.add(self.commit_snapshot(temp, &hash, bytes, synced, lock.deadline())?);
             p.checked_at = now;
             rename.add(self.commit_pointer(&lock, &p)?);
             let entry = p.current_entry();
@@ -728,7 +739,7 @@ impl Store {
             return Ok(outcome(entry, false, false, &lock, rename));
         }
 
-        rename.add(self.commit_snapshot(temp, &hash, bytes, lock.deadline())?);
+        rename.add(self.commit_snapshot(temp, &hash, bytes, synced, lock.deadline())?);
         let mut next = pointer.unwrap_or(Pointer {
             current: 0,
             last_generation: 0,
@@ -753,12 +764,13 @@ impl Store {
     }
 
     /// Makes the temp file durable under its hash name (or reuses an intact
-    /// snapshot with that name).
+    /// snapshot with that name). `synced`: the temp file was already fsynced.
     fn commit_snapshot(
         &self,
         temp: crate::durable::TempFile,
         hash: &ContentHash,
         bytes: u64,
+        synced: bool,
         deadline: Option<Instant>,
     ) -> Result<RenameStats> {
         let dest = self.layout.snapshot(hash);
@@ -767,9 +779,11 @@ impl Store {
             return Ok(RenameStats::default());
         }
         let temp_path = temp.path().to_path_buf();
-        self.durable
-            .sync_file(&temp)
-            .map_err(|e| Error::io("fsync the temp file", &temp_path, e))?;
+        if !synced {
+            self.durable
+                .sync_file(&temp)
+                .map_err(|e| Error::io("fsync the temp file", &temp_path, e))?;
+        }
         self.durable
             .make_read_only(&temp)
             .map_err(|e| Error::io("make read-only", &temp_path, e))?;

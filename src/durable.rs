@@ -30,7 +30,7 @@ use crate::layout::TEMP_PREFIX;
 
 /// One file operation, as seen by a [`FsHook`] just before it runs.
 // The fields are read by the test hooks (operation recorder, fault injection).
-#[allow(dead_code)]
+#[cfg_attr(not(test), allow(dead_code))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Op<'a> {
     /// A new temp file at this path (create-new semantics).

@@ -222,6 +222,9 @@ impl Durable {
             .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
             .rand_bytes(16)
             .tempfile_in(dir)?;
+        // tempfile creates with O_EXCL (never through a planted link) and
+        // mode 0600 minus the umask; make it exactly 0600 whatever the umask.
+        set_owner_only(inner.as_file())?;
         self.before(Op::Create(inner.path()))?;
         Ok(TempFile { inner })
     }
@@ -367,6 +370,21 @@ pub(crate) fn open_no_follow(path: &Path) -> io::Result<File> {
         }
     }
     options.open(path)
+}
+
+/// Sets a file snapcache just created to mode 0600 (owner read/write), on
+/// the descriptor: the umask must not decide who can read a store file.
+pub(crate) fn set_owner_only(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        rustix::fs::fchmod(file, rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR)?;
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows has no mode bits; the file inherits the directory's ACL.
+        let _ = file;
+    }
+    Ok(())
 }
 
 /// Time left until `deadline`, if there is one.

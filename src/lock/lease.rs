@@ -29,8 +29,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::HolderInfo;
-use crate::durable::open_no_follow;
-use crate::layout::{Layout, TEMP_PREFIX};
+use crate::durable::{Durable, open_no_follow};
+use crate::layout::Layout;
 use crate::time::Timestamp;
 
 /// A `lease.break` older than this belongs to a breaker that died mid-break
@@ -105,6 +105,8 @@ fn random_id() -> String {
     hasher.finalize().to_hex()[..32].to_string()
 }
 
+/// Creates `path` exclusively (never through a planted link), owner-only
+/// whatever the umask.
 fn create_new(path: &Path) -> io::Result<fs::File> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
@@ -115,7 +117,9 @@ fn create_new(path: &Path) -> io::Result<fs::File> {
             .mode(0o600)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
     }
-    options.open(path)
+    let file = options.open(path)?;
+    crate::durable::set_owner_only(&file)?;
+    Ok(file)
 }
 
 /// Creates `path` holding `bytes`, only if it does not exist, and never
@@ -123,14 +127,15 @@ fn create_new(path: &Path) -> io::Result<fs::File> {
 /// is then hard-linked to `path` (link fails if `path` exists, atomically,
 /// on local filesystems, NFS and SMB). Where hard links are not supported,
 /// falls back to create-new and write. Returns false when `path` exists.
-fn create_complete(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<bool> {
-    let temp = tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{}-lease-", std::process::id()))
-        .rand_bytes(16)
-        .tempfile_in(tmp_dir);
-    let linked = temp.and_then(|mut temp| {
-        temp.write_all(bytes)?;
-        temp.as_file().sync_all()?;
+fn create_complete(
+    durable: &Durable,
+    tmp_dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> io::Result<bool> {
+    let linked = durable.create_temp(tmp_dir).and_then(|mut temp| {
+        durable.write(&mut temp, bytes)?;
+        durable.sync_file(&temp)?;
         fs::hard_link(temp.path(), path)
     });
     match linked {
@@ -182,6 +187,7 @@ pub(crate) fn live_lease(layout: &Layout) -> Option<LeaseRecord> {
 /// the create retried at once, so a dead holder costs no waiting.
 pub(crate) fn try_acquire(
     layout: &Layout,
+    durable: &Durable,
     holder: &HolderInfo,
     ttl: Duration,
 ) -> io::Result<Attempt> {
@@ -194,12 +200,18 @@ pub(crate) fn try_acquire(
             expires_at: Timestamp::from(SystemTime::now() + ttl),
         };
         let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
-        match create_complete(&layout.tmp_dir(), &path, &bytes) {
+        match create_complete(durable, &layout.tmp_dir(), &path, &bytes) {
             Ok(true) => {
                 let stop = Arc::new(AtomicBool::new(false));
                 let lost = Arc::new(AtomicBool::new(false));
-                let renewer =
-                    spawn_renewer(layout, record.clone(), ttl, stop.clone(), lost.clone());
+                let renewer = spawn_renewer(
+                    layout,
+                    durable.clone(),
+                    record.clone(),
+                    ttl,
+                    stop.clone(),
+                    lost.clone(),
+                );
                 return Ok(Attempt::Acquired(LeaseGuard {
                     path,
                     lease_id: record.lease_id,
@@ -211,10 +223,12 @@ pub(crate) fn try_acquire(
             Ok(false) => {
                 current = read(&path);
                 let broken = match &current {
-                    Some(old) if old.is_stale() => break_stale(layout, holder, old),
+                    Some(old) if old.is_stale() => break_stale(layout, durable, holder, old),
                     // Unreadable: a holder between create and write, or
                     // garbage. Garbage older than two lease times is broken.
-                    None if is_old(&path, ttl * 2) => break_unreadable(layout, holder, ttl * 2),
+                    None if is_old(&path, ttl * 2) => {
+                        break_unreadable(layout, durable, holder, ttl * 2)
+                    }
                     _ => false,
                 };
                 if !broken {
@@ -247,10 +261,10 @@ impl Drop for BreakGuard {
 /// Takes `lease.break`, which records its holder: a breaker that died
 /// mid-break (same host, pid gone) is recognised at once; one on another
 /// host only after [`BREAK_STALE`].
-fn take_break_lock(layout: &Layout, me: &HolderInfo) -> Option<BreakGuard> {
+fn take_break_lock(layout: &Layout, durable: &Durable, me: &HolderInfo) -> Option<BreakGuard> {
     let path = layout.lease_file().with_extension("break");
     let bytes = serde_json::to_vec(me).unwrap_or_default();
-    match create_complete(&layout.tmp_dir(), &path, &bytes) {
+    match create_complete(durable, &layout.tmp_dir(), &path, &bytes) {
         Ok(true) => Some(BreakGuard(path)),
         Ok(false) => {
             let dead_breaker = read_holder(&path).is_some_and(|h| h.is_dead_local_process());
@@ -275,8 +289,8 @@ fn read_holder(path: &Path) -> Option<HolderInfo> {
 
 /// Removes the lease `old` if it is still there, under the break lock.
 /// Returns whether it was removed.
-fn break_stale(layout: &Layout, me: &HolderInfo, old: &LeaseRecord) -> bool {
-    let Some(_guard) = take_break_lock(layout, me) else {
+fn break_stale(layout: &Layout, durable: &Durable, me: &HolderInfo, old: &LeaseRecord) -> bool {
+    let Some(_guard) = take_break_lock(layout, durable, me) else {
         return false;
     };
     let path = layout.lease_file();
@@ -302,8 +316,8 @@ fn break_stale(layout: &Layout, me: &HolderInfo, old: &LeaseRecord) -> bool {
     removed
 }
 
-fn break_unreadable(layout: &Layout, me: &HolderInfo, age: Duration) -> bool {
-    let Some(_guard) = take_break_lock(layout, me) else {
+fn break_unreadable(layout: &Layout, durable: &Durable, me: &HolderInfo, age: Duration) -> bool {
+    let Some(_guard) = take_break_lock(layout, durable, me) else {
         return false;
     };
     let path = layout.lease_file();
@@ -316,17 +330,14 @@ fn break_unreadable(layout: &Layout, me: &HolderInfo, age: Duration) -> bool {
 
 fn spawn_renewer(
     layout: &Layout,
+    durable: Durable,
     record: LeaseRecord,
     ttl: Duration,
     stop: Arc<AtomicBool>,
     lost: Arc<AtomicBool>,
 ) -> Option<JoinHandle<()>> {
     let path = layout.lease_file();
-    let scratch = layout.tmp_dir().join(format!(
-        "{TEMP_PREFIX}{}-renew-{}",
-        std::process::id(),
-        record.lease_id
-    ));
+    let tmp_dir = layout.tmp_dir();
     std::thread::Builder::new()
         .name("snapcache-lease-renewer".into())
         .spawn(move || {
@@ -342,15 +353,27 @@ fn spawn_renewer(
                     break;
                 }
                 record.expires_at = Timestamp::from(SystemTime::now() + ttl);
-                let renewed = serde_json::to_vec(&record)
-                    .map_err(io::Error::other)
-                    .and_then(|bytes| fs::write(&scratch, bytes))
-                    .and_then(|()| fs::rename(&scratch, &path));
-                if let Err(e) = renewed {
-                    tracing::warn!(path = %path.display(), error = %e, "could not renew the lease; retrying");
+                if let Err((at, e)) = renew(&durable, &tmp_dir, &path, &record) {
+                    tracing::warn!(path = %at.display(), error = %e, "could not renew the lease; retrying");
                 }
             }
-            let _ = fs::remove_file(&scratch);
         })
         .ok()
+}
+
+/// Writes the renewed record over `lease`: a fresh exclusive temp file with
+/// an unpredictable name (so nothing planted in `tmp/` can be written
+/// through), complete and fsynced before the rename, then the directory
+/// fsynced. A power loss at any point leaves the old record or the new one,
+/// never an empty or partial lease (which would stall the next writer).
+fn renew(
+    durable: &Durable,
+    tmp_dir: &Path,
+    path: &Path,
+    record: &LeaseRecord,
+) -> Result<(), (PathBuf, io::Error)> {
+    let bytes =
+        serde_json::to_vec(record).map_err(|e| (path.to_path_buf(), io::Error::other(e)))?;
+    durable.replace_file(tmp_dir, path, &bytes, true, None)?;
+    Ok(())
 }

@@ -371,7 +371,7 @@ pub(crate) fn acquire(
             Backend::Lease => {
                 let mut seen = None;
                 if lease_guard.is_none() {
-                    match lease::try_acquire(layout, &me, options.lease_ttl) {
+                    match lease::try_acquire(layout, durable, &me, options.lease_ttl) {
                         Ok(lease::Attempt::Acquired(guard)) => lease_guard = Some(guard),
                         Ok(lease::Attempt::Busy(record)) => seen = record.map(|r| r.holder),
                         Err(e) => {

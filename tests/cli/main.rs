@@ -11,5 +11,6 @@ mod crash;
 mod faults;
 mod hostile;
 mod locking;
+mod permissions;
 mod readers;
 mod roundtrip;

@@ -78,15 +78,24 @@ impl Pointer {
         self.generations.iter().find(|g| g.generation == generation)
     }
 
-    /// Keeps the newest `keep` generations plus the current one.
+    /// Keeps the current generation plus the `keep` newest others (at least
+    /// one): `keep` counts generations *besides* the current one, so
+    /// `keep = 1` always leaves one generation to roll to. After a rollback
+    /// the current generation is older than some others; it stays, and the
+    /// `keep` newest of the rest stay with it.
     pub fn apply_retention(&mut self, keep: usize) {
         let keep = keep.max(1);
-        let mut numbers: Vec<u64> = self.generations.iter().map(|g| g.generation).collect();
-        numbers.sort_unstable_by(|a, b| b.cmp(a));
-        let newest: Vec<u64> = numbers.into_iter().take(keep).collect();
         let current = self.current;
+        let mut others: Vec<u64> = self
+            .generations
+            .iter()
+            .map(|g| g.generation)
+            .filter(|&n| n != current)
+            .collect();
+        others.sort_unstable_by(|a, b| b.cmp(a));
+        others.truncate(keep);
         self.generations
-            .retain(|g| g.generation == current || newest.contains(&g.generation));
+            .retain(|g| g.generation == current || others.contains(&g.generation));
     }
 
     /// A comma-separated list of retained generation numbers, for messages.
@@ -209,10 +218,18 @@ pub(crate) fn read_bounded(reader: impl Read, path: &Path) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Cuts a note to [`MAX_NOTE_BYTES`] on a character boundary.
+/// Cuts a note to [`MAX_NOTE_BYTES`] on a character boundary, after turning
+/// control characters (newlines, tabs, escapes) into spaces: a note is one
+/// line of description, and JSON escapes a control character as six bytes,
+/// which would let 101 long notes push the pointer past
+/// [`MAX_POINTER_BYTES`].
 pub(crate) fn clip_note(note: &str) -> String {
+    let note: String = note
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if note.len() <= MAX_NOTE_BYTES {
-        return note.to_string();
+        return note;
     }
     let mut end = MAX_NOTE_BYTES;
     while !note.is_char_boundary(end) {
@@ -269,6 +286,39 @@ mod tests {
         );
     }
 
+    /// The largest pointer a writer can produce: [`MAX_KEEP`] generations
+    /// besides the current one, every number at its maximum, every note at
+    /// its longest and made of the characters JSON escapes most expensively.
+    #[test]
+    fn the_largest_possible_pointer_fits_under_the_read_limit() {
+        for worst in ["\"", "\\", "\u{1}", "\u{7f}", "\u{2028}"] {
+            let mut p = sample();
+            p.generations = (0..=MAX_KEEP as u64)
+                .map(|i| Generation {
+                    generation: u64::MAX - MAX_KEEP as u64 + i,
+                    hash: ContentHash::of(&i.to_le_bytes()),
+                    bytes: u64::MAX,
+                    created_at: Timestamp::from(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799),
+                    ),
+                    note: Some(clip_note(&worst.repeat(1000))),
+                })
+                .collect();
+            p.current = u64::MAX;
+            p.last_generation = u64::MAX;
+            p.checked_at = p.generations[0].created_at;
+            let bytes = p.encode();
+            eprintln!("worst case {worst:?}: {} bytes", bytes.len());
+            assert!(
+                (bytes.len() as u64) < MAX_POINTER_BYTES,
+                "{worst:?}: a pointer of {} entries is {} bytes",
+                p.generations.len(),
+                bytes.len()
+            );
+            assert_eq!(Pointer::decode(&bytes, Path::new("current")).ok(), Some(p));
+        }
+    }
+
     #[test]
     fn any_flipped_byte_is_detected() {
         let bytes = sample().encode();
@@ -305,19 +355,62 @@ mod tests {
         );
     }
 
+    fn numbers(p: &Pointer) -> Vec<u64> {
+        p.generations.iter().map(|g| g.generation).collect()
+    }
+
+    fn linear(n: u64, current: u64) -> Pointer {
+        let mut p = sample();
+        p.generations = (1..=n)
+            .map(|i| Generation {
+                generation: i,
+                hash: ContentHash::of(&i.to_le_bytes()),
+                bytes: 1,
+                created_at: Timestamp::now(),
+                note: None,
+            })
+            .collect();
+        p.current = current;
+        p.last_generation = n;
+        p
+    }
+
     #[test]
-    fn retention_keeps_newest_and_current() {
+    fn retention_counts_generations_besides_the_current_one() {
+        let mut p = linear(7, 7);
+        p.apply_retention(5);
+        assert_eq!(numbers(&p), vec![2, 3, 4, 5, 6, 7], "5 besides current 7");
+        let mut p = linear(7, 7);
+        p.apply_retention(1);
+        assert_eq!(numbers(&p), vec![6, 7], "keep 1 leaves one rollback target");
+        let mut p = linear(2, 2);
+        p.apply_retention(0);
+        assert_eq!(numbers(&p), vec![1, 2], "keep 0 is treated as 1");
+    }
+
+    #[test]
+    fn retention_after_a_rollback_keeps_the_current_and_the_newest_others() {
         let mut p = sample();
         p.current = 1;
         p.apply_retention(1);
-        let kept: Vec<u64> = p.generations.iter().map(|g| g.generation).collect();
-        assert_eq!(kept, vec![1, 3]);
+        assert_eq!(numbers(&p), vec![1, 3], "current 1 plus the newest other");
+        let mut p = linear(7, 3);
+        p.apply_retention(2);
+        assert_eq!(numbers(&p), vec![3, 6, 7]);
+        let mut p = linear(4, 2);
+        p.apply_retention(5);
+        assert_eq!(numbers(&p), vec![1, 2, 3, 4], "fewer than keep: all stay");
     }
 
     #[test]
     fn notes_are_clipped_on_char_boundaries() {
         let clipped = clip_note(&"é".repeat(300));
         assert!(clipped.len() <= MAX_NOTE_BYTES + "…".len());
+    }
+
+    #[test]
+    fn control_characters_in_notes_become_spaces() {
+        assert_eq!(clip_note("from a\nb\tc\u{1b}[31m"), "from a b c [31m");
     }
 
     mod properties {

@@ -42,7 +42,7 @@ use crate::snapshot::{self, SnapshotFault};
 use crate::sweep::{self, Leftover, LeftoverKind};
 use crate::time::Timestamp;
 
-/// Default number of generations retained besides the current one.
+/// Default number of generations retained besides the current one (6 in all).
 pub const DEFAULT_KEEP: usize = 5;
 /// How often a reader re-reads the pointer when a snapshot vanished under it.
 const READ_ATTEMPTS: usize = 5;

@@ -13,4 +13,5 @@ mod hostile;
 mod locking;
 mod permissions;
 mod readers;
+mod retention;
 mod roundtrip;

@@ -185,8 +185,8 @@ fn retention_keeps_the_newest_generations_plus_the_current_one() {
         .collect();
     assert_eq!(
         numbers,
-        vec![4, 5],
-        "SNAPCACHE_KEEP=2 keeps generations 4 and 5 (5 is current)"
+        vec![3, 4, 5],
+        "SNAPCACHE_KEEP=2 keeps current 5 and the two newest others, 3 and 4"
     );
 }
 
@@ -227,26 +227,21 @@ fn gc_removes_only_unreferenced_files_and_dry_run_changes_nothing() {
 }
 
 #[test]
-fn gc_keep_shrinks_retention_and_then_rollback_has_nothing_earlier() {
+fn gc_keep_shrinks_retention_to_one_rollback_target() {
     let store = TestStore::new();
     for i in 1..=4u64 {
         store.refresh(&json_payload(200, i), &[]);
     }
     let (_, report) = store.json(&["gc", "--keep", "1"]);
-    assert_eq!(report["removed_snapshots"], 3);
+    assert_eq!(report["removed_snapshots"], 2, "{report}");
+    assert_eq!(report["dropped_generations"], serde_json::json!([1, 2]));
     let (_, history) = store.json(&["history"]);
-    assert_eq!(history["generations"].as_array().unwrap().len(), 1);
+    assert_eq!(history["generations"].as_array().unwrap().len(), 2);
+    let (_, rolled) = store.json(&["rollback"]);
+    assert_eq!(rolled["generation"], 3, "one rollback target is left");
+    assert_eq!(store.show(), json_payload(200, 3));
     let out = store.run(&["rollback"]);
-    assert_eq!(
-        code(&out),
-        1,
-        "nothing earlier is retained after gc --keep 1"
-    );
-    assert_eq!(
-        store.show(),
-        json_payload(200, 4),
-        "the current generation is untouched"
-    );
+    assert_eq!(code(&out), 1, "nothing earlier than 3 is retained");
 }
 
 #[test]

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::durable::{Durable, FsHook, Op};
+use crate::reread::Window;
 use crate::{PublishOptions, Store, StoreOptions};
 
 /// An owned copy of one operation.
@@ -337,7 +338,9 @@ fn check_all(
             case += 1;
             let dest = scratch.path().join(format!("s{case}"));
             materialize(&state, &rec.root, &dest);
-            let outcome = match Store::open(StoreOptions::new(&dest)).and_then(|s| s.read_current())
+            // One look: a crash state is static, re-reading cannot change it.
+            let outcome = match Store::open(StoreOptions::new(&dest))
+                .and_then(|s| s.with_reread(Window::NONE).read_current())
             {
                 Ok(snap) if Some(snap.data.as_slice()) == old => Outcome::Old,
                 Ok(snap) if snap.data == new => Outcome::New,

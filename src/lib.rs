@@ -55,6 +55,7 @@ mod layout;
 mod lock;
 mod payload;
 mod pointer;
+mod reread;
 mod snapshot;
 mod store;
 mod sweep;

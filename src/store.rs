@@ -38,6 +38,7 @@ use crate::lock::{
 };
 use crate::payload::{PayloadFormat, PayloadSink};
 use crate::pointer::{self, Generation, MAX_KEEP, Pointer};
+use crate::reread::{self, Look};
 use crate::snapshot::{self, SnapshotFault};
 use crate::sweep::{self, Leftover, LeftoverKind};
 use crate::time::Timestamp;
@@ -354,6 +355,8 @@ pub struct Store {
     layout: Layout,
     options: StoreOptions,
     durable: Durable,
+    /// How long a pointer that looks mid-replace is re-read.
+    reread: reread::Window,
 }
 
 impl Store {
@@ -369,12 +372,20 @@ impl Store {
             layout: Layout::new(options.root.clone()),
             options,
             durable: Durable::default(),
+            reread: reread::Window::POINTER,
         })
     }
 
     #[cfg(test)]
     pub(crate) fn with_durable(mut self, durable: Durable) -> Self {
         self.durable = durable;
+        self
+    }
+
+    /// Without pointer re-reads: static crash states need one look each.
+    #[cfg(test)]
+    pub(crate) fn with_reread(mut self, window: reread::Window) -> Self {
+        self.reread = window;
         self
     }
 
@@ -501,27 +512,103 @@ impl Store {
         })
     }
 
+    /// Loads and checks the pointer; `None` when there is none. A pointer
+    /// that looks mid-replace (missing while the store has snapshots, short,
+    /// failing its checksum) is re-read for up to about a second before it
+    /// is reported (see [`crate::reread`]).
     fn try_load_pointer(&self) -> Result<Option<Pointer>> {
+        let (found, looks) = reread::look_until_settled(
+            self.reread,
+            || {
+                let found = self.load_pointer_once();
+                if self.may_be_mid_replace(&found) {
+                    Look::Unsettled(found)
+                } else {
+                    Look::Settled(found)
+                }
+            },
+            std::thread::sleep,
+        );
+        if looks.count > 1 {
+            let settled = !self.may_be_mid_replace(&found);
+            tracing::info!(path = %self.layout.current().display(), looks = looks.count, waited_ms = looks.waited.as_millis() as u64, settled, "pointer_reread");
+        }
+        match found {
+            PointerLook::Found(p) => Ok(Some(p)),
+            PointerLook::Missing => Ok(None),
+            PointerLook::Torn(Error::CorruptPointer { path, detail }) if looks.count > 1 => {
+                Err(Error::CorruptPointer {
+                    path,
+                    detail: format!(
+                        "{detail}; it stayed so across {} reads over {:.1} s",
+                        looks.count,
+                        looks.waited.as_secs_f64()
+                    ),
+                })
+            }
+            PointerLook::Torn(e) | PointerLook::Failed(e) => Err(e),
+        }
+    }
+
+    /// One look at the pointer, no retries.
+    fn load_pointer_once(&self) -> PointerLook {
         let path = self.layout.current();
         let file = match crate::durable::open_no_follow(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return PointerLook::Missing,
             Err(e) if is_symlink(&path) => {
-                return Err(Error::CorruptPointer {
+                return PointerLook::Failed(Error::CorruptPointer {
                     path,
                     detail: format!("it is a symbolic link ({e})"),
                 });
             }
-            Err(e) => return Err(Error::io("open the store pointer", &path, e)),
+            Err(e) if reread::is_transient_open_error(&e) => {
+                return PointerLook::Torn(Error::io("open the store pointer", &path, e));
+            }
+            Err(e) => return PointerLook::Failed(Error::io("open the store pointer", &path, e)),
         };
         if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-            return Err(Error::CorruptPointer {
+            return PointerLook::Failed(Error::CorruptPointer {
                 path,
                 detail: "it is not a regular file".into(),
             });
         }
-        let bytes = pointer::read_bounded(file, &path)?;
-        Pointer::decode(&bytes, &path).map(Some)
+        // Torn from here on: a writer mid-replace explains a short, empty or
+        // mismatching file (an oversized one it does not, but one more look
+        // at a rejected-unread file is cheap).
+        let bytes = match pointer::read_bounded(file, &path) {
+            Ok(bytes) => bytes,
+            Err(e) => return PointerLook::Torn(e),
+        };
+        match Pointer::decode(&bytes, &path) {
+            Ok(p) => PointerLook::Found(p),
+            Err(e @ Error::CorruptPointer { .. }) => PointerLook::Torn(e),
+            Err(e) => PointerLook::Failed(e),
+        }
+    }
+
+    /// Whether one look is explained by a replace in progress on a
+    /// filesystem where rename is not atomic for readers: the pointer
+    /// missing although the store has snapshots, or its content torn.
+    fn may_be_mid_replace(&self, found: &PointerLook) -> bool {
+        match found {
+            PointerLook::Found(_) | PointerLook::Failed(_) => false,
+            PointerLook::Missing => self.has_snapshots(),
+            PointerLook::Torn(_) => true,
+        }
+    }
+
+    /// Whether `snapshots/` holds at least one snapshot-named file: the
+    /// evidence that a pointer exists (or is about to, mid first publish).
+    fn has_snapshots(&self) -> bool {
+        std::fs::read_dir(self.layout.snapshots_dir()).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(ContentHash::parse)
+                    .is_some()
+            })
+        })
     }
 
     /// The store's state: current generation and the lock. Takes no lock.
@@ -974,6 +1061,20 @@ fn outcome(
         rename_attempts: rename.attempts,
         rename_wait_ms: rename.waited.as_millis() as u64,
     }
+}
+
+/// What one look at the pointer found.
+enum PointerLook {
+    /// A pointer that decodes and checks.
+    Found(Pointer),
+    /// No file named `current`.
+    Missing,
+    /// Content a replace in progress explains (empty, short, checksum), or
+    /// a transient open error (a stale NFS handle).
+    Torn(Error),
+    /// Anything else: a symlink, a non-regular file, an I/O error, an
+    /// unsupported version.
+    Failed(Error),
 }
 
 /// One pass of `verify`, with the pointer it checked.

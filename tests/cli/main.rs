@@ -11,6 +11,7 @@ mod crash;
 mod faults;
 mod hostile;
 mod locking;
+mod nonatomic;
 mod permissions;
 mod readers;
 mod retention;

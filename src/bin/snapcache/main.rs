@@ -251,7 +251,7 @@ fn report(failure: Failure, json: bool) -> u8 {
             } else {
                 (exit::FAILURE, "error")
             };
-            (code, kind, e.to_string())
+            (code, kind, with_cli_hint(&e))
         }
     };
     eprintln!("snapcache: error: {message}");
@@ -261,6 +261,18 @@ fn report(failure: Failure, json: bool) -> u8 {
         }));
     }
     code
+}
+
+/// The library's message plus what to run, for errors whose way out is a
+/// snapcache command (library messages name no CLI commands).
+fn with_cli_hint(e: &Error) -> String {
+    match e {
+        Error::CorruptPointer { path, .. } => format!(
+            "{e}. `snapcache verify` lists the intact generations; to move the pointer aside: `mv {p} {p}.damaged`, then `snapcache refresh`",
+            p = path.display()
+        ),
+        _ => e.to_string(),
+    }
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

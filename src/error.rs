@@ -161,6 +161,18 @@ pub enum Error {
         current: u64,
     },
 
+    /// Every generation number has been handed out: the store's counter is
+    /// at its maximum (only a planted or damaged pointer gets there).
+    #[error(
+        "the store pointer {path} has handed out every generation number (last generation {last}); nothing was published and the store is unchanged. Start a fresh history: move the pointer aside and publish again"
+    )]
+    GenerationsExhausted {
+        /// Path of the pointer file.
+        path: PathBuf,
+        /// The last generation number handed out.
+        last: u64,
+    },
+
     /// Options given by the caller are invalid.
     #[error("invalid option: {0}")]
     InvalidOption(String),

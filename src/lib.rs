@@ -75,4 +75,4 @@ pub use store::{
     RollbackOutcome, Snapshot, SourceError, Status, Store, StoreOptions, VerifyReport,
 };
 pub use sweep::{Leftover, LeftoverKind};
-pub use time::Timestamp;
+pub use time::{CLOCK_SKEW_TOLERANCE, Timestamp};

@@ -151,10 +151,11 @@ impl StoreOptions {
         self
     }
 
-    /// Lease time of the lease backend (default 30 s; at least 300 ms).
-    /// A crashed holder on another host blocks writers for up to this long.
+    /// Lease time of the lease backend (default 30 s; 300 ms to 1 day,
+    /// values outside are clamped). A crashed holder on another host blocks
+    /// writers for up to this long.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.lease_ttl = ttl.max(Duration::from_millis(300));
+        self.lease_ttl = ttl.clamp(Duration::from_millis(300), Duration::from_secs(86_400));
         self
     }
 
@@ -759,7 +760,19 @@ impl Store {
         self.sweep_leftovers(&lock, pointer.as_ref())?;
 
         if let (Some(max_age), Some(p)) = (options.max_age, &pointer) {
-            if p.checked_at.age() < max_age {
+            // A time in the future (a writer's clock ran ahead) is an unknown
+            // age: refresh rather than trust it for as long as the skew lasts.
+            let age = match (
+                p.checked_at.known_age(),
+                p.current_entry().created_at.known_age(),
+            ) {
+                (Some(age), Some(_)) => Some(age),
+                _ => {
+                    tracing::warn!(checked_at = %p.checked_at, created_at = %p.current_entry().created_at, tolerance_secs = crate::time::CLOCK_SKEW_TOLERANCE.as_secs(), "the last refresh lies in the future (a writer's clock ran ahead): its age is unknown, refreshing");
+                    None
+                }
+            };
+            if age.is_some_and(|age| age < max_age) {
                 let entry = p.current_entry();
                 tracing::info!(generation = entry.generation, hash = %entry.hash, "refresh skipped: last refresh is younger than max-age");
                 return Ok(outcome(entry, false, true, &lock, RenameStats::default()));
@@ -826,14 +839,22 @@ impl Store {
             return Ok(outcome(entry, false, false, &lock, rename));
         }
 
-        rename.add(self.commit_snapshot(temp, &hash, bytes, synced, lock.deadline())?);
         let mut next = pointer.unwrap_or(Pointer {
             current: 0,
             last_generation: 0,
             checked_at: now,
             generations: Vec::new(),
         });
-        let generation = next.last_generation + 1;
+        // Checked before anything is committed: an exhausted counter leaves
+        // the store as it was (the temp file goes with `temp`).
+        let generation =
+            next.last_generation
+                .checked_add(1)
+                .ok_or_else(|| Error::GenerationsExhausted {
+                    path: self.layout.current(),
+                    last: next.last_generation,
+                })?;
+        rename.add(self.commit_snapshot(temp, &hash, bytes, synced, lock.deadline())?);
         next.generations.push(Generation {
             generation,
             hash,
@@ -1102,8 +1123,12 @@ fn is_symlink(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
+/// The process's command line for the holder record; arguments that are not
+/// UTF-8 (file names, store paths) are shown lossily, never a panic.
 fn command_line() -> String {
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     pointer::clip_note(&args.join(" "))
 }
 

@@ -281,7 +281,8 @@ pub(crate) struct WriterLock {
 impl WriterLock {
     /// When the lock budget runs out (it also bounds rename retries).
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.budget.map(|b| self.started + b)
+        // A budget too large for the clock to represent means no deadline.
+        self.budget.and_then(|b| self.started.checked_add(b))
     }
 
     pub(crate) fn backend(&self) -> Backend {
@@ -343,7 +344,12 @@ pub(crate) fn acquire(
 ) -> Result<WriterLock> {
     let path = layout.lock_file();
     let started = Instant::now();
-    let deadline = options.budget.wait.budget().map(|b| started + b);
+    // A budget too large for the clock to represent means no deadline.
+    let deadline = options
+        .budget
+        .wait
+        .budget()
+        .and_then(|b| started.checked_add(b));
     let mut backend = resolve_backend(options.backend, layout);
     let mut lease_guard: Option<lease::LeaseGuard> = None;
     let mut delay = POLL_FIRST;

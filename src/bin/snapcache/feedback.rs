@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use snapcache::{Backend, LockObserver, WaitStarted};
 
+use crate::output::errln;
+
 pub struct StderrFeedback {
     terminal: bool,
 }
@@ -28,7 +30,7 @@ impl LockObserver for StderrFeedback {
             Some(h) => format!("held by {}, {} lock", h.describe(), h.backend),
             None => "held by another process (no holder record yet)".to_string(),
         };
-        eprintln!(
+        errln!(
             "snapcache: waiting for the writer lock {}: {who}; waiting at most {} (Ctrl-C to stop)",
             wait.lock_path.display(),
             wait.budget
@@ -57,9 +59,9 @@ impl LockObserver for StderrFeedback {
             return;
         }
         if self.terminal {
-            eprint!("\r\x1b[2K");
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
         }
-        eprintln!(
+        errln!(
             "snapcache: acquired the writer lock after {:.1} s ({backend})",
             waited.as_secs_f64()
         );
@@ -67,7 +69,7 @@ impl LockObserver for StderrFeedback {
 
     fn timed_out(&self, _waited: Duration) {
         if self.terminal {
-            eprint!("\r\x1b[2K");
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use snapcache::{GcOptions, Store};
 
-use crate::output::{human_bytes, print_json};
+use crate::output::{human_bytes, outln, print_json};
 use crate::{Context, Failure, LockTimeoutArg};
 
 #[derive(Debug, clap::Args)]
@@ -33,7 +33,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     } else {
         "removed"
     };
-    println!(
+    outln!(
         "{verb} {} unreferenced snapshot(s) and {} temp file(s), {} freed",
         report.removed_snapshots,
         report.removed_temp_files,
@@ -50,7 +50,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
         } else {
             "dropped"
         };
-        println!("{verb} generation(s) {} from retention", list.join(", "));
+        outln!("{verb} generation(s) {} from retention", list.join(", "));
     }
     Ok(())
 }

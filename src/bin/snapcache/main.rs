@@ -9,6 +9,7 @@ mod feedback;
 mod gc;
 mod history;
 mod output;
+mod pump;
 mod refresh;
 mod rollback;
 mod show;
@@ -104,7 +105,15 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let cancel = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&cancel);
-    let result = build_context(&cli, cancel).and_then(|ctx| run(&cli, &ctx));
+    let result = build_context(&cli, cancel)
+        .and_then(|ctx| run(&cli, &ctx))
+        .and_then(|()| match output::stdout_error() {
+            // The result was not (fully) delivered: not a success.
+            Some(e) => Err(Failure::Other(format!(
+                "could not write the result to stdout: {e}; check where stdout goes (a full disk?)"
+            ))),
+            None => Ok(()),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => ExitCode::from(report(failure, cli.json)),
@@ -133,10 +142,7 @@ fn build_context(cli: &Cli, cancel: Arc<AtomicBool>) -> Result<Context, Failure>
         })?,
     };
     let mut options = StoreOptions::new(root).cancel_flag(cancel.clone());
-    if let Some(keep) = std::env::var("SNAPCACHE_KEEP")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
+    if let Some(keep) = env_value("SNAPCACHE_KEEP")? {
         let n: usize = keep
             .trim()
             .parse()
@@ -149,11 +155,10 @@ fn build_context(cli: &Cli, cancel: Arc<AtomicBool>) -> Result<Context, Failure>
             })?;
         options = options.keep(n);
     }
-    let backend_text = cli
-        .lock_backend
-        .clone()
-        .map(|v| (v, "--lock-backend"))
-        .or_else(|| env_value("SNAPCACHE_LOCK_BACKEND").map(|v| (v, "SNAPCACHE_LOCK_BACKEND")));
+    let backend_text = match cli.lock_backend.clone() {
+        Some(v) => Some((v, "--lock-backend")),
+        None => env_value("SNAPCACHE_LOCK_BACKEND")?.map(|v| (v, "SNAPCACHE_LOCK_BACKEND")),
+    };
     if let Some((text, from)) = backend_text {
         let choice = BackendChoice::parse(&text).ok_or_else(|| {
             Failure::Usage(format!(
@@ -162,18 +167,21 @@ fn build_context(cli: &Cli, cancel: Arc<AtomicBool>) -> Result<Context, Failure>
         })?;
         options = options.lock_backend(choice);
     }
-    if let Some(text) = env_value("SNAPCACHE_LEASE_SECS") {
-        let secs = text
+    if let Some(text) = env_value("SNAPCACHE_LEASE_SECS")? {
+        let ttl = text
             .trim()
             .parse::<f64>()
             .ok()
-            .filter(|s| s.is_finite() && *s >= 0.3)
+            .filter(|s| LEASE_SECS.contains(s))
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
             .ok_or_else(|| {
                 Failure::Usage(format!(
-                    "SNAPCACHE_LEASE_SECS={text:?} is not a number of seconds (at least 0.3)"
+                    "SNAPCACHE_LEASE_SECS={text:?} is not a number of seconds from {} to {}",
+                    LEASE_SECS.start(),
+                    LEASE_SECS.end()
                 ))
             })?;
-        options = options.lease_ttl(Duration::from_secs_f64(secs));
+        options = options.lease_ttl(ttl);
     }
     if !cli.quiet {
         options = options.lock_observer(Arc::new(feedback::StderrFeedback::new()));
@@ -203,17 +211,43 @@ impl LockTimeoutArg {
     }
 }
 
-/// A non-empty environment variable.
-fn env_value(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+/// Accepted `SNAPCACHE_LEASE_SECS` (seconds): from the library's minimum
+/// lease to one day.
+pub const LEASE_SECS: std::ops::RangeInclusive<f64> = 0.3..=86_400.0;
+/// Longest finite `--lock-timeout` / `SNAPCACHE_LOCK_TIMEOUT` (about 31
+/// years); longer waits are spelled `infinite`.
+pub const MAX_LOCK_TIMEOUT_SECS: f64 = 1e9;
+
+/// A non-empty environment variable; one that is not UTF-8 is a usage
+/// error (silently ignoring it would apply a default the user did not ask for).
+fn env_value(name: &str) -> Result<Option<String>, Failure> {
+    match std::env::var(name) {
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => Err(Failure::Usage(format!(
+            "{name}={:?} is not valid UTF-8; unset it or give a plain value",
+            v.to_string_lossy()
+        ))),
+    }
+}
+
+/// Parses a lock timeout: seconds from 0 (try once) to
+/// [`MAX_LOCK_TIMEOUT_SECS`], or `infinite`.
+fn parse_lock_wait(text: &str) -> Option<LockWait> {
+    let wait = LockWait::parse(text)?;
+    match wait.budget() {
+        Some(b) if b.as_secs_f64() > MAX_LOCK_TIMEOUT_SECS => None,
+        _ => Some(wait),
+    }
 }
 
 /// Resolves the lock budget: `--lock-timeout`, else `$SNAPCACHE_LOCK_TIMEOUT`, else 600 s.
 fn lock_budget(flag: Option<&str>) -> Result<LockBudget, Failure> {
     let parse = |text: &str, from: &str| {
-        LockWait::parse(text).ok_or_else(|| {
+        parse_lock_wait(text).ok_or_else(|| {
             Failure::Usage(format!(
-                "{from} {text:?} is not a lock timeout: give seconds (e.g. 30 or 1.5; 0 tries once) or `infinite`"
+                "{from} {text:?} is not a lock timeout: give seconds from 0 (try once) to {MAX_LOCK_TIMEOUT_SECS:.0} (e.g. 30 or 1.5), or `infinite`"
             ))
         })
     };
@@ -223,7 +257,7 @@ fn lock_budget(flag: Option<&str>) -> Result<LockBudget, Failure> {
             source: TimeoutSource::Flag,
         });
     }
-    if let Some(text) = env_value("SNAPCACHE_LOCK_TIMEOUT") {
+    if let Some(text) = env_value("SNAPCACHE_LOCK_TIMEOUT")? {
         return Ok(LockBudget {
             wait: parse(&text, "SNAPCACHE_LOCK_TIMEOUT")?,
             source: TimeoutSource::Env,
@@ -254,7 +288,7 @@ fn report(failure: Failure, json: bool) -> u8 {
             (code, kind, with_cli_hint(&e))
         }
     };
-    eprintln!("snapcache: error: {message}");
+    output::errln!("snapcache: error: {message}");
     if json {
         output::print_json(&serde_json::json!({
             "error": { "kind": kind, "message": message, "exit_code": code }

@@ -1,17 +1,38 @@
 //! `snapcache refresh`: publish from a file, stdin or a command.
+//!
+//! The refresh never blocks its main thread in a read: the payload (when it
+//! is not a regular file) and a command's output are read on helper threads
+//! (see [`crate::pump`]), so SIGINT/SIGTERM end a refresh within one tick
+//! ([`TICK`]) whatever the source does, and the lock is released.
 
+use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use snapcache::{PayloadSink, PublishOptions, PublishOutcome, SourceError, Store};
+use snapcache::{Error, PayloadSink, PublishOptions, PublishOutcome, SourceError, Store};
 
-use crate::output::{human_bytes, print_json, short_hash};
+use crate::output::{human_bytes, outln, print_json, short_hash};
+use crate::pump::{Event, Pump};
 use crate::{Context, Failure, LockTimeoutArg};
+
+/// How long `--exec` waits, once the command has exited, for its stdout and
+/// stderr to reach end-of-file. A background process that the command left
+/// running with the pipe open would otherwise keep the refresh (and the
+/// writer lock) waiting for as long as it lives.
+pub const EXEC_OUTPUT_GRACE: Duration = Duration::from_secs(1);
+/// How often a waiting refresh checks for a signal, the command's exit and
+/// the grace deadline (bounds the reaction to SIGINT/SIGTERM).
+const TICK: Duration = Duration::from_millis(20);
+/// Longest accepted `--max-age` (about 31 years).
+pub const MAX_AGE_LIMIT: Duration = Duration::from_secs(1_000_000_000);
+/// How much of a failing command's stderr is quoted in the error.
+const STDERR_TAIL: usize = 2048;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["from", "exec"])))]
@@ -21,9 +42,9 @@ pub struct Args {
     from: Option<PathBuf>,
     /// Run CMD under the lock and publish its stdout (put --exec last: everything after it is CMD's)
     #[arg(long, value_name = "CMD [ARG]...", num_args = 1.., allow_hyphen_values = true)]
-    exec: Option<Vec<String>>,
-    /// Skip when the last successful refresh is younger than this (e.g. 30s, 10m, 1h)
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    exec: Option<Vec<OsString>>,
+    /// Skip when the last successful refresh is younger than this (e.g. 30s, 10m, 1h; at most 1000000000s)
+    #[arg(long, value_name = "DURATION", value_parser = parse_max_age)]
     max_age: Option<Duration>,
     /// Accept any bytes instead of requiring well-formed JSON
     #[arg(long)]
@@ -33,6 +54,18 @@ pub struct Args {
     note: Option<String>,
     #[command(flatten)]
     lock_timeout: LockTimeoutArg,
+}
+
+/// `--max-age`: a humantime duration up to [`MAX_AGE_LIMIT`].
+fn parse_max_age(text: &str) -> Result<Duration, String> {
+    let age = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if age > MAX_AGE_LIMIT {
+        return Err(format!(
+            "longer than the accepted maximum of {}s (about 31 years)",
+            MAX_AGE_LIMIT.as_secs()
+        ));
+    }
+    Ok(age)
 }
 
 pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
@@ -47,19 +80,18 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
                     .unwrap_or_else(|| format!("from {}", path.display())),
             );
             // Open before taking the lock: a typo should not wait for a writer.
-            let reader = open_source(path)?;
+            let source = open_source(path, &ctx.cancel)?;
             let store = Store::open(options)?;
-            store.publish_reader(reader, &publish)?
+            match source {
+                Source::Regular(file) => store.publish_reader(file, &publish)?,
+                Source::Pumped(mut pump) => store
+                    .publish_with(&publish, |sink| copy_pumped(&mut pump, sink, &ctx.cancel))?,
+            }
         }
         (None, Some(command)) => {
-            publish.note = Some(
-                args.note
-                    .clone()
-                    .unwrap_or_else(|| format!("exec {}", command.join(" "))),
-            );
-            let store = Store::open(
-                options.purpose(format!("snapcache refresh --exec {}", command.join(" "))),
-            )?;
+            let text = command_text(command);
+            publish.note = Some(args.note.clone().unwrap_or_else(|| format!("exec {text}")));
+            let store = Store::open(options.purpose(format!("snapcache refresh --exec {text}")))?;
             let cancel = ctx.cancel.clone();
             store.publish_with(&publish, |sink| run_command(command, sink, &cancel))?
         }
@@ -73,27 +105,123 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
-fn open_source(path: &PathBuf) -> Result<Box<dyn Read + Send>, Failure> {
-    if path.as_os_str() == "-" {
-        return Ok(Box::new(io::stdin()));
-    }
-    let file = File::open(path).map_err(|e| {
+/// A command line for messages; arguments that are not UTF-8 are shown lossily.
+fn command_text(command: &[OsString]) -> String {
+    command
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Where `--from` reads: a regular file directly (reads of a regular file
+/// do not block indefinitely), anything else (stdin, a FIFO, a device)
+/// through a reader thread.
+enum Source {
+    Regular(File),
+    Pumped(Pump),
+}
+
+fn open_source(path: &Path, cancel: &AtomicBool) -> Result<Source, Failure> {
+    let failed = |e: io::Error| {
         Failure::Other(format!(
             "cannot open the payload file {}: {e}; check the path given to --from (use `-` for stdin)",
             path.display()
         ))
-    })?;
-    Ok(Box::new(file))
+    };
+    let pump = if path.as_os_str() == "-" {
+        Pump::start("stdin", || Ok(io::stdin()))
+    } else {
+        // Opening a FIFO blocks until a writer appears: open without
+        // blocking first, and keep the file only when it is regular.
+        let file = open_nonblocking(path).map_err(failed)?;
+        if file.metadata().map_err(failed)?.is_file() {
+            return Ok(Source::Regular(
+                reopen_blocking(file, path).map_err(failed)?,
+            ));
+        }
+        drop(file);
+        let owned = path.to_path_buf();
+        Pump::start("payload", move || File::open(owned))
+    }
+    .map_err(failed)?;
+    let mut pump = pump;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Failure::Store(Error::Interrupted {
+                during: "opening the payload file",
+            }));
+        }
+        match pump.next(TICK) {
+            Event::Opened => return Ok(Source::Pumped(pump)),
+            Event::Failed(e) => return Err(failed(e)),
+            Event::Idle => {}
+            // The thread always reports `Opened` first.
+            Event::Data(_) | Event::End => return Ok(Source::Pumped(pump)),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let nonblock = i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or(0);
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nonblock)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
+/// A regular file opened without blocking, made blocking again (O_NONBLOCK
+/// has no effect on regular files on Linux, but other systems may differ).
+#[cfg(unix)]
+fn reopen_blocking(file: File, _path: &Path) -> io::Result<File> {
+    let flags = rustix::fs::fcntl_getfl(&file)?;
+    rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)?;
+    Ok(file)
+}
+
+#[cfg(not(unix))]
+fn reopen_blocking(file: File, _path: &Path) -> io::Result<File> {
+    Ok(file)
+}
+
+/// Copies a pumped source into the sink, stopping at once on a cancel.
+fn copy_pumped(
+    pump: &mut Pump,
+    sink: &mut PayloadSink<'_>,
+    cancel: &AtomicBool,
+) -> Result<(), SourceError> {
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            // The store sees the flag and reports the interruption.
+            return Err("interrupted".into());
+        }
+        match pump.next(TICK) {
+            Event::Data(bytes) => sink.write_all(&bytes)?,
+            Event::End => return Ok(()),
+            Event::Failed(e) => return Err(format!("reading the payload failed: {e}").into()),
+            Event::Opened | Event::Idle => {}
+        }
+    }
 }
 
 /// Runs `command`, streaming its stdout into the sink. Its stderr is kept
-/// (the last 2 KiB) for the error message. A cancel (Ctrl-C) kills it.
+/// (the last 2 KiB) for the error message. A cancel (Ctrl-C) kills it; so
+/// does a background process of it that keeps stdout open past
+/// [`EXEC_OUTPUT_GRACE`] after the command exited.
 fn run_command(
-    command: &[String],
+    command: &[OsString],
     sink: &mut PayloadSink<'_>,
     cancel: &Arc<AtomicBool>,
 ) -> Result<(), SourceError> {
     let (program, args) = command.split_first().ok_or("--exec needs a command")?;
+    let text = command_text(command);
     let mut command_builder = Command::new(program);
     command_builder
         .args(args)
@@ -101,71 +229,137 @@ fn run_command(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // Its own process group: on cancel the whole group is killed, so no
-    // grandchild keeps the stdout pipe open and the read ends at once.
+    // grandchild keeps running (a `setsid` one escapes; see below).
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut command_builder, 0);
-    let mut child = command_builder
-        .spawn()
-        .map_err(|e| format!("could not start `{program}`: {e} (is it installed and on PATH?)"))?;
-    let mut stdout = child.stdout.take().ok_or("no stdout pipe")?;
-    let mut stderr = child.stderr.take().ok_or("no stderr pipe")?;
-    let stderr_tail = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let _ = stderr.read_to_end(&mut all);
-        let start = all.len().saturating_sub(2048);
-        String::from_utf8_lossy(&all[start..]).trim().to_string()
-    });
-    let child = Arc::new(Mutex::new(child));
-    let done = Arc::new(AtomicBool::new(false));
-    // A watchdog, because the copy below may block in read() when the
-    // command is silent: on cancel it kills the command, which ends the read.
-    let watchdog = {
-        let (child, done, cancel) = (child.clone(), done.clone(), cancel.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                if cancel.load(Ordering::Relaxed) {
-                    if let Ok(mut c) = child.lock() {
-                        kill_tree(&mut c);
-                    }
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
-    let copied = io::copy(
-        &mut io::BufReader::with_capacity(256 * 1024, &mut stdout),
-        sink,
-    );
-    if copied.is_err() {
-        if let Ok(mut c) = child.lock() {
-            kill_tree(&mut c);
-        }
-    }
-    drop(stdout);
-    let status = child.lock().map_err(|_| "lock poisoned")?.wait();
-    done.store(true, Ordering::Relaxed);
-    let _ = watchdog.join();
-    let tail = stderr_tail.join().unwrap_or_default();
-    copied?;
-    let status = status?;
-    if !status.success() {
-        let tail = if tail.is_empty() {
-            "(no stderr output)".to_string()
-        } else {
-            tail
-        };
-        return Err(format!(
-            "`{}` exited with {status}; its stderr ended with:\n{tail}",
-            command.join(" ")
+    let mut child = command_builder.spawn().map_err(|e| {
+        format!(
+            "could not start `{}`: {e} (is it installed and on PATH?)",
+            program.to_string_lossy()
         )
-        .into());
+    })?;
+    let result = supervise(&mut child, &text, sink, cancel);
+    if result.is_err() {
+        kill_tree(&mut child);
     }
-    Ok(())
+    result
 }
 
-/// Kills the command and, on Unix, its whole process group.
-fn kill_tree(child: &mut std::process::Child) {
+/// The loop of [`run_command`]: the caller kills the command on error.
+fn supervise(
+    child: &mut Child,
+    text: &str,
+    sink: &mut PayloadSink<'_>,
+    cancel: &AtomicBool,
+) -> Result<(), SourceError> {
+    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let mut stdout = Pump::start("exec-stdout", move || Ok(stdout))?;
+    let stderr = StderrTail::start(child.stderr.take())?;
+    let mut exited: Option<(ExitStatus, Instant)> = None;
+    let mut stdout_open = true;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            // The store sees the flag and reports the interruption.
+            return Err("interrupted".into());
+        }
+        if exited.is_none() {
+            exited = child.try_wait()?.map(|status| (status, Instant::now()));
+        }
+        match (exited, stdout_open) {
+            (Some(_), false) => break,
+            (Some((status, at)), true) if at.elapsed() >= EXEC_OUTPUT_GRACE => {
+                return Err(format!(
+                    "`{text}` exited ({status}), but a background process it started still held its stdout open {} s later; killed the command's process group and published nothing. Make background processes of the command redirect their output (e.g. `daemon >/dev/null 2>&1 &`)",
+                    EXEC_OUTPUT_GRACE.as_secs_f64()
+                )
+                .into());
+            }
+            (None, false) => {
+                // stdout closed, the command still runs: wait for its exit.
+                std::thread::sleep(TICK);
+                continue;
+            }
+            _ => {}
+        }
+        match stdout.next(TICK) {
+            Event::Data(bytes) => sink.write_all(&bytes)?,
+            Event::End => stdout_open = false,
+            Event::Failed(e) => {
+                return Err(format!("reading the output of `{text}` failed: {e}").into());
+            }
+            Event::Opened | Event::Idle => {}
+        }
+    }
+    let (status, exited_at) = exited.ok_or("the command's exit status is unknown")?;
+    if status.success() {
+        return Ok(());
+    }
+    // Quote stderr, waiting for its end no longer than the grace allows.
+    let tail = stderr.text(exited_at + EXEC_OUTPUT_GRACE, cancel);
+    let tail = if tail.is_empty() {
+        "(no stderr output)".to_string()
+    } else {
+        tail
+    };
+    Err(format!("`{text}` exited with {status}; its stderr ended with:\n{tail}").into())
+}
+
+/// The last [`STDERR_TAIL`] bytes of a command's stderr, read on a thread.
+struct StderrTail {
+    tail: Arc<Mutex<Vec<u8>>>,
+    done: Receiver<()>,
+}
+
+impl StderrTail {
+    fn start(pipe: Option<ChildStderr>) -> io::Result<StderrTail> {
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let (tx, done) = mpsc::channel();
+        let shared = tail.clone();
+        std::thread::Builder::new()
+            .name("exec-stderr".into())
+            .spawn(move || {
+                if let Some(mut pipe) = pipe {
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        match pipe.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                if let Ok(mut t) = shared.lock() {
+                                    t.extend_from_slice(buf.get(..n).unwrap_or_default());
+                                    let excess = t.len().saturating_sub(STDERR_TAIL);
+                                    t.drain(..excess);
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+                let _ = tx.send(());
+            })?;
+        Ok(StderrTail { tail, done })
+    }
+
+    /// The tail as text, once stderr ended or `deadline` passed (or a cancel).
+    fn text(&self, deadline: Instant, cancel: &AtomicBool) -> String {
+        while !cancel.load(Ordering::Relaxed) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.done.recv_timeout(left.min(TICK)) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                _ => break,
+            }
+        }
+        let bytes = self.tail.lock().map(|t| t.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).trim().to_string()
+    }
+}
+
+/// Kills the command and, on Unix, its whole process group; reaps it if it
+/// is already gone (never waits).
+fn kill_tree(child: &mut Child) {
     #[cfg(unix)]
     if let Some(pgid) = i32::try_from(child.id())
         .ok()
@@ -174,6 +368,7 @@ fn kill_tree(child: &mut std::process::Child) {
         let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
     }
     let _ = child.kill();
+    let _ = child.try_wait();
 }
 
 fn print_outcome(ctx: &Context, outcome: &PublishOutcome) {
@@ -188,7 +383,7 @@ fn print_outcome(ctx: &Context, outcome: &PublishOutcome) {
     } else {
         "unchanged (same content as the current snapshot)"
     };
-    println!(
+    outln!(
         "{what}: generation {} is current, {} ({} bytes), blake3 {}, store {}",
         outcome.generation,
         human_bytes(outcome.bytes),

@@ -2,7 +2,7 @@
 
 use snapcache::Store;
 
-use crate::output::{print_json, short_hash};
+use crate::output::{outln, print_json, short_hash};
 use crate::{Context, Failure, LockTimeoutArg};
 
 #[derive(Debug, clap::Args)]
@@ -20,7 +20,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     if ctx.json {
         print_json(&outcome);
     } else {
-        println!(
+        outln!(
             "rolled back: generation {} is current (was {}), blake3 {}",
             outcome.generation,
             outcome.previous,

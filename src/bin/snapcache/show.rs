@@ -24,7 +24,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
             let (snapshot, damage) = store.read_with_fallback()?;
             if let Some(damage) = damage {
                 // Always said, even with --quiet: the caller gets older data.
-                eprintln!(
+                crate::output::errln!(
                     "snapcache: warning: served generation {} instead of the current one, which is damaged: {damage}",
                     snapshot.generation
                 );
@@ -37,7 +37,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     match out.write_all(&snapshot.data).and_then(|()| out.flush()) {
         // A closed pipe (`snapcache show | head`) is the reader's choice.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Failure::Usage(format!(
+        Err(e) => Err(Failure::Other(format!(
             "could not write the snapshot to stdout: {e}"
         ))),
         Ok(()) => Ok(()),

@@ -3,7 +3,7 @@
 use serde_json::json;
 use snapcache::{LockState, Store};
 
-use crate::output::{human_age, human_bytes, print_json};
+use crate::output::{human_bytes, human_time_age, json_path, outln, print_json};
 use crate::{Context, Failure};
 
 pub fn run(ctx: &Context) -> Result<(), Failure> {
@@ -20,45 +20,49 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
     if ctx.json {
         let current = status.current.as_ref();
         print_json(&json!({
-            "store": status.root,
+            "store": json_path(&status.root),
             "generation": current.map(|g| g.generation),
             "hash": current.map(|g| g.hash),
             "bytes": current.map(|g| g.bytes),
             "created_at": current.map(|g| g.created_at),
+            "created_at_in_future": current.map(|g| g.created_at.in_future()),
             "checked_at": status.checked_at,
-            "age_seconds": status.checked_at.map(|t| t.age().as_secs()),
+            "checked_at_in_future": status.checked_at.map(|t| t.in_future()),
+            // null when unknown: nothing published, or a time in the future.
+            "age_seconds": status.checked_at.and_then(|t| t.known_age()).map(|a| a.as_secs()),
             "retained": status.retained,
             "lock": lock,
         }));
         return Ok(());
     }
-    println!("store:      {}", status.root.display());
+    outln!("store:      {}", status.root.display());
     match &status.current {
-        None => println!("generation: none (nothing published yet)"),
+        None => outln!("generation: none (nothing published yet)"),
         Some(g) => {
-            println!(
+            outln!(
                 "generation: {} ({} retained)",
-                g.generation, status.retained
+                g.generation,
+                status.retained
             );
-            println!("hash:       {}", g.hash);
-            println!("bytes:      {} ({})", g.bytes, human_bytes(g.bytes));
-            println!(
+            outln!("hash:       {}", g.hash);
+            outln!("bytes:      {} ({})", g.bytes, human_bytes(g.bytes));
+            outln!(
                 "created:    {} ({})",
                 g.created_at,
-                human_age(g.created_at.age())
+                human_time_age(g.created_at)
             );
             if let Some(checked) = status.checked_at {
-                println!("checked:    {checked} ({})", human_age(checked.age()));
+                outln!("checked:    {checked} ({})", human_time_age(checked));
             }
             if let Some(note) = &g.note {
-                println!("note:       {note}");
+                outln!("note:       {note}");
             }
         }
     }
     match &status.lock {
-        LockState::Free => println!("lock:       free"),
-        LockState::Held(None) => println!("lock:       held (holder unknown)"),
-        LockState::Held(Some(h)) => println!(
+        LockState::Free => outln!("lock:       free"),
+        LockState::Held(None) => outln!("lock:       held (holder unknown)"),
+        LockState::Held(Some(h)) => outln!(
             "lock:       held by {}, {} lock, since {}",
             h.describe(),
             h.backend,

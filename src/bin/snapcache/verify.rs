@@ -2,24 +2,32 @@
 
 use snapcache::Store;
 
-use crate::output::{human_bytes, print_json};
+use crate::output::{human_bytes, lossy_path, outln, print_json};
 use crate::{Context, Failure, exit};
 
 pub fn run(ctx: &Context) -> Result<(), Failure> {
     let report = Store::open(ctx.options.clone())?.verify()?;
     if ctx.json {
-        print_json(&report);
+        // Paths that are not UTF-8 are shown lossily (serde refuses them).
+        let mut shown = report.clone();
+        for p in &mut shown.problems {
+            p.path = lossy_path(&p.path);
+        }
+        for l in &mut shown.reclaimable {
+            l.path = lossy_path(&l.path);
+        }
+        print_json(&shown);
     } else {
         for p in &report.problems {
-            println!("problem ({}): {}: {}", p.kind, p.path.display(), p.detail);
+            outln!("problem ({}): {}: {}", p.kind, p.path.display(), p.detail);
         }
         if report.ok {
-            println!(
+            outln!(
                 "ok: the pointer and {} retained generation(s) verified",
                 report.verified_generations.len()
             );
         } else {
-            println!(
+            outln!(
                 "damaged: {} problem(s); intact generations: {:?}. `snapcache rollback --to N` makes an intact one current, `snapcache refresh` publishes a new one",
                 report.problems.len(),
                 report.verified_generations
@@ -27,7 +35,7 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         }
         if !report.reclaimable.is_empty() {
             let bytes: u64 = report.reclaimable.iter().map(|l| l.bytes).sum();
-            println!(
+            outln!(
                 "reclaimable: {} leftover file(s), {} (`snapcache gc` removes them)",
                 report.reclaimable.len(),
                 human_bytes(bytes)

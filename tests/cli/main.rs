@@ -5,10 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod clocks;
 mod common;
 mod concurrency;
 mod crash;
+mod exec_output;
+mod extremes;
 mod faults;
+mod fuzz;
 mod hostile;
 mod locking;
 mod nonatomic;

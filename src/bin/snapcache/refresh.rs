@@ -49,9 +49,9 @@ pub struct Args {
     /// Accept any bytes instead of requiring well-formed JSON
     #[arg(long)]
     raw: bool,
-    /// A note recorded with the new generation (default: the source)
+    /// A note recorded with the new generation (default: the source; bytes that are not UTF-8 are replaced)
     #[arg(long, value_name = "TEXT")]
-    note: Option<String>,
+    note: Option<OsString>,
     #[command(flatten)]
     lock_timeout: LockTimeoutArg,
 }
@@ -74,11 +74,8 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     publish.max_age = args.max_age;
     let outcome = match (&args.from, &args.exec) {
         (Some(path), _) => {
-            publish.note = Some(
-                args.note
-                    .clone()
-                    .unwrap_or_else(|| format!("from {}", path.display())),
-            );
+            publish.note =
+                Some(note_text(args).unwrap_or_else(|| format!("from {}", path.display())));
             // Open before taking the lock: a typo should not wait for a writer.
             let source = open_source(path, &ctx.cancel)?;
             let store = Store::open(options)?;
@@ -90,7 +87,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
         }
         (None, Some(command)) => {
             let text = command_text(command);
-            publish.note = Some(args.note.clone().unwrap_or_else(|| format!("exec {text}")));
+            publish.note = Some(note_text(args).unwrap_or_else(|| format!("exec {text}")));
             let store = Store::open(options.purpose(format!("snapcache refresh --exec {text}")))?;
             let cancel = ctx.cancel.clone();
             store.publish_with(&publish, |sink| run_command(command, sink, &cancel))?
@@ -103,6 +100,11 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     };
     print_outcome(ctx, &outcome);
     Ok(())
+}
+
+/// `--note`, with bytes that are not UTF-8 replaced (the pointer is JSON).
+fn note_text(args: &Args) -> Option<String> {
+    args.note.as_ref().map(|n| n.to_string_lossy().into_owned())
 }
 
 /// A command line for messages; arguments that are not UTF-8 are shown lossily.

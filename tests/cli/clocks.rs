@@ -1,0 +1,108 @@
+//! Clocks: a time recorded by a writer whose clock ran ahead counts as an
+//! unknown age (tolerance: 60 s, `snapcache::CLOCK_SKEW_TOLERANCE`).
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// Rewrites the store's pointer body with `edit` (checksum recomputed).
+pub fn edit_pointer(store: &TestStore, edit: impl FnOnce(&mut Value)) {
+    let path = pointer_path(store);
+    let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
+    let body = text.split_once('\n').unwrap().1.trim_end();
+    let mut body: Value = serde_json::from_str(body).unwrap();
+    edit(&mut body);
+    write_pointer_with_body(&path, &body.to_string());
+}
+
+fn rfc3339(offset_secs: i64) -> String {
+    let now = std::time::SystemTime::now();
+    let t = if offset_secs >= 0 {
+        now + std::time::Duration::from_secs(offset_secs as u64)
+    } else {
+        now - std::time::Duration::from_secs(offset_secs.unsigned_abs())
+    };
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A store whose only generation was published (and checked) by a clock
+/// one hour ahead.
+fn store_from_a_fast_clock() -> TestStore {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let hour_ahead = rfc3339(3600);
+    edit_pointer(&store, |body| {
+        body["checked_at"] = hour_ahead.clone().into();
+        body["generations"][0]["created_at"] = hour_ahead.clone().into();
+    });
+    store
+}
+
+#[test]
+fn max_age_refreshes_when_the_last_refresh_lies_in_the_future() {
+    let store = store_from_a_fast_clock();
+    let outcome = store.refresh(b"[2]", &["--max-age", "10m"]);
+    assert_eq!(outcome["skipped"], false, "{outcome}");
+    assert_eq!(outcome["generation"], 2);
+    assert_eq!(store.show(), b"[2]");
+    // Now the last refresh is on this clock: the next one is skipped.
+    let again = store.refresh(b"[3]", &["--max-age", "10m"]);
+    assert_eq!(again["skipped"], true, "{again}");
+}
+
+#[test]
+fn a_checked_at_alone_in_the_future_also_counts_as_unknown() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let ahead = rfc3339(3600);
+    edit_pointer(&store, |body| body["checked_at"] = ahead.clone().into());
+    let outcome = store.refresh(b"[2]", &["--max-age", "10m"]);
+    assert_eq!(outcome["skipped"], false, "{outcome}");
+}
+
+#[test]
+fn a_clock_slightly_ahead_within_the_tolerance_still_skips() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let ahead = rfc3339(20);
+    edit_pointer(&store, |body| {
+        body["checked_at"] = ahead.clone().into();
+        body["generations"][0]["created_at"] = ahead.clone().into();
+    });
+    let outcome = store.refresh(b"[2]", &["--max-age", "10m"]);
+    assert_eq!(outcome["skipped"], true, "{outcome}");
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(status["checked_at_in_future"], false);
+    assert_eq!(status["age_seconds"], 0);
+}
+
+#[test]
+fn status_and_history_say_a_time_is_in_the_future() {
+    let store = store_from_a_fast_clock();
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(status["checked_at_in_future"], true, "{status}");
+    assert_eq!(status["created_at_in_future"], true, "{status}");
+    assert!(status["age_seconds"].is_null(), "unknown age: {status}");
+    assert!(status["checked_at"].is_string(), "the time is still shown");
+    let human = text(&store.ok(&["status"]).stdout);
+    assert!(
+        human.contains("in the future") && !human.contains("0 s ago"),
+        "{human}"
+    );
+
+    let (_, history) = store.json(&["history"]);
+    let first = &history["generations"][0];
+    assert_eq!(first["created_at_in_future"], true, "{history}");
+    assert!(first["created_at"].is_string());
+    let human = text(&store.ok(&["history"]).stdout);
+    assert!(human.contains("created in the future"), "{human}");
+
+    // A correct-clock refresh: the new generation is not in the future.
+    store.refresh(b"[2]", &[]);
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(status["checked_at_in_future"], false);
+    assert!(status["age_seconds"].is_u64());
+    let (_, history) = store.json(&["history"]);
+    assert_eq!(history["generations"][0]["created_at_in_future"], true);
+    assert_eq!(history["generations"][1]["created_at_in_future"], false);
+}

@@ -1,0 +1,239 @@
+//! Extreme inputs: arguments and paths that are not UTF-8, numbers out of
+//! range, an exhausted generation counter, a stdout that fails. Each is a
+//! documented exit code with a clear message, never a panic (exit 101).
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::process::{Command, Stdio};
+
+use crate::clocks::edit_pointer;
+use crate::common::*;
+
+fn not_utf8(prefix: &str) -> OsString {
+    let mut name = OsString::from(prefix);
+    name.push(OsString::from_vec(b"-\xff\xfe".to_vec()));
+    name
+}
+
+fn assert_no_panic(out: &std::process::Output, what: &str) {
+    let stderr = text(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && code(out) != 101,
+        "{what}: exit {} {stderr}",
+        code(out)
+    );
+}
+
+/// `snapcache <args>` with a clean environment (no `--store`).
+fn command(args: &[OsString]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env_remove("SNAPCACHE_DIR")
+        .env_remove("SNAPCACHE_LOCK_TIMEOUT")
+        .env_remove("SNAPCACHE_KEEP")
+        .env_remove("SNAPCACHE_LEASE_SECS")
+        .stdin(Stdio::null());
+    cmd
+}
+
+#[test]
+fn a_store_path_and_file_names_that_are_not_utf8_work() {
+    let scratch = TestStore::new();
+    let mut root = scratch.dir.path().as_os_str().to_owned();
+    root.push("/");
+    root.push(not_utf8("store"));
+    let mut payload = scratch.dir.path().as_os_str().to_owned();
+    payload.push("/");
+    payload.push(not_utf8("payload.json"));
+    std::fs::write(&payload, b"[1]").unwrap();
+    let run = |args: &[&str], extra: &[OsString]| {
+        let mut all: Vec<OsString> = vec!["--store".into(), root.clone()];
+        all.extend(args.iter().map(OsString::from));
+        all.extend_from_slice(extra);
+        let out = run_with_timeout(command(&all));
+        assert_no_panic(&out, &format!("{args:?}"));
+        out
+    };
+    let out = run(&["refresh", "--from"], std::slice::from_ref(&payload));
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let out = run(
+        &["refresh", "--note"],
+        &[
+            not_utf8("note"),
+            "--exec".into(),
+            "echo".into(),
+            "[2]".into(),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let out = run(&["refresh", "--exec", "printf"], &[not_utf8("[3]")]);
+    assert_eq!(code(&out), 65, "not JSON: {}", text(&out.stderr));
+
+    let out = run(&["--json", "status"], &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shown = status["store"].as_str().unwrap();
+    assert!(
+        shown.ends_with("store-\u{fffd}\u{fffd}"),
+        "shown lossily: {shown:?}"
+    );
+    assert_eq!(status["generation"], 2);
+
+    let out = run(&["--json", "history"], &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let history: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(history["generations"][1]["note"], "note-\u{fffd}\u{fffd}");
+
+    let out = run(&["--json", "verify"], &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let out = run(&["rollback"], &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let out = run(&["gc", "--keep", "1"], &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    // A damaged snapshot: verify reports its (non-UTF-8) path in JSON.
+    let snapshots = std::path::PathBuf::from(&root).join("snapshots");
+    for entry in std::fs::read_dir(&snapshots).unwrap() {
+        let path = entry.unwrap().path();
+        crate::roundtrip::make_writable(&path);
+        std::fs::write(&path, b"[9]").unwrap();
+    }
+    let out = run(&["--json", "verify"], &[]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = report["problems"][0]["path"].as_str().unwrap();
+    assert!(path.contains("store-\u{fffd}\u{fffd}"), "{report}");
+}
+
+#[test]
+fn out_of_range_environment_numbers_are_usage_errors_naming_the_range() {
+    let store = TestStore::new();
+    let payload = store.payload("p.json", b"[1]");
+    let refresh = |env: (&str, &str)| {
+        let mut cmd = store.command(&[
+            "--lock-backend",
+            "lease",
+            "refresh",
+            "--from",
+            payload.to_str().unwrap(),
+        ]);
+        cmd.env(env.0, env.1);
+        let out = run_with_timeout(cmd);
+        assert_no_panic(&out, &format!("{env:?}"));
+        out
+    };
+    for secs in [
+        "1e12", "1e19", "1e30", "1e309", "NaN", "inf", "0.2", "-1", "86401",
+    ] {
+        let out = refresh(("SNAPCACHE_LEASE_SECS", secs));
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 2, "{secs}: {stderr}");
+        assert!(stderr.contains("from 0.3 to 86400"), "{secs}: {stderr}");
+    }
+    assert_eq!(code(&refresh(("SNAPCACHE_LEASE_SECS", "86400"))), 0);
+    for secs in ["1e19", "1e30", "1000000001", "-1", "NaN"] {
+        let out = refresh(("SNAPCACHE_LOCK_TIMEOUT", secs));
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 2, "{secs}: {stderr}");
+        assert!(stderr.contains("to 1000000000"), "{secs}: {stderr}");
+    }
+    for keep in ["0", "101", "-1", "1e3"] {
+        let out = refresh(("SNAPCACHE_KEEP", keep));
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 2, "{keep}: {stderr}");
+        assert!(stderr.contains("from 1 to 100"), "{keep}: {stderr}");
+    }
+    let mut cmd = store.command(&["refresh", "--from", payload.to_str().unwrap()]);
+    cmd.env("SNAPCACHE_KEEP", OsString::from_vec(b"\xff".to_vec()));
+    let out = run_with_timeout(cmd);
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not valid UTF-8"));
+}
+
+#[test]
+fn out_of_range_flag_numbers_are_usage_errors_naming_the_range() {
+    let store = TestStore::new();
+    let payload = store.payload("p.json", b"[1]");
+    let from = payload.to_str().unwrap();
+    for timeout in ["1e19", "1e30", "1e309", "1000000001", "-0.5"] {
+        let flag = format!("--lock-timeout={timeout}");
+        for command in [
+            vec!["refresh", flag.as_str(), "--from", from],
+            vec!["gc", flag.as_str()],
+            vec!["rollback", flag.as_str()],
+        ] {
+            let out = store.run(&command);
+            assert_no_panic(&out, timeout);
+            let stderr = text(&out.stderr);
+            assert_eq!(code(&out), 2, "{command:?}: {stderr}");
+            assert!(stderr.contains("to 1000000000"), "{stderr}");
+        }
+    }
+    for ok in ["1e9", "infinite", "0"] {
+        let out = store.run(&["refresh", "--lock-timeout", ok, "--from", from]);
+        assert_eq!(code(&out), 0, "{ok}: {}", text(&out.stderr));
+    }
+    for age in ["99999999999y", "1000000001s", "18446744073709551615s"] {
+        let out = store.run(&["refresh", "--max-age", age, "--from", from]);
+        assert_no_panic(&out, age);
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 2, "{age}: {stderr}");
+        assert!(
+            stderr.contains("1000000000s") || stderr.contains("too large"),
+            "{age}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_exhausted_generation_counter_is_an_error_and_changes_nothing() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    edit_pointer(&store, |body| {
+        body["last_generation"] = u64::MAX.into();
+    });
+    let before = store.fingerprint();
+    let payload = store.payload("new.json", b"[2]");
+    let out = store.run(&["refresh", "--from", payload.to_str().unwrap()]);
+    assert_no_panic(&out, "exhausted counter");
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(
+        stderr.contains("handed out every generation number") && stderr.contains("current"),
+        "{stderr}"
+    );
+    assert_eq!(store.fingerprint(), before, "the store is unchanged");
+    assert!(store.files_in("tmp").is_empty(), "no temp file left");
+    assert_eq!(store.show(), b"[1]");
+    let (out, status) = store.json(&["status"]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(status["generation"], 1);
+    // The same content needs no new number: still an (unchanged) refresh.
+    let same = store.refresh(b"[1]", &[]);
+    assert_eq!(same["changed"], false);
+    assert_eq!(same["generation"], 1);
+    assert_eq!(code(&store.run(&["verify"])), 0);
+}
+
+#[test]
+fn a_failing_stdout_is_exit_1_and_a_closed_pipe_is_not_an_error() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let mut cmd = store.command(&["status"]);
+        cmd.stdout(full).stderr(Stdio::piped());
+        let out = cmd.output().unwrap();
+        assert_no_panic(&out, "/dev/full");
+        assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("could not write the result to stdout"));
+    } else {
+        eprintln!("skipped the /dev/full case: it cannot be opened here");
+    }
+    // A reader that went away: history into a closed pipe.
+    let mut cmd = store.command(&["history"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = wait_output(child, COMMAND_TIMEOUT);
+    assert_no_panic(&out, "closed pipe");
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+}

@@ -340,7 +340,15 @@ impl Durable {
 
 #[cfg(unix)]
 fn sync_dir_impl(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_DIRECTORY: something planted in a directory's place (a FIFO) fails
+    // at once instead of blocking the open.
+    let flags = rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NONBLOCK;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(dir)?
+        .sync_all()
 }
 
 /// Windows cannot open a directory as a `File` without extra flags and makes
@@ -350,26 +358,220 @@ fn sync_dir_impl(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Opens a store file for reading without following a symlink at its final
-/// component, so a planted link cannot make snapcache read outside the store.
-pub(crate) fn open_no_follow(path: &Path) -> io::Result<File> {
-    let mut options = fs::OpenOptions::new();
-    options.read(true);
+// ------------------------------------------------------------ the open gate
+//
+// Every open of a file inside a store goes through `open_no_follow` (read) or
+// `open_read_write` (read-write, creating); every file snapcache creates
+// there goes through `Durable::create_temp` or `create_exclusive`. The rules:
+//
+// - never follow a symlink at the final component (O_NOFOLLOW);
+// - never block: an lstat first, so a FIFO or a device is not even opened,
+//   and O_NONBLOCK on the open, so one swapped in after the lstat cannot
+//   block it either (O_NONBLOCK has no effect on regular files);
+// - the type is checked again on the opened descriptor (fstat) before any
+//   byte is read: only regular files pass;
+// - creation is exclusive (O_EXCL, which also refuses a planted link) and the
+//   mode is set to exactly 0600 on the descriptor, whatever the umask.
+
+/// What was found at a store name, judged without following a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    Regular,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Unknown,
+}
+
+impl FileKind {
+    /// The kind of an lstat/fstat result.
+    pub(crate) fn of(meta: &fs::Metadata) -> FileKind {
+        let t = meta.file_type();
+        if t.is_file() {
+            return FileKind::Regular;
+        }
+        if t.is_dir() {
+            return FileKind::Directory;
+        }
+        if t.is_symlink() {
+            return FileKind::Symlink;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if t.is_fifo() {
+                return FileKind::Fifo;
+            }
+            if t.is_socket() {
+                return FileKind::Socket;
+            }
+            if t.is_char_device() {
+                return FileKind::CharDevice;
+            }
+            if t.is_block_device() {
+                return FileKind::BlockDevice;
+            }
+        }
+        FileKind::Unknown
+    }
+
+    /// `a FIFO (named pipe)`, for messages.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            FileKind::Regular => "a regular file",
+            FileKind::Directory => "a directory",
+            FileKind::Symlink => "a symbolic link",
+            FileKind::Fifo => "a FIFO (named pipe)",
+            FileKind::Socket => "a Unix socket",
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            FileKind::Unknown => "a special file of unknown type",
+        }
+    }
+}
+
+/// Carried inside an `io::Error` when a store name holds the wrong kind of
+/// file; `Error::io` turns it into `Error::UnexpectedFileType`, so every
+/// caller reports the path and the kind, whatever it was doing.
+#[derive(Debug)]
+pub(crate) struct WrongFileType {
+    pub found: FileKind,
+    pub expected: FileKind,
+}
+
+impl fmt::Display for WrongFileType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "it is {}, not {}",
+            self.found.describe(),
+            self.expected.describe()
+        )
+    }
+}
+
+impl std::error::Error for WrongFileType {}
+
+/// An error saying that a store name holds `found` where `expected` belongs.
+pub(crate) fn wrong_type(found: FileKind, expected: FileKind) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        WrongFileType { found, expected },
+    )
+}
+
+/// The wrong-type payload of an error from the gate, if that is what it is.
+pub(crate) fn wrong_type_of(err: &io::Error) -> Option<&WrongFileType> {
+    err.get_ref()?.downcast_ref::<WrongFileType>()
+}
+
+fn require_regular(meta: &fs::Metadata) -> io::Result<()> {
+    match FileKind::of(meta) {
+        FileKind::Regular => Ok(()),
+        found => Err(wrong_type(found, FileKind::Regular)),
+    }
+}
+
+/// An open that failed although the lstat saw a regular file: the name was
+/// swapped in between (O_NOFOLLOW refuses a link with ELOOP). Reports what is
+/// there now when it is not a regular file.
+fn explain_open_error(path: &Path, err: io::Error) -> io::Error {
+    if err.kind() == io::ErrorKind::NotFound {
+        return err;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_file() => wrong_type(FileKind::of(&meta), FileKind::Regular),
+        _ => err,
+    }
+}
+
+fn no_follow_options(options: &mut fs::OpenOptions) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        // std adds O_CLOEXEC itself.
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+        options.custom_flags(flags.bits() as i32);
     }
     #[cfg(not(unix))]
     {
-        if fs::symlink_metadata(path)?.file_type().is_symlink() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "is a symbolic link",
-            ));
+        // Windows: the lstat before the open refuses a link (a reparse
+        // point); FIFOs and devices cannot appear under a store name.
+        let _ = options;
+    }
+}
+
+/// Opens a store file for reading: never follows a symlink at its final
+/// component (so a planted link cannot make snapcache read outside the
+/// store), never blocks (a FIFO or device is refused before it is opened),
+/// and hands out only a regular file (checked on the descriptor).
+///
+/// A wrong kind of file is an error carrying [`WrongFileType`].
+pub(crate) fn open_no_follow(path: &Path) -> io::Result<File> {
+    require_regular(&fs::symlink_metadata(path)?)?;
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    no_follow_options(&mut options);
+    let file = options
+        .open(path)
+        .map_err(|e| explain_open_error(path, e))?;
+    require_regular(&file.metadata()?)?;
+    Ok(file)
+}
+
+/// Opens (or, with `create`, creates) a store file for reading and
+/// writing, with the rules of [`open_no_follow`]. A file this call creates
+/// is created exclusively and made 0600, whatever the umask.
+pub(crate) fn open_read_write(path: &Path, create: bool) -> io::Result<File> {
+    for _ in 0..3 {
+        match fs::symlink_metadata(path) {
+            Ok(meta) => {
+                require_regular(&meta)?;
+                let mut options = fs::OpenOptions::new();
+                options.read(true).write(true);
+                no_follow_options(&mut options);
+                let file = match options.open(path) {
+                    // Removed between the lstat and the open: look again.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && create => continue,
+                    other => other.map_err(|e| explain_open_error(path, e))?,
+                };
+                require_regular(&file.metadata()?)?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                match create_exclusive(path, true) {
+                    Ok(file) => return Ok(file),
+                    // Another process created it meanwhile: open theirs.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
         }
     }
-    options.open(path)
+    Err(io::Error::other(
+        "the file kept appearing and disappearing while it was opened; retry",
+    ))
+}
+
+/// Creates a new store file exclusively (create-new: fails when anything,
+/// a planted link included, has the name), never blocking, mode exactly
+/// 0600. `read`: also open it for reading.
+pub(crate) fn create_exclusive(path: &Path, read: bool) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(read).write(true).create_new(true);
+    no_follow_options(&mut options);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    set_owner_only(&file)?;
+    Ok(file)
 }
 
 /// Sets a file snapcache just created to mode 0600 (owner read/write), on

@@ -177,6 +177,39 @@ pub enum Error {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    /// A store name holds the wrong kind of file: a FIFO, socket, device,
+    /// directory or symbolic link where snapcache keeps a regular file (or
+    /// anything but a directory where it keeps one). Nothing was read from
+    /// it or written through it, and no open of it could block.
+    #[error(
+        "{path} is {found}, not {expected} as this store keeps under that name; nothing was read from it or written through it. It was not made by the store: look at what it is (ls -l), then remove it, or use another store directory"
+    )]
+    UnexpectedFileType {
+        /// The path.
+        path: PathBuf,
+        /// What was found there ("a FIFO (named pipe)", ...).
+        found: &'static str,
+        /// What belongs there ("a regular file" or "a directory").
+        expected: &'static str,
+    },
+
+    /// A store directory or file is not controlled by the store's owner
+    /// alone (like OpenSSH's `StrictModes`), or a writer is not the owner.
+    /// Nothing was read or changed.
+    #[error("{}", untrusted_message(.path, *.owner_uid, .owner_name.as_deref(), *.mode, .reason))]
+    UntrustedPath {
+        /// The path that failed the check.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner_uid: u32,
+        /// Its owner's user name, when known.
+        owner_name: Option<String>,
+        /// Its permission bits (`0o7777` part of the mode).
+        mode: u32,
+        /// Why it is not trusted and what to do about it.
+        reason: String,
+    },
+
     /// An I/O operation failed.
     #[error("{}", io_message(.action, .path, .source))]
     Io {
@@ -192,7 +225,17 @@ pub enum Error {
 
 impl Error {
     /// Wraps an I/O error with what we were doing and the path involved.
+    ///
+    /// An error from the store's open gate saying the file is of the wrong
+    /// kind becomes [`Error::UnexpectedFileType`], whatever the action.
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        if let Some(wrong) = crate::durable::wrong_type_of(&source) {
+            return Error::UnexpectedFileType {
+                path: path.into(),
+                found: wrong.found.describe(),
+                expected: wrong.expected.describe(),
+            };
+        }
         Error::Io {
             action,
             path: path.into(),
@@ -213,6 +256,18 @@ impl Error {
     /// The operation was interrupted by a signal or cancel flag (CLI exit code 130).
     pub fn is_interrupted(&self) -> bool {
         matches!(self, Error::Interrupted { .. })
+    }
+
+    /// A store directory or file failed the ownership and permission check,
+    /// or a writer is not the store's owner (CLI exit code 1).
+    pub fn is_untrusted(&self) -> bool {
+        matches!(self, Error::UntrustedPath { .. })
+    }
+
+    /// A FIFO, socket, device, link or directory sits at a store name
+    /// (CLI exit code 1).
+    pub fn is_unexpected_file_type(&self) -> bool {
+        matches!(self, Error::UnexpectedFileType { .. })
     }
 
     /// The store's contents are damaged (pointer or snapshot).
@@ -242,6 +297,23 @@ fn io_message(action: &str, path: &std::path::Path, err: &io::Error) -> String {
         _ => "check the path and retry; the current generation is unchanged",
     };
     format!("failed to {action} {}: {err}; {hint}", path.display())
+}
+
+fn untrusted_message(
+    path: &std::path::Path,
+    owner_uid: u32,
+    owner_name: Option<&str>,
+    mode: u32,
+    reason: &str,
+) -> String {
+    let owner = match owner_name {
+        Some(name) => format!("uid {owner_uid} ({name})"),
+        None => format!("uid {owner_uid}"),
+    };
+    format!(
+        "refusing to use {} (owner {owner}, mode {mode:04o}): {reason}; nothing was read or changed",
+        path.display()
+    )
 }
 
 fn lock_timeout_message(

@@ -6,6 +6,7 @@
 //! ├── lock               advisory lock file (fs4); never deleted
 //! ├── lock.holder        who holds the lock (description only, never authority)
 //! ├── lease              lease-backend lock (network filesystems only)
+//! ├── lease.break        held for an instant by the waiter breaking a stale lease
 //! ├── snapshots/
 //! │   └── <64-hex blake3>   immutable, read-only snapshot files
 //! └── tmp/               writers' temp files; emptied at the start of every write
@@ -29,6 +30,8 @@ pub const LOCK: &str = "lock";
 pub const LOCK_HOLDER: &str = "lock.holder";
 /// The lease file used by the lease lock backend.
 pub const LEASE: &str = "lease";
+/// Taken by the one waiter that breaks a stale lease (lease backend).
+pub const LEASE_BREAK: &str = "lease.break";
 /// Prefix of every temp file, so a stray file in `tmp/` is recognisable.
 pub const TEMP_PREFIX: &str = ".snapcache-";
 
@@ -73,5 +76,9 @@ impl Layout {
 
     pub(crate) fn lease_file(&self) -> PathBuf {
         self.root.join(LEASE)
+    }
+
+    pub(crate) fn lease_break_file(&self) -> PathBuf {
+        self.root.join(LEASE_BREAK)
     }
 }

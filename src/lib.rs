@@ -60,6 +60,7 @@ mod snapshot;
 mod store;
 mod sweep;
 mod time;
+mod trust;
 
 pub use durable::RenameStats;
 pub use error::{Error, Result};

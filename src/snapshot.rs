@@ -6,7 +6,7 @@
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::durable::open_no_follow;
+use crate::durable::{FileKind, open_no_follow, wrong_type_of};
 use crate::hash::ContentHash;
 
 /// Why a snapshot file failed verification.
@@ -14,8 +14,8 @@ use crate::hash::ContentHash;
 pub(crate) enum SnapshotFault {
     /// The file does not exist.
     Missing,
-    /// It exists but is not a regular file (a directory, a symlink, ...).
-    NotAFile,
+    /// It exists but is not a regular file (a directory, a symlink, a FIFO, ...).
+    NotAFile(FileKind),
     /// Its length differs from the recorded one.
     Length { expected: u64, found: u64 },
     /// Its content hash differs from its name.
@@ -29,7 +29,7 @@ impl SnapshotFault {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             SnapshotFault::Missing => "missing",
-            SnapshotFault::NotAFile => "not-a-file",
+            SnapshotFault::NotAFile(_) => "not-a-file",
             SnapshotFault::Length { .. } => "length",
             SnapshotFault::Hash { .. } => "hash",
             SnapshotFault::Io(_) => "io",
@@ -39,8 +39,8 @@ impl SnapshotFault {
     pub(crate) fn detail(&self) -> String {
         match self {
             SnapshotFault::Missing => "the file is missing".into(),
-            SnapshotFault::NotAFile => {
-                "it is not a regular file (a directory or a symlink?)".into()
+            SnapshotFault::NotAFile(kind) => {
+                format!("it is {}, not a regular file", kind.describe())
             }
             SnapshotFault::Length { expected, found } => {
                 format!("it is {found} bytes long, the pointer recorded {expected}")
@@ -54,18 +54,14 @@ impl SnapshotFault {
 }
 
 fn open_checked(path: &Path, expected_len: u64) -> Result<std::fs::File, SnapshotFault> {
-    let file = open_no_follow(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => SnapshotFault::Missing,
-        // O_NOFOLLOW on a symlink fails with ELOOP.
-        _ if e.raw_os_error() == Some(40) || e.raw_os_error() == Some(62) => {
-            SnapshotFault::NotAFile
-        }
-        _ => SnapshotFault::Io(e),
+    // The gate never follows a link, never blocks on a FIFO or device and
+    // hands out regular files only.
+    let file = open_no_follow(path).map_err(|e| match wrong_type_of(&e) {
+        Some(wrong) => SnapshotFault::NotAFile(wrong.found),
+        None if e.kind() == io::ErrorKind::NotFound => SnapshotFault::Missing,
+        None => SnapshotFault::Io(e),
     })?;
     let meta = file.metadata().map_err(SnapshotFault::Io)?;
-    if !meta.is_file() {
-        return Err(SnapshotFault::NotAFile);
-    }
     if meta.len() != expected_len {
         return Err(SnapshotFault::Length {
             expected: expected_len,

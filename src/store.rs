@@ -42,6 +42,7 @@ use crate::reread::{self, Look};
 use crate::snapshot::{self, SnapshotFault};
 use crate::sweep::{self, Leftover, LeftoverKind};
 use crate::time::Timestamp;
+use crate::trust::{self, Access};
 
 /// Default number of generations retained besides the current one (6 in all).
 pub const DEFAULT_KEEP: usize = 5;
@@ -473,6 +474,7 @@ impl Store {
     }
 
     fn read_picked(&self, pick: impl Fn(&Pointer) -> Result<Generation>) -> Result<Snapshot> {
+        self.check_trust(Access::Read)?;
         let mut previous: Option<Pointer> = None;
         for _ in 0..READ_ATTEMPTS {
             let pointer = self.load_pointer()?;
@@ -504,6 +506,12 @@ impl Store {
             |e| self.layout.snapshot(&e.hash),
         );
         Err(Error::MissingSnapshot { path, generation })
+    }
+
+    /// Refuses a store that someone other than its owner (or root) can
+    /// change, or a write by anyone but the owner (see `trust`).
+    fn check_trust(&self, access: Access) -> Result<()> {
+        trust::check_store(&self.layout, access)
     }
 
     /// Loads and checks the pointer; `NoStore` when there is none.
@@ -554,26 +562,16 @@ impl Store {
     /// One look at the pointer, no retries.
     fn load_pointer_once(&self) -> PointerLook {
         let path = self.layout.current();
+        // The gate refuses a link, a FIFO, a device or a directory at once
+        // (Error::UnexpectedFileType), checked on the descriptor.
         let file = match crate::durable::open_no_follow(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return PointerLook::Missing,
-            Err(e) if is_symlink(&path) => {
-                return PointerLook::Failed(Error::CorruptPointer {
-                    path,
-                    detail: format!("it is a symbolic link ({e})"),
-                });
-            }
             Err(e) if reread::is_transient_open_error(&e) => {
                 return PointerLook::Torn(Error::io("open the store pointer", &path, e));
             }
             Err(e) => return PointerLook::Failed(Error::io("open the store pointer", &path, e)),
         };
-        if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-            return PointerLook::Failed(Error::CorruptPointer {
-                path,
-                detail: "it is not a regular file".into(),
-            });
-        }
         // Torn from here on: a writer mid-replace explains a short, empty or
         // mismatching file (an oversized one it does not, but one more look
         // at a rejected-unread file is cheap).
@@ -614,6 +612,7 @@ impl Store {
 
     /// The store's state: current generation and the lock. Takes no lock.
     pub fn status(&self) -> Result<Status> {
+        self.check_trust(Access::Read)?;
         let pointer = self.try_load_pointer()?;
         Ok(Status {
             root: self.root().to_path_buf(),
@@ -626,6 +625,7 @@ impl Store {
 
     /// Retained generations, oldest first. Takes no lock.
     pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        self.check_trust(Access::Read)?;
         let pointer = self.load_pointer()?;
         Ok(pointer
             .generations
@@ -640,6 +640,7 @@ impl Store {
     /// Checks the pointer and every retained snapshot; lists leftovers.
     /// Changes nothing and takes no lock.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.check_trust(Access::Read)?;
         // Like a reader: a snapshot that vanished while a concurrent write
         // moved the pointer on is not damage; verify the new pointer instead.
         let mut attempt = 0;
@@ -941,14 +942,17 @@ impl Store {
 
     /// Creates the store's directories and takes the writer lock.
     fn lock_for_write(&self) -> Result<WriterLock> {
-        let dirs = [
-            (self.layout.root().to_path_buf(), true),
-            (self.layout.snapshots_dir(), false),
-            (self.layout.tmp_dir(), false),
-        ];
-        for (dir, follow_link) in dirs {
+        // The root first (it may be a symlink the user chose), then judge it
+        // before creating anything inside: a writer that is not the owner,
+        // or a store others can write, is refused before it leaves a trace.
+        let root = self.layout.root().to_path_buf();
+        self.durable
+            .create_dir(&root, true)
+            .map_err(|e| Error::io("create the store directory", &root, e))?;
+        self.check_trust(Access::Write)?;
+        for dir in [self.layout.snapshots_dir(), self.layout.tmp_dir()] {
             self.durable
-                .create_dir(&dir, follow_link)
+                .create_dir(&dir, false)
                 .map_err(|e| Error::io("create the store directory", &dir, e))?;
         }
         let purpose = self.options.purpose.clone().unwrap_or_else(command_line);
@@ -1117,10 +1121,6 @@ fn fault_error(path: PathBuf, generation: u64, fault: SnapshotFault) -> Error {
             detail: other.detail(),
         },
     }
-}
-
-fn is_symlink(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 /// The process's command line for the holder record; arguments that are not

@@ -6,7 +6,7 @@
 //! itself is never deleted: deleting it would let two processes lock two
 //! different inodes under the same name.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::Path;
 
@@ -18,21 +18,15 @@ pub(crate) enum Attempt {
     Busy,
 }
 
+/// Opens the lock file through the store's open gate: never through a
+/// planted link, never blocking on a FIFO or device (a clear error instead),
+/// only a regular file; created exclusively with mode 0600 when missing.
 fn open(path: &Path, create: bool) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true);
     if create {
-        options.write(true).create(true).truncate(false);
+        crate::durable::open_read_write(path, true)
+    } else {
+        crate::durable::open_no_follow(path)
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Never follow a planted symlink out of the store.
-        options
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
-    }
-    options.open(path)
 }
 
 /// Tries once to take the exclusive lock.

@@ -18,7 +18,7 @@
 //!
 //! Expiry compares wall clocks of different hosts: keep them in sync (NTP).
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,23 +105,6 @@ fn random_id() -> String {
     hasher.finalize().to_hex()[..32].to_string()
 }
 
-/// Creates `path` exclusively (never through a planted link), owner-only
-/// whatever the umask.
-fn create_new(path: &Path) -> io::Result<fs::File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
-    }
-    let file = options.open(path)?;
-    crate::durable::set_owner_only(&file)?;
-    Ok(file)
-}
-
 /// Creates `path` holding `bytes`, only if it does not exist, and never
 /// visible half-written: the bytes go to a temp file in `tmp/` first, which
 /// is then hard-linked to `path` (link fails if `path` exists, atomically,
@@ -155,7 +138,7 @@ fn create_complete(
                 io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
             ) =>
         {
-            match create_new(path) {
+            match crate::durable::create_exclusive(path, false) {
                 Ok(mut file) => {
                     if let Err(e) = file.write_all(bytes).and_then(|()| file.sync_all()) {
                         let _ = fs::remove_file(path);
@@ -241,10 +224,13 @@ pub(crate) fn try_acquire(
     Ok(Attempt::Busy(current))
 }
 
+/// Whether `path` is a regular file older than `age` (anything else at the
+/// name is not ours to break or remove).
 fn is_old(path: &Path, age: Duration) -> bool {
     fs::symlink_metadata(path)
-        .and_then(|m| m.modified())
         .ok()
+        .filter(|m| m.is_file())
+        .and_then(|m| m.modified().ok())
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .is_some_and(|a| a > age)
 }
@@ -262,7 +248,7 @@ impl Drop for BreakGuard {
 /// mid-break (same host, pid gone) is recognised at once; one on another
 /// host only after [`BREAK_STALE`].
 fn take_break_lock(layout: &Layout, durable: &Durable, me: &HolderInfo) -> Option<BreakGuard> {
-    let path = layout.lease_file().with_extension("break");
+    let path = layout.lease_break_file();
     let bytes = serde_json::to_vec(me).unwrap_or_default();
     match create_complete(durable, &layout.tmp_dir(), &path, &bytes) {
         Ok(true) => Some(BreakGuard(path)),

@@ -17,6 +17,8 @@ mod hostile;
 mod locking;
 mod nonatomic;
 mod permissions;
+mod planted;
 mod readers;
 mod retention;
 mod roundtrip;
+mod trust;

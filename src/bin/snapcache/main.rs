@@ -282,6 +282,10 @@ fn report(failure: Failure, json: bool) -> u8 {
                 (exit::FAILURE, "corrupt-store")
             } else if matches!(e, Error::NoStore { .. }) {
                 (exit::FAILURE, "no-store")
+            } else if e.is_untrusted() {
+                (exit::FAILURE, "untrusted-path")
+            } else if e.is_unexpected_file_type() {
+                (exit::FAILURE, "unexpected-file-type")
             } else {
                 (exit::FAILURE, "error")
             };
@@ -305,6 +309,9 @@ fn with_cli_hint(e: &Error) -> String {
             "{e}. `snapcache verify` lists the intact generations; to move the pointer aside: `mv {p} {p}.damaged`, then `snapcache refresh`",
             p = path.display()
         ),
+        Error::UntrustedPath { .. } | Error::UnexpectedFileType { .. } => {
+            format!("{e} (another store directory: --store DIR or SNAPCACHE_DIR)")
+        }
         _ => e.to_string(),
     }
 }

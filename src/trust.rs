@@ -1,0 +1,290 @@
+//! Whom a store trusts: only what its owner (or root) controls.
+//!
+//! # Rule (like OpenSSH's `StrictModes`, git's `safe.directory`)
+//!
+//! Before every read and every write, [`check_store`] looks at the store
+//! root, `snapshots/`, `tmp/` and, when present, `current`, `lock`,
+//! `lock.holder`, `lease` and `lease.break`:
+//!
+//! - none of them may be writable by group or others (a reader would
+//!   otherwise serve what another user planted, and a writer would write
+//!   where another user points it);
+//! - each must belong to the store root's owner or to root;
+//! - the directories must be directories and the files regular files,
+//!   judged without following a link (only the root itself may be a
+//!   symlink: the user chose where the store lives);
+//! - a writer must *be* the root's owner (root included): files it created
+//!   would otherwise belong to someone the owner cannot overrule, and lock
+//!   the owner out.
+//!
+//! Reading someone else's store (a system-wide cache owned by root, say) is
+//! allowed when nobody but its owner can write it.
+//!
+//! The directories are judged on opened descriptors (`O_DIRECTORY`, and
+//! `O_NOFOLLOW` below the root); the files on an `O_PATH` descriptor on
+//! Linux, which opens nothing (a FIFO or a device is never opened), or by
+//! `lstat` relative to the checked root descriptor elsewhere. Once the
+//! directories are known to be the owner's alone, nobody else can swap the
+//! entries in them after the check.
+//!
+//! Not checked: the directories above the root, and ACLs beyond what the
+//! mode bits show (on Linux, a POSIX ACL granting write shows up in the group
+//! bits, which are then refused). On Windows there are no owner and mode
+//! bits to check: the check is a no-op and the store relies on the ACL of
+//! the directory it lives in (by default the user's own profile).
+//!
+//! ```text
+//! $ snapcache --store /tmp/shared show
+//! snapcache: error: refusing to use /tmp/shared (owner uid 1001 (mallory), mode 0777): ...
+//! ```
+
+use crate::error::Result;
+use crate::layout::Layout;
+
+/// What the caller is about to do with the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read only: any owner, as long as nobody else can write.
+    Read,
+    /// Write: the caller must also be the owner.
+    Write,
+}
+
+/// Checks that the store at `layout` is controlled by its owner alone (and,
+/// for `Write`, that the caller is that owner). A store that does not exist
+/// yet passes (there is nothing to trust or distrust).
+pub(crate) fn check_store(layout: &Layout, access: Access) -> Result<()> {
+    imp::check_store(layout, access)
+}
+
+#[cfg(unix)]
+mod imp {
+    use std::io::Read;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::path::Path;
+
+    use rustix::fs::{self as rfs, FileType, Mode, OFlags, Stat};
+    use rustix::io::Errno;
+
+    use super::Access;
+    use crate::durable::FileKind;
+    use crate::error::{Error, Result};
+    use crate::layout::{self, Layout};
+
+    /// Directories directly in the root.
+    const DIRS: [&str; 2] = [layout::SNAPSHOTS, layout::TMP];
+    /// Files directly in the root, checked when present.
+    const FILES: [&str; 5] = [
+        layout::CURRENT,
+        layout::LOCK,
+        layout::LOCK_HOLDER,
+        layout::LEASE,
+        layout::LEASE_BREAK,
+    ];
+
+    pub(super) fn check_store(layout: &Layout, access: Access) -> Result<()> {
+        let root = layout.root();
+        let me = rustix::process::geteuid().as_raw();
+        // The root may be a symlink (the user chose it): followed here only.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let dir = match rfs::open(root, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(Errno::NOTDIR) => {
+                let found = std::fs::metadata(root)
+                    .map(|m| FileKind::of(&m))
+                    .unwrap_or(FileKind::Unknown);
+                return Err(wrong_kind(root, found, FileKind::Directory));
+            }
+            Err(e) => return Err(Error::io("open the store directory", root, e.into())),
+        };
+        let st = stat_fd(&dir, root)?;
+        let owner = st.st_uid;
+        refuse_writable_by_others(root, &st)?;
+        if access == Access::Write && me != owner {
+            return Err(untrusted(
+                root,
+                &st,
+                format!(
+                    "it belongs to {} but this process runs as {}; a writer must be the store's owner, or the files it creates would belong to another user and lock the owner out. Run the write as {}, or use another store directory",
+                    who(owner),
+                    who(me),
+                    user_name(owner).unwrap_or_else(|| format!("uid {owner}")),
+                ),
+            ));
+        }
+        for name in DIRS {
+            let path = root.join(name);
+            let flags = OFlags::RDONLY
+                | OFlags::DIRECTORY
+                | OFlags::NOFOLLOW
+                | OFlags::CLOEXEC
+                | OFlags::NONBLOCK;
+            match rfs::openat(&dir, name, flags, Mode::empty()) {
+                Ok(fd) => judge(&path, &stat_fd(&fd, &path)?, owner)?,
+                Err(Errno::NOENT) => {}
+                // A link (ELOOP) or not a directory (ENOTDIR): say what it is.
+                Err(Errno::LOOP | Errno::NOTDIR) => {
+                    let found = rfs::statat(&dir, name, rfs::AtFlags::SYMLINK_NOFOLLOW)
+                        .map(|st| kind(&st))
+                        .unwrap_or(FileKind::Unknown);
+                    return Err(wrong_kind(&path, found, FileKind::Directory));
+                }
+                Err(e) => return Err(Error::io("open the store directory", &path, e.into())),
+            }
+        }
+        for name in FILES {
+            let path = root.join(name);
+            let st = match stat_entry(&dir, name) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(Error::io("check the store file", &path, e.into())),
+            };
+            let found = kind(&st);
+            if found != FileKind::Regular {
+                return Err(wrong_kind(&path, found, FileKind::Regular));
+            }
+            judge(&path, &st, owner)?;
+        }
+        Ok(())
+    }
+
+    /// The status of an entry of `dir`, without following a link and
+    /// without opening it: `O_PATH` on Linux (the check is on a descriptor,
+    /// and a FIFO or device is not opened), `lstat` relative to `dir`
+    /// elsewhere.
+    fn stat_entry(dir: &OwnedFd, name: &str) -> rustix::io::Result<Stat> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let fd = rfs::openat(
+                dir,
+                name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            rfs::fstat(&fd)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            rfs::statat(dir, name, rfs::AtFlags::SYMLINK_NOFOLLOW)
+        }
+    }
+
+    fn stat_fd(fd: impl AsFd, path: &Path) -> Result<Stat> {
+        rfs::fstat(fd).map_err(|e| Error::io("check the store directory", path, e.into()))
+    }
+
+    fn kind(st: &Stat) -> FileKind {
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => FileKind::Regular,
+            FileType::Directory => FileKind::Directory,
+            FileType::Symlink => FileKind::Symlink,
+            FileType::Fifo => FileKind::Fifo,
+            FileType::Socket => FileKind::Socket,
+            FileType::CharacterDevice => FileKind::CharDevice,
+            FileType::BlockDevice => FileKind::BlockDevice,
+            _ => FileKind::Unknown,
+        }
+    }
+
+    /// Group/other write refused; then the owner must be the store's owner
+    /// or root.
+    fn judge(path: &Path, st: &Stat, store_owner: u32) -> Result<()> {
+        refuse_writable_by_others(path, st)?;
+        if st.st_uid != store_owner && st.st_uid != 0 {
+            return Err(untrusted(
+                path,
+                st,
+                format!(
+                    "it belongs to {}, not to the store's owner ({}) or root, so that user controls what the store reads and writes here. If the store is yours, remove it or take it over (chown), or use another store directory",
+                    who(st.st_uid),
+                    who(store_owner),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn refuse_writable_by_others(path: &Path, st: &Stat) -> Result<()> {
+        let mode = st.st_mode & 0o7777;
+        let by = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            (false, false) => return Ok(()),
+            (true, false) => "its group",
+            (false, true) => "others",
+            (true, true) => "its group and others",
+        };
+        Err(untrusted(
+            path,
+            st,
+            format!(
+                "it is writable by {by}, so another user could plant what this store serves or redirect what it writes; remove that permission (chmod go-w {}), or use another store directory",
+                path.display()
+            ),
+        ))
+    }
+
+    fn untrusted(path: &Path, st: &Stat, reason: String) -> Error {
+        Error::UntrustedPath {
+            path: path.to_path_buf(),
+            owner_uid: st.st_uid,
+            owner_name: user_name(st.st_uid),
+            mode: st.st_mode & 0o7777,
+            reason,
+        }
+    }
+
+    fn wrong_kind(path: &Path, found: FileKind, expected: FileKind) -> Error {
+        Error::UnexpectedFileType {
+            path: path.to_path_buf(),
+            found: found.describe(),
+            expected: expected.describe(),
+        }
+    }
+
+    /// `uid 1000 (alice)`.
+    fn who(uid: u32) -> String {
+        match user_name(uid) {
+            Some(name) => format!("uid {uid} ({name})"),
+            None => format!("uid {uid}"),
+        }
+    }
+
+    /// The user name of `uid` from `/etc/passwd` (only for messages; users
+    /// from NSS directories are shown by uid alone).
+    pub(super) fn user_name(uid: u32) -> Option<String> {
+        let mut text = String::new();
+        std::fs::File::open("/etc/passwd")
+            .ok()?
+            .take(4 << 20)
+            .read_to_string(&mut text)
+            .ok()?;
+        text.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let uid_field = fields.nth(1)?;
+            (uid_field.parse::<u32>().ok()? == uid).then(|| name.to_string())
+        })
+    }
+}
+
+#[cfg(not(unix))]
+mod imp {
+    use super::Access;
+    use crate::error::Result;
+    use crate::layout::Layout;
+
+    /// Windows has no owner/mode bits to check; ACLs are not inspected (see
+    /// docs/limitations.md). The open gate still refuses links and
+    /// non-regular files.
+    pub(super) fn check_store(_layout: &Layout, _access: Access) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    #[test]
+    fn root_has_a_name_in_passwd() {
+        assert_eq!(super::imp::user_name(0).as_deref(), Some("root"));
+    }
+}

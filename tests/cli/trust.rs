@@ -1,0 +1,451 @@
+//! A store trusts only what its owner controls (issue 8 point 2): dirs and
+//! files writable by group or others, or owned by another user, are refused
+//! before anything is read or written; a writer must be the store's owner;
+//! a read-only store owned by root can be read by everyone.
+//!
+//! The multi-user cases create two temporary users (needs root and
+//! `useradd`; skipped with a printed reason otherwise) and run the binary as
+//! one of them with `setpriv`.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::common::*;
+
+/// A user that exists for one test; deleted on drop, even on failure.
+struct TempUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl TempUser {
+    fn create(role: &str) -> Option<TempUser> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED: creating a second user needs root (CI runs as root)");
+            return None;
+        }
+        let name = format!(
+            "sc{role}{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let made = Command::new("useradd")
+            .args(["--no-create-home", "--user-group", "--shell", "/bin/sh"])
+            .arg(&name)
+            .stderr(Stdio::piped())
+            .output();
+        match made {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                eprintln!(
+                    "SKIPPED: useradd failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                return None;
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: useradd is not available: {e}");
+                return None;
+            }
+        }
+        // The guard exists before `id` runs, so the user is removed even if
+        // it fails.
+        let mut user = TempUser {
+            name,
+            uid: u32::MAX,
+            gid: u32::MAX,
+        };
+        let id = |flag: &str, name: &str| -> u32 {
+            let out = Command::new("id").arg(flag).arg(name).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        user.uid = id("-u", &user.name);
+        user.gid = id("-g", &user.name);
+        Some(user)
+    }
+
+    /// `snapcache --store <root> <args>` run as this user.
+    fn command(&self, root: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--clear-groups")
+            .arg("--")
+            .arg(bin())
+            .arg("--store")
+            .arg(root)
+            .args(args);
+        cmd.env_remove("SNAPCACHE_DIR")
+            .env_remove("SNAPCACHE_LOCK_TIMEOUT")
+            .env_remove("SNAPCACHE_KEEP")
+            .env_remove("SNAPCACHE_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, root: &Path, args: &[&str]) -> Output {
+        run_with_timeout(self.command(root, args))
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        let ok = Command::new("userdel")
+            .arg(&self.name)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("warning: could not delete the test user {}", self.name);
+        }
+        // userdel removes the user's private group; if not, remove it here.
+        let _ = Command::new("groupdel")
+            .arg(&self.name)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A temp directory others can traverse (the store goes inside it).
+fn shared_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn chown(path: &Path, user: &TempUser) {
+    std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid)).unwrap();
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// An empty store directory owned by `user` (mode 0700), as `mkdir` by
+/// that user would leave it.
+fn home_for(dir: &Path, user: &TempUser) -> PathBuf {
+    let root = dir.join("store");
+    std::fs::create_dir(&root).unwrap();
+    chown(&root, user);
+    chmod(&root, 0o700);
+    root
+}
+
+/// Every path in the store tree (root included).
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i].clone();
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            for e in std::fs::read_dir(&p).unwrap().flatten() {
+                out.push(e.path());
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn payload_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    chmod(&path, 0o644);
+    path
+}
+
+fn assert_untrusted(out: &Output, path: &Path, needles: &[&str]) {
+    let stderr = text(&out.stderr);
+    assert_eq!(code(out), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("refusing to use {}", path.display())),
+        "names the path {}: {stderr}",
+        path.display()
+    );
+    for needle in needles {
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    }
+}
+
+/// Reproduced: another user pre-created the store directories with mode
+/// 0777, and the victim's refresh used them silently.
+#[test]
+fn a_refresh_refuses_store_dirs_another_user_precreated_world_writable() {
+    let (Some(mallory), Some(alice)) = (TempUser::create("m"), TempUser::create("a")) else {
+        return;
+    };
+    let dir = shared_dir();
+    let root = dir.path().join("store");
+    for sub in ["", "snapshots", "tmp"] {
+        let p = root.join(sub);
+        std::fs::create_dir_all(&p).unwrap();
+        chown(&p, &mallory);
+        chmod(&p, 0o777);
+    }
+    let from = payload_file(dir.path(), "p.json", b"[1]");
+    let out = alice.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
+    assert_untrusted(
+        &out,
+        &root,
+        &[
+            &format!("uid {} ({})", mallory.uid, mallory.name),
+            "mode 0777",
+            "chmod go-w",
+            "--store",
+        ],
+    );
+    assert!(
+        !root.join("current").exists(),
+        "nothing was published into the untrusted store"
+    );
+    assert!(
+        walk(&root)
+            .iter()
+            .all(|p| { std::fs::symlink_metadata(p).unwrap().uid() == mallory.uid })
+    );
+    // Mode fixed but still mallory's: a writer that is not the owner refuses.
+    for sub in ["", "snapshots", "tmp"] {
+        chmod(&root.join(sub), 0o755);
+    }
+    let out = alice.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
+    assert_untrusted(
+        &out,
+        &root,
+        &[
+            &format!("belongs to uid {} ({})", mallory.uid, mallory.name),
+            &format!("runs as uid {} ({})", alice.uid, alice.name),
+        ],
+    );
+}
+
+/// Reproduced: in a victim store with world-writable dirs the attacker
+/// planted a snapshot and a valid pointer; `show` served `{"evil":true}`
+/// and `verify` said ok.
+#[test]
+fn a_planted_snapshot_and_pointer_in_a_world_writable_store_are_never_served() {
+    let (Some(mallory), Some(alice)) = (TempUser::create("m"), TempUser::create("a")) else {
+        return;
+    };
+    let dir = shared_dir();
+    let root = home_for(dir.path(), &alice);
+    let from = payload_file(dir.path(), "good.json", b"{\"good\":true}");
+    let out = alice.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    for sub in ["", "snapshots", "tmp"] {
+        chmod(&root.join(sub), 0o777);
+    }
+    // The attacker's store, published normally, then copied in as mallory's.
+    let evil = TestStore::new();
+    evil.refresh(b"{\"evil\":true}", &[]);
+    let evil_hash = hash_hex(b"{\"evil\":true}");
+    let planted_snapshot = root.join("snapshots").join(&evil_hash);
+    std::fs::copy(
+        evil.root().join("snapshots").join(&evil_hash),
+        &planted_snapshot,
+    )
+    .unwrap();
+    std::fs::remove_file(root.join("current")).unwrap();
+    std::fs::copy(evil.root().join("current"), root.join("current")).unwrap();
+    chown(&planted_snapshot, &mallory);
+    chown(&root.join("current"), &mallory);
+    chmod(&root.join("current"), 0o644);
+
+    for args in [&["show"][..], &["verify"], &["status"], &["history"]] {
+        let out = alice.run(&root, args);
+        assert!(
+            !text(&out.stdout).contains("evil"),
+            "{args:?} served the planted data"
+        );
+        assert_untrusted(
+            &out,
+            &root,
+            &["mode 0777", "writable by its group and others"],
+        );
+    }
+    // With the dirs fixed, the planted pointer itself is still refused: it
+    // belongs to another user.
+    for sub in ["", "snapshots", "tmp"] {
+        chmod(&root.join(sub), 0o700);
+    }
+    let out = alice.run(&root, &["show"]);
+    assert!(!text(&out.stdout).contains("evil"));
+    assert_untrusted(
+        &out,
+        &root.join("current"),
+        &[
+            &format!("uid {} ({})", mallory.uid, mallory.name),
+            "not to the store's owner",
+        ],
+    );
+}
+
+/// Reproduced: root's refresh left a root-only `current` and locked the
+/// owner out. Now it refuses and leaves nothing root-owned.
+#[test]
+fn root_refuses_to_write_a_users_store_and_leaves_nothing_behind() {
+    let Some(alice) = TempUser::create("a") else {
+        return;
+    };
+    let dir = shared_dir();
+    let root = home_for(dir.path(), &alice);
+    let from = payload_file(dir.path(), "p1.json", b"[1]");
+    let out = alice.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let before = walk(&root);
+
+    let from2 = payload_file(dir.path(), "p2.json", b"[2]");
+    let as_root = |args: &[&str]| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--store")
+            .arg(&root)
+            .args(args)
+            .env_remove("SNAPCACHE_DIR");
+        run_with_timeout(cmd)
+    };
+    for args in [
+        &["refresh", "--from", from2.to_str().unwrap()][..],
+        &[
+            "--lock-backend",
+            "lease",
+            "refresh",
+            "--from",
+            from2.to_str().unwrap(),
+        ],
+        &["gc"],
+        &["rollback"],
+    ] {
+        let out = as_root(args);
+        assert_untrusted(
+            &out,
+            &root,
+            &[
+                &format!("belongs to uid {} ({})", alice.uid, alice.name),
+                "runs as uid 0 (root)",
+                &format!("Run the write as {}", alice.name),
+            ],
+        );
+    }
+    // Root may still read it (nobody but alice can write it).
+    let out = as_root(&["show"]);
+    assert_eq!(out.stdout, b"[1]", "{}", text(&out.stderr));
+    let after = walk(&root);
+    assert_eq!(before, after, "root's refused writes created nothing");
+    for p in &after {
+        let uid = std::fs::symlink_metadata(p).unwrap().uid();
+        assert_eq!(uid, alice.uid, "{} is owned by uid {uid}", p.display());
+    }
+    let from3 = payload_file(dir.path(), "p3.json", b"[3]");
+    let out = alice.run(&root, &["refresh", "--from", from3.to_str().unwrap()]);
+    assert_eq!(
+        code(&out),
+        0,
+        "the owner can still write: {}",
+        text(&out.stderr)
+    );
+}
+
+/// A system-wide read-only cache: owned by root, 0755 dirs and 0644/0444
+/// files. Every user can read it; nobody but root can write it.
+#[test]
+fn a_user_reads_a_root_owned_read_only_store() {
+    let Some(alice) = TempUser::create("a") else {
+        return;
+    };
+    let dir = shared_dir();
+    let store = TestStore { dir };
+    store.refresh(b"{\"system\":1}", &[]);
+    store.refresh(b"{\"system\":2}", &[]);
+    let root = store.root();
+    for p in walk(&root) {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        chmod(&p, if m.is_dir() { 0o755 } else { 0o644 });
+    }
+    let out = alice.run(&root, &["show"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(out.stdout, b"{\"system\":2}");
+    let out = alice.run(&root, &["show", "--generation", "1"]);
+    assert_eq!(out.stdout, b"{\"system\":1}", "{}", text(&out.stderr));
+    for args in [
+        &["status"][..],
+        &["history"],
+        &["verify"],
+        &["--json", "status"],
+    ] {
+        let out = alice.run(&root, args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", text(&out.stderr));
+    }
+    let from = payload_file(store.dir.path(), "p.json", b"[9]");
+    let out = alice.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
+    assert_untrusted(
+        &out,
+        &root,
+        &[
+            "belongs to uid 0 (root)",
+            &format!("runs as uid {}", alice.uid),
+        ],
+    );
+}
+
+/// A group-writable `current` or `lock` (or a store dir) is refused, by
+/// readers and writers, with the path and mode; after `chmod go-w` all is
+/// well again. Runs as any user.
+#[test]
+fn group_or_world_writable_store_entries_are_refused() {
+    for (name, mode, needle) in [
+        ("current", 0o660, "writable by its group"),
+        ("lock", 0o620, "writable by its group"),
+        ("current", 0o646, "writable by others"),
+        ("", 0o770, "writable by its group"),
+        ("snapshots", 0o703, "writable by others"),
+        ("tmp", 0o730, "writable by its group"),
+    ] {
+        let store = TestStore::new();
+        store.refresh(b"[1]", &[]);
+        let path = store.root().join(name);
+        let path = if name.is_empty() { store.root() } else { path };
+        let original = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        chmod(&path, mode);
+        let from = store.payload("p", b"[2]");
+        for args in [
+            &["show"][..],
+            &["status"],
+            &["verify"],
+            &["refresh", "--from", from.to_str().unwrap()],
+        ] {
+            let out = store.run(args);
+            assert_untrusted(&out, &path, &[&format!("mode {mode:04o}"), needle]);
+            assert!(out.stdout.is_empty() || !text(&out.stdout).contains("[1]"));
+        }
+        chmod(&path, original);
+        assert_eq!(store.show(), b"[1]");
+    }
+}
+
+/// A store file owned by another uid (no such user needed: root can chown
+/// to any uid) is refused and named with its uid.
+#[test]
+fn a_store_file_owned_by_another_uid_is_refused() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: chown to another uid needs root (CI runs as root)");
+        return;
+    }
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let current = store.root().join("current");
+    std::os::unix::fs::lchown(&current, Some(54321), Some(54321)).unwrap();
+    let out = store.run(&["show"]);
+    assert_untrusted(
+        &out,
+        &current,
+        &["uid 54321", "not to the store's owner (uid 0"],
+    );
+    // Root-owned entries in a user's store are trusted (root can change
+    // anything anyway); here the owner is root, so back to root is fine.
+    std::os::unix::fs::lchown(&current, Some(0), Some(0)).unwrap();
+    assert_eq!(store.show(), b"[1]");
+}

@@ -299,12 +299,6 @@ impl Durable {
         }
     }
 
-    /// Removes a directory tree planted where a temp file should be.
-    pub(crate) fn remove_tree(&self, path: &Path) -> io::Result<()> {
-        self.before(Op::Remove(path))?;
-        fs::remove_dir_all(path)
-    }
-
     /// The whole durable rewrite of a small file: temp in `tmp_dir`, write,
     /// fsync, rename over `dest`, fsync `dest`'s directory.
     ///

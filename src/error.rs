@@ -27,6 +27,18 @@ pub enum Error {
         root: PathBuf,
     },
 
+    /// The directory is not a snapcache store: it exists, is not empty and
+    /// carries no store marker, and some of its entries are not snapcache's.
+    /// Nothing in it was read, created or removed.
+    #[error("{}", not_a_store_message(.root, .found))]
+    NotAStore {
+        /// The directory.
+        root: PathBuf,
+        /// One or two of the entries that snapcache did not create (relative
+        /// to `root`); empty when `root` is not a directory at all.
+        found: Vec<String>,
+    },
+
     /// The `current` pointer exists but cannot be trusted. A pointer that
     /// only looked damaged because a writer was replacing it has already
     /// been re-read for about a second; this one stayed damaged.
@@ -42,7 +54,7 @@ pub enum Error {
 
     /// The pointer was written by a newer (or unknown) format version.
     #[error(
-        "the store pointer {path} has format version {found}, but this snapcache reads only version {supported}; upgrade snapcache, or use a separate store (--store DIR)"
+        "the store file {path} has format version {found}, but this snapcache reads only version {supported}; upgrade snapcache, or use a separate store (--store DIR)"
     )]
     UnsupportedVersion {
         /// Path of the pointer file.
@@ -270,6 +282,11 @@ impl Error {
         matches!(self, Error::UnexpectedFileType { .. })
     }
 
+    /// The directory is not a snapcache store (CLI exit code 1).
+    pub fn is_not_a_store(&self) -> bool {
+        matches!(self, Error::NotAStore { .. })
+    }
+
     /// The store's contents are damaged (pointer or snapshot).
     pub fn is_corrupt(&self) -> bool {
         matches!(
@@ -280,6 +297,22 @@ impl Error {
                 | Error::MissingSnapshot { .. }
         )
     }
+}
+
+fn not_a_store_message(root: &std::path::Path, found: &[String]) -> String {
+    let why = if found.is_empty() {
+        "it is not a directory".to_string()
+    } else {
+        let names: Vec<String> = found.iter().map(|n| format!("{n:?}")).collect();
+        format!(
+            "it has no store marker and holds entries snapcache did not create ({})",
+            names.join(", ")
+        )
+    };
+    format!(
+        "{} is not a snapcache store: {why}; nothing in it was read or changed. Use an empty or new directory for the store",
+        root.display()
+    )
 }
 
 fn io_message(action: &str, path: &std::path::Path, err: &io::Error) -> String {

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! <root>/
+//! ├── snapcache-store    marker: "this directory is a snapcache store, format N"
+//! ├── CACHEDIR.TAG       Cache Directory Tagging Specification tag (backups skip it)
 //! ├── current            pointer: format version, checksum, retained generations
 //! ├── lock               advisory lock file (fs4); never deleted
 //! ├── lock.holder        who holds the lock (description only, never authority)
@@ -9,11 +11,20 @@
 //! ├── lease.break        held for an instant by the waiter breaking a stale lease
 //! ├── snapshots/
 //! │   └── <64-hex blake3>   immutable, read-only snapshot files
-//! └── tmp/               writers' temp files; emptied at the start of every write
+//! └── tmp/               writers' temp files (`.snapcache-*`); swept by every write
 //! ```
 //!
 //! Nobody else joins `"snapshots"` or `"current"` onto a path by hand.
+//!
+//! # Names are ownership
+//!
+//! snapcache deletes only what carries one of its names: in `tmp/` names
+//! starting with [`TEMP_PREFIX`] ([`is_temp_name`]), in `snapshots/` names of
+//! exactly 64 lowercase hex digits ([`is_snapshot_name`]), and only regular
+//! files or symlinks. Anything else, and any root entry that is not
+//! [`is_store_name`], is foreign: left in place and listed by `verify`.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use crate::hash::ContentHash;
@@ -34,6 +45,48 @@ pub const LEASE: &str = "lease";
 pub const LEASE_BREAK: &str = "lease.break";
 /// Prefix of every temp file, so a stray file in `tmp/` is recognisable.
 pub const TEMP_PREFIX: &str = ".snapcache-";
+/// The store marker: its presence (with valid content) is what makes a
+/// directory a store that snapcache may write to.
+pub const MARKER: &str = "snapcache-store";
+/// The cache directory tag, so backup tools skip the store.
+pub const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+
+/// Every name snapcache creates directly in a store root.
+pub const STORE_NAMES: [&str; 9] = [
+    CURRENT,
+    LOCK,
+    LOCK_HOLDER,
+    LEASE,
+    LEASE_BREAK,
+    SNAPSHOTS,
+    TMP,
+    MARKER,
+    CACHEDIR_TAG,
+];
+
+/// Whether a root entry carries one of snapcache's names.
+///
+/// ```text
+/// is_store_name("current") == true; is_store_name("notes.txt") == false
+/// ```
+pub fn is_store_name(name: &OsStr) -> bool {
+    STORE_NAMES.iter().any(|n| OsStr::new(n) == name)
+}
+
+/// Whether an entry of `tmp/` carries snapcache's temp-file name.
+pub fn is_temp_name(name: &OsStr) -> bool {
+    name.to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX))
+}
+
+/// Whether an entry of `snapshots/` carries a snapshot name: exactly 64
+/// lowercase hex digits.
+pub fn is_snapshot_name(name: &OsStr) -> bool {
+    name.to_str().is_some_and(|n| {
+        n.len() == 64
+            && n.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
 
 /// Paths of one store.
 #[derive(Debug, Clone)]
@@ -80,5 +133,36 @@ impl Layout {
 
     pub(crate) fn lease_break_file(&self) -> PathBuf {
         self.root.join(LEASE_BREAK)
+    }
+
+    pub(crate) fn marker(&self) -> PathBuf {
+        self.root.join(MARKER)
+    }
+
+    pub(crate) fn cachedir_tag(&self) -> PathBuf {
+        self.root.join(CACHEDIR_TAG)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_recognised_exactly() {
+        for name in STORE_NAMES {
+            assert!(is_store_name(OsStr::new(name)), "{name}");
+        }
+        for name in ["currents", "tmp2", "Snapshots", "notes.txt", ""] {
+            assert!(!is_store_name(OsStr::new(name)), "{name}");
+        }
+        assert!(is_temp_name(OsStr::new(".snapcache-42-abc")));
+        assert!(!is_temp_name(OsStr::new("notes.txt")));
+        assert!(!is_temp_name(OsStr::new("snapcache-42")));
+        let hex = "0123456789abcdef".repeat(4);
+        assert!(is_snapshot_name(OsStr::new(&hex)));
+        assert!(!is_snapshot_name(OsStr::new(&hex.to_uppercase())));
+        assert!(!is_snapshot_name(OsStr::new(&hex[1..])));
+        assert!(!is_snapshot_name(OsStr::new("holiday.png")));
     }
 }

@@ -53,6 +53,7 @@ mod hash;
 mod json_check;
 mod layout;
 mod lock;
+mod marker;
 mod payload;
 mod pointer;
 mod reread;
@@ -75,5 +76,5 @@ pub use store::{
     DEFAULT_KEEP, GcOptions, GcReport, HistoryEntry, Problem, PublishOptions, PublishOutcome,
     RollbackOutcome, Snapshot, SourceError, Status, Store, StoreOptions, VerifyReport,
 };
-pub use sweep::{Leftover, LeftoverKind};
+pub use sweep::{ForeignEntry, Leftover, LeftoverKind};
 pub use time::{CLOCK_SKEW_TOLERANCE, Timestamp};

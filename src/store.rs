@@ -36,11 +36,12 @@ use crate::lock::{
     self, AcquireOptions, Backend, BackendChoice, DEFAULT_LEASE_TTL, LockBudget, LockObserver,
     LockState, LockWait, TimeoutSource, WriterLock,
 };
+use crate::marker::{self, Found};
 use crate::payload::{PayloadFormat, PayloadSink};
 use crate::pointer::{self, Generation, MAX_KEEP, Pointer};
 use crate::reread::{self, Look};
 use crate::snapshot::{self, SnapshotFault};
-use crate::sweep::{self, Leftover, LeftoverKind};
+use crate::sweep::{self, ForeignEntry, Leftover, LeftoverKind};
 use crate::time::Timestamp;
 use crate::trust::{self, Access};
 
@@ -338,6 +339,9 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Leftovers that a write or `gc` would remove (not problems).
     pub reclaimable: Vec<Leftover>,
+    /// Entries snapcache did not create (or that lost the shape it gives
+    /// its files): never removed, never counted by `gc`; not problems.
+    pub foreign: Vec<ForeignEntry>,
 }
 
 /// A snapshot store.
@@ -474,6 +478,7 @@ impl Store {
     }
 
     fn read_picked(&self, pick: impl Fn(&Pointer) -> Result<Generation>) -> Result<Snapshot> {
+        self.ensure_readable()?;
         self.check_trust(Access::Read)?;
         let mut previous: Option<Pointer> = None;
         for _ in 0..READ_ATTEMPTS {
@@ -512,6 +517,37 @@ impl Store {
     /// change, or a write by anyone but the owner (see `trust`).
     fn check_trust(&self, access: Access) -> Result<()> {
         trust::check_store(&self.layout, access)
+    }
+
+    /// What the root is (reads only; creates nothing).
+    fn identify(&self) -> Result<Found> {
+        marker::identify(&self.layout, || {
+            matches!(self.try_load_pointer(), Ok(Some(_)))
+        })
+    }
+
+    /// Readers refuse a directory that is not a store, before reading
+    /// anything in it. A missing or empty one is `NoStore` later, and an
+    /// unmarked store of an earlier release reads as it is: readers never
+    /// write, adoption is the next writer's job.
+    fn ensure_readable(&self) -> Result<()> {
+        match self.identify()? {
+            Found::Foreign(found) => Err(self.not_a_store(found)),
+            _ => Ok(()),
+        }
+    }
+
+    fn not_a_store(&self, found: Vec<String>) -> Error {
+        Error::NotAStore {
+            root: self.root().to_path_buf(),
+            found,
+        }
+    }
+
+    fn no_store(&self) -> Error {
+        Error::NoStore {
+            root: self.root().to_path_buf(),
+        }
     }
 
     /// Loads and checks the pointer; `NoStore` when there is none.
@@ -612,6 +648,7 @@ impl Store {
 
     /// The store's state: current generation and the lock. Takes no lock.
     pub fn status(&self) -> Result<Status> {
+        self.ensure_readable()?;
         self.check_trust(Access::Read)?;
         let pointer = self.try_load_pointer()?;
         Ok(Status {
@@ -625,6 +662,7 @@ impl Store {
 
     /// Retained generations, oldest first. Takes no lock.
     pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        self.ensure_readable()?;
         self.check_trust(Access::Read)?;
         let pointer = self.load_pointer()?;
         Ok(pointer
@@ -640,6 +678,7 @@ impl Store {
     /// Checks the pointer and every retained snapshot; lists leftovers.
     /// Changes nothing and takes no lock.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.ensure_readable()?;
         self.check_trust(Access::Read)?;
         // Like a reader: a snapshot that vanished while a concurrent write
         // moved the pointer on is not damage; verify the new pointer instead.
@@ -691,12 +730,13 @@ impl Store {
             }
         }
         let referenced = pointer.as_ref().map(referenced_hashes);
-        let reclaimable = sweep::list(&self.layout, referenced.as_ref(), false)?;
+        let scan = sweep::scan(&self.layout, referenced.as_ref(), false)?;
         let report = VerifyReport {
             ok: problems.is_empty(),
             verified_generations: verified,
             problems,
-            reclaimable,
+            reclaimable: scan.leftovers,
+            foreign: scan.foreign,
         };
         Ok(VerifyPass { report, pointer })
     }
@@ -756,7 +796,7 @@ impl Store {
         options: &PublishOptions,
         source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<(), SourceError>,
     ) -> Result<PublishOutcome> {
-        let lock = self.lock_for_write()?;
+        let lock = self.lock_for_write(true)?;
         let pointer = self.try_load_pointer()?;
         self.sweep_leftovers(&lock, pointer.as_ref())?;
 
@@ -896,11 +936,21 @@ impl Store {
         self.durable
             .make_read_only(&temp)
             .map_err(|e| Error::io("make read-only", &temp_path, e))?;
-        if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
-            // A directory squatting on the name: rename cannot replace it.
-            self.durable
-                .remove_tree(&dest)
-                .map_err(|e| Error::io("remove the damaged snapshot", &dest, e))?;
+        if let Ok(m) = std::fs::symlink_metadata(&dest) {
+            let ours = m.is_file() || m.file_type().is_symlink();
+            if !ours {
+                // A directory (or FIFO, socket, device) on the name is not
+                // ours to delete, and a rename would replace all but a
+                // directory: refuse and leave it.
+                return Err(Error::io(
+                    "publish the snapshot",
+                    &dest,
+                    io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "something that is not a snapshot file (a directory, FIFO, socket or device snapcache did not create) occupies its name; it was left in place: move it out of the store and retry",
+                    ),
+                ));
+            }
         }
         let (result, stats) = self.durable.persist(temp, &dest, remaining(deadline));
         result.map_err(|e| {
@@ -940,8 +990,24 @@ impl Store {
             .map_err(|(path, e)| Error::io("write the store pointer", path, e))
     }
 
-    /// Creates the store's directories and takes the writer lock.
-    fn lock_for_write(&self) -> Result<WriterLock> {
+    /// Identifies the store, creates its directories and takes the writer
+    /// lock; then marks an unmarked store. Only `create` (a publish) may
+    /// make a store where there is none.
+    ///
+    /// The root is identified *before* anything is created in it: the lock
+    /// file and `tmp/` live inside the store, so a foreign directory must be
+    /// refused while it is still untouched. Under the lock the answer is
+    /// checked again before the marker is written (another writer may have
+    /// marked it meanwhile, or someone may have added a foreign entry).
+    fn lock_for_write(&self, create: bool) -> Result<WriterLock> {
+        let found = self.identify()?;
+        match &found {
+            Found::Foreign(entries) => return Err(self.not_a_store(entries.clone())),
+            Found::Missing | Found::Empty | Found::Unmarked { current: false } if !create => {
+                return Err(self.no_store());
+            }
+            _ => {}
+        }
         // The root first (it may be a symlink the user chose), then judge it
         // before creating anything inside: a writer that is not the owner,
         // or a store others can write, is refused before it leaves a trace.
@@ -955,6 +1021,22 @@ impl Store {
                 .create_dir(&dir, false)
                 .map_err(|e| Error::io("create the store directory", &dir, e))?;
         }
+        let lock = self.acquire()?;
+        if found != Found::Marked {
+            match self.identify()? {
+                Found::Marked => {}
+                Found::Foreign(entries) => return Err(self.not_a_store(entries)),
+                Found::Missing => return Err(self.no_store()),
+                Found::Empty | Found::Unmarked { .. } => {
+                    marker::mark(&self.layout, &self.durable, remaining(lock.deadline()))?;
+                }
+            }
+        }
+        Ok(lock)
+    }
+
+    /// Takes the writer lock (the directories exist).
+    fn acquire(&self) -> Result<WriterLock> {
         let purpose = self.options.purpose.clone().unwrap_or_else(command_line);
         lock::acquire(
             &self.layout,
@@ -974,7 +1056,7 @@ impl Store {
     fn leftovers(&self, lock: &WriterLock, pointer: Option<&Pointer>) -> Result<Vec<Leftover>> {
         let referenced = pointer.map(referenced_hashes);
         let spare_live_writers = lock.backend() == Backend::Lease;
-        sweep::list(&self.layout, referenced.as_ref(), spare_live_writers)
+        Ok(sweep::scan(&self.layout, referenced.as_ref(), spare_live_writers)?.leftovers)
     }
 
     /// Removes temp files and unreferenced snapshots (lock held).
@@ -984,13 +1066,13 @@ impl Store {
         pointer: Option<&Pointer>,
     ) -> Result<Vec<Leftover>> {
         let leftovers = self.leftovers(lock, pointer)?;
-        sweep::remove(&self.durable, leftovers)
+        Ok(sweep::remove(&self.durable, leftovers))
     }
 
     /// Makes an earlier retained generation current (the one before the
     /// current one, or `to`). Generation numbers do not change.
     pub fn rollback(&self, to: Option<u64>) -> Result<RollbackOutcome> {
-        let lock = self.lock_for_write()?;
+        let lock = self.lock_for_write(false)?;
         let mut pointer = self.load_pointer()?;
         self.sweep_leftovers(&lock, Some(&pointer))?;
         let previous = pointer.current;
@@ -1029,7 +1111,7 @@ impl Store {
 
     /// Removes leftovers, optionally shrinking retention first.
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport> {
-        let lock = self.lock_for_write()?;
+        let lock = self.lock_for_write(false)?;
         let mut pointer = self.try_load_pointer()?;
         let mut dropped = Vec::new();
         if let (Some(keep), Some(p)) = (options.keep, pointer.as_mut()) {
@@ -1047,7 +1129,7 @@ impl Store {
         let removed = if options.dry_run {
             leftovers
         } else {
-            sweep::remove(&self.durable, leftovers)?
+            sweep::remove(&self.durable, leftovers)
         };
         let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
         let report = GcReport {

@@ -1,5 +1,5 @@
 //! Leftovers: temp files in `tmp/` and snapshot files no retained generation
-//! references.
+//! references; and foreign entries, which are never touched.
 //!
 //! # Crash story
 //!
@@ -10,6 +10,16 @@
 //! holder creates files in `tmp/`, so nothing in there belongs to an active
 //! writer. `verify` lists the same leftovers as reclaimable without touching
 //! them.
+//!
+//! # Deleting by name only
+//!
+//! An entry is a leftover only if it carries a snapcache name (in `tmp/` the
+//! [`TEMP_PREFIX`](crate::layout::TEMP_PREFIX), in `snapshots/` 64 lowercase
+//! hex digits) *and* is a regular file or a symlink (judged without
+//! following it). Everything else (a user's files, a directory, a FIFO, a
+//! store nested inside this one) is [`ForeignEntry`]: never removed, never
+//! counted by `gc`, listed by `verify`. A leftover that cannot be removed is
+//! logged and skipped: someone else's file must not make every write fail.
 
 use std::collections::HashSet;
 use std::fs;
@@ -21,13 +31,13 @@ use serde::Serialize;
 use crate::durable::Durable;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
-use crate::layout::Layout;
+use crate::layout::{self, Layout};
 
 /// What kind of leftover a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LeftoverKind {
-    /// Anything in `tmp/`.
+    /// A file in `tmp/` named like snapcache's temp files.
     TempFile,
     /// A file in `snapshots/` that no retained generation references.
     UnreferencedSnapshot,
@@ -44,72 +54,117 @@ pub struct Leftover {
     pub bytes: u64,
 }
 
-/// Lists leftovers. `referenced == None` means the retained set is unknown
-/// (no pointer): then no snapshot is listed, because none can be proven
-/// unreferenced.
+/// Something in the store that snapcache did not create (or that no longer
+/// has the shape snapcache gives its files): left in place, never counted
+/// by `gc`, listed by `verify`.
+///
+/// ```
+/// # fn main() -> Result<(), snapcache::Error> {
+/// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+/// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+/// store.publish_bytes(b"[1]", &Default::default())?;
+/// std::fs::create_dir(dir.path().join("tmp").join("kept"))
+///     .map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+/// let report = store.verify()?;
+/// assert_eq!(report.foreign[0].what, "directory");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForeignEntry {
+    /// Where it is.
+    pub path: PathBuf,
+    /// What it is: `file`, `directory`, `symlink`, `fifo`, `socket`,
+    /// `char-device`, `block-device` or `unknown`.
+    pub what: String,
+}
+
+/// What a scan of the store found.
+pub(crate) struct Scan {
+    /// Reclaimable files (removed by the next write or `gc`).
+    pub leftovers: Vec<Leftover>,
+    /// Entries that are not snapcache's.
+    pub foreign: Vec<ForeignEntry>,
+}
+
+/// Lists leftovers and foreign entries. `referenced == None` means the
+/// retained set is unknown (no pointer): then no snapshot is listed as a
+/// leftover, because none can be proven unreferenced.
 ///
 /// With `spare_live_writers` (the lease backend), temp files named after a
 /// live process on this host other than us are not listed: a lease can
 /// expire under a stalled writer that is still alive, and its files are not
 /// ours to delete. (With advisory locks the kernel guarantees that no other
 /// writer is alive while we hold the lock.)
-pub(crate) fn list(
+pub(crate) fn scan(
     layout: &Layout,
     referenced: Option<&HashSet<ContentHash>>,
     spare_live_writers: bool,
-) -> Result<Vec<Leftover>> {
-    let mut out = Vec::new();
-    for (path, bytes) in entries(&layout.tmp_dir())? {
-        if spare_live_writers && belongs_to_live_writer(&path) {
-            tracing::info!(path = %path.display(), "kept a temp file of a live writer");
+) -> Result<Scan> {
+    let mut leftovers = Vec::new();
+    let mut foreign = Vec::new();
+    for entry in entries(layout.root())? {
+        if !layout::is_store_name(entry.path.file_name().unwrap_or_default()) {
+            foreign.push(entry.foreign());
+        }
+    }
+    for entry in entries(&layout.tmp_dir())? {
+        if !entry.is_candidate(layout::is_temp_name) {
+            foreign.push(entry.foreign());
             continue;
         }
-        out.push(Leftover {
-            path,
+        if spare_live_writers && belongs_to_live_writer(&entry.path) {
+            tracing::info!(path = %entry.path.display(), "kept a temp file of a live writer");
+            continue;
+        }
+        leftovers.push(Leftover {
+            path: entry.path,
             kind: LeftoverKind::TempFile,
-            bytes,
+            bytes: entry.bytes,
         });
     }
-    if let Some(referenced) = referenced {
-        for (path, bytes) in entries(&layout.snapshots_dir())? {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let is_referenced = ContentHash::parse(name).is_some_and(|h| referenced.contains(&h));
-            if !is_referenced {
-                out.push(Leftover {
-                    path,
-                    kind: LeftoverKind::UnreferencedSnapshot,
-                    bytes,
-                });
-            }
+    for entry in entries(&layout.snapshots_dir())? {
+        if !entry.is_candidate(layout::is_snapshot_name) {
+            foreign.push(entry.foreign());
+            continue;
+        }
+        let Some(referenced) = referenced else {
+            continue;
+        };
+        let name = entry
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        if !ContentHash::parse(name).is_some_and(|h| referenced.contains(&h)) {
+            leftovers.push(Leftover {
+                path: entry.path,
+                kind: LeftoverKind::UnreferencedSnapshot,
+                bytes: entry.bytes,
+            });
         }
     }
-    Ok(out)
+    Ok(Scan { leftovers, foreign })
 }
 
-/// Removes the given leftovers and returns what was removed.
-pub(crate) fn remove(durable: &Durable, leftovers: Vec<Leftover>) -> Result<Vec<Leftover>> {
+/// Removes the given leftovers (unlink only: never a directory) and returns
+/// what was removed. One that cannot be removed is logged and skipped.
+pub(crate) fn remove(durable: &Durable, leftovers: Vec<Leftover>) -> Vec<Leftover> {
     let mut removed = Vec::with_capacity(leftovers.len());
     for leftover in leftovers {
-        let is_dir = fs::symlink_metadata(&leftover.path)
-            .map(|m| m.is_dir())
-            .unwrap_or(false);
-        let result = if is_dir {
-            durable.remove_tree(&leftover.path)
-        } else {
-            durable.remove_file(&leftover.path)
-        };
-        match result {
+        match durable.remove_file(&leftover.path) {
             Ok(()) => {
                 tracing::info!(path = %leftover.path.display(), kind = ?leftover.kind, bytes = leftover.bytes, "removed leftover");
                 removed.push(leftover);
             }
-            Err(e) => return Err(Error::io("remove the leftover file", &leftover.path, e)),
+            Err(e) => {
+                tracing::warn!(path = %leftover.path.display(), kind = ?leftover.kind, error = %e, "could not remove a leftover; it was left in place");
+            }
         }
     }
     // No directory fsync: a removal lost in a crash only brings back an
     // unreferenced file, which the next sweep removes again. Skipping it
     // saves an fsync on every publish.
-    Ok(removed)
+    removed
 }
 
 /// Whether a temp file's name (`.snapcache-<pid>-...`) names a live process
@@ -123,8 +178,66 @@ fn belongs_to_live_writer(path: &Path) -> bool {
     pid.is_some_and(|pid| pid != std::process::id() && crate::lock::process_alive(pid))
 }
 
-/// Files (and stray directories) directly in `dir`, with their sizes.
-fn entries(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
+/// One directory entry, typed without following it.
+struct Entry {
+    path: PathBuf,
+    file_type: Option<fs::FileType>,
+    bytes: u64,
+}
+
+impl Entry {
+    /// A leftover candidate: snapcache's name, and a file or a symlink.
+    fn is_candidate(&self, named: fn(&std::ffi::OsStr) -> bool) -> bool {
+        named(self.path.file_name().unwrap_or_default())
+            && self
+                .file_type
+                .is_some_and(|t| t.is_file() || t.is_symlink())
+    }
+
+    fn foreign(self) -> ForeignEntry {
+        ForeignEntry {
+            what: describe(self.file_type).to_string(),
+            path: self.path,
+        }
+    }
+}
+
+/// `file`, `directory`, ... for [`ForeignEntry::what`].
+fn describe(file_type: Option<fs::FileType>) -> &'static str {
+    let Some(t) = file_type else {
+        return "unknown";
+    };
+    if t.is_file() {
+        return "file";
+    }
+    if t.is_dir() {
+        return "directory";
+    }
+    if t.is_symlink() {
+        return "symlink";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "fifo";
+        }
+        if t.is_socket() {
+            return "socket";
+        }
+        if t.is_char_device() {
+            return "char-device";
+        }
+        if t.is_block_device() {
+            return "block-device";
+        }
+    }
+    "unknown"
+}
+
+/// Entries directly in `dir`, sorted, with their types and sizes (neither
+/// followed through a symlink).
+fn entries(dir: &Path) -> Result<Vec<Entry>> {
     let read = match fs::read_dir(dir) {
         Ok(r) => r,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -133,15 +246,16 @@ fn entries(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
     let mut out = Vec::new();
     for entry in read {
         let entry = entry.map_err(|e| Error::io("list the directory", dir, e))?;
-        // symlink_metadata: a planted link's size is the link's, and it is
-        // never followed.
-        let bytes = entry
-            .path()
-            .symlink_metadata()
-            .map(|m| m.len())
-            .unwrap_or(0);
-        out.push((entry.path(), bytes));
+        let meta = entry.path().symlink_metadata().ok();
+        out.push(Entry {
+            path: entry.path(),
+            file_type: entry
+                .file_type()
+                .ok()
+                .or(meta.as_ref().map(|m| m.file_type())),
+            bytes: meta.map_or(0, |m| m.len()),
+        });
     }
-    out.sort();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }

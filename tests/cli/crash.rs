@@ -6,36 +6,58 @@ use std::time::Duration;
 use crate::common::*;
 
 #[test]
-fn planted_temp_files_and_orphan_snapshots_are_removed_by_the_next_write() {
+fn planted_temp_files_and_orphan_snapshots_are_removed_by_name_only() {
     let store = TestStore::new();
     store.refresh(b"[1]", &[]);
     let tmp = store.root().join("tmp");
+    let snapshots = store.root().join("snapshots");
+    // Leftovers: snapcache's names, regular files or symlinks.
     std::fs::write(tmp.join(".snapcache-4242-abcdefabcdef"), b"half a payl").unwrap();
+    std::os::unix::fs::symlink("/nonexistent", tmp.join(".snapcache-4242-link")).unwrap();
+    let orphan = snapshots.join(hash_hex(b"[\"orphan\"]"));
+    std::fs::write(&orphan, b"[\"orphan\"]").unwrap();
+    // Foreign: other names, or snapcache's names on a directory.
     std::fs::write(tmp.join("other-junk"), b"x").unwrap();
     std::fs::create_dir(tmp.join("a-directory")).unwrap();
-    let orphan = store
-        .root()
-        .join("snapshots")
-        .join(hash_hex(b"[\"orphan\"]"));
-    std::fs::write(&orphan, b"[\"orphan\"]").unwrap();
+    std::fs::create_dir(tmp.join(".snapcache-4242-dir")).unwrap();
+    std::fs::write(tmp.join(".snapcache-4242-dir").join("inside"), b"x").unwrap();
+    std::fs::write(snapshots.join("holiday.png"), b"png").unwrap();
+    std::fs::create_dir(snapshots.join(hash_hex(b"a directory"))).unwrap();
 
     let (out, report) = store.json(&["verify"]);
-    assert_eq!(code(&out), 0, "leftovers are not problems");
+    assert_eq!(
+        code(&out),
+        0,
+        "leftovers and foreign entries are not problems"
+    );
     assert_eq!(
         report["reclaimable"].as_array().unwrap().len(),
-        4,
+        3,
         "{report}"
     );
+    assert_eq!(report["foreign"].as_array().unwrap().len(), 5, "{report}");
+
+    let (_, gc) = store.json(&["gc", "--dry-run"]);
+    assert_eq!(gc["removed_temp_files"], 2, "{gc}");
+    assert_eq!(gc["removed_snapshots"], 1, "{gc}");
+    assert_eq!(gc["freed_bytes"], 11 + "/nonexistent".len() + 10, "{gc}");
 
     store.refresh(b"[2]", &[]);
-    assert!(
-        store.files_in("tmp").is_empty(),
-        "tmp/ is emptied at the start of the write: {:?}",
-        store.files_in("tmp")
+    assert_eq!(
+        store.files_in("tmp"),
+        vec![".snapcache-4242-dir", "a-directory", "other-junk"],
+        "only snapcache's temp files are removed"
+    );
+    assert_eq!(
+        std::fs::read(tmp.join(".snapcache-4242-dir").join("inside")).unwrap(),
+        b"x"
     );
     assert!(!orphan.exists(), "the orphan snapshot is removed");
+    assert!(snapshots.join("holiday.png").exists());
+    assert!(snapshots.join(hash_hex(b"a directory")).is_dir());
     let (_, report) = store.json(&["verify"]);
     assert_eq!(report["reclaimable"].as_array().unwrap().len(), 0);
+    assert_eq!(report["foreign"].as_array().unwrap().len(), 5, "{report}");
     assert_eq!(report["ok"], true);
 }
 
@@ -86,7 +108,11 @@ fn a_writer_killed_mid_write_leaves_the_previous_snapshot_current() {
         "the dead writer's temp file is reclaimable"
     );
     store.refresh(b"{\"generation\":2}", &[]);
-    assert!(store.files_in("tmp").is_empty());
+    assert!(
+        store.files_in("tmp").is_empty(),
+        "{:?}",
+        store.files_in("tmp")
+    );
 }
 
 #[test]

@@ -95,12 +95,33 @@ fn a_missing_snapshot_is_detected() {
 }
 
 #[test]
-fn a_directory_in_place_of_a_snapshot_is_detected_and_repaired_by_a_refresh() {
+fn a_directory_in_place_of_a_snapshot_is_detected_and_left_for_the_user() {
     let store = two_generations();
     let snap = current_snapshot(&store);
     std::fs::remove_file(&snap).unwrap();
     std::fs::create_dir(&snap).unwrap();
+    std::fs::write(snap.join("inside.txt"), b"someone's file").unwrap();
     assert_show_fails(&store, "not a regular file");
+    // Republishing the same content needs the name: snapcache refuses to
+    // delete a directory it did not create, names it and says what to do.
+    let payload = store.payload("again", &json_payload(5000, 2));
+    let out = store.run(&["refresh", "--from", payload.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(stderr.contains(snap.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("left in place"), "{stderr}");
+    assert!(stderr.contains("move it out of the store"), "{stderr}");
+    assert_eq!(
+        std::fs::read(snap.join("inside.txt")).unwrap(),
+        b"someone's file",
+        "the directory and its contents are untouched"
+    );
+    let (_, report) = store.json(&["verify"]);
+    assert_eq!(report["problems"][0]["kind"], "not-a-file", "{report}");
+    assert_eq!(report["foreign"][0]["path"], snap.to_str().unwrap());
+    assert_eq!(report["foreign"][0]["what"], "directory");
+    // Once the user moved it away, a refresh repairs the generation.
+    std::fs::remove_dir_all(&snap).unwrap();
     store.refresh(&json_payload(5000, 2), &[]);
     assert_eq!(store.show(), json_payload(5000, 2));
     store.ok(&["verify"]);

@@ -197,6 +197,12 @@ fn gc_removes_only_unreferenced_files_and_dry_run_changes_nothing() {
     store.refresh(&json_payload(1000, 2), &[]);
     let orphan = store.root().join("snapshots").join(hash_hex(b"orphan"));
     std::fs::write(&orphan, b"orphan").unwrap();
+    std::fs::write(
+        store.root().join("tmp").join(".snapcache-4242-leftover"),
+        b"0123456789",
+    )
+    .unwrap();
+    // Not snapcache's name: foreign, never counted, never removed.
     std::fs::write(store.root().join("tmp").join("leftover"), b"0123456789").unwrap();
     let before = store.fingerprint();
 
@@ -214,7 +220,11 @@ fn gc_removes_only_unreferenced_files_and_dry_run_changes_nothing() {
     assert_eq!(report["removed_temp_files"], 1);
     assert_eq!(report["freed_bytes"], 16);
     assert!(!orphan.exists(), "the unreferenced snapshot is gone");
-    assert!(store.files_in("tmp").is_empty(), "tmp/ is empty");
+    assert_eq!(
+        store.files_in("tmp"),
+        vec!["leftover".to_string()],
+        "only the foreign file is left in tmp/"
+    );
     assert_eq!(
         store.files_in("snapshots").len(),
         2,
@@ -254,6 +264,7 @@ fn verify_reports_damage_and_leftovers_without_changing_anything() {
     assert_eq!(report["ok"], true);
     assert_eq!(report["problems"].as_array().unwrap().len(), 0);
 
+    std::fs::write(store.root().join("tmp").join(".snapcache-7-stray"), b"x").unwrap();
     std::fs::write(store.root().join("tmp").join("stray"), b"x").unwrap();
     let damaged = store
         .root()
@@ -275,6 +286,13 @@ fn verify_reports_damage_and_leftovers_without_changing_anything() {
         1,
         "the stray temp file is reclaimable, not a problem"
     );
+    let foreign = report["foreign"].as_array().unwrap();
+    assert_eq!(foreign.len(), 1, "{report}");
+    assert_eq!(
+        foreign[0]["path"],
+        store.root().join("tmp").join("stray").to_str().unwrap()
+    );
+    assert_eq!(foreign[0]["what"], "file");
     assert_eq!(store.fingerprint(), before, "verify changes nothing");
     assert_eq!(
         store.show(),

@@ -286,6 +286,8 @@ fn report(failure: Failure, json: bool) -> u8 {
                 (exit::FAILURE, "untrusted-path")
             } else if e.is_unexpected_file_type() {
                 (exit::FAILURE, "unexpected-file-type")
+            } else if e.is_not_a_store() {
+                (exit::FAILURE, "not-a-store")
             } else {
                 (exit::FAILURE, "error")
             };
@@ -312,6 +314,7 @@ fn with_cli_hint(e: &Error) -> String {
         Error::UntrustedPath { .. } | Error::UnexpectedFileType { .. } => {
             format!("{e} (another store directory: --store DIR or SNAPCACHE_DIR)")
         }
+        Error::NotAStore { .. } => format!("{e} (--store DIR or SNAPCACHE_DIR)"),
         _ => e.to_string(),
     }
 }

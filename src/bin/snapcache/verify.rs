@@ -42,6 +42,20 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
             );
         }
     }
+    if !ctx.json && !report.foreign.is_empty() {
+        println!(
+            "foreign: {} entr{} snapcache did not create, left in place (not problems, never removed):",
+            report.foreign.len(),
+            if report.foreign.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        );
+        for f in &report.foreign {
+            println!("  {} ({})", f.path.display(), f.what);
+        }
+    }
     if report.ok {
         Ok(())
     } else {

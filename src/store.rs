@@ -801,18 +801,15 @@ impl Store {
         self.sweep_leftovers(&lock, pointer.as_ref())?;
 
         if let (Some(max_age), Some(p)) = (options.max_age, &pointer) {
-            // A time in the future (a writer's clock ran ahead) is an unknown
-            // age: refresh rather than trust it for as long as the skew lasts.
-            let age = match (
-                p.checked_at.known_age(),
-                p.current_entry().created_at.known_age(),
-            ) {
-                (Some(age), Some(_)) => Some(age),
-                _ => {
-                    tracing::warn!(checked_at = %p.checked_at, created_at = %p.current_entry().created_at, tolerance_secs = crate::time::CLOCK_SKEW_TOLERANCE.as_secs(), "the last refresh lies in the future (a writer's clock ran ahead): its age is unknown, refreshing");
-                    None
-                }
-            };
+            // A last check in the future (a writer's clock ran ahead) is an
+            // unknown age: refresh rather than trust it for as long as the
+            // skew lasts. (A `created_at` in the future alone does not force
+            // refreshes: once a correct clock re-checked, `checked_at` is
+            // right, and an unchanged refresh does not rewrite `created_at`.)
+            let age = p.checked_at.known_age();
+            if age.is_none() {
+                tracing::warn!(checked_at = %p.checked_at, tolerance_secs = crate::time::CLOCK_SKEW_TOLERANCE.as_secs(), "the last refresh lies in the future (a writer's clock ran ahead): its age is unknown, refreshing");
+            }
             if age.is_some_and(|age| age < max_age) {
                 let entry = p.current_entry();
                 tracing::info!(generation = entry.generation, hash = %entry.hash, "refresh skipped: last refresh is younger than max-age");

@@ -51,6 +51,24 @@ fn max_age_refreshes_when_the_last_refresh_lies_in_the_future() {
 }
 
 #[test]
+fn after_an_unchanged_refresh_on_a_correct_clock_max_age_skips_again() {
+    let store = store_from_a_fast_clock();
+    // Same content: no new generation, but checked on a correct clock.
+    let same = store.refresh(b"[1]", &["--max-age", "10m"]);
+    assert_eq!(
+        (same["skipped"].clone(), same["changed"].clone()),
+        (false.into(), false.into())
+    );
+    let next = store.refresh(b"[2]", &["--max-age", "10m"]);
+    assert_eq!(next["skipped"], true, "checked_at is known now: {next}");
+    // The generation's own time is still the fast clock's, and says so.
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(status["created_at_in_future"], true, "{status}");
+    assert_eq!(status["checked_at_in_future"], false, "{status}");
+    assert!(status["age_seconds"].is_u64(), "{status}");
+}
+
+#[test]
 fn a_checked_at_alone_in_the_future_also_counts_as_unknown() {
     let store = TestStore::new();
     store.refresh(b"[1]", &[]);

@@ -259,6 +259,9 @@ fn supervise(
     let stderr = StderrTail::start(child.stderr.take())?;
     let mut exited: Option<(ExitStatus, Instant)> = None;
     let mut stdout_open = true;
+    // Polls for the exit after stdout closed: 1 ms doubling to a tick, so a
+    // command that exits right after closing stdout costs no full tick.
+    let mut exit_poll = Duration::from_millis(1);
     loop {
         if cancel.load(Ordering::Relaxed) {
             // The store sees the flag and reports the interruption.
@@ -278,7 +281,8 @@ fn supervise(
             }
             (None, false) => {
                 // stdout closed, the command still runs: wait for its exit.
-                std::thread::sleep(TICK);
+                std::thread::sleep(exit_poll);
+                exit_poll = (exit_poll * 2).min(TICK);
                 continue;
             }
             _ => {}

@@ -26,8 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::layout::TEMP_PREFIX;
-
 /// One file operation, as seen by a [`FsHook`] just before it runs.
 // The fields are read by the test hooks (operation recorder, fault injection).
 #[cfg_attr(not(test), allow(dead_code))]
@@ -219,7 +217,7 @@ impl Durable {
     /// Creates a new temp file (owner-only, unpredictable name, create-new).
     pub(crate) fn create_temp(&self, dir: &Path) -> io::Result<TempFile> {
         let inner = tempfile::Builder::new()
-            .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+            .prefix(&crate::layout::temp_prefix(crate::lock::this_temp_owner()))
             .rand_bytes(16)
             .tempfile_in(dir)?;
         // tempfile creates with O_EXCL (never through a planted link) and
@@ -688,7 +686,7 @@ mod temp_name_tests {
         let durable = Durable::default();
         let a = durable.create_temp(dir.path()).expect("temp a");
         let b = durable.create_temp(dir.path()).expect("temp b");
-        let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
+        let prefix = crate::layout::temp_prefix(crate::lock::this_temp_owner());
         for t in [&a, &b] {
             let name = t.path().file_name().and_then(|n| n.to_str()).expect("name");
             let random = name.strip_prefix(&prefix).expect("pid-tagged prefix");

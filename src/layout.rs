@@ -166,3 +166,65 @@ mod tests {
         assert!(!is_snapshot_name(OsStr::new("holiday.png")));
     }
 }
+
+/// Who created a temp file, as its name records it: `.snapcache-<pid>-…`
+/// or, where the PID namespace is known, `.snapcache-<pid>.<ns>-…` (the
+/// namespace's inode number; a pid means nothing outside its namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TempOwner {
+    pub pid: u32,
+    pub pid_ns: Option<u64>,
+}
+
+/// The name prefix of a temp file created by `owner`:
+/// `.snapcache-<pid>.<ns>-` or `.snapcache-<pid>-`.
+pub(crate) fn temp_prefix(owner: TempOwner) -> String {
+    match owner.pid_ns {
+        Some(ns) => format!("{TEMP_PREFIX}{}.{ns}-", owner.pid),
+        None => format!("{TEMP_PREFIX}{}-", owner.pid),
+    }
+}
+
+/// The creator recorded in a temp file's name, if the name has that shape.
+///
+/// ```text
+/// .snapcache-42.4026531836-Ab3…  -> pid 42 in namespace 4026531836
+/// .snapcache-42-Ab3…             -> pid 42, namespace not recorded
+/// ```
+pub(crate) fn temp_owner(name: &str) -> Option<TempOwner> {
+    let tag = name.strip_prefix(TEMP_PREFIX)?.split('-').next()?;
+    let (pid, ns) = match tag.split_once('.') {
+        Some((pid, ns)) => (pid, Some(ns.parse().ok()?)),
+        None => (tag, None),
+    };
+    Some(TempOwner {
+        pid: pid.parse().ok()?,
+        pid_ns: ns,
+    })
+}
+
+#[cfg(test)]
+mod temp_owner_tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_round_trip_their_creator() {
+        for owner in [
+            TempOwner {
+                pid: 42,
+                pid_ns: Some(4_026_531_836),
+            },
+            TempOwner {
+                pid: 7,
+                pid_ns: None,
+            },
+        ] {
+            let name = format!("{}AbCdEf0123456789", temp_prefix(owner));
+            assert!(name.starts_with(TEMP_PREFIX));
+            assert_eq!(temp_owner(&name), Some(owner), "{name}");
+        }
+        assert_eq!(temp_owner(".snapcache-x-abc"), None);
+        assert_eq!(temp_owner(".snapcache-1.x-abc"), None);
+        assert_eq!(temp_owner("other-1-abc"), None);
+    }
+}

@@ -730,7 +730,7 @@ impl Store {
             }
         }
         let referenced = pointer.as_ref().map(referenced_hashes);
-        let scan = sweep::scan(&self.layout, referenced.as_ref(), false)?;
+        let scan = sweep::scan(&self.layout, referenced.as_ref(), None)?;
         let report = VerifyReport {
             ok: problems.is_empty(),
             verified_generations: verified,
@@ -1052,7 +1052,8 @@ impl Store {
     /// Leftovers to sweep while holding `lock`.
     fn leftovers(&self, lock: &WriterLock, pointer: Option<&Pointer>) -> Result<Vec<Leftover>> {
         let referenced = pointer.map(referenced_hashes);
-        let spare_live_writers = lock.backend() == Backend::Lease;
+        let spare_live_writers =
+            (lock.backend() == Backend::Lease).then_some(self.options.lease_ttl);
         Ok(sweep::scan(&self.layout, referenced.as_ref(), spare_live_writers)?.leftovers)
     }
 

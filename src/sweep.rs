@@ -25,6 +25,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -90,15 +91,15 @@ pub(crate) struct Scan {
 /// retained set is unknown (no pointer): then no snapshot is listed as a
 /// leftover, because none can be proven unreferenced.
 ///
-/// With `spare_live_writers` (the lease backend), temp files named after a
-/// live process on this host other than us are not listed: a lease can
-/// expire under a stalled writer that is still alive, and its files are not
-/// ours to delete. (With advisory locks the kernel guarantees that no other
-/// writer is alive while we hold the lock.)
+/// With `spare_live_writers` (the lease backend, with its lease time), temp
+/// files that may belong to a live writer other than us are not listed: a
+/// lease can expire under a stalled writer that is still alive, and its
+/// files are not ours to delete. (With advisory locks the kernel guarantees
+/// that no other writer is alive while we hold the lock.)
 pub(crate) fn scan(
     layout: &Layout,
     referenced: Option<&HashSet<ContentHash>>,
-    spare_live_writers: bool,
+    spare_live_writers: Option<Duration>,
 ) -> Result<Scan> {
     let mut leftovers = Vec::new();
     let mut foreign = Vec::new();
@@ -112,7 +113,7 @@ pub(crate) fn scan(
             foreign.push(entry.foreign());
             continue;
         }
-        if spare_live_writers && belongs_to_live_writer(&entry.path) {
+        if spare_live_writers.is_some_and(|lease| belongs_to_live_writer(&entry.path, lease)) {
             tracing::info!(path = %entry.path.display(), "kept a temp file of a live writer");
             continue;
         }
@@ -167,15 +168,33 @@ pub(crate) fn remove(durable: &Durable, leftovers: Vec<Leftover>) -> Vec<Leftove
     removed
 }
 
-/// Whether a temp file's name (`.snapcache-<pid>-...`) names a live process
-/// on this host other than the current one.
-fn belongs_to_live_writer(path: &Path) -> bool {
+/// Whether a temp file may belong to a live writer other than us, judged
+/// from its name (`.snapcache-<pid>.<ns>-…`, see [`crate::layout::temp_owner`]):
+///
+/// - created in our PID namespace: when that pid is alive and not ours;
+/// - created in another PID namespace, or one the name does not record
+///   (an older version, another platform): its pid cannot be checked from
+///   here, so it is spared while it is younger than the lease time `lease`
+///   by its mtime (a writer that stopped touching it for longer has lost
+///   its lease anyway).
+fn belongs_to_live_writer(path: &Path, lease: Duration) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let pid = name
-        .strip_prefix(crate::layout::TEMP_PREFIX)
-        .and_then(|rest| rest.split('-').next())
-        .and_then(|pid| pid.parse::<u32>().ok());
-    pid.is_some_and(|pid| pid != std::process::id() && crate::lock::process_alive(pid))
+    let Some(owner) = crate::layout::temp_owner(name) else {
+        return false;
+    };
+    let me = crate::lock::this_temp_owner();
+    if crate::lock::same_pid_namespace(owner.pid_ns, me.pid_ns) {
+        return owner.pid != me.pid && crate::lock::process_alive(owner.pid);
+    }
+    let age = fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .map(|t| {
+            SystemTime::now()
+                .duration_since(t)
+                .unwrap_or(Duration::ZERO)
+        });
+    // An unknown age (no mtime) is treated as young: keep it.
+    !age.is_ok_and(|age| age >= lease)
 }
 
 /// One directory entry, typed without following it.

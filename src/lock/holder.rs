@@ -24,6 +24,12 @@ pub struct HolderInfo {
     /// Linux boot id of the holder's machine (detects a reboot), if known.
     #[serde(default)]
     pub boot_id: Option<String>,
+    /// The holder's PID namespace (Linux: the inode number of
+    /// `/proc/self/ns/pid`), if known. `pid` is meaningful only inside it:
+    /// a holder in a container or under `unshare --pid` is never judged by
+    /// its pid from outside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u64>,
     /// The holder's command line or purpose string.
     pub command: String,
     /// When it acquired the lock.
@@ -39,17 +45,27 @@ impl HolderInfo {
             pid: std::process::id(),
             host: host_name(),
             boot_id: boot_id(),
+            pid_ns: pid_namespace(),
             command: command.to_string(),
             since: Timestamp::now(),
             backend,
         }
     }
 
-    /// `pid 42 on host "box" (snapcache refresh ...) for 3.2 s`.
+    /// `pid 42 on host "box" (snapcache refresh ...) for 3.2 s`; a holder
+    /// in another PID namespace on this host is `pid 42 (in another PID
+    /// namespace) on host "box" ...`.
     pub fn describe(&self) -> String {
+        let elsewhere =
+            self.host == host_name() && !same_pid_namespace(self.pid_ns, pid_namespace());
         format!(
-            "pid {} on host {:?} ({}) for {:.1} s",
+            "pid {}{} on host {:?} ({}) for {:.1} s",
             self.pid,
+            if elsewhere {
+                " (in another PID namespace)"
+            } else {
+                ""
+            },
             self.host,
             self.command,
             self.since.age().as_secs_f64()
@@ -57,7 +73,11 @@ impl HolderInfo {
     }
 
     /// True when the record describes a process on this machine (same host
-    /// and, where known, same boot) that no longer exists.
+    /// and, where known, same boot) that no longer exists. Its pid is
+    /// consulted only when it lives in our PID namespace: from another one
+    /// (a container, `unshare --pid`), or one we cannot identify, the pid
+    /// names some unrelated process or none, so such a holder is never
+    /// judged dead by it (only a lease expiry or a reboot frees its lock).
     pub(crate) fn is_dead_local_process(&self) -> bool {
         if self.host != host_name() {
             return false;
@@ -66,7 +86,7 @@ impl HolderInfo {
             (Some(theirs), Some(ours)) if *theirs != ours => return true,
             _ => {}
         }
-        !process_alive(self.pid)
+        same_pid_namespace(self.pid_ns, pid_namespace()) && !process_alive(self.pid)
     }
 }
 
@@ -123,6 +143,40 @@ pub(crate) fn host_name() -> String {
     }
 }
 
+/// Whether pids recorded in namespace `theirs` can be checked from `ours`:
+/// both known and equal, or both unknown (a platform without PID
+/// namespaces). One known and the other not is treated as different.
+pub(crate) fn same_pid_namespace(theirs: Option<u64>, ours: Option<u64>) -> bool {
+    theirs == ours
+}
+
+/// This process's PID namespace: the inode number of `/proc/self/ns/pid`
+/// (the namespace's identity on Linux); `None` where there is no such file.
+/// A process never changes its own PID namespace, so it is read once.
+pub(crate) fn pid_namespace() -> Option<u64> {
+    static NS: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::MetadataExt;
+            // metadata follows the magic link to the namespace's nsfs inode.
+            std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            None
+        }
+    })
+}
+
+/// How this process signs its temp files (see [`crate::layout::temp_owner`]).
+pub(crate) fn this_temp_owner() -> crate::layout::TempOwner {
+    crate::layout::TempOwner {
+        pid: std::process::id(),
+        pid_ns: pid_namespace(),
+    }
+}
+
 /// Linux's per-boot random id; `None` elsewhere.
 pub(crate) fn boot_id() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -151,5 +205,66 @@ pub(crate) fn process_alive(pid: u32) -> bool {
         // still frees the lock eventually.
         let _ = pid;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        let _ = child.wait();
+        pid
+    }
+
+    #[test]
+    fn a_dead_pid_counts_only_in_our_pid_namespace() {
+        let ours = pid_namespace();
+        let mut info = HolderInfo::this_process("test", Backend::Lease);
+        info.pid = dead_pid();
+        assert_eq!(info.pid_ns, ours);
+        assert!(
+            info.is_dead_local_process(),
+            "same namespace: judged by pid"
+        );
+        if let Some(ns) = ours {
+            info.pid_ns = Some(ns + 1);
+            assert!(
+                !info.is_dead_local_process(),
+                "another namespace: never by pid"
+            );
+            info.pid_ns = None;
+            assert!(
+                !info.is_dead_local_process(),
+                "an unrecorded namespace while ours is known: never by pid"
+            );
+            // A reboot still frees it, whatever the namespace.
+            info.boot_id = Some("another-boot".into());
+            assert_eq!(
+                info.is_dead_local_process(),
+                boot_id().is_some(),
+                "a changed boot id means dead"
+            );
+        }
+        info.pid = std::process::id();
+        info.pid_ns = ours;
+        info.boot_id = boot_id();
+        assert!(!info.is_dead_local_process(), "we are alive");
+    }
+
+    #[test]
+    fn the_record_carries_the_namespace_and_old_records_still_parse() {
+        let info = HolderInfo::this_process("test", Backend::Lease);
+        let json = serde_json::to_string(&info).expect("serialize");
+        if let Some(ns) = info.pid_ns {
+            assert!(json.contains(&format!("\"pid_ns\":{ns}")), "{json}");
+        }
+        let old = r#"{"pid":1,"host":"h","boot_id":null,"command":"c","since":"2026-01-01T00:00:00Z","backend":"lease"}"#;
+        let parsed: HolderInfo = serde_json::from_str(old).expect("an older record parses");
+        assert_eq!(parsed.pid_ns, None);
     }
 }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use holder::HolderInfo;
-pub(crate) use holder::process_alive;
+pub(crate) use holder::{process_alive, same_pid_namespace, this_temp_owner};
 
 use crate::durable::Durable;
 use crate::error::{Error, Result};

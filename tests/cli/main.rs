@@ -15,6 +15,7 @@ mod faults;
 mod fuzz;
 mod hostile;
 mod locking;
+mod namespaces;
 mod nonatomic;
 mod permissions;
 mod planted;

@@ -13,7 +13,7 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         LockState::Held(None) => json!({ "held": true }),
         LockState::Held(Some(h)) => json!({
             "held": true, "pid": h.pid, "host": h.host, "command": h.command,
-            "since": h.since, "backend": h.backend,
+            "since": h.since, "backend": h.backend, "pid_ns": h.pid_ns,
             "held_for_seconds": h.since.age().as_secs_f64(),
         }),
     };

@@ -493,6 +493,8 @@ fn a_dead_breakers_lease_break_does_not_stall_writers() {
     let record = serde_json::json!({
         "pid": dead_pid, "host": rustix::system::uname().nodename().to_string_lossy(),
         "boot_id": std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string()),
+        // Its PID namespace is ours: only then does its pid tell.
+        "pid_ns": std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/proc/self/ns/pid").unwrap()),
         "command": "snapcache refresh (killed mid-break)", "since": "2026-01-01T00:00:00Z", "backend": "lease"
     });
     std::fs::write(

@@ -237,3 +237,28 @@ fn a_failing_stdout_is_exit_1_and_a_closed_pipe_is_not_an_error() {
     assert_no_panic(&out, "closed pipe");
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
 }
+
+#[test]
+fn verify_json_shows_planted_names_that_are_not_utf8() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let tmp = store.root().join("tmp");
+    // A leftover of ours (our prefix) and a foreign directory, both named
+    // with bytes that are not UTF-8.
+    let mut ours = tmp.clone().into_os_string();
+    ours.push("/.snapcache-");
+    ours.push(OsString::from_vec(b"\xff".to_vec()));
+    std::fs::write(&ours, b"junk").unwrap();
+    let mut foreign = tmp.into_os_string();
+    foreign.push("/");
+    foreign.push(not_utf8("planted"));
+    std::fs::create_dir(&foreign).unwrap();
+    let (out, report) = store.json(&["verify"]);
+    assert_no_panic(&out, "verify --json");
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let listed = report.to_string();
+    assert!(
+        listed.contains("planted-\u{fffd}\u{fffd}") && listed.contains(".snapcache-\u{fffd}"),
+        "both shown lossily: {listed}"
+    );
+}

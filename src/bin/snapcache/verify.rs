@@ -16,6 +16,9 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         for l in &mut shown.reclaimable {
             l.path = lossy_path(&l.path);
         }
+        for f in &mut shown.foreign {
+            f.path = lossy_path(&f.path);
+        }
         print_json(&shown);
     } else {
         for p in &report.problems {

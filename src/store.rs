@@ -478,8 +478,9 @@ impl Store {
     }
 
     fn read_picked(&self, pick: impl Fn(&Pointer) -> Result<Generation>) -> Result<Snapshot> {
-        self.ensure_readable()?;
+        // Trust first: nothing in the store is read before it passes.
         self.check_trust(Access::Read)?;
+        self.ensure_readable()?;
         let mut previous: Option<Pointer> = None;
         for _ in 0..READ_ATTEMPTS {
             let pointer = self.load_pointer()?;
@@ -648,8 +649,9 @@ impl Store {
 
     /// The store's state: current generation and the lock. Takes no lock.
     pub fn status(&self) -> Result<Status> {
-        self.ensure_readable()?;
+        // Trust first: nothing in the store is read before it passes.
         self.check_trust(Access::Read)?;
+        self.ensure_readable()?;
         let pointer = self.try_load_pointer()?;
         Ok(Status {
             root: self.root().to_path_buf(),
@@ -662,8 +664,9 @@ impl Store {
 
     /// Retained generations, oldest first. Takes no lock.
     pub fn history(&self) -> Result<Vec<HistoryEntry>> {
-        self.ensure_readable()?;
+        // Trust first: nothing in the store is read before it passes.
         self.check_trust(Access::Read)?;
+        self.ensure_readable()?;
         let pointer = self.load_pointer()?;
         Ok(pointer
             .generations
@@ -678,8 +681,9 @@ impl Store {
     /// Checks the pointer and every retained snapshot; lists leftovers.
     /// Changes nothing and takes no lock.
     pub fn verify(&self) -> Result<VerifyReport> {
-        self.ensure_readable()?;
+        // Trust first: nothing in the store is read before it passes.
         self.check_trust(Access::Read)?;
+        self.ensure_readable()?;
         // Like a reader: a snapshot that vanished while a concurrent write
         // moved the pointer on is not damage; verify the new pointer instead.
         let mut attempt = 0;
@@ -997,6 +1001,10 @@ impl Store {
     /// checked again before the marker is written (another writer may have
     /// marked it meanwhile, or someone may have added a foreign entry).
     fn lock_for_write(&self, create: bool) -> Result<WriterLock> {
+        // Trust first: a store others can change, or a writer that is not
+        // its owner, is refused before anything in it is read or created.
+        // (A missing root passes; the root created below is ours.)
+        self.check_trust(Access::Write)?;
         let found = self.identify()?;
         match &found {
             Found::Foreign(entries) => return Err(self.not_a_store(entries.clone())),
@@ -1005,17 +1013,15 @@ impl Store {
             }
             _ => {}
         }
-        // The root first (it may be a symlink the user chose), then judge it
-        // before creating anything inside: a writer that is not the owner,
-        // or a store others can write, is refused before it leaves a trace.
-        let root = self.layout.root().to_path_buf();
-        self.durable
-            .create_dir(&root, true)
-            .map_err(|e| Error::io("create the store directory", &root, e))?;
-        self.check_trust(Access::Write)?;
-        for dir in [self.layout.snapshots_dir(), self.layout.tmp_dir()] {
+        // The root may be a symlink the user chose; nothing inside may be.
+        let dirs = [
+            (self.layout.root().to_path_buf(), true),
+            (self.layout.snapshots_dir(), false),
+            (self.layout.tmp_dir(), false),
+        ];
+        for (dir, follow_link) in dirs {
             self.durable
-                .create_dir(&dir, false)
+                .create_dir(&dir, follow_link)
                 .map_err(|e| Error::io("create the store directory", &dir, e))?;
         }
         let lock = self.acquire()?;

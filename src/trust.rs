@@ -4,7 +4,7 @@
 //!
 //! Before every read and every write, [`check_store`] looks at the store
 //! root, `snapshots/`, `tmp/` and, when present, `current`, `lock`,
-//! `lock.holder`, `lease` and `lease.break`:
+//! `lock.holder`, `lease`, `lease.break`, the marker and `CACHEDIR.TAG`:
 //!
 //! - none of them may be writable by group or others (a reader would
 //!   otherwise serve what another user planted, and a writer would write
@@ -74,12 +74,14 @@ mod imp {
     /// Directories directly in the root.
     const DIRS: [&str; 2] = [layout::SNAPSHOTS, layout::TMP];
     /// Files directly in the root, checked when present.
-    const FILES: [&str; 5] = [
+    const FILES: [&str; 7] = [
         layout::CURRENT,
         layout::LOCK,
         layout::LOCK_HOLDER,
         layout::LEASE,
         layout::LEASE_BREAK,
+        layout::MARKER,
+        layout::CACHEDIR_TAG,
     ];
 
     pub(super) fn check_store(layout: &Layout, access: Access) -> Result<()> {

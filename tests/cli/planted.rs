@@ -1,8 +1,9 @@
 //! Nothing planted at a store name can hang a command (issue 8 point 3):
 //! a FIFO, a Unix socket, a character device, a directory or a symlink at
-//! `current`, a snapshot, `lock`, `lock.holder`, `lease` or `lease.break`
-//! is a clear error (exit 1, the path and what it is) within seconds, and
-//! lock budgets stay exact when such a file appears while a writer waits.
+//! `current`, a snapshot, `lock`, `lock.holder`, `lease`, `lease.break`, the
+//! marker or `CACHEDIR.TAG` is a clear error (exit 1, the path and what it
+//! is) within seconds, and lock budgets stay exact when such a file appears
+//! while a writer waits.
 
 use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixListener;
@@ -210,6 +211,12 @@ fn anything_but_a_file_at_lease_break_is_refused_at_once() {
     check_root_name("lease.break");
 }
 
+#[test]
+fn anything_but_a_file_at_the_marker_or_cachedir_tag_is_refused_at_once() {
+    check_root_name("snapcache-store");
+    check_root_name("CACHEDIR.TAG");
+}
+
 /// At a snapshot's name: readers refuse it (naming path and kind), `status`
 /// and `history` (which read no snapshot) finish normally, and a refresh
 /// still publishes.
@@ -335,13 +342,17 @@ impl Waiter {
     }
 }
 
+/// Replaces `path` by a FIFO atomically (made under another name, renamed
+/// over it): a waiter polling every 2 ms must never see the name missing,
+/// or it would just create a fresh file there.
 fn mkfifo(path: &Path) {
-    let _ = std::fs::remove_file(path);
+    let staged = path.with_file_name("staged-fifo");
     let status = std::process::Command::new("mkfifo")
-        .arg(path)
+        .arg(&staged)
         .status()
         .unwrap();
     assert!(status.success());
+    std::fs::rename(&staged, path).unwrap();
 }
 
 /// A FIFO at `lease` while a writer waits for the lease: it keeps polling

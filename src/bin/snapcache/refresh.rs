@@ -137,10 +137,14 @@ fn open_source(path: &Path, cancel: &AtomicBool) -> Result<Source, Failure> {
         // Opening a FIFO blocks until a writer appears: open without
         // blocking first, and keep the file only when it is regular.
         let file = open_nonblocking(path).map_err(failed)?;
-        if file.metadata().map_err(failed)?.is_file() {
+        let meta = file.metadata().map_err(failed)?;
+        if meta.is_file() {
             return Ok(Source::Regular(
                 reopen_blocking(file, path).map_err(failed)?,
             ));
+        }
+        if meta.is_dir() {
+            return Err(failed(io::Error::other("it is a directory")));
         }
         drop(file);
         let owned = path.to_path_buf();

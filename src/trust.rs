@@ -84,12 +84,22 @@ mod imp {
         layout::CACHEDIR_TAG,
     ];
 
+    /// How directories are opened to be judged: on Linux `O_PATH`, which
+    /// needs no read permission (a reader of a system-wide store may not be
+    /// allowed to list `tmp/`) and opens nothing; elsewhere read-only.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const DIR_OPEN: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const DIR_OPEN: OFlags = OFlags::RDONLY
+        .union(OFlags::DIRECTORY)
+        .union(OFlags::CLOEXEC)
+        .union(OFlags::NONBLOCK);
+
     pub(super) fn check_store(layout: &Layout, access: Access) -> Result<()> {
         let root = layout.root();
         let me = rustix::process::geteuid().as_raw();
         // The root may be a symlink (the user chose it): followed here only.
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NONBLOCK;
-        let dir = match rfs::open(root, flags, Mode::empty()) {
+        let dir = match rfs::open(root, DIR_OPEN, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(()),
             Err(Errno::NOTDIR) => {
@@ -117,14 +127,20 @@ mod imp {
         }
         for name in DIRS {
             let path = root.join(name);
-            let flags = OFlags::RDONLY
-                | OFlags::DIRECTORY
-                | OFlags::NOFOLLOW
-                | OFlags::CLOEXEC
-                | OFlags::NONBLOCK;
-            match rfs::openat(&dir, name, flags, Mode::empty()) {
+            match rfs::openat(&dir, name, DIR_OPEN | OFlags::NOFOLLOW, Mode::empty()) {
                 Ok(fd) => judge(&path, &stat_fd(&fd, &path)?, owner)?,
                 Err(Errno::NOENT) => {}
+                // Not readable by this user (a read-only store whose tmp/ is
+                // the owner's alone): judge it by lstat relative to the
+                // checked root; only the owner can change that entry.
+                Err(Errno::ACCESS) => {
+                    let st = rfs::statat(&dir, name, rfs::AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| Error::io("check the store directory", &path, e.into()))?;
+                    if kind(&st) != FileKind::Directory {
+                        return Err(wrong_kind(&path, kind(&st), FileKind::Directory));
+                    }
+                    judge(&path, &st, owner)?;
+                }
                 // A link (ELOOP) or not a directory (ENOTDIR): say what it is.
                 Err(Errno::LOOP | Errno::NOTDIR) => {
                     let found = rfs::statat(&dir, name, rfs::AtFlags::SYMLINK_NOFOLLOW)

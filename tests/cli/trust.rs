@@ -33,6 +33,10 @@ impl TempUser {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            eprintln!("SKIPPED: setpriv (util-linux) is not available to run as another user");
+            return None;
+        }
         let made = Command::new("useradd")
             .args(["--no-create-home", "--user-group", "--shell", "/bin/sh"])
             .arg(&name)
@@ -379,6 +383,19 @@ fn a_user_reads_a_root_owned_read_only_store() {
         let out = alice.run(&root, args);
         assert_eq!(code(&out), 0, "{args:?}: {}", text(&out.stderr));
     }
+    // tmp/ private to root (readers never need it): still readable; the
+    // check judges what it cannot open by lstat under the checked root.
+    chmod(&root.join("tmp"), 0o700);
+    for args in [&["show"][..], &["status"], &["history"]] {
+        let out = alice.run(&root, args);
+        assert_eq!(
+            code(&out),
+            0,
+            "{args:?} with tmp/ 0700: {}",
+            text(&out.stderr)
+        );
+    }
+    chmod(&root.join("tmp"), 0o755);
     let from = payload_file(store.dir.path(), "p.json", b"[9]");
     let out = alice.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
     assert_untrusted(

@@ -358,3 +358,46 @@ fn sigterm_ends_a_refresh_reading_a_silent_stdin_or_fifo() {
         "lock free"
     );
 }
+
+/// A background process holding only stderr does not hold up the refresh:
+/// a successful command publishes at once, a failing one is reported within
+/// the grace (with what stderr said so far).
+#[test]
+fn a_background_child_holding_only_stderr_does_not_hold_the_refresh() {
+    let store = TestStore::new();
+    store.refresh(b"[0]", &[]);
+    let pidfile = store.scratch("err.pid");
+    let bg = format!(
+        "sh -c 'echo $$ > {}; exec sleep 30' >/dev/null &",
+        pidfile.display()
+    );
+    let started = Instant::now();
+    let out = store.run(&["refresh", "--exec", "sh", "-c", &format!("{bg} echo '[1]'")]);
+    let took = started.elapsed();
+    let _guard = KillOnDrop(vec![wait_pidfile(&pidfile)]);
+    eprintln!("stderr held, command succeeded: published in {took:?}");
+    assert_eq!(code(&out), 0, "stderr: {}", text(&out.stderr));
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(generation_numbers(&store), [1, 2]);
+
+    let _ = std::fs::remove_file(&pidfile);
+    let started = Instant::now();
+    let out = store.run(&[
+        "refresh",
+        "--exec",
+        "sh",
+        "-c",
+        &format!("{bg} echo 'upstream said 503' >&2; exit 4"),
+    ]);
+    let took = started.elapsed();
+    let _guard2 = KillOnDrop(vec![wait_pidfile(&pidfile)]);
+    let stderr = text(&out.stderr);
+    eprintln!("stderr held, command failed: reported in {took:?}");
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(took < GRACE_BOUND, "took {took:?}");
+    assert!(
+        stderr.contains("exit status: 4") && stderr.contains("upstream said 503"),
+        "{stderr}"
+    );
+    assert_eq!(generation_numbers(&store), [1, 2]);
+}

@@ -225,6 +225,16 @@ fn a_failing_stdout_is_exit_1_and_a_closed_pipe_is_not_an_error() {
         assert_no_panic(&out, "/dev/full");
         assert_eq!(code(&out), 1, "{}", text(&out.stderr));
         assert!(text(&out.stderr).contains("could not write the result to stdout"));
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut cmd = store.command(&["show"]);
+        cmd.stdout(full).stderr(Stdio::piped());
+        let out = cmd.output().unwrap();
+        assert_no_panic(&out, "show > /dev/full");
+        assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("could not write the snapshot to stdout"));
     } else {
         eprintln!("skipped the /dev/full case: it cannot be opened here");
     }

@@ -21,9 +21,10 @@
 //! allowed when nobody but its owner can write it.
 //!
 //! The directories are judged on opened descriptors (`O_DIRECTORY`, and
-//! `O_NOFOLLOW` below the root); the files on an `O_PATH` descriptor on
-//! Linux, which opens nothing (a FIFO or a device is never opened), or by
-//! `lstat` relative to the checked root descriptor elsewhere. Once the
+//! `O_NOFOLLOW` below the root; `O_PATH` on Linux, which needs no read
+//! permission); the files on an `O_PATH` descriptor on Linux, which opens
+//! nothing (a FIFO or a device is never opened), or by `lstat` relative to
+//! the checked root descriptor elsewhere. Once the
 //! directories are known to be the owner's alone, nobody else can swap the
 //! entries in them after the check.
 //!

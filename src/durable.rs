@@ -702,3 +702,82 @@ mod temp_name_tests {
         assert_ne!(a.path(), b.path());
     }
 }
+
+#[cfg(all(test, unix))]
+// Helpers below fail loudly by design: a panic is a failed test.
+#[allow(clippy::expect_used)]
+mod gate_tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn mkfifo(path: &Path) {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success());
+    }
+
+    fn kind_of_refusal(result: io::Result<File>) -> FileKind {
+        let err = result.expect_err("refused");
+        wrong_type_of(&err)
+            .unwrap_or_else(|| panic!("a wrong-type error, not {err}"))
+            .found
+    }
+
+    #[test]
+    fn the_gate_refuses_every_non_regular_kind_without_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        mkfifo(&fifo);
+        let sock = dir.path().join("sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        let sub = dir.path().join("dir");
+        fs::create_dir(&sub).expect("dir");
+        let target = dir.path().join("target");
+        fs::write(&target, b"outside").expect("target");
+        let link = dir.path().join("link");
+        symlink(&target, &link).expect("link");
+        let cases = [
+            (&fifo, FileKind::Fifo),
+            (&sock, FileKind::Socket),
+            (&sub, FileKind::Directory),
+            (&link, FileKind::Symlink),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(kind_of_refusal(open_no_follow(path)), expected, "{path:?}");
+            assert_eq!(
+                kind_of_refusal(open_read_write(path, true)),
+                expected,
+                "{path:?}"
+            );
+        }
+        assert_eq!(fs::read(&target).expect("target"), b"outside");
+        let err =
+            crate::error::Error::io("open", &fifo, wrong_type(FileKind::Fifo, FileKind::Regular));
+        assert!(err.is_unexpected_file_type(), "{err}");
+        assert!(err.to_string().contains("a FIFO (named pipe)"), "{err}");
+    }
+
+    #[test]
+    fn exclusive_creation_never_goes_through_a_planted_link_and_is_0600() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").expect("victim");
+        let planted = dir.path().join("planted");
+        symlink(&victim, &planted).expect("link");
+        let err = create_exclusive(&planted, false).expect_err("refused");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+
+        let fresh = dir.path().join("fresh");
+        let file = open_read_write(&fresh, true).expect("created");
+        drop(file);
+        let mode = fs::metadata(&fresh).expect("meta").permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        // An existing regular file is opened, not recreated.
+        fs::write(&fresh, b"kept").expect("write");
+        drop(open_read_write(&fresh, true).expect("opened"));
+        assert_eq!(fs::read(&fresh).expect("read"), b"kept");
+    }
+}

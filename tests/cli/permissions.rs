@@ -130,17 +130,25 @@ fn check_backend_under_umask(backend: &str, mask: &str) {
 
     // While a writer holds the lock (and renews its lease), every file it
     // has made so far, the lease and the holder record included, is 0600.
-    let child = spawn_long_refresh(&store, mask, backend);
-    let started = Instant::now();
-    let mut seen_lease = false;
+    let mut child = spawn_long_refresh(&store, mask, backend);
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let mut lease_first_seen: Option<Instant> = None;
+    let mut seen_renewed_lease = false;
     let mut seen_holder = false;
-    while started.elapsed() < Duration::from_millis(1100) {
+    // Sample until the writer exits (its stdout is a few bytes: the pipe
+    // cannot fill while nobody drains it).
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the held refresh hung");
         let seen = assert_owner_only(
             &store.root(),
             &format!("{backend}, umask {mask}, while held"),
         );
-        seen_lease |=
-            seen.iter().any(|n| n == "lease") && started.elapsed() > Duration::from_millis(500);
+        if seen.iter().any(|n| n == "lease") {
+            let first = *lease_first_seen.get_or_insert_with(Instant::now);
+            // Renewals run every 0.1 s: 0.4 s after the lease appeared,
+            // it has been rewritten several times.
+            seen_renewed_lease |= first.elapsed() > Duration::from_millis(400);
+        }
         seen_holder |= seen.iter().any(|n| n == "lock.holder");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -148,7 +156,10 @@ fn check_backend_under_umask(backend: &str, mask: &str) {
     assert_eq!(code(&out), 0, "held refresh: {}", text(&out.stderr));
     assert!(seen_holder, "the holder record was observed while held");
     if backend == "lease" {
-        assert!(seen_lease, "the lease was observed after several renewals");
+        assert!(
+            seen_renewed_lease,
+            "the lease was observed after several renewals"
+        );
     }
     assert_owner_only(
         &store.root(),

@@ -142,8 +142,9 @@ pub(crate) fn identify(layout: &Layout, pointer_is_valid: impl FnOnce() -> bool)
     }
 }
 
-/// `Some(Marked)` for a valid marker, `Some(Foreign)` for something else at
-/// the marker's name, `None` when there is none.
+/// `Some(Marked)` for a valid marker, `Some(Foreign)` for a file with other
+/// content at the marker's name, `None` when there is none. Anything but a
+/// regular file there is refused by the open gate (never opened, no hang).
 fn read_marker(layout: &Layout) -> Result<Option<Found>> {
     let path = layout.marker();
     let bad = |why: &str| {
@@ -152,21 +153,11 @@ fn read_marker(layout: &Layout) -> Result<Option<Found>> {
             layout::MARKER
         )])))
     };
-    // lstat first: a FIFO or device at the name is never opened.
-    match fs::symlink_metadata(&path) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return bad("not a regular file"),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("inspect the store marker", &path, e)),
-    }
     let file = match open_no_follow(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("open the store marker", &path, e)),
     };
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return bad("not a regular file");
-    }
     let mut bytes = Vec::new();
     file.take(MAX_MARKER_BYTES)
         .read_to_end(&mut bytes)
@@ -295,6 +286,16 @@ mod tests {
             identify(&layout, || false).ok(),
             Some(Found::Unmarked { current: false })
         );
+    }
+
+    #[test]
+    fn a_directory_at_the_marker_name_is_refused_as_such() {
+        let (_dir, layout) = layout();
+        fs::create_dir_all(layout.marker()).expect("mkdir");
+        assert!(matches!(
+            identify(&layout, || true),
+            Err(Error::UnexpectedFileType { .. })
+        ));
     }
 
     #[test]

@@ -367,7 +367,13 @@ pub struct Store {
 
 impl Store {
     /// Opens the store at `options`' root. Creates nothing: the directories
-    /// appear with the first write, and reads work on a read-only store.
+    /// appear with the first publish, and reads work on a read-only store.
+    ///
+    /// The root must be missing, empty, or a store snapcache made (it
+    /// carries the `snapcache-store` marker, or only snapcache's names, as
+    /// stores of the earlier release do, which the next write then marks).
+    /// Every read and write on any other directory fails with
+    /// [`Error::NotAStore`] before anything in it is created or removed.
     pub fn open(options: StoreOptions) -> Result<Store> {
         if options.root.as_os_str().is_empty() {
             return Err(Error::InvalidOption(
@@ -1074,7 +1080,8 @@ impl Store {
     }
 
     /// Makes an earlier retained generation current (the one before the
-    /// current one, or `to`). Generation numbers do not change.
+    /// current one, or `to`). Generation numbers do not change. On a missing
+    /// or empty root it fails with [`Error::NoStore`] and creates nothing.
     pub fn rollback(&self, to: Option<u64>) -> Result<RollbackOutcome> {
         let lock = self.lock_for_write(false)?;
         let mut pointer = self.load_pointer()?;
@@ -1113,7 +1120,10 @@ impl Store {
         })
     }
 
-    /// Removes leftovers, optionally shrinking retention first.
+    /// Removes leftovers, optionally shrinking retention first. Deletes by
+    /// name only (see [`ForeignEntry`]); a leftover that cannot be removed
+    /// is logged and skipped. On a missing or empty root it fails with
+    /// [`Error::NoStore`] and creates nothing.
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport> {
         let lock = self.lock_for_write(false)?;
         let mut pointer = self.try_load_pointer()?;

@@ -363,3 +363,76 @@ fn renew(
     durable.replace_file(tmp_dir, path, &bytes, true, None)?;
     Ok(())
 }
+
+#[cfg(test)]
+// Test helpers fail loudly by design: a panic is a failed test.
+#[allow(clippy::expect_used, clippy::unwrap_used)]
+mod renewal_tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::durable::{FsHook, Op};
+
+    /// Records the operations of the gate as short strings.
+    #[derive(Default)]
+    struct Log(Mutex<Vec<String>>);
+
+    impl FsHook for Log {
+        fn before(&self, op: &Op<'_>) -> io::Result<()> {
+            let name = |p: &Path| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            };
+            let entry = match op {
+                Op::Create(p) => format!("create {}", name(p)),
+                Op::Write(p, _) => format!("write {}", name(p)),
+                Op::SyncFile(p) => format!("fsync {}", name(p)),
+                Op::Rename(a, b) => format!("rename {} {}", name(a), name(b)),
+                Op::SyncDir(p) => format!("fsync-dir {}", name(p)),
+                Op::Remove(p) => format!("remove {}", name(p)),
+            };
+            self.0.lock().unwrap().push(entry);
+            Ok(())
+        }
+    }
+
+    /// Issue 9.5, first half: a renewal is written to a fresh exclusive temp
+    /// file, fsynced, and only then renamed over `lease`, and the rename is
+    /// made durable; a power loss leaves the old lease or the new one.
+    #[test]
+    fn a_renewal_is_complete_and_synced_before_it_replaces_the_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("store"));
+        fs::create_dir_all(layout.tmp_dir()).unwrap();
+        let log = Arc::new(Log::default());
+        let durable = Durable::with_hook(log.clone());
+        let holder = HolderInfo::this_process("test", super::super::Backend::Lease);
+        let record = LeaseRecord {
+            lease_id: random_id(),
+            holder,
+            expires_at: Timestamp::from(SystemTime::now() + Duration::from_secs(30)),
+        };
+        fs::write(layout.lease_file(), b"old").unwrap();
+        renew(&durable, &layout.tmp_dir(), &layout.lease_file(), &record).unwrap();
+
+        let ops = log.0.lock().unwrap().clone();
+        assert_eq!(ops.len(), 5, "{ops:?}");
+        let temp = ops[0].strip_prefix("create ").expect("a temp file first");
+        assert!(temp.starts_with(".snapcache-"), "{ops:?}");
+        let random = temp.rsplit('-').next().unwrap();
+        assert_eq!(random.len(), 16, "an unpredictable name: {temp}");
+        assert_eq!(
+            ops[1..],
+            [
+                format!("write {temp}"),
+                format!("fsync {temp}"),
+                format!("rename {temp} lease"),
+                "fsync-dir store".to_string(),
+            ]
+        );
+        let back = read(&layout.lease_file()).expect("the renewed lease reads back");
+        assert_eq!(back.lease_id, record.lease_id);
+        assert!(fs::read_dir(layout.tmp_dir()).unwrap().next().is_none());
+    }
+}

@@ -124,3 +124,43 @@ fn a_failed_rollback_or_gc_leaves_a_readable_store() {
         readable,
     );
 }
+
+#[test]
+fn a_failed_first_publish_leaves_a_directory_the_next_publish_makes_a_store() {
+    for fail_at in 0.. {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("s");
+        let hook = Arc::new(FailNth {
+            seen: AtomicUsize::new(0),
+            fail_at,
+        });
+        let result = store_at(&root, Some(hook.clone()))
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .map(drop);
+        let plain = store_at(&root, None);
+        match plain.read_current() {
+            Ok(s) => assert_eq!(s.data, b"[1]", "failure at {fail_at}"),
+            Err(crate::Error::NoStore { .. }) => {
+                assert!(result.is_err(), "a publish that returned Ok is readable")
+            }
+            Err(e) => panic!("after a failure at operation {fail_at}: {e}"),
+        }
+        // Whatever the failure left (no marker, a marker without a pointer,
+        // a temp file), it is ours: the next publish goes ahead and marks it.
+        plain
+            .publish_bytes(b"[2]", &PublishOptions::default())
+            .unwrap_or_else(|e| panic!("after a failure at operation {fail_at}: {e}"));
+        assert_eq!(plain.read_current().expect("read").data, b"[2]");
+        assert_eq!(
+            std::fs::read_to_string(root.join(crate::layout::MARKER)).expect("marker"),
+            "snapcache-store 1\n",
+            "failure at {fail_at}"
+        );
+        assert!(plain.verify().expect("verify").ok);
+        if hook.seen.load(Ordering::SeqCst) <= fail_at {
+            assert!(result.is_ok(), "no failure was injected");
+            assert!(fail_at > 10, "the marker and tag writes are operations too");
+            break;
+        }
+    }
+}

@@ -30,18 +30,26 @@ use crate::{PublishOptions, Store, StoreOptions};
 
 /// An owned copy of one operation.
 #[derive(Debug, Clone, PartialEq)]
-enum Rec {
+pub(crate) enum Rec {
     Create(PathBuf),
     Write(PathBuf, Vec<u8>),
     SyncFile(PathBuf),
     Rename(PathBuf, PathBuf),
     SyncDir(PathBuf),
     Remove(PathBuf),
+    Link(PathBuf, PathBuf),
 }
 
 #[derive(Default)]
-struct Recorder {
+pub(crate) struct Recorder {
     log: Mutex<Vec<Rec>>,
+}
+
+impl Recorder {
+    /// The operations recorded so far.
+    pub(crate) fn log(&self) -> Vec<Rec> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
 }
 
 impl FsHook for Recorder {
@@ -53,6 +61,7 @@ impl FsHook for Recorder {
             Op::Rename(a, b) => Rec::Rename(a.to_path_buf(), b.to_path_buf()),
             Op::SyncDir(p) => Rec::SyncDir(p.to_path_buf()),
             Op::Remove(p) => Rec::Remove(p.to_path_buf()),
+            Op::Link(a, b) => Rec::Link(a.to_path_buf(), b.to_path_buf()),
         };
         if let Ok(mut log) = self.log.lock() {
             log.push(rec);
@@ -71,7 +80,7 @@ struct Inode {
 /// The model: inodes, the volatile namespace, and the entry changes per
 /// directory that are not yet durable.
 #[derive(Debug, Clone)]
-struct Model {
+pub(crate) struct Model {
     inodes: Vec<Inode>,
     /// Durable namespace: path -> inode.
     durable_names: BTreeMap<PathBuf, usize>,
@@ -100,7 +109,7 @@ fn parent(p: &Path) -> PathBuf {
 
 impl Model {
     /// The model of the files that exist under `root` now (all durable).
-    fn of_directory(root: &Path) -> Model {
+    pub(crate) fn of_directory(root: &Path) -> Model {
         let mut model = Model {
             inodes: Vec::new(),
             durable_names: BTreeMap::new(),
@@ -120,7 +129,7 @@ impl Model {
         model
     }
 
-    fn apply(&mut self, rec: &Rec) {
+    pub(crate) fn apply(&mut self, rec: &Rec) {
         match rec {
             Rec::Create(p) => {
                 self.inodes.push(Inode {
@@ -153,6 +162,16 @@ impl Model {
                     });
                 }
             }
+            Rec::Link(a, b) => {
+                // link(2) fails when the new name exists: then nothing changed.
+                if let (Some(&id), false) = (self.names.get(a), self.names.contains_key(b)) {
+                    self.names.insert(b.clone(), id);
+                    self.pending.push(Pending {
+                        dir: parent(b),
+                        change: EntryChange::Link(b.clone(), id),
+                    });
+                }
+            }
             Rec::Remove(p) => {
                 self.names.remove(p);
                 self.pending.push(Pending {
@@ -174,7 +193,7 @@ impl Model {
 
     /// Every crash state of this model: each subset of pending entry
     /// changes, times each content variant of each file with unsynced data.
-    fn crash_states(&self) -> Vec<BTreeMap<PathBuf, Vec<u8>>> {
+    pub(crate) fn crash_states(&self) -> Vec<BTreeMap<PathBuf, Vec<u8>>> {
         let n = self.pending.len();
         assert!(n <= 12, "too many pending entry changes to enumerate ({n})");
         let mut states = Vec::new();
@@ -261,7 +280,7 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 }
 
 /// Writes one crash state into `dest` (paths are re-rooted from `root`).
-fn materialize(state: &BTreeMap<PathBuf, Vec<u8>>, root: &Path, dest: &Path) {
+pub(crate) fn materialize(state: &BTreeMap<PathBuf, Vec<u8>>, root: &Path, dest: &Path) {
     for sub in ["snapshots", "tmp"] {
         std::fs::create_dir_all(dest.join(sub)).expect("create dirs");
     }

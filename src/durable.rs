@@ -43,6 +43,8 @@ pub(crate) enum Op<'a> {
     SyncDir(&'a Path),
     /// Unlink of a file.
     Remove(&'a Path),
+    /// Hard link of an existing file under a new name (fails if it exists).
+    Link(&'a Path, &'a Path),
 }
 
 /// Observes (and may fail) file operations; used by tests only.
@@ -292,6 +294,23 @@ impl Durable {
     pub(crate) fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.before(Op::Remove(path))?;
         match fs::remove_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Hard-links a temp file under `dest`; fails with `AlreadyExists` if
+    /// `dest` exists (atomically, on local filesystems, NFS and SMB). The
+    /// temp file stays; [`Durable::discard`] removes it.
+    pub(crate) fn link(&self, temp: &TempFile, dest: &Path) -> io::Result<()> {
+        self.before(Op::Link(temp.path(), dest))?;
+        fs::hard_link(temp.path(), dest)
+    }
+
+    /// Removes a temp file that is no longer needed (after [`Durable::link`]).
+    pub(crate) fn discard(&self, temp: TempFile) -> io::Result<()> {
+        self.before(Op::Remove(temp.path()))?;
+        match temp.inner.close() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }

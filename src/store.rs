@@ -664,7 +664,7 @@ impl Store {
             current: pointer.as_ref().map(|p| p.current_entry().clone()),
             checked_at: pointer.as_ref().map(|p| p.checked_at),
             retained: pointer.as_ref().map_or(0, |p| p.generations.len()),
-            lock: lock::probe(&self.layout)?,
+            lock: lock::probe(&self.layout, self.options.lease_ttl)?,
         })
     }
 

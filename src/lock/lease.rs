@@ -3,18 +3,27 @@
 //!
 //! # Protocol
 //!
-//! - **Acquire**: create `<store>/lease` with create-new semantics (`O_EXCL`,
-//!   atomic on NFSv3+ and SMB), holding a [`LeaseRecord`]: a random lease id,
-//!   the holder (pid, host, boot id, command), the start and the expiry.
+//! - **Acquire**: create `<store>/lease` complete and synced (a temp file
+//!   written and fsynced, then hard-linked with create-new semantics, atomic
+//!   on NFSv3+ and SMB, then the directory fsynced), holding a
+//!   [`LeaseRecord`]: a random lease id, the holder (pid, PID namespace,
+//!   host, boot id, command), the start and the expiry.
 //! - **Renew**: while held, a background thread pushes the expiry forward every
-//!   third of the lease time (atomic replace, only while the file is ours).
+//!   third of the lease time (a complete, fsynced temp file renamed over the
+//!   lease, then the directory fsynced; only while the file is ours).
 //! - **Release**: remove the lease file, only if it still carries our id.
 //! - **Takeover**: a waiter may break a lease only when it has expired, or when
-//!   its holder is on this host and (its pid is gone or the boot id changed).
-//!   Breaking happens under a second create-new file, `lease.break`, so among
-//!   several waiters exactly one re-checks and removes the stale lease; then
-//!   all compete again with create-new, and only one wins. Every takeover is
-//!   logged (`lock_takeover`) with the old holder.
+//!   its holder is on this host, in our PID namespace, and its pid is gone
+//!   (or the boot id changed). A lease file that cannot be read names no
+//!   holder: it is broken once it is one lease time old by its mtime (a live
+//!   holder replaces it every third of that). Breaking happens under a second
+//!   create-new file, `lease.break`, so among several waiters exactly one
+//!   re-checks and removes the stale lease; then all compete again with
+//!   create-new, and only one wins. Every takeover is logged
+//!   (`lock_takeover`) with the old holder.
+//!
+//! Every file operation goes through [`Durable`], so the power-loss model
+//! (`lease_crash_sim`) runs this code, not a copy of it.
 //!
 //! Expiry compares wall clocks of different hosts: keep them in sync (NTP).
 
@@ -33,6 +42,43 @@ use crate::durable::{Durable, open_no_follow};
 use crate::layout::Layout;
 use crate::time::Timestamp;
 
+/// The wall clock of lease decisions (expiry, file ages). Tests of the
+/// power-loss model move it forward to see what a writer does one lease
+/// time after a crash; elsewhere it is the system clock.
+fn now() -> SystemTime {
+    #[cfg(test)]
+    {
+        SystemTime::now() + test_clock::ahead()
+    }
+    #[cfg(not(test))]
+    {
+        SystemTime::now()
+    }
+}
+
+/// A per-thread offset on [`now`], for tests only.
+#[cfg(test)]
+pub(crate) mod test_clock {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    thread_local! {
+        static AHEAD: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    }
+
+    pub(crate) fn ahead() -> Duration {
+        AHEAD.with(Cell::get)
+    }
+
+    /// Runs `f` with the lease clock `by` ahead of the system clock.
+    pub(crate) fn ahead_by<T>(by: Duration, f: impl FnOnce() -> T) -> T {
+        let before = AHEAD.with(|a| a.replace(by));
+        let out = f();
+        AHEAD.with(|a| a.set(before));
+        out
+    }
+}
+
 /// A `lease.break` older than this belongs to a breaker that died mid-break
 /// (one on this host is recognised at once by its dead pid).
 const BREAK_STALE: Duration = Duration::from_secs(10);
@@ -47,7 +93,7 @@ pub(crate) struct LeaseRecord {
 
 impl LeaseRecord {
     fn is_stale(&self) -> bool {
-        SystemTime::now() > self.expires_at.system_time() || self.holder.is_dead_local_process()
+        now() > self.expires_at.system_time() || self.holder.is_dead_local_process()
     }
 }
 
@@ -61,6 +107,7 @@ pub(crate) enum Attempt {
 /// A held lease; renewed in the background, released on drop.
 pub(crate) struct LeaseGuard {
     path: PathBuf,
+    durable: Durable,
     lease_id: String,
     stop: Arc<AtomicBool>,
     lost: Arc<AtomicBool>,
@@ -85,7 +132,7 @@ impl Drop for LeaseGuard {
         }
         // Remove only our own lease: after an expiry it may be someone else's.
         if read(&self.path).is_some_and(|r| r.lease_id == self.lease_id) {
-            if let Err(e) = fs::remove_file(&self.path) {
+            if let Err(e) = self.durable.remove_file(&self.path) {
                 tracing::warn!(path = %self.path.display(), error = %e, "could not remove our lease; it expires on its own");
             }
         }
@@ -96,7 +143,7 @@ impl Drop for LeaseGuard {
 fn random_id() -> String {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&std::process::id().to_le_bytes());
-    hasher.update(format!("{:?}", SystemTime::now()).as_bytes());
+    hasher.update(format!("{:?}", now()).as_bytes());
     hasher.update(format!("{:?}", std::thread::current().id()).as_bytes());
     // A fresh temp name adds OS randomness without a new dependency.
     if let Ok(t) = tempfile::Builder::new().rand_bytes(16).tempfile() {
@@ -107,9 +154,12 @@ fn random_id() -> String {
 
 /// Creates `path` holding `bytes`, only if it does not exist, and never
 /// visible half-written: the bytes go to a temp file in `tmp/` first, which
-/// is then hard-linked to `path` (link fails if `path` exists, atomically,
-/// on local filesystems, NFS and SMB). Where hard links are not supported,
-/// falls back to create-new and write. Returns false when `path` exists.
+/// is fsynced and then hard-linked to `path` (link fails if `path` exists,
+/// atomically, on local filesystems, NFS and SMB); the directory is fsynced
+/// so that the new name survives a power cut (a holder on another host must
+/// not lose its lease to a crash of the store's machine). Where hard links
+/// are not supported, falls back to create-new and write. Returns false
+/// when `path` exists.
 fn create_complete(
     durable: &Durable,
     tmp_dir: &Path,
@@ -119,10 +169,21 @@ fn create_complete(
     let linked = durable.create_temp(tmp_dir).and_then(|mut temp| {
         durable.write(&mut temp, bytes)?;
         durable.sync_file(&temp)?;
-        fs::hard_link(temp.path(), path)
+        let linked = durable.link(&temp, path);
+        if let Err(e) = durable.discard(temp) {
+            tracing::debug!(error = %e, "could not remove a lease temp file; the next sweep does");
+        }
+        linked
     });
     match linked {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            if let Err(e) = durable.sync_dir(dir) {
+                // The lease holds; only its survival of a power cut is in doubt.
+                tracing::warn!(path = %dir.display(), error = %e, "could not fsync the directory of a new lease file");
+            }
+            Ok(true)
+        }
         // NotFound: a sweep removed our temp file before the link; try again.
         Err(e)
             if matches!(
@@ -180,7 +241,7 @@ pub(crate) fn try_acquire(
         let record = LeaseRecord {
             lease_id: random_id(),
             holder: holder.clone(),
-            expires_at: Timestamp::from(SystemTime::now() + ttl),
+            expires_at: Timestamp::from(now() + ttl),
         };
         let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
         match create_complete(durable, &layout.tmp_dir(), &path, &bytes) {
@@ -197,6 +258,7 @@ pub(crate) fn try_acquire(
                 );
                 return Ok(Attempt::Acquired(LeaseGuard {
                     path,
+                    durable: durable.clone(),
                     lease_id: record.lease_id,
                     stop,
                     lost,
@@ -207,11 +269,12 @@ pub(crate) fn try_acquire(
                 current = read(&path);
                 let broken = match &current {
                     Some(old) if old.is_stale() => break_stale(layout, durable, holder, old),
-                    // Unreadable: a holder between create and write, or
-                    // garbage. Garbage older than two lease times is broken.
-                    None if is_old(&path, ttl * 2) => {
-                        break_unreadable(layout, durable, holder, ttl * 2)
-                    }
+                    // Unreadable (empty, torn, garbage): no holder can be
+                    // identified. A live holder replaces its lease every
+                    // third of the lease time and a new one is never visible
+                    // incomplete (see create_complete), so an unreadable
+                    // file one lease time old (by mtime) has no live owner.
+                    None if is_old(&path, ttl) => break_unreadable(layout, durable, holder, ttl),
                     _ => false,
                 };
                 if !broken {
@@ -227,20 +290,37 @@ pub(crate) fn try_acquire(
 /// Whether `path` is a regular file older than `age` (anything else at the
 /// name is not ours to break or remove).
 fn is_old(path: &Path, age: Duration) -> bool {
+    file_age(path).is_some_and(|a| a > age)
+}
+
+/// How long ago a regular file at `path` was last modified.
+fn file_age(path: &Path) -> Option<Duration> {
     fs::symlink_metadata(path)
         .ok()
         .filter(|m| m.is_file())
         .and_then(|m| m.modified().ok())
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .is_some_and(|a| a > age)
+        .and_then(|t| now().duration_since(t).ok())
+}
+
+/// A lease file that exists but cannot be read as a lease (empty, torn,
+/// garbage): its path and age by mtime. Nobody can be named as its
+/// holder; writers take it over once it is one lease time old.
+pub(crate) fn unreadable_lease(layout: &Layout) -> Option<(PathBuf, Option<Duration>)> {
+    let path = layout.lease_file();
+    let meta = fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file() || read(&path).is_some() {
+        return None;
+    }
+    let age = file_age(&path);
+    Some((path, age))
 }
 
 /// Serialises breakers: returns a guard that removes `lease.break` on drop.
-struct BreakGuard(PathBuf);
+struct BreakGuard(PathBuf, Durable);
 
 impl Drop for BreakGuard {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
+        let _ = self.1.remove_file(&self.0);
     }
 }
 
@@ -251,12 +331,12 @@ fn take_break_lock(layout: &Layout, durable: &Durable, me: &HolderInfo) -> Optio
     let path = layout.lease_break_file();
     let bytes = serde_json::to_vec(me).unwrap_or_default();
     match create_complete(durable, &layout.tmp_dir(), &path, &bytes) {
-        Ok(true) => Some(BreakGuard(path)),
+        Ok(true) => Some(BreakGuard(path, durable.clone())),
         Ok(false) => {
             let dead_breaker = read_holder(&path).is_some_and(|h| h.is_dead_local_process());
             if dead_breaker || is_old(&path, BREAK_STALE) {
                 tracing::warn!(path = %path.display(), dead_breaker, "removing a lease.break left by a breaker that died");
-                let _ = fs::remove_file(&path);
+                let _ = durable.remove_file(&path);
             }
             None
         }
@@ -283,7 +363,7 @@ fn break_stale(layout: &Layout, durable: &Durable, me: &HolderInfo, old: &LeaseR
     // Re-check under the break lock: another breaker may have removed the
     // stale lease already and a new holder created a fresh one.
     let still_stale = read(&path).is_some_and(|r| r.lease_id == old.lease_id && r.is_stale());
-    let removed = still_stale && fs::remove_file(&path).is_ok();
+    let removed = still_stale && durable.remove_file(&path).is_ok();
     if removed {
         let reason = if old.holder.is_dead_local_process() {
             "holder process is gone"
@@ -307,7 +387,7 @@ fn break_unreadable(layout: &Layout, durable: &Durable, me: &HolderInfo, age: Du
         return false;
     };
     let path = layout.lease_file();
-    let removed = read(&path).is_none() && is_old(&path, age) && fs::remove_file(&path).is_ok();
+    let removed = read(&path).is_none() && is_old(&path, age) && durable.remove_file(&path).is_ok();
     if removed {
         tracing::warn!(path = %path.display(), reason = "unreadable lease file", "lock_takeover");
     }
@@ -338,7 +418,7 @@ fn spawn_renewer(
                     lost.store(true, Ordering::Relaxed);
                     break;
                 }
-                record.expires_at = Timestamp::from(SystemTime::now() + ttl);
+                record.expires_at = Timestamp::from(now() + ttl);
                 if let Err((at, e)) = renew(&durable, &tmp_dir, &path, &record) {
                     tracing::warn!(path = %at.display(), error = %e, "could not renew the lease; retrying");
                 }
@@ -352,7 +432,7 @@ fn spawn_renewer(
 /// through), complete and fsynced before the rename, then the directory
 /// fsynced. A power loss at any point leaves the old record or the new one,
 /// never an empty or partial lease (which would stall the next writer).
-fn renew(
+pub(super) fn renew(
     durable: &Durable,
     tmp_dir: &Path,
     path: &Path,

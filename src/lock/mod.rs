@@ -22,6 +22,8 @@ mod advisory;
 mod fs_kind;
 mod holder;
 mod lease;
+#[cfg(test)]
+mod lease_crash_sim;
 
 use std::fmt;
 use std::fs::File;
@@ -243,12 +245,38 @@ pub trait LockObserver: Send + Sync {
 }
 
 /// Whether the lock is held right now (for `status`).
+///
+/// ```
+/// # fn main() -> Result<(), snapcache::Error> {
+/// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+/// use snapcache::{LockState, Store, StoreOptions};
+/// let store = Store::open(StoreOptions::new(dir.path()))?;
+/// store.publish_bytes(b"[1]", &Default::default())?;
+/// // An empty lease file, as a power cut during a lease write could leave.
+/// std::fs::write(dir.path().join("lease"), b"")
+///     .map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+/// assert!(matches!(store.status()?.lock, LockState::UnreadableLease { .. }));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LockState {
     /// Nobody holds it.
     Free,
     /// Somebody holds it; the record says who, when it could be read.
     Held(Option<HolderInfo>),
+    /// A lease file exists that cannot be read (empty or damaged, as a
+    /// power cut during a lease write can leave it), so no holder can be
+    /// named. Lease writers wait until it is `takeover_after` old by its
+    /// modification time, then take it over.
+    UnreadableLease {
+        /// The lease file.
+        path: PathBuf,
+        /// How long ago it was last modified, when known.
+        age: Option<Duration>,
+        /// The age at which writers take it over (one lease time).
+        takeover_after: Duration,
+    },
 }
 
 /// Everything `acquire` needs.
@@ -483,19 +511,30 @@ pub(crate) fn acquire(
     }
 }
 
-/// Reports whether the lock is held, and by whom; never waits.
-pub(crate) fn probe(layout: &Layout) -> Result<LockState> {
+/// Reports whether the lock is held, and by whom; never waits. `lease_ttl`
+/// is the lease time after which an unreadable lease is taken over.
+pub(crate) fn probe(layout: &Layout, lease_ttl: Duration) -> Result<LockState> {
     if let Some(record) = lease::live_lease(layout) {
         return Ok(LockState::Held(Some(record.holder)));
     }
     let path = layout.lock_file();
     match advisory::probe(&path) {
-        Ok(None) | Ok(Some(false)) => Ok(LockState::Free),
-        Ok(Some(true)) => Ok(LockState::Held(holder::read(layout))),
+        Ok(Some(true)) => return Ok(LockState::Held(holder::read(layout))),
+        Ok(None) | Ok(Some(false)) => {}
         // Where advisory locks do not work, only the lease tells.
-        Err(e) if advisory::is_unsupported(&e) => Ok(LockState::Free),
-        Err(e) => Err(Error::io("probe the writer lock", &path, e)),
+        Err(e) if advisory::is_unsupported(&e) => {}
+        Err(e) => return Err(Error::io("probe the writer lock", &path, e)),
     }
+    // Not free for lease writers: an unreadable lease blocks them until it
+    // is one lease time old.
+    if let Some((path, age)) = lease::unreadable_lease(layout) {
+        return Ok(LockState::UnreadableLease {
+            path,
+            age,
+            takeover_after: lease_ttl,
+        });
+    }
+    Ok(LockState::Free)
 }
 
 /// Whether a cancel flag is set.

@@ -16,6 +16,16 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
             "since": h.since, "backend": h.backend, "pid_ns": h.pid_ns,
             "held_for_seconds": h.since.age().as_secs_f64(),
         }),
+        LockState::UnreadableLease {
+            path,
+            age,
+            takeover_after,
+        } => json!({
+            "held": true, "unreadable_lease": json_path(path),
+            "lease_age_seconds": age.map(|a| a.as_secs_f64()),
+            "takeover_after_seconds": takeover_after.as_secs_f64(),
+        }),
+        _ => json!({ "held": true }),
     };
     if ctx.json {
         let current = status.current.as_ref();
@@ -68,6 +78,18 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
             h.backend,
             h.since
         ),
+        LockState::UnreadableLease {
+            path,
+            age,
+            takeover_after,
+        } => outln!(
+            "lock:       held by an unreadable lease file {} (empty or damaged, e.g. by a power cut; no holder can be named){}; writers take it over once it is {} s old",
+            path.display(),
+            age.map(|a| format!(", last modified {:.1} s ago", a.as_secs_f64()))
+                .unwrap_or_default(),
+            takeover_after.as_secs_f64()
+        ),
+        _ => outln!("lock:       held"),
     }
     Ok(())
 }

@@ -471,6 +471,7 @@ mod renewal_tests {
                 Op::Rename(a, b) => format!("rename {} {}", name(a), name(b)),
                 Op::SyncDir(p) => format!("fsync-dir {}", name(p)),
                 Op::Remove(p) => format!("remove {}", name(p)),
+                Op::Link(a, b) => format!("link {} {}", name(a), name(b)),
             };
             self.0.lock().unwrap().push(entry);
             Ok(())

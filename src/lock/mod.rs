@@ -485,6 +485,16 @@ pub(crate) fn acquire(
                 backend = %backend,
                 "lock_contended"
             );
+            if backend == Backend::Lease && holder.is_none() {
+                if let Some((path, age)) = lease::unreadable_lease(layout) {
+                    tracing::warn!(
+                        path = %path.display(),
+                        age_ms = age.map(|a| a.as_millis() as u64),
+                        takeover_after_ms = options.lease_ttl.as_millis() as u64,
+                        "the lease file is unreadable (no holder can be named); it is taken over once it is one lease time old"
+                    );
+                }
+            }
             if let Some(o) = options.observer {
                 o.wait_started(&WaitStarted {
                     lock_path: if backend == Backend::Lease {

@@ -575,6 +575,12 @@ fn an_unreadable_lease_file_is_reported_and_broken_after_one_lease_time() {
     );
     assert!(stderr.contains("unreadable lease file"), "{stderr}");
     assert!(
+        stderr.contains("the lease file is unreadable")
+            && stderr.contains("takeover_after_ms")
+            && stderr.contains("2000"),
+        "the wait says why: {stderr}"
+    );
+    assert!(
         store.files_in("tmp").is_empty(),
         "no lease temp file is left behind"
     );

@@ -126,6 +126,8 @@ fn every_command_refuses_a_home_like_directory_and_touches_nothing() {
     let commands: Vec<Vec<&str>> = vec![
         vec!["refresh", "--from", from],
         vec!["refresh", "--exec", "echo", "[1]"],
+        vec!["--lock-backend", "lease", "refresh", "--from", from],
+        vec!["--lock-backend", "lease", "gc"],
         vec!["rollback"],
         vec!["gc"],
         vec!["gc", "--keep", "1"],
@@ -540,4 +542,90 @@ fn a_leftover_that_cannot_be_removed_is_skipped_not_fatal() {
     let (_, gc) = store.json(&["gc"]);
     assert_eq!(gc["removed_temp_files"], 0, "not counted as removed: {gc}");
     assert!(stuck.exists());
+}
+
+#[test]
+fn concurrent_first_writers_and_readers_agree_on_one_new_store() {
+    for backend in ["advisory", "lease"] {
+        let store = TestStore::new();
+        std::fs::create_dir(store.root()).unwrap();
+        let mut writers: Vec<_> = (0..4u64)
+            .map(|i| {
+                let file = store.payload(&format!("p{i}"), &json_payload(2_000_000, i));
+                store
+                    .command(&[
+                        "--lock-backend",
+                        backend,
+                        "refresh",
+                        "--from",
+                        file.to_str().unwrap(),
+                    ])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        // Readers meanwhile: nothing published yet, or a published payload;
+        // never "not a snapcache store" for a store being made.
+        let mut reads = 0;
+        loop {
+            let out = store.run(&["show"]);
+            let stderr = text(&out.stderr);
+            assert!(
+                code(&out) == 0 || stderr.contains("no snapshot has been published"),
+                "{backend}: {stderr}"
+            );
+            reads += 1;
+            if writers.iter_mut().all(|c| c.try_wait().unwrap().is_some()) {
+                break;
+            }
+        }
+        eprintln!("{backend}: {reads} reads while the writers ran");
+        for child in writers {
+            let out = wait_output(child, COMMAND_TIMEOUT);
+            assert_eq!(code(&out), 0, "{backend}: {}", text(&out.stderr));
+        }
+        assert_eq!(
+            std::fs::read_to_string(store.root().join("snapcache-store")).unwrap(),
+            "snapcache-store 1\n"
+        );
+        let (_, history) = store.json(&["history"]);
+        assert_eq!(history["generations"].as_array().unwrap().len(), 4);
+        let (out, report) = store.json(&["verify"]);
+        assert_eq!(code(&out), 0, "{report}");
+        assert_eq!(report["foreign"], serde_json::json!([]), "{backend}");
+    }
+}
+
+#[test]
+fn concurrent_writers_adopt_a_store_of_the_earlier_release_once() {
+    let store = TestStore::new();
+    store.refresh(&json_payload(500, 0), &[]);
+    std::fs::remove_file(store.root().join("snapcache-store")).unwrap();
+    std::fs::remove_file(store.root().join("CACHEDIR.TAG")).unwrap();
+    let writers: Vec<_> = (1..=4u64)
+        .map(|i| {
+            let file = store.payload(&format!("p{i}"), &json_payload(500, i));
+            store
+                .command(&["refresh", "--from", file.to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in writers {
+        let out = wait_output(child, COMMAND_TIMEOUT);
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    }
+    assert!(store.root().join("snapcache-store").is_file());
+    assert!(store.root().join("CACHEDIR.TAG").is_file());
+    let (_, history) = store.json(&["history"]);
+    assert_eq!(history["generations"].as_array().unwrap().len(), 5);
+    assert!(
+        store.files_in("tmp").is_empty(),
+        "{:?}",
+        store.files_in("tmp")
+    );
 }

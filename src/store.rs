@@ -488,6 +488,7 @@ impl Store {
         self.check_trust(Access::Read)?;
         self.ensure_readable()?;
         let mut previous: Option<Pointer> = None;
+        let mut last = None;
         for _ in 0..READ_ATTEMPTS {
             let pointer = self.load_pointer()?;
             let entry = pick(&pointer)?;
@@ -504,20 +505,23 @@ impl Store {
                     });
                 }
                 // A concurrent gc may have removed it after a newer pointer
-                // landed: look again, unless the pointer did not move.
-                Err(SnapshotFault::Missing) if previous.as_ref() != Some(&pointer) => {
+                // landed (or, where renames are not atomic for readers, a
+                // repair may be replacing it): look again, unless the
+                // pointer did not move.
+                Err(fault @ (SnapshotFault::Missing | SnapshotFault::Length { .. }))
+                    if previous.as_ref() != Some(&pointer) =>
+                {
+                    last = Some(fault_error(path, entry.generation, fault));
                     previous = Some(pointer);
                 }
                 Err(fault) => return Err(fault_error(path, entry.generation, fault)),
             }
         }
-        let entry = previous.map(|p| p.current_entry().clone());
-        let generation = entry.as_ref().map_or(0, |e| e.generation);
-        let path = entry.map_or_else(
-            || self.layout.snapshots_dir(),
-            |e| self.layout.snapshot(&e.hash),
-        );
-        Err(Error::MissingSnapshot { path, generation })
+        // The pointer moved at every look: report the last fault seen.
+        Err(last.unwrap_or_else(|| Error::MissingSnapshot {
+            path: self.layout.snapshots_dir(),
+            generation: 0,
+        }))
     }
 
     /// Refuses a store that someone other than its owner (or root) can

@@ -312,7 +312,7 @@ fn with_cli_hint(e: &Error) -> String {
             p = path.display()
         ),
         Error::UntrustedPath { .. } | Error::UnexpectedFileType { .. } => {
-            format!("{e} (another store directory: --store DIR or SNAPCACHE_DIR)")
+            format!("{e} (choose another with --store DIR or SNAPCACHE_DIR)")
         }
         Error::NotAStore { .. } => format!("{e} (--store DIR or SNAPCACHE_DIR)"),
         _ => e.to_string(),

@@ -194,7 +194,7 @@ pub enum Error {
     /// anything but a directory where it keeps one). Nothing was read from
     /// it or written through it, and no open of it could block.
     #[error(
-        "{path} is {found} where the store keeps {expected}; nothing was read from it or written through it. The store did not make it: look at what it is (ls -l), then remove it, or use another store directory"
+        "{path} is {found}, not {expected} (what the store keeps under that name); nothing was read from it or written through it. The store did not make it: look at what it is (ls -l), then remove it, or use another store directory"
     )]
     UnexpectedFileType {
         /// The path.

@@ -11,6 +11,13 @@ use std::time::Duration;
 
 use crate::lock::{HolderInfo, TimeoutSource};
 
+/// An error returned by a payload source (the closure given to
+/// [`Store::publish_with`](crate::Store::publish_with) or
+/// [`Writer::publish_with`](crate::Writer::publish_with)): any error type,
+/// boxed, so a closure can use `?` on I/O, JSON and its own errors alike.
+/// It comes back unchanged in [`Error::SourceFailed`].
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -97,16 +104,22 @@ pub enum Error {
     },
 
     /// The payload source (a reader, a closure, a `--exec` command) failed.
+    ///
+    /// The source's own error is kept as it was returned, not stringified:
+    /// reach it with [`Error::downcast_source`], [`Error::into_source`] or
+    /// [`std::error::Error::source`], so an embedding program keeps its own
+    /// error (and exit code) through a publish.
     #[error(
-        "the payload source failed (nothing was published; the current generation is unchanged): {detail}"
+        "the payload source failed (nothing was published; the current generation is unchanged): {source}"
     )]
     SourceFailed {
-        /// What the source reported.
-        detail: String,
+        /// What the source returned.
+        #[source]
+        source: SourceError,
     },
 
     /// The writer lock could not be acquired within the budget.
-    #[error("{}", lock_timeout_message(.path, *.waited, .budget, *.budget_source, .holder.as_deref()))]
+    #[error("{}", lock_timeout_message(.path, *.waited, .budget, .budget_source, .holder.as_deref()))]
     LockTimeout {
         /// Path of the lock.
         path: PathBuf,
@@ -255,6 +268,79 @@ impl Error {
         }
     }
 
+    /// The payload source failed ([`Error::SourceFailed`]); its own error
+    /// is in [`Error::downcast_source`].
+    pub fn is_source_failed(&self) -> bool {
+        matches!(self, Error::SourceFailed { .. })
+    }
+
+    /// The payload source's own error, when it is an `E`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// #[derive(Debug)]
+    /// struct Upstream(u16);
+    /// impl std::fmt::Display for Upstream {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         write!(f, "upstream answered {}", self.0)
+    ///     }
+    /// }
+    /// impl std::error::Error for Upstream {}
+    ///
+    /// let err = store
+    ///     .publish_with(&Default::default(), |_sink| Err(Upstream(503).into()))
+    ///     .unwrap_err();
+    /// assert_eq!(err.downcast_source::<Upstream>().map(|u| u.0), Some(503));
+    /// # Ok(()) }
+    /// ```
+    pub fn downcast_source<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Error::SourceFailed { source } => source.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+
+    /// Takes the payload source's own error out, when it is an `E`;
+    /// otherwise gives the error back unchanged. This is how an embedding
+    /// program gets *its* error back by value (with its exit code).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// #[derive(Debug, PartialEq)]
+    /// enum AppError { Network(String), Cache(String) }
+    /// impl std::fmt::Display for AppError {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{self:?}") }
+    /// }
+    /// impl std::error::Error for AppError {}
+    /// impl From<snapcache::Error> for AppError {
+    ///     fn from(e: snapcache::Error) -> Self {
+    ///         // The app's own error comes back as it was; the rest is the cache's.
+    ///         e.into_source::<AppError>().unwrap_or_else(|e| AppError::Cache(e.to_string()))
+    ///     }
+    /// }
+    ///
+    /// let publish = || -> Result<_, AppError> {
+    ///     Ok(store.publish_with(&Default::default(), |_sink| {
+    ///         Err(AppError::Network("connection reset".into()).into())
+    ///     })?)
+    /// };
+    /// assert_eq!(publish().unwrap_err(), AppError::Network("connection reset".into()));
+    /// # Ok(()) }
+    /// ```
+    pub fn into_source<E: std::error::Error + 'static>(self) -> Result<E, Error> {
+        match self {
+            Error::SourceFailed { source } => match source.downcast::<E>() {
+                Ok(mine) => Ok(*mine),
+                Err(source) => Err(Error::SourceFailed { source }),
+            },
+            other => Err(other),
+        }
+    }
+
     /// The writer lock was not acquired in time (CLI exit code 75).
     pub fn is_lock_timeout(&self) -> bool {
         matches!(self, Error::LockTimeout { .. })
@@ -353,7 +439,7 @@ fn lock_timeout_message(
     path: &std::path::Path,
     waited: Duration,
     budget: &Duration,
-    source: TimeoutSource,
+    source: &TimeoutSource,
     holder: Option<&HolderInfo>,
 ) -> String {
     let who = match holder {

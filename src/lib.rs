@@ -62,9 +62,10 @@ mod store;
 mod sweep;
 mod time;
 mod trust;
+mod writer;
 
 pub use durable::RenameStats;
-pub use error::{Error, Result};
+pub use error::{Error, Result, SourceError};
 pub use hash::ContentHash;
 pub use lock::{
     Backend, BackendChoice, DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, HolderInfo, LockBudget,
@@ -74,7 +75,8 @@ pub use payload::{PayloadFormat, PayloadSink};
 pub use pointer::{FORMAT_VERSION, Generation};
 pub use store::{
     DEFAULT_KEEP, GcOptions, GcReport, HistoryEntry, Problem, PublishOptions, PublishOutcome,
-    RollbackOutcome, Snapshot, SourceError, Status, Store, StoreOptions, VerifyReport,
+    RollbackOutcome, Snapshot, SnapshotMeta, Status, Store, StoreOptions, VerifyReport, Versioned,
 };
 pub use sweep::{ForeignEntry, Leftover, LeftoverKind};
 pub use time::{CLOCK_SKEW_TOLERANCE, Timestamp};
+pub use writer::{ClearReport, Writer};

@@ -19,7 +19,7 @@
 //! hash, so they see the old or the new generation, never a partial one.
 
 use std::collections::HashSet;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::durable::{Durable, RenameStats, remaining};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SourceError};
 use crate::hash::ContentHash;
 use crate::layout::Layout;
 use crate::lock::{
@@ -41,17 +41,15 @@ use crate::payload::{PayloadFormat, PayloadSink};
 use crate::pointer::{self, Generation, MAX_KEEP, Pointer};
 use crate::reread::{self, Look};
 use crate::snapshot::{self, SnapshotFault};
-use crate::sweep::{self, ForeignEntry, Leftover, LeftoverKind};
+use crate::sweep::{self, ForeignEntry, Leftover};
 use crate::time::Timestamp;
 use crate::trust::{self, Access};
+use crate::writer::{ClearReport, Take, Writer, bytes_source, json_source, reader_source};
 
 /// Default number of generations retained besides the current one (6 in all).
 pub const DEFAULT_KEEP: usize = 5;
 /// How often a reader re-reads the pointer when a snapshot vanished under it.
 const READ_ATTEMPTS: usize = 5;
-
-/// An error returned by a payload source closure.
-pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How to open a store.
 ///
@@ -180,6 +178,18 @@ impl StoreOptions {
         self.purpose = Some(pointer::clip_note(&purpose.into()));
         self
     }
+
+    pub(crate) fn cancel_flag_ref(&self) -> Option<&Arc<AtomicBool>> {
+        self.cancel.as_ref()
+    }
+
+    pub(crate) fn keep_count(&self) -> usize {
+        self.keep
+    }
+
+    pub(crate) fn lease_ttl_value(&self) -> Duration {
+        self.lease_ttl
+    }
 }
 
 /// Options of one publish.
@@ -241,6 +251,10 @@ pub struct PublishOutcome {
 }
 
 /// A verified snapshot read from the store.
+///
+/// Serialized (`serde`), it is its metadata only, as [`SnapshotMeta`]: the
+/// bytes are not part of the serialized form (they are the payload itself;
+/// write [`Snapshot::data`] out as it is).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     /// Its generation.
@@ -249,14 +263,125 @@ pub struct Snapshot {
     pub hash: ContentHash,
     /// When it was published.
     pub created_at: Timestamp,
+    /// When the store was last refreshed successfully (a publish, changed
+    /// or not): the age that staleness checks measure. The same for every
+    /// generation read through one pointer.
+    pub checked_at: Timestamp,
     /// Its note.
     pub note: Option<String>,
     /// The bytes, exactly as published.
     pub data: Vec<u8>,
 }
 
+impl Snapshot {
+    fn new(entry: &Generation, checked_at: Timestamp, data: Vec<u8>) -> Snapshot {
+        Snapshot {
+            generation: entry.generation,
+            hash: entry.hash,
+            created_at: entry.created_at,
+            checked_at,
+            note: entry.note.clone(),
+            data,
+        }
+    }
+
+    /// Its metadata, without the bytes.
+    pub fn meta(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            generation: self.generation,
+            hash: self.hash,
+            bytes: self.data.len() as u64,
+            created_at: self.created_at,
+            checked_at: self.checked_at,
+            note: self.note.clone(),
+        }
+    }
+}
+
+impl Serialize for Snapshot {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.meta().serialize(serializer)
+    }
+}
+
+/// What the pointer says about one generation, and when the store was last
+/// refreshed: everything about a snapshot but its bytes.
+///
+/// ```
+/// # fn main() -> Result<(), snapcache::Error> {
+/// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+/// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+/// use std::time::Duration;
+/// store.publish_bytes(br#"{"packages":[]}"#, &Default::default())?;
+/// let meta = store.current_generation()?.expect("published");
+/// assert_eq!((meta.generation, meta.bytes), (1, 15));
+/// assert!(meta.is_fresh(Duration::from_secs(3600)));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotMeta {
+    /// The generation number.
+    pub generation: u64,
+    /// The blake3 hash of its bytes (its file name).
+    pub hash: ContentHash,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// When it was published.
+    pub created_at: Timestamp,
+    /// When the store was last refreshed successfully (changed or not).
+    pub checked_at: Timestamp,
+    /// Its note.
+    pub note: Option<String>,
+}
+
+impl SnapshotMeta {
+    pub(crate) fn of(entry: &Generation, checked_at: Timestamp) -> SnapshotMeta {
+        SnapshotMeta {
+            generation: entry.generation,
+            hash: entry.hash,
+            bytes: entry.bytes,
+            created_at: entry.created_at,
+            checked_at,
+            note: entry.note.clone(),
+        }
+    }
+
+    pub(crate) fn current_of(pointer: &Pointer) -> SnapshotMeta {
+        SnapshotMeta::of(pointer.current_entry(), pointer.checked_at)
+    }
+
+    /// Time since the last successful refresh; `None` when it lies in the
+    /// future beyond [`CLOCK_SKEW_TOLERANCE`](crate::CLOCK_SKEW_TOLERANCE)
+    /// (a writer's clock ran ahead: the age is unknown).
+    pub fn age(&self) -> Option<Duration> {
+        self.checked_at.known_age()
+    }
+
+    /// True when the last successful refresh is younger than `max_age`
+    /// (false when its age is unknown), as [`Writer::is_fresh`] judges.
+    pub fn is_fresh(&self, max_age: Duration) -> bool {
+        self.age().is_some_and(|age| age < max_age)
+    }
+}
+
+/// A value read from the store with the metadata of the snapshot it came
+/// from (see [`Store::read_json_with_meta`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Versioned<T> {
+    /// The deserialized value.
+    pub value: T,
+    /// The snapshot's generation, hash, size and times.
+    pub meta: SnapshotMeta,
+}
+
 /// The store's state, for `status`.
-#[derive(Debug, Clone)]
+///
+/// Serialized (`serde`) with the field names below; `current` as a
+/// [`Generation`], the lock as [`LockState`]'s serde form.
+#[derive(Debug, Clone, Serialize)]
 pub struct Status {
     /// The store root.
     pub root: PathBuf,
@@ -270,12 +395,19 @@ pub struct Status {
     pub lock: LockState,
 }
 
-/// One line of `history`.
+/// One line of `history`: a retained generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryEntry {
-    /// The generation.
-    #[serde(flatten)]
-    pub generation: Generation,
+    /// Generation number.
+    pub generation: u64,
+    /// blake3 hash of the snapshot (and its file name).
+    pub hash: ContentHash,
+    /// Length of the snapshot in bytes.
+    pub bytes: u64,
+    /// When this generation was published.
+    pub created_at: Timestamp,
+    /// The note recorded with it.
+    pub note: Option<String>,
     /// Whether it is the current one.
     pub current: bool,
 }
@@ -406,6 +538,18 @@ impl Store {
         self.layout.root()
     }
 
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub(crate) fn durable(&self) -> &Durable {
+        &self.durable
+    }
+
+    pub(crate) fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
     // ---------------------------------------------------------------- reads
 
     /// Reads and verifies the current snapshot. Takes no lock.
@@ -436,13 +580,7 @@ impl Store {
             let path = self.layout.snapshot(&g.hash);
             if let Ok(data) = snapshot::read_verified(&path, &g.hash, g.bytes) {
                 tracing::warn!(served = g.generation, current = pointer.current, error = %damage, "served a fallback generation");
-                let snapshot = Snapshot {
-                    generation: g.generation,
-                    hash: g.hash,
-                    created_at: g.created_at,
-                    note: g.note.clone(),
-                    data,
-                };
+                let snapshot = Snapshot::new(g, pointer.checked_at, data);
                 return Ok((snapshot, Some(damage)));
             }
         }
@@ -483,6 +621,87 @@ impl Store {
         })
     }
 
+    /// Reads the current snapshot and deserializes it, with the metadata
+    /// a staleness check needs (generation, hash, size, `created_at`,
+    /// `checked_at`). Takes no lock.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// use std::time::Duration;
+    /// store.publish_json(&vec!["temurin"], &Default::default())?;
+    /// let read = store.read_json_with_meta::<Vec<String>>()?;
+    /// assert_eq!((read.value.len(), read.meta.generation), (1, 1));
+    /// let stale = !read.meta.is_fresh(Duration::from_secs(30 * 24 * 3600));
+    /// assert!(!stale);
+    /// # Ok(()) }
+    /// ```
+    pub fn read_json_with_meta<T: DeserializeOwned>(&self) -> Result<Versioned<T>> {
+        let snapshot = self.read_current()?;
+        let value = serde_json::from_slice(&snapshot.data).map_err(|e| Error::UnexpectedShape {
+            path: self.layout.snapshot(&snapshot.hash),
+            generation: snapshot.generation,
+            detail: e.to_string(),
+        })?;
+        Ok(Versioned {
+            value,
+            meta: snapshot.meta(),
+        })
+    }
+
+    /// What is published, from the pointer alone: the current generation's
+    /// metadata, or `None` when nothing is published. Reads no snapshot and
+    /// probes no lock (cheap enough for every start of a program).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// assert_eq!(store.current_generation()?, None);
+    /// store.publish_bytes(b"[1]", &Default::default())?;
+    /// assert_eq!(store.current_generation()?.map(|g| g.generation), Some(1));
+    /// # Ok(()) }
+    /// ```
+    pub fn current_generation(&self) -> Result<Option<SnapshotMeta>> {
+        // Trust first: nothing in the store is read before it passes.
+        self.check_trust(Access::Read)?;
+        self.ensure_readable()?;
+        Ok(self
+            .try_load_pointer()?
+            .as_ref()
+            .map(SnapshotMeta::current_of))
+    }
+
+    /// The path of a retained generation's snapshot file, for diagnostics
+    /// (an error report, a `doctor` command). Read the bytes through
+    /// [`Store::read_generation`], which verifies them; the file itself is
+    /// read-only and must not be changed.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// let outcome = store.publish_bytes(b"[1]", &Default::default())?;
+    /// let path = store.snapshot_path(1)?;
+    /// assert!(path.ends_with(outcome.hash.to_hex()));
+    /// assert!(store.snapshot_path(7).is_err()); // not retained
+    /// # Ok(()) }
+    /// ```
+    pub fn snapshot_path(&self, generation: u64) -> Result<PathBuf> {
+        self.check_trust(Access::Read)?;
+        self.ensure_readable()?;
+        let pointer = self.load_pointer()?;
+        let entry = pointer
+            .find(generation)
+            .ok_or_else(|| Error::NoSuchGeneration {
+                root: self.root().to_path_buf(),
+                generation,
+                available: pointer.retained_list(),
+            })?;
+        Ok(self.layout.snapshot(&entry.hash))
+    }
+
     fn read_picked(&self, pick: impl Fn(&Pointer) -> Result<Generation>) -> Result<Snapshot> {
         // Trust first: nothing in the store is read before it passes.
         self.check_trust(Access::Read)?;
@@ -496,13 +715,7 @@ impl Store {
             match snapshot::read_verified(&path, &entry.hash, entry.bytes) {
                 Ok(data) => {
                     tracing::debug!(generation = entry.generation, hash = %entry.hash, bytes = entry.bytes, "read snapshot");
-                    return Ok(Snapshot {
-                        generation: entry.generation,
-                        hash: entry.hash,
-                        created_at: entry.created_at,
-                        note: entry.note,
-                        data,
-                    });
+                    return Ok(Snapshot::new(&entry, pointer.checked_at, data));
                 }
                 // A concurrent gc may have removed it after a newer pointer
                 // landed (or, where renames are not atomic for readers, a
@@ -555,7 +768,7 @@ impl Store {
         }
     }
 
-    fn no_store(&self) -> Error {
+    pub(crate) fn no_store(&self) -> Error {
         Error::NoStore {
             root: self.root().to_path_buf(),
         }
@@ -572,7 +785,7 @@ impl Store {
     /// that looks mid-replace (missing while the store has snapshots, short,
     /// failing its checksum) is re-read for up to about a second before it
     /// is reported (see [`crate::reread`]).
-    fn try_load_pointer(&self) -> Result<Option<Pointer>> {
+    pub(crate) fn try_load_pointer(&self) -> Result<Option<Pointer>> {
         let (found, looks) = reread::look_until_settled(
             self.reread,
             || {
@@ -682,7 +895,11 @@ impl Store {
             .generations
             .iter()
             .map(|g| HistoryEntry {
-                generation: g.clone(),
+                generation: g.generation,
+                hash: g.hash,
+                bytes: g.bytes,
+                created_at: g.created_at,
+                note: g.note.clone(),
                 current: g.generation == pointer.current,
             })
             .collect())
@@ -763,17 +980,12 @@ impl Store {
         reader: impl Read,
         options: &PublishOptions,
     ) -> Result<PublishOutcome> {
-        // Large reads: fewer write syscalls and checker batches than io::copy's 8 KiB.
-        let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
-        self.publish_with(options, |sink| {
-            io::copy(&mut reader, sink)?;
-            Ok(())
-        })
+        self.publish_with(options, reader_source(reader))
     }
 
     /// Publishes a byte slice.
     pub fn publish_bytes(&self, bytes: &[u8], options: &PublishOptions) -> Result<PublishOutcome> {
-        self.publish_with(options, |sink| Ok(sink.write_all(bytes)?))
+        self.publish_with(options, bytes_source(bytes))
     }
 
     /// Serializes `value` as JSON (streamed into the temp file) and publishes it.
@@ -782,17 +994,18 @@ impl Store {
         value: &T,
         options: &PublishOptions,
     ) -> Result<PublishOutcome> {
-        self.publish_with(options, |sink| {
-            let mut writer = io::BufWriter::with_capacity(64 * 1024, sink);
-            serde_json::to_writer(&mut writer, value)?;
-            writer.flush()?;
-            Ok(())
-        })
+        self.publish_with(options, json_source(value))
     }
 
     /// Publishes what `source` writes into the sink. `source` runs *under the
     /// writer lock*, after the `max_age` check: a refresh that is not needed
-    /// does not run it, and concurrent refreshers run it once.
+    /// does not run it, and concurrent refreshers run it once. This is
+    /// [`Store::lock_writer`], the `max_age` check ([`Writer::is_fresh`]) and
+    /// [`Writer::publish_with`] in one call; take the handle yourself to do
+    /// more under the lock (a fetch before the publish, several publishes).
+    ///
+    /// A failing `source` publishes nothing; its error comes back unchanged
+    /// in [`Error::SourceFailed`] ([`Error::into_source`] gives it back).
     ///
     /// ```
     /// # fn main() -> Result<(), snapcache::Error> {
@@ -810,122 +1023,53 @@ impl Store {
         options: &PublishOptions,
         source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<(), SourceError>,
     ) -> Result<PublishOutcome> {
-        let lock = self.lock_for_write(true)?;
-        let pointer = self.try_load_pointer()?;
-        self.sweep_leftovers(&lock, pointer.as_ref())?;
+        let mut writer = self.lock_writer()?;
+        if let Some(skipped) = options.max_age.and_then(|age| writer.skip_if_fresh(age)) {
+            return Ok(skipped);
+        }
+        let options = PublishOptions {
+            max_age: None,
+            ..options.clone()
+        };
+        writer.publish_with(&options, source).map(|(o, ())| o)
+    }
 
-        if let (Some(max_age), Some(p)) = (options.max_age, &pointer) {
-            // A last check in the future (a writer's clock ran ahead) is an
-            // unknown age: refresh rather than trust it for as long as the
-            // skew lasts. (A `created_at` in the future alone does not force
-            // refreshes: once a correct clock re-checked, `checked_at` is
-            // right, and an unchanged refresh does not rewrite `created_at`.)
-            let age = p.checked_at.known_age();
-            if age.is_none() {
-                tracing::warn!(checked_at = %p.checked_at, tolerance_secs = crate::time::CLOCK_SKEW_TOLERANCE.as_secs(), "the last refresh lies in the future (a writer's clock ran ahead): its age is unknown, refreshing");
-            }
-            if age.is_some_and(|age| age < max_age) {
-                let entry = p.current_entry();
-                tracing::info!(generation = entry.generation, hash = %entry.hash, "refresh skipped: last refresh is younger than max-age");
-                return Ok(outcome(entry, false, true, &lock, RenameStats::default()));
-            }
-        }
-
-        let tmp = self.layout.tmp_dir();
-        let mut temp = self
-            .durable
-            .create_temp(&tmp)
-            .map_err(|e| Error::io("create a temp file in", &tmp, e))?;
-        let temp_path = temp.path().to_path_buf();
-        let mut sink = PayloadSink::new(
-            &self.durable,
-            &mut temp,
-            options.format,
-            self.options.cancel.clone(),
-        );
-        let source_result = source(&mut sink);
-        if let Some(e) = sink.write_error.take() {
-            return Err(Error::io(
-                "write the payload to the temp file",
-                &temp_path,
-                e,
-            ));
-        }
-        if lock::cancelled(self.options.cancel.as_ref()) {
-            return Err(Error::Interrupted {
-                during: "reading the payload",
-            });
-        }
-        // A JSON error found mid-stream is why the source was stopped; a
-        // source that failed on its own is reported as such.
-        if !sink.rejected_early() {
-            source_result.map_err(|e| Error::SourceFailed {
-                detail: e.to_string(),
-            })?;
-        }
-        let (hash, bytes, json) = sink
-            .finish()
-            .map_err(|reason| Error::PayloadRejected { reason })?;
-        let synced = json.is_some();
-        if let Some(verdict) = json {
-            // The check usually finishes after the write: fsync the temp file
-            // meanwhile instead of after it.
-            self.durable
-                .sync_file(&temp)
-                .map_err(|e| Error::io("fsync the temp file", &temp_path, e))?;
-            verdict
-                .wait()
-                .map_err(|reason| Error::PayloadRejected { reason })?;
-        }
-
-        let now = Timestamp::now();
-        let mut rename = RenameStats::default();
-        if let Some(mut p) = pointer.clone().filter(|p| p.current_entry().hash == hash) {
-            // Same content: no new generation. The snapshot is re-committed
-            // only if it was found damaged (a refresh repairs it).
-            rename.add(self.commit_snapshot(temp, &hash, bytes, synced, lock.deadline())?);
-            p.checked_at = now;
-            rename.add(self.commit_pointer(&lock, &p)?);
-            let entry = p.current_entry();
-            tracing::info!(generation = entry.generation, hash = %hash, bytes, "refresh unchanged: content equals the current snapshot");
-            return Ok(outcome(entry, false, false, &lock, rename));
-        }
-
-        let mut next = pointer.unwrap_or(Pointer {
-            current: 0,
-            last_generation: 0,
-            checked_at: now,
-            generations: Vec::new(),
-        });
-        // Checked before anything is committed: an exhausted counter leaves
-        // the store as it was (the temp file goes with `temp`).
-        let generation =
-            next.last_generation
-                .checked_add(1)
-                .ok_or_else(|| Error::GenerationsExhausted {
-                    path: self.layout.current(),
-                    last: next.last_generation,
-                })?;
-        rename.add(self.commit_snapshot(temp, &hash, bytes, synced, lock.deadline())?);
-        next.generations.push(Generation {
-            generation,
-            hash,
-            bytes,
-            created_at: now,
-            note: options.note.as_deref().map(pointer::clip_note),
-        });
-        next.current = generation;
-        next.last_generation = generation;
-        next.checked_at = now;
-        next.apply_retention(self.options.keep);
-        rename.add(self.commit_pointer(&lock, &next)?);
-        tracing::info!(generation, hash = %hash, bytes, backend = %lock.backend(), "published");
-        Ok(outcome(next.current_entry(), true, false, &lock, rename))
+    /// Takes the store's writer lock and hands it to the caller as a
+    /// [`Writer`]: held until the handle is dropped, for work of the
+    /// caller's own under the lock (a network fetch), then publishes,
+    /// rollbacks, gc or clear through it. Waits per the lock budget
+    /// ([`StoreOptions::lock_budget`]); leftovers of crashed writers are
+    /// swept once, now.
+    ///
+    /// Like a first publish, it makes the store (directories, marker) where
+    /// there is none, after the same trust and identity checks: a directory
+    /// that is not a store is refused before anything is created in it.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// use snapcache::{Store, StoreOptions};
+    /// let store = Store::open(StoreOptions::new(dir.path().join("cache")))?;
+    /// let writer = store.lock_writer()?;
+    /// assert_eq!(writer.generation(), None); // nothing published yet
+    /// assert!(matches!(store.status()?.lock, snapcache::LockState::Held(_)));
+    /// drop(writer);
+    /// assert_eq!(store.status()?.lock, snapcache::LockState::Free);
+    /// # Ok(()) }
+    /// ```
+    pub fn lock_writer(&self) -> Result<Writer<'_>> {
+        Writer::take(
+            self,
+            Take {
+                create: true,
+                sweep: true,
+            },
+        )
     }
 
     /// Makes the temp file durable under its hash name (or reuses an intact
     /// snapshot with that name). `synced`: the temp file was already fsynced.
-    fn commit_snapshot(
+    pub(crate) fn commit_snapshot(
         &self,
         temp: crate::durable::TempFile,
         hash: &ContentHash,
@@ -984,7 +1128,11 @@ impl Store {
 
     /// The commit point: replaces `current`, after checking (lease backend)
     /// that we still hold the lock.
-    fn commit_pointer(&self, lock: &WriterLock, pointer: &Pointer) -> Result<RenameStats> {
+    pub(crate) fn commit_pointer(
+        &self,
+        lock: &WriterLock,
+        pointer: &Pointer,
+    ) -> Result<RenameStats> {
         if !lock.still_held() {
             return Err(Error::LeaseLost {
                 path: self.layout.lease_file(),
@@ -1010,7 +1158,7 @@ impl Store {
     /// refused while it is still untouched. Under the lock the answer is
     /// checked again before the marker is written (another writer may have
     /// marked it meanwhile, or someone may have added a foreign entry).
-    fn lock_for_write(&self, create: bool) -> Result<WriterLock> {
+    pub(crate) fn lock_for_write(&self, create: bool) -> Result<WriterLock> {
         // Trust first: a store others can change, or a writer that is not
         // its owner, is refused before anything in it is read or created.
         // (A missing root passes; the root created below is ours.)
@@ -1055,7 +1203,7 @@ impl Store {
             &self.layout,
             &self.durable,
             &AcquireOptions {
-                budget: self.options.lock_budget,
+                budget: self.options.lock_budget.clone(),
                 backend: self.options.backend,
                 lease_ttl: self.options.lease_ttl,
                 observer: self.options.observer.as_deref(),
@@ -1066,7 +1214,11 @@ impl Store {
     }
 
     /// Leftovers to sweep while holding `lock`.
-    fn leftovers(&self, lock: &WriterLock, pointer: Option<&Pointer>) -> Result<Vec<Leftover>> {
+    pub(crate) fn leftovers(
+        &self,
+        lock: &WriterLock,
+        pointer: Option<&Pointer>,
+    ) -> Result<Vec<Leftover>> {
         let referenced = pointer.map(referenced_hashes);
         let spare_live_writers =
             (lock.backend() == Backend::Lease).then_some(self.options.lease_ttl);
@@ -1074,7 +1226,7 @@ impl Store {
     }
 
     /// Removes temp files and unreferenced snapshots (lock held).
-    fn sweep_leftovers(
+    pub(crate) fn sweep_leftovers(
         &self,
         lock: &WriterLock,
         pointer: Option<&Pointer>,
@@ -1086,105 +1238,48 @@ impl Store {
     /// Makes an earlier retained generation current (the one before the
     /// current one, or `to`). Generation numbers do not change. On a missing
     /// or empty root it fails with [`Error::NoStore`] and creates nothing.
+    /// Takes the writer lock for the call ([`Writer::rollback`]).
     pub fn rollback(&self, to: Option<u64>) -> Result<RollbackOutcome> {
-        let lock = self.lock_for_write(false)?;
-        let mut pointer = self.load_pointer()?;
-        self.sweep_leftovers(&lock, Some(&pointer))?;
-        let previous = pointer.current;
-        let target = match to {
-            Some(n) => pointer
-                .find(n)
-                .cloned()
-                .ok_or_else(|| Error::NoSuchGeneration {
-                    root: self.root().to_path_buf(),
-                    generation: n,
-                    available: pointer.retained_list(),
-                })?,
-            None => pointer
-                .generations
-                .iter()
-                .rev()
-                .find(|g| g.generation < previous)
-                .cloned()
-                .ok_or_else(|| Error::NothingToRollBack {
-                    root: self.root().to_path_buf(),
-                    current: previous,
-                })?,
-        };
-        let path = self.layout.snapshot(&target.hash);
-        snapshot::verify_file(&path, &target.hash, target.bytes)
-            .map_err(|fault| fault_error(path, target.generation, fault))?;
-        pointer.current = target.generation;
-        self.commit_pointer(&lock, &pointer)?;
-        tracing::info!(generation = target.generation, previous, hash = %target.hash, "rolled back");
-        Ok(RollbackOutcome {
-            generation: target.generation,
-            hash: target.hash,
-            previous,
-        })
+        self.existing_writer(true)?.rollback(to)
     }
 
     /// Removes leftovers, optionally shrinking retention first. Deletes by
     /// name only (see [`ForeignEntry`]); a leftover that cannot be removed
     /// is logged and skipped. On a missing or empty root it fails with
-    /// [`Error::NoStore`] and creates nothing.
+    /// [`Error::NoStore`] and creates nothing. Takes the writer lock for the
+    /// call ([`Writer::gc`]).
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport> {
-        let lock = self.lock_for_write(false)?;
-        let mut pointer = self.try_load_pointer()?;
-        let mut dropped = Vec::new();
-        if let (Some(keep), Some(p)) = (options.keep, pointer.as_mut()) {
-            let before: Vec<u64> = p.generations.iter().map(|g| g.generation).collect();
-            p.apply_retention(keep.clamp(1, MAX_KEEP));
-            dropped = before
-                .into_iter()
-                .filter(|n| p.find(*n).is_none())
-                .collect();
-            if !dropped.is_empty() && !options.dry_run {
-                self.commit_pointer(&lock, p)?;
-            }
-        }
-        let leftovers = self.leftovers(&lock, pointer.as_ref())?;
-        let removed = if options.dry_run {
-            leftovers
-        } else {
-            sweep::remove(&self.durable, leftovers)
-        };
-        let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
-        let report = GcReport {
-            removed_snapshots: count(LeftoverKind::UnreferencedSnapshot),
-            removed_temp_files: count(LeftoverKind::TempFile),
-            freed_bytes: removed.iter().map(|l| l.bytes).sum(),
-            dropped_generations: dropped,
-            dry_run: options.dry_run,
-        };
-        tracing::info!(
-            removed_snapshots = report.removed_snapshots,
-            removed_temp_files = report.removed_temp_files,
-            bytes = report.freed_bytes,
-            dry_run = report.dry_run,
-            "gc"
-        );
-        Ok(report)
+        // No sweep first: gc's own report counts what it removes.
+        self.existing_writer(false)?.gc(options)
     }
-}
 
-fn outcome(
-    entry: &Generation,
-    changed: bool,
-    skipped: bool,
-    lock: &WriterLock,
-    rename: RenameStats,
-) -> PublishOutcome {
-    PublishOutcome {
-        generation: entry.generation,
-        hash: entry.hash,
-        bytes: entry.bytes,
-        changed,
-        skipped,
-        waited_ms: lock.waited.as_millis() as u64,
-        backend: lock.backend(),
-        rename_attempts: rename.attempts,
-        rename_wait_ms: rename.waited.as_millis() as u64,
+    /// Empties the store under the writer lock: the pointer first (durably),
+    /// then every snapshot; the lock and the marker stay. Readers see
+    /// "nothing published" ([`Error::NoStore`]), never a partial state. The
+    /// next publish is generation 1. See [`Writer::clear`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// store.publish_bytes(b"[1]", &Default::default())?;
+    /// store.clear()?;
+    /// assert!(matches!(store.read_current(), Err(snapcache::Error::NoStore { .. })));
+    /// # Ok(()) }
+    /// ```
+    pub fn clear(&self) -> Result<ClearReport> {
+        self.existing_writer(true)?.clear()
+    }
+
+    /// A handle for the `Store` wrappers that never make a store.
+    fn existing_writer(&self, sweep: bool) -> Result<Writer<'_>> {
+        Writer::take(
+            self,
+            Take {
+                create: false,
+                sweep,
+            },
+        )
     }
 }
 
@@ -1212,7 +1307,7 @@ fn referenced_hashes(pointer: &Pointer) -> HashSet<ContentHash> {
     pointer.generations.iter().map(|g| g.hash).collect()
 }
 
-fn fault_error(path: PathBuf, generation: u64, fault: SnapshotFault) -> Error {
+pub(crate) fn fault_error(path: PathBuf, generation: u64, fault: SnapshotFault) -> Error {
     match fault {
         SnapshotFault::Missing => Error::MissingSnapshot { path, generation },
         other => Error::CorruptSnapshot {
@@ -1235,6 +1330,7 @@ fn command_line() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1270,7 +1366,7 @@ mod tests {
             })
             .expect_err("source failed");
         assert!(
-            matches!(&err, Error::SourceFailed { detail } if detail.contains("503")),
+            matches!(&err, Error::SourceFailed { source } if source.to_string().contains("503")),
             "{err}"
         );
         assert_eq!(store.read_current().expect("read").data, b"[1]");

@@ -25,6 +25,7 @@ mod lease;
 #[cfg(test)]
 mod lease_crash_sim;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
 use std::path::PathBuf;
@@ -97,38 +98,79 @@ impl LockWait {
     }
 }
 
-/// Where a lock budget came from, for messages ("600 s from the default").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a lock budget came from, for messages ("600 s from the default",
+/// "30 s from KOPI_LOCK_TIMEOUT").
+///
+/// An embedding program names its own sources with [`TimeoutSource::Label`]
+/// (a flag, an environment variable, a configuration key): the label is shown
+/// verbatim in lock-wait messages and in [`Error::LockTimeout`], so the user
+/// learns which of *their* settings to change.
+///
+/// ```
+/// use snapcache::{LockBudget, LockWait, TimeoutSource};
+/// use std::time::Duration;
+/// let budget = LockBudget::labelled(LockWait::For(Duration::from_secs(30)), "KOPI_LOCK_TIMEOUT");
+/// assert_eq!(budget.source, TimeoutSource::Label("KOPI_LOCK_TIMEOUT".into()));
+/// assert_eq!(budget.to_string(), "30 s from KOPI_LOCK_TIMEOUT");
+/// assert_eq!(LockBudget::default().to_string(), "600 s from the default");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum TimeoutSource {
-    /// `--lock-timeout` on the command line.
-    Flag,
-    /// `$SNAPCACHE_LOCK_TIMEOUT`.
-    Env,
     /// The built-in default ([`DEFAULT_LOCK_TIMEOUT`]).
     Default,
-    /// Set by a library caller.
+    /// Set by a library caller without saying where it came from.
     Caller,
+    /// Set by a library caller, from the source it names: a flag
+    /// (`"--lock-timeout"`), an environment variable (`"KOPI_LOCK_TIMEOUT"`),
+    /// a configuration key (`"config: locking.timeout"`). Shown as given.
+    Label(Cow<'static, str>),
+}
+
+impl TimeoutSource {
+    /// A source named by the caller (see [`TimeoutSource::Label`]).
+    pub fn label(label: impl Into<Cow<'static, str>>) -> Self {
+        TimeoutSource::Label(label.into())
+    }
 }
 
 impl fmt::Display for TimeoutSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            TimeoutSource::Flag => "--lock-timeout",
-            TimeoutSource::Env => "SNAPCACHE_LOCK_TIMEOUT",
             TimeoutSource::Default => "the default",
             TimeoutSource::Caller => "the caller",
+            TimeoutSource::Label(label) => label,
         })
     }
 }
 
 /// A lock budget and where it came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// ```
+/// use snapcache::{LockBudget, LockWait, StoreOptions};
+/// // Kopi resolves --lock-timeout > KOPI_LOCK_TIMEOUT > its config file:
+/// let options = StoreOptions::new("/tmp/kopi-cache")
+///     .lock_budget(LockBudget::labelled(LockWait::Forever, "--lock-timeout"));
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockBudget {
     /// How long to wait.
     pub wait: LockWait,
     /// Where that came from.
     pub source: TimeoutSource,
+}
+
+impl LockBudget {
+    /// A budget whose source is the caller's own label ("--lock-timeout",
+    /// "KOPI_LOCK_TIMEOUT", "config"), shown in messages and errors.
+    pub fn labelled(wait: LockWait, label: impl Into<Cow<'static, str>>) -> Self {
+        LockBudget {
+            wait,
+            source: TimeoutSource::label(label),
+        }
+    }
 }
 
 impl Default for LockBudget {
@@ -258,7 +300,12 @@ pub trait LockObserver: Send + Sync {
 /// assert!(matches!(store.status()?.lock, LockState::UnreadableLease { .. }));
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialized (`serde`) as `"free"`, `{"held": <holder or null>}` or
+/// `{"unreadable-lease": {"path", "age", "takeover_after"}}` (durations as
+/// serde's `{"secs", "nanos"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum LockState {
     /// Nobody holds it.
@@ -467,7 +514,7 @@ pub(crate) fn acquire(
                 },
                 waited: elapsed,
                 budget: options.budget.wait.budget().unwrap_or_default(),
-                budget_source: options.budget.source,
+                budget_source: options.budget.source.clone(),
                 holder: holder.map(Box::new),
             });
         }
@@ -503,7 +550,7 @@ pub(crate) fn acquire(
                         path.clone()
                     },
                     holder,
-                    budget: options.budget,
+                    budget: options.budget.clone(),
                 });
             }
         } else if contended && last_progress.elapsed() >= PROGRESS_EVERY {

@@ -16,7 +16,7 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
                 if let Some(object) = value.as_object_mut() {
                     object.insert(
                         "created_at_in_future".into(),
-                        entry.generation.created_at.in_future().into(),
+                        entry.created_at.in_future().into(),
                     );
                 }
                 value
@@ -34,7 +34,7 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
     );
     let mut any_in_future = false;
     for entry in &history {
-        let g = &entry.generation;
+        let g = entry;
         let future = g.created_at.in_future();
         any_in_future |= future;
         outln!(

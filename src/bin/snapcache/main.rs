@@ -23,7 +23,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use snapcache::{BackendChoice, Error, LockBudget, LockWait, StoreOptions, TimeoutSource};
+use snapcache::{BackendChoice, Error, LockBudget, LockWait, StoreOptions};
 
 /// A content-addressed, versioned snapshot store for a CLI's metadata cache.
 #[derive(Debug, Parser)]
@@ -252,16 +252,16 @@ fn lock_budget(flag: Option<&str>) -> Result<LockBudget, Failure> {
         })
     };
     if let Some(text) = flag {
-        return Ok(LockBudget {
-            wait: parse(text, "--lock-timeout")?,
-            source: TimeoutSource::Flag,
-        });
+        return Ok(LockBudget::labelled(
+            parse(text, "--lock-timeout")?,
+            "--lock-timeout",
+        ));
     }
     if let Some(text) = env_value("SNAPCACHE_LOCK_TIMEOUT")? {
-        return Ok(LockBudget {
-            wait: parse(&text, "SNAPCACHE_LOCK_TIMEOUT")?,
-            source: TimeoutSource::Env,
-        });
+        return Ok(LockBudget::labelled(
+            parse(&text, "SNAPCACHE_LOCK_TIMEOUT")?,
+            "SNAPCACHE_LOCK_TIMEOUT",
+        ));
     }
     Ok(LockBudget::default())
 }

@@ -1,0 +1,1028 @@
+//! The writer handle: the store's writer lock, held by the caller.
+//!
+//! # Why a handle
+//!
+//! An embedding program (Kopi) refreshes its cache by fetching metadata
+//! over the network for seconds, then saving it. If the lock were taken only
+//! inside a publish, concurrent refreshers would all fetch (the staleness
+//! check would come after the fetch), or the program would need a second
+//! lock of its own around ours: two lock files, two holder records, two
+//! backends, a timeout spent twice. [`Store::lock_writer`] hands the lock to
+//! the caller instead: it checks [`Writer::is_fresh`] *under the lock*,
+//! fetches only when stale, and publishes through the handle. Dropping the
+//! handle releases the lock.
+//!
+//! Everything that changes a store goes through a handle: the `Store`
+//! methods `publish_*`, `rollback`, `gc` and `clear` take one for the length
+//! of the call.
+//!
+//! # What the handle knows
+//!
+//! Under the lock nobody else changes the pointer, so the handle keeps the
+//! pointer it read when it was taken and the ones it committed since. After
+//! an operation that failed part-way it reads the pointer again before the
+//! next one. A pointer that was damaged when the handle was taken does not
+//! stop the handle from being taken: [`Writer::clear`] works on it (that is
+//! the way out), every other operation reports the damage.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::durable::RenameStats;
+use crate::error::{Error, Result, SourceError};
+use crate::lock::{Backend, WriterLock};
+use crate::payload::PayloadSink;
+use crate::pointer::{self, Generation, MAX_KEEP, Pointer};
+use crate::snapshot;
+use crate::store::{
+    GcOptions, GcReport, PublishOptions, PublishOutcome, RollbackOutcome, SnapshotMeta, Store,
+    fault_error,
+};
+use crate::sweep::{self, LeftoverKind};
+use crate::time::Timestamp;
+
+/// The store's writer lock, held until this handle is dropped, and the
+/// operations that change the store.
+///
+/// Taken with [`Store::lock_writer`]. While it is held, no other process or
+/// thread can publish, roll back, collect or clear this store (they wait,
+/// within their lock budget); readers are never blocked. Several operations
+/// on one handle are fine: each publish that changes the content is a new
+/// generation.
+///
+/// The run-once refresh, as Kopi does it: look under the lock, fetch only
+/// when stale, publish.
+///
+/// ```
+/// # fn main() -> Result<(), snapcache::Error> {
+/// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+/// use snapcache::{PublishOptions, Store, StoreOptions};
+/// use std::time::Duration;
+///
+/// let store = Store::open(StoreOptions::new(dir.path().join("cache")))?;
+/// let max_age = Duration::from_secs(3600);
+/// let mut writer = store.lock_writer()?; // held until `writer` is dropped
+/// if !writer.is_fresh(max_age) {
+///     let fetched = vec!["temurin", "corretto"]; // a slow network fetch, under the lock
+///     let outcome = writer.publish_json(&fetched, &PublishOptions::default())?;
+///     assert_eq!(outcome.generation, 1);
+/// }
+/// assert!(writer.is_fresh(max_age));
+/// drop(writer); // releases the lock
+/// assert_eq!(store.read_json::<Vec<String>>()?, ["temurin", "corretto"]);
+/// # Ok(()) }
+/// ```
+#[must_use = "the writer lock is released as soon as the handle is dropped"]
+pub struct Writer<'s> {
+    store: &'s Store,
+    lock: WriterLock,
+    /// The pointer as this handle last read or committed it.
+    pointer: Option<Pointer>,
+    /// Read the pointer again before using it: it was damaged when the
+    /// handle was taken, or an operation failed part-way.
+    reread: bool,
+}
+
+impl std::fmt::Debug for Writer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("root", &self.store.root())
+            .field("backend", &self.lock.backend())
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a handle is taken (the `Store` wrappers differ from `lock_writer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Take {
+    /// May make a store where there is none (only what publishes).
+    pub create: bool,
+    /// Sweep leftovers of crashed writers now (all but `gc`, which sweeps
+    /// itself and reports what it removed).
+    pub sweep: bool,
+}
+
+impl<'s> Writer<'s> {
+    /// Takes the writer lock and reads the pointer; sweeps leftovers when
+    /// asked. A damaged pointer is noted, not fatal (see the module docs).
+    pub(crate) fn take(store: &'s Store, how: Take) -> Result<Writer<'s>> {
+        let lock = store.lock_for_write(how.create)?;
+        let (pointer, reread) = match store.try_load_pointer() {
+            Ok(pointer) => (pointer, false),
+            Err(e) if e.is_corrupt() => {
+                tracing::warn!(error = %e, "the store pointer is damaged: the writer handle can only clear the store");
+                (None, true)
+            }
+            Err(e) => return Err(e),
+        };
+        if how.sweep {
+            store.sweep_leftovers(&lock, pointer.as_ref())?;
+        }
+        Ok(Writer {
+            store,
+            lock,
+            pointer,
+            reread,
+        })
+    }
+
+    /// The store this handle writes.
+    pub fn store(&self) -> &'s Store {
+        self.store
+    }
+
+    /// The current generation (`None` when nothing is published), as of
+    /// this handle's last operation. Under the lock it cannot change behind
+    /// the handle's back.
+    pub fn generation(&self) -> Option<u64> {
+        self.pointer.as_ref().map(|p| p.current)
+    }
+
+    /// What the pointer says about the current generation, with the time of
+    /// the last successful refresh; `None` when nothing is published (or the
+    /// pointer is damaged).
+    pub fn current(&self) -> Option<SnapshotMeta> {
+        self.pointer.as_ref().map(SnapshotMeta::current_of)
+    }
+
+    /// When the store was last refreshed successfully (a publish, changed
+    /// or not); `None` when nothing is published.
+    pub fn last_checked_at(&self) -> Option<Timestamp> {
+        self.pointer.as_ref().map(|p| p.checked_at)
+    }
+
+    /// True when the last successful refresh is younger than `max_age`:
+    /// another process refreshed while this one waited for the lock, so a
+    /// fetch can be skipped. False when nothing is published, and when the
+    /// last refresh lies in the future beyond
+    /// [`CLOCK_SKEW_TOLERANCE`](crate::CLOCK_SKEW_TOLERANCE) (a writer's
+    /// clock ran ahead: its age is unknown, so refresh rather than trust it).
+    pub fn is_fresh(&self, max_age: Duration) -> bool {
+        let Some(checked_at) = self.last_checked_at() else {
+            return false;
+        };
+        // (A `created_at` in the future alone does not force refreshes: once
+        // a correct clock re-checked, `checked_at` is right, and an unchanged
+        // refresh does not rewrite `created_at`.)
+        match checked_at.known_age() {
+            Some(age) => age < max_age,
+            None => {
+                tracing::warn!(checked_at = %checked_at, tolerance_secs = crate::time::CLOCK_SKEW_TOLERANCE.as_secs(), "the last refresh lies in the future (a writer's clock ran ahead): its age is unknown, refreshing");
+                false
+            }
+        }
+    }
+
+    /// How long taking the lock waited.
+    pub fn waited(&self) -> Duration {
+        self.lock.waited
+    }
+
+    /// The lock backend in use.
+    pub fn backend(&self) -> Backend {
+        self.lock.backend()
+    }
+
+    /// The outcome of a refresh skipped because the store is fresh, for the
+    /// `max_age` of the `Store` wrappers.
+    pub(crate) fn skip_if_fresh(&self, max_age: Duration) -> Option<PublishOutcome> {
+        if !self.is_fresh(max_age) {
+            return None;
+        }
+        let entry = self.pointer.as_ref()?.current_entry();
+        tracing::info!(generation = entry.generation, hash = %entry.hash, "refresh skipped: last refresh is younger than max-age");
+        Some(self.outcome(entry, false, true, RenameStats::default()))
+    }
+
+    // ------------------------------------------------------------ publish
+
+    /// Publishes what `source` writes into the sink, and returns what
+    /// `source` returned with the outcome. Content equal to the current
+    /// snapshot makes no new generation (`changed == false`) but counts as
+    /// a refresh (`last_checked_at` moves).
+    ///
+    /// `source` may fail with any error type (`?` boxes it); the error comes
+    /// back unchanged inside [`Error::SourceFailed`], so the caller gets its
+    /// own error (and exit code) back with [`Error::into_source`]. Nothing is
+    /// published then.
+    ///
+    /// `options.max_age` is refused here ([`Error::InvalidOption`]): on a
+    /// handle the caller decides with [`Writer::is_fresh`] before fetching.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// use std::io::Write;
+    ///
+    /// #[derive(Debug)]
+    /// enum FetchError { Http(u16) }
+    /// impl std::fmt::Display for FetchError {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         let FetchError::Http(code) = self;
+    ///         write!(f, "the metadata server answered {code}")
+    ///     }
+    /// }
+    /// impl std::error::Error for FetchError {}
+    ///
+    /// let mut writer = store.lock_writer()?;
+    /// // The source returns a value: here, how many packages it streamed.
+    /// let (outcome, packages) = writer.publish_with(&Default::default(), |sink| {
+    ///     sink.write_all(br#"[{"id":"temurin-21"},{"id":"corretto-21"}]"#)?;
+    ///     Ok(2)
+    /// })?;
+    /// assert_eq!((outcome.generation, packages), (1, 2));
+    ///
+    /// // A failing source publishes nothing, and its error comes back typed.
+    /// let err = writer
+    ///     .publish_with(&Default::default(), |_sink| -> Result<(), _> {
+    ///         Err(FetchError::Http(503).into())
+    ///     })
+    ///     .unwrap_err();
+    /// match err.into_source::<FetchError>() {
+    ///     Ok(FetchError::Http(code)) => assert_eq!(code, 503),
+    ///     Err(other) => panic!("not the source's error: {other}"),
+    /// }
+    /// assert_eq!(writer.generation(), Some(1));
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_with<T>(
+        &mut self,
+        options: &PublishOptions,
+        source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<T, SourceError>,
+    ) -> Result<(PublishOutcome, T)> {
+        if options.max_age.is_some() {
+            return Err(Error::InvalidOption(
+                "max_age is checked by the Store's publish methods; on a writer handle, ask is_fresh(max_age) before fetching and publishing".into(),
+            ));
+        }
+        self.guarded(|w| w.publish_unguarded(options, source))
+    }
+
+    /// Serializes `value` as JSON (streamed into the temp file) and publishes it.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// let mut writer = store.lock_writer()?;
+    /// let first = writer.publish_json(&[1, 2], &Default::default())?;
+    /// let again = writer.publish_json(&[1, 2], &Default::default())?;
+    /// let second = writer.publish_json(&[1, 2, 3], &Default::default())?;
+    /// assert_eq!((first.generation, again.changed, second.generation), (1, false, 2));
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_json<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        options: &PublishOptions,
+    ) -> Result<PublishOutcome> {
+        self.publish_with(options, json_source(value))
+            .map(|(o, ())| o)
+    }
+
+    /// Publishes a byte slice.
+    pub fn publish_bytes(
+        &mut self,
+        bytes: &[u8],
+        options: &PublishOptions,
+    ) -> Result<PublishOutcome> {
+        self.publish_with(options, bytes_source(bytes))
+            .map(|(o, ())| o)
+    }
+
+    /// Publishes the bytes read from `reader` (streamed, bounded memory).
+    pub fn publish_reader(
+        &mut self,
+        reader: impl Read,
+        options: &PublishOptions,
+    ) -> Result<PublishOutcome> {
+        self.publish_with(options, reader_source(reader))
+            .map(|(o, ())| o)
+    }
+
+    fn publish_unguarded<T>(
+        &mut self,
+        options: &PublishOptions,
+        source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<T, SourceError>,
+    ) -> Result<(PublishOutcome, T)> {
+        let pointer = self.pointer()?;
+        let store = self.store;
+        let tmp = store.layout().tmp_dir();
+        let mut temp = store
+            .durable()
+            .create_temp(&tmp)
+            .map_err(|e| Error::io("create a temp file in", &tmp, e))?;
+        let temp_path = temp.path().to_path_buf();
+        let mut sink = PayloadSink::new(
+            store.durable(),
+            &mut temp,
+            options.format,
+            store.options().cancel_flag_ref().cloned(),
+        );
+        let source_result = source(&mut sink);
+        if let Some(e) = sink.write_error.take() {
+            return Err(Error::io(
+                "write the payload to the temp file",
+                &temp_path,
+                e,
+            ));
+        }
+        if crate::lock::cancelled(store.options().cancel_flag_ref()) {
+            return Err(Error::Interrupted {
+                during: "reading the payload",
+            });
+        }
+        // A JSON error found mid-stream is why the source was stopped: then
+        // the rejection below is reported; a source that failed on its own
+        // is reported as such.
+        let value = match source_result {
+            Ok(value) => Some(value),
+            Err(source) if !sink.rejected_early() => return Err(Error::SourceFailed { source }),
+            Err(_) => None,
+        };
+        let (hash, bytes, json) = sink
+            .finish()
+            .map_err(|reason| Error::PayloadRejected { reason })?;
+        let synced = json.is_some();
+        if let Some(verdict) = json {
+            // The check usually finishes after the write: fsync the temp file
+            // meanwhile instead of after it.
+            store
+                .durable()
+                .sync_file(&temp)
+                .map_err(|e| Error::io("fsync the temp file", &temp_path, e))?;
+            verdict
+                .wait()
+                .map_err(|reason| Error::PayloadRejected { reason })?;
+        }
+        // Only a JSON rejection leaves no value, and it was returned above;
+        // should the check ever disagree, refuse rather than guess.
+        let value = value.ok_or_else(|| Error::PayloadRejected {
+            reason: "the payload was refused while it was being written".into(),
+        })?;
+
+        let now = Timestamp::now();
+        let mut rename = RenameStats::default();
+        if let Some(mut p) = pointer.clone().filter(|p| p.current_entry().hash == hash) {
+            // Same content: no new generation. The snapshot is re-committed
+            // only if it was found damaged (a refresh repairs it).
+            rename.add(store.commit_snapshot(temp, &hash, bytes, synced, self.lock.deadline())?);
+            p.checked_at = now;
+            rename.add(store.commit_pointer(&self.lock, &p)?);
+            let entry = p.current_entry();
+            tracing::info!(generation = entry.generation, hash = %hash, bytes, "refresh unchanged: content equals the current snapshot");
+            let outcome = self.outcome(entry, false, false, rename);
+            self.pointer = Some(p);
+            return Ok((outcome, value));
+        }
+
+        let mut next = pointer.unwrap_or(Pointer {
+            current: 0,
+            last_generation: 0,
+            checked_at: now,
+            generations: Vec::new(),
+        });
+        // Checked before anything is committed: an exhausted counter leaves
+        // the store as it was (the temp file goes with `temp`).
+        let generation =
+            next.last_generation
+                .checked_add(1)
+                .ok_or_else(|| Error::GenerationsExhausted {
+                    path: store.layout().current(),
+                    last: next.last_generation,
+                })?;
+        rename.add(store.commit_snapshot(temp, &hash, bytes, synced, self.lock.deadline())?);
+        next.generations.push(Generation {
+            generation,
+            hash,
+            bytes,
+            created_at: now,
+            note: options.note.as_deref().map(pointer::clip_note),
+        });
+        next.current = generation;
+        next.last_generation = generation;
+        next.checked_at = now;
+        next.apply_retention(store.options().keep_count());
+        rename.add(store.commit_pointer(&self.lock, &next)?);
+        tracing::info!(generation, hash = %hash, bytes, backend = %self.lock.backend(), "published");
+        let outcome = self.outcome(next.current_entry(), true, false, rename);
+        self.pointer = Some(next);
+        Ok((outcome, value))
+    }
+
+    // ------------------------------------------------- rollback, gc, clear
+
+    /// Makes an earlier retained generation current (the one before the
+    /// current one, or `to`). Generation numbers do not change.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// let mut writer = store.lock_writer()?;
+    /// writer.publish_bytes(b"[1]", &Default::default())?;
+    /// writer.publish_bytes(b"[2]", &Default::default())?;
+    /// let back = writer.rollback(None)?;
+    /// assert_eq!((back.previous, back.generation, writer.generation()), (2, 1, Some(1)));
+    /// # Ok(()) }
+    /// ```
+    pub fn rollback(&mut self, to: Option<u64>) -> Result<RollbackOutcome> {
+        self.guarded(|w| w.rollback_unguarded(to))
+    }
+
+    fn rollback_unguarded(&mut self, to: Option<u64>) -> Result<RollbackOutcome> {
+        let store = self.store;
+        let mut pointer = self.pointer()?.ok_or_else(|| store.no_store())?;
+        let previous = pointer.current;
+        let target = match to {
+            Some(n) => pointer
+                .find(n)
+                .cloned()
+                .ok_or_else(|| Error::NoSuchGeneration {
+                    root: store.root().to_path_buf(),
+                    generation: n,
+                    available: pointer.retained_list(),
+                })?,
+            None => pointer
+                .generations
+                .iter()
+                .rev()
+                .find(|g| g.generation < previous)
+                .cloned()
+                .ok_or_else(|| Error::NothingToRollBack {
+                    root: store.root().to_path_buf(),
+                    current: previous,
+                })?,
+        };
+        let path = store.layout().snapshot(&target.hash);
+        snapshot::verify_file(&path, &target.hash, target.bytes)
+            .map_err(|fault| fault_error(path, target.generation, fault))?;
+        pointer.current = target.generation;
+        store.commit_pointer(&self.lock, &pointer)?;
+        tracing::info!(generation = target.generation, previous, hash = %target.hash, "rolled back");
+        self.pointer = Some(pointer);
+        Ok(RollbackOutcome {
+            generation: target.generation,
+            hash: target.hash,
+            previous,
+        })
+    }
+
+    /// Removes leftovers (temp files, snapshots no retained generation
+    /// references), optionally shrinking retention first. Leftovers of
+    /// crashed writers were already swept when this handle was taken; this
+    /// reports what it removes itself (everything, through
+    /// [`Store::gc`], which does not sweep first).
+    pub fn gc(&mut self, options: &GcOptions) -> Result<GcReport> {
+        self.guarded(|w| w.gc_unguarded(options))
+    }
+
+    fn gc_unguarded(&mut self, options: &GcOptions) -> Result<GcReport> {
+        let store = self.store;
+        let mut pointer = self.pointer()?;
+        let mut dropped = Vec::new();
+        if let (Some(keep), Some(p)) = (options.keep, pointer.as_mut()) {
+            let before: Vec<u64> = p.generations.iter().map(|g| g.generation).collect();
+            p.apply_retention(keep.clamp(1, MAX_KEEP));
+            dropped = before
+                .into_iter()
+                .filter(|n| p.find(*n).is_none())
+                .collect();
+            if !dropped.is_empty() && !options.dry_run {
+                store.commit_pointer(&self.lock, p)?;
+                self.pointer = Some(p.clone());
+            }
+        }
+        let leftovers = store.leftovers(&self.lock, pointer.as_ref())?;
+        let removed = if options.dry_run {
+            leftovers
+        } else {
+            sweep::remove(store.durable(), leftovers)
+        };
+        let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
+        let report = GcReport {
+            removed_snapshots: count(LeftoverKind::UnreferencedSnapshot),
+            removed_temp_files: count(LeftoverKind::TempFile),
+            freed_bytes: removed.iter().map(|l| l.bytes).sum(),
+            dropped_generations: dropped,
+            dry_run: options.dry_run,
+        };
+        tracing::info!(
+            removed_snapshots = report.removed_snapshots,
+            removed_temp_files = report.removed_temp_files,
+            bytes = report.freed_bytes,
+            dry_run = report.dry_run,
+            "gc"
+        );
+        Ok(report)
+    }
+
+    /// Empties the store: the pointer and every snapshot are removed; the
+    /// lock, the marker and the directories stay, so the store is still a
+    /// store (and this handle still holds its lock). Readers see "nothing
+    /// published" ([`Error::NoStore`]) from then on, never a partial state:
+    /// the pointer goes first (durably), the snapshots after it.
+    ///
+    /// The next publish starts again at generation 1, as in a new store
+    /// (nothing of the old history is kept to continue from). A damaged
+    /// pointer does not stop a clear: it is removed by name like any pointer.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// let mut writer = store.lock_writer()?;
+    /// writer.publish_bytes(b"[1]", &Default::default())?;
+    /// writer.publish_bytes(b"[2]", &Default::default())?;
+    /// let cleared = writer.clear()?;
+    /// assert_eq!((cleared.previous_generation, cleared.removed_snapshots), (Some(2), 2));
+    /// assert!(store.current_generation()?.is_none());
+    /// assert_eq!(writer.publish_bytes(b"[3]", &Default::default())?.generation, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn clear(&mut self) -> Result<ClearReport> {
+        self.guarded(Writer::clear_unguarded)
+    }
+
+    fn clear_unguarded(&mut self) -> Result<ClearReport> {
+        let store = self.store;
+        let previous = match self.pointer() {
+            Ok(pointer) => pointer.map(|p| p.current),
+            Err(e) if e.is_corrupt() => {
+                tracing::info!(error = %e, "clearing a store whose pointer is damaged");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if !self.lock.still_held() {
+            return Err(Error::LeaseLost {
+                path: store.layout().lease_file(),
+            });
+        }
+        // 1. The pointer, durably: from here on every reader sees "nothing
+        //    published", and a crash leaves a store with nothing published.
+        let current = store.layout().current();
+        store
+            .durable()
+            .remove_file(&current)
+            .map_err(|e| Error::io("remove the store pointer", &current, e))?;
+        let root = store.root().to_path_buf();
+        store
+            .durable()
+            .sync_dir(&root)
+            .map_err(|e| Error::io("fsync the directory", &root, e))?;
+        self.pointer = None;
+        self.reread = false;
+        // 2. The snapshots, by name (and temp files): nothing references
+        //    them now. One that cannot be removed is logged and left; a
+        //    crash here leaves unreferenced snapshots that the next clear
+        //    removes (a writer's sweep spares them while no pointer exists).
+        let spare_live_writers =
+            (self.lock.backend() == Backend::Lease).then_some(store.options().lease_ttl_value());
+        let scan = sweep::scan(store.layout(), Some(&HashSet::new()), spare_live_writers)?;
+        let removed = sweep::remove(store.durable(), scan.leftovers);
+        let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
+        let report = ClearReport {
+            previous_generation: previous,
+            removed_snapshots: count(LeftoverKind::UnreferencedSnapshot),
+            removed_temp_files: count(LeftoverKind::TempFile),
+            freed_bytes: removed.iter().map(|l| l.bytes).sum(),
+        };
+        tracing::info!(
+            previous_generation = report.previous_generation,
+            removed_snapshots = report.removed_snapshots,
+            bytes = report.freed_bytes,
+            "cleared"
+        );
+        Ok(report)
+    }
+
+    // ------------------------------------------------------------ helpers
+
+    /// The pointer, read again first when the handle's copy is in doubt.
+    fn pointer(&mut self) -> Result<Option<Pointer>> {
+        if self.reread {
+            self.pointer = self.store.try_load_pointer()?;
+            self.reread = false;
+        }
+        Ok(self.pointer.clone())
+    }
+
+    /// Runs an operation; after a failure the pointer is read again before
+    /// the next one (the failure may have come after a commit, e.g. in the
+    /// directory fsync).
+    fn guarded<R>(&mut self, op: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+        let result = op(self);
+        if result.is_err() {
+            self.reread = true;
+        }
+        result
+    }
+
+    fn outcome(
+        &self,
+        entry: &Generation,
+        changed: bool,
+        skipped: bool,
+        rename: RenameStats,
+    ) -> PublishOutcome {
+        PublishOutcome {
+            generation: entry.generation,
+            hash: entry.hash,
+            bytes: entry.bytes,
+            changed,
+            skipped,
+            waited_ms: self.lock.waited.as_millis() as u64,
+            backend: self.lock.backend(),
+            rename_attempts: rename.attempts,
+            rename_wait_ms: rename.waited.as_millis() as u64,
+        }
+    }
+}
+
+/// What [`Writer::clear`] removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClearReport {
+    /// The generation that was current before (`None`: nothing was
+    /// published, or the pointer was damaged).
+    pub previous_generation: Option<u64>,
+    /// Snapshot files removed.
+    pub removed_snapshots: usize,
+    /// Temp files removed.
+    pub removed_temp_files: usize,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+}
+
+/// The payload of `publish_json`: `value` serialized straight into the sink.
+pub(crate) fn json_source<T: Serialize + ?Sized>(
+    value: &T,
+) -> impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<(), SourceError> + '_ {
+    move |sink| {
+        let mut writer = io::BufWriter::with_capacity(64 * 1024, sink);
+        serde_json::to_writer(&mut writer, value)?;
+        writer.flush()?;
+        Ok(())
+    }
+}
+
+/// The payload of `publish_bytes`.
+pub(crate) fn bytes_source(
+    bytes: &[u8],
+) -> impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<(), SourceError> + '_ {
+    move |sink| Ok(sink.write_all(bytes)?)
+}
+
+/// The payload of `publish_reader`.
+pub(crate) fn reader_source(
+    reader: impl Read,
+) -> impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<(), SourceError> {
+    move |sink| {
+        // Large reads: fewer write syscalls and checker batches than io::copy's 8 KiB.
+        let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
+        io::copy(&mut reader, sink)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::durable::{Durable, FsHook, Op};
+    use crate::lock::{LockBudget, LockWait, TimeoutSource};
+    use crate::store::StoreOptions;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(StoreOptions::new(dir.path().join("s"))).expect("open");
+        (dir, store)
+    }
+
+    fn try_once(store: &Store, label: &'static str) -> Store {
+        Store::open(
+            StoreOptions::new(store.root())
+                .lock_budget(LockBudget::labelled(LockWait::TryOnce, label)),
+        )
+        .expect("open")
+    }
+
+    #[test]
+    fn the_handle_holds_the_lock_until_dropped_and_the_timeout_names_the_label() {
+        let (_dir, store) = store();
+        let writer = store.lock_writer().expect("lock");
+        let other = try_once(&store, "KOPI_LOCK_TIMEOUT");
+        let err = other
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .expect_err("the lock is held by the handle");
+        assert!(err.is_lock_timeout(), "{err}");
+        assert!(
+            matches!(&err, Error::LockTimeout { budget_source: TimeoutSource::Label(l), .. } if l == "KOPI_LOCK_TIMEOUT"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("from KOPI_LOCK_TIMEOUT"),
+            "the message names the caller's label: {err}"
+        );
+        drop(writer);
+        let outcome = other
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .expect("free after the drop");
+        assert_eq!(outcome.generation, 1);
+    }
+
+    #[test]
+    fn several_publishes_on_one_handle_are_generations_and_refreshes() {
+        let (_dir, store) = store();
+        let mut writer = store.lock_writer().expect("lock");
+        assert_eq!(
+            (writer.generation(), writer.last_checked_at()),
+            (None, None)
+        );
+        assert!(!writer.is_fresh(Duration::from_secs(3600)));
+        let first = writer
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .expect("1");
+        let checked = writer.last_checked_at().expect("checked");
+        std::thread::sleep(Duration::from_millis(5));
+        let same = writer
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .expect("same");
+        let second = writer
+            .publish_bytes(b"[2]", &PublishOptions::default())
+            .expect("2");
+        assert_eq!(
+            (first.generation, same.generation, second.generation),
+            (1, 1, 2)
+        );
+        assert!(first.changed && !same.changed && second.changed);
+        assert!(writer.last_checked_at().expect("checked") > checked);
+        assert!(writer.is_fresh(Duration::from_secs(3600)));
+        assert!(!writer.is_fresh(Duration::ZERO));
+        let current = writer.current().expect("current");
+        assert_eq!((current.generation, current.bytes), (2, 3));
+        drop(writer);
+        assert_eq!(store.read_current().expect("read").data, b"[2]");
+        assert_eq!(store.history().expect("history").len(), 2);
+    }
+
+    #[test]
+    fn a_source_returns_its_value_or_its_own_error_and_max_age_is_refused() {
+        #[derive(Debug, PartialEq)]
+        struct Upstream(u16);
+        impl std::fmt::Display for Upstream {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "upstream answered {}", self.0)
+            }
+        }
+        impl std::error::Error for Upstream {}
+
+        let (_dir, store) = store();
+        let mut writer = store.lock_writer().expect("lock");
+        let (outcome, n) = writer
+            .publish_with(&PublishOptions::default(), |sink| {
+                sink.write_all(b"[1,2,3]")?;
+                Ok(3usize)
+            })
+            .expect("publish");
+        assert_eq!((outcome.generation, n), (1, 3));
+        let err = writer
+            .publish_with(
+                &PublishOptions::default(),
+                |sink| -> std::result::Result<(), _> {
+                    sink.write_all(b"[4,")?;
+                    Err(Upstream(503).into())
+                },
+            )
+            .expect_err("the source failed");
+        assert!(err.is_source_failed());
+        assert_eq!(err.downcast_source::<Upstream>(), Some(&Upstream(503)));
+        let chained = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<Upstream>())
+            .map(|u| u.0);
+        assert_eq!(chained, Some(503), "std's source() reaches it too");
+        assert_eq!(err.into_source::<Upstream>().expect("typed"), Upstream(503));
+        let other = writer
+            .publish_with(
+                &PublishOptions::default(),
+                |_| -> std::result::Result<(), _> { Err("plain text".into()) },
+            )
+            .expect_err("failed");
+        let back = other
+            .into_source::<Upstream>()
+            .expect_err("not an Upstream");
+        assert!(back.is_source_failed(), "given back unchanged: {back}");
+        let refused = writer
+            .publish_bytes(
+                b"[5]",
+                &PublishOptions::default().max_age(Duration::from_secs(1)),
+            )
+            .expect_err("max_age on a handle");
+        assert!(matches!(refused, Error::InvalidOption(_)), "{refused}");
+        assert_eq!(writer.generation(), Some(1));
+        drop(writer);
+        assert_eq!(store.read_current().expect("read").data, b"[1,2,3]");
+    }
+
+    #[test]
+    fn rollback_gc_and_clear_through_the_handle() {
+        let (_dir, store) = store();
+        let mut writer = store.lock_writer().expect("lock");
+        for n in 1..=4 {
+            writer
+                .publish_json(&[n], &PublishOptions::default())
+                .expect("publish");
+        }
+        let back = writer.rollback(Some(2)).expect("rollback");
+        assert_eq!((back.previous, back.generation), (4, 2));
+        assert_eq!(writer.generation(), Some(2));
+        let report = writer
+            .gc(&GcOptions {
+                keep: Some(1),
+                dry_run: false,
+            })
+            .expect("gc");
+        // keep 1 besides the current one (2): the newest other, 4, stays.
+        assert_eq!(report.dropped_generations, vec![1, 3]);
+        assert_eq!(report.removed_snapshots, 2);
+        // Foreign entries in snapshots/ are not the store's to remove.
+        let foreign = store.root().join("snapshots").join("notes.txt");
+        std::fs::write(&foreign, b"mine").expect("plant");
+        let cleared = writer.clear().expect("clear");
+        assert_eq!(cleared.previous_generation, Some(2));
+        assert_eq!(cleared.removed_snapshots, 2);
+        assert_eq!(writer.generation(), None);
+        assert!(foreign.exists(), "a foreign file survives clear");
+        for kept in ["lock", "snapcache-store", "snapshots", "tmp"] {
+            assert!(store.root().join(kept).exists(), "{kept} is kept");
+        }
+        assert!(!store.root().join("current").exists());
+        assert!(matches!(store.read_current(), Err(Error::NoStore { .. })));
+        assert_eq!(store.current_generation().expect("pointer query"), None);
+        let again = writer
+            .publish_json(&[9], &PublishOptions::default())
+            .expect("publish");
+        assert_eq!(again.generation, 1, "numbering restarts after clear");
+        drop(writer);
+        assert_eq!(store.history().expect("history").len(), 1);
+    }
+
+    #[test]
+    fn clear_works_on_a_damaged_pointer_that_blocks_everything_else() {
+        let (_dir, store) = store();
+        store
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .expect("publish");
+        std::fs::write(
+            store.root().join("current"),
+            b"snapcache-pointer 1 garbage\n{}\n",
+        )
+        .expect("damage");
+        let mut writer = store
+            .lock_writer()
+            .expect("a damaged pointer does not stop the handle");
+        let err = writer
+            .publish_bytes(b"[2]", &PublishOptions::default())
+            .expect_err("publishing over a damaged pointer");
+        assert!(matches!(err, Error::CorruptPointer { .. }), "{err}");
+        let cleared = writer.clear().expect("clear");
+        assert_eq!(
+            (cleared.previous_generation, cleared.removed_snapshots),
+            (None, 1)
+        );
+        let outcome = writer
+            .publish_bytes(b"[2]", &PublishOptions::default())
+            .expect("publish");
+        assert_eq!(outcome.generation, 1);
+        drop(writer);
+        assert_eq!(store.read_current().expect("read").data, b"[2]");
+        assert!(store.verify().expect("verify").ok);
+    }
+
+    #[test]
+    fn clear_on_a_missing_store_creates_nothing() {
+        let (_dir, store) = store();
+        let err = store.clear().expect_err("no store");
+        assert!(matches!(err, Error::NoStore { .. }), "{err}");
+        assert!(!store.root().exists());
+    }
+
+    /// Fails the operations `pick` selects, once each, recording all.
+    struct Faults {
+        pick: Box<dyn Fn(&Op<'_>) -> bool + Send + Sync>,
+        fired: Mutex<usize>,
+        limit: usize,
+    }
+
+    impl FsHook for Faults {
+        fn before(&self, op: &Op<'_>) -> io::Result<()> {
+            let mut fired = self.fired.lock().expect("lock");
+            if *fired < self.limit && (self.pick)(op) {
+                *fired += 1;
+                return Err(io::Error::other(format!("injected failure: {op:?}")));
+            }
+            Ok(())
+        }
+    }
+
+    fn hooked(
+        store: &Store,
+        limit: usize,
+        pick: impl Fn(&Op<'_>) -> bool + Send + Sync + 'static,
+    ) -> Store {
+        store
+            .clone()
+            .with_durable(Durable::with_hook(Arc::new(Faults {
+                pick: Box::new(pick),
+                fired: Mutex::new(0),
+                limit,
+            })))
+    }
+
+    #[test]
+    fn after_a_failure_past_the_commit_the_handle_reads_the_pointer_again() {
+        let (_dir, plain) = store();
+        plain
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .expect("publish");
+        let root = plain.root().to_path_buf();
+        // The pointer rename lands, then the root's fsync fails once.
+        let store = hooked(
+            &plain,
+            1,
+            move |op| matches!(op, Op::SyncDir(d) if *d == root),
+        );
+        let mut writer = store.lock_writer().expect("lock");
+        let err = writer
+            .publish_bytes(b"[2]", &PublishOptions::default())
+            .expect_err("the fsync failed");
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        // Generation 2 is on disk; a handle that trusted its old copy would
+        // hand out number 2 a second time.
+        let next = writer
+            .publish_bytes(b"[3]", &PublishOptions::default())
+            .expect("publish");
+        assert_eq!(next.generation, 3);
+        drop(writer);
+        let numbers: Vec<u64> = plain
+            .history()
+            .expect("history")
+            .iter()
+            .map(|e| e.generation)
+            .collect();
+        assert_eq!(numbers, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_clear_that_fails_leaves_the_old_state_or_nothing_published() {
+        // Every removal in turn fails: before the pointer is gone the store
+        // reads as before; after, it reads as "nothing published". Never a
+        // pointer naming a snapshot that is gone.
+        for fail_at in 0..4 {
+            let (_dir, plain) = store();
+            plain
+                .publish_bytes(b"[1]", &PublishOptions::default())
+                .expect("publish");
+            plain
+                .publish_bytes(b"[2]", &PublishOptions::default())
+                .expect("publish");
+            let seen = Arc::new(Mutex::new(0usize));
+            let counter = seen.clone();
+            let store = hooked(&plain, 1, move |op| {
+                let mut n = counter.lock().expect("lock");
+                let removal = matches!(op, Op::Remove(_) | Op::SyncDir(_));
+                if removal {
+                    *n += 1;
+                }
+                removal && *n == fail_at + 1
+            });
+            let result = store.clear();
+            match plain.read_current() {
+                Ok(s) => {
+                    assert!(result.is_err(), "cleared, yet readable");
+                    assert_eq!(s.data, b"[2]", "fail_at {fail_at}");
+                }
+                Err(Error::NoStore { .. }) => {}
+                Err(e) => panic!("fail_at {fail_at}: a partial state: {e}"),
+            }
+            // Clearing again completes it.
+            plain.clear().expect("clear again");
+            assert!(matches!(plain.read_current(), Err(Error::NoStore { .. })));
+            let left = std::fs::read_dir(plain.root().join("snapshots"))
+                .expect("list")
+                .count();
+            assert_eq!(
+                left, 0,
+                "fail_at {fail_at}: the second clear removed the rest"
+            );
+        }
+    }
+}

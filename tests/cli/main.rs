@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod boundary;
+mod clear;
 mod clocks;
 mod common;
 mod concurrency;

@@ -39,7 +39,7 @@ fn readers_during_clears_and_refreshes_see_a_whole_payload_or_nothing_published(
                     });
                     if out.status.success() {
                         assert!(
-                            payloads.iter().any(|p| *p == out.stdout),
+                            payloads.contains(&out.stdout),
                             "a read returned {} bytes that are no published payload",
                             out.stdout.len()
                         );

@@ -43,6 +43,7 @@
 //!   it out (a cache of a few MB is the target).
 //! - See `docs/limitations.md` in the repository for the full list.
 
+mod canonical;
 #[cfg(test)]
 mod crash_sim;
 mod durable;

@@ -201,6 +201,13 @@ pub struct PublishOptions {
     pub note: Option<String>,
     /// Skip the publish when the last successful refresh is younger than this.
     pub max_age: Option<Duration>,
+    /// [`Store::publish_json`] writes canonical JSON: object keys sorted,
+    /// no insignificant whitespace, RFC 8785 number form (see
+    /// [`PublishOptions::canonical`]).
+    pub canonical: bool,
+    /// [`Store::publish_json`] writes serde_json's pretty layout (2-space
+    /// indent), for a snapshot file a person reads.
+    pub pretty: bool,
 }
 
 impl PublishOptions {
@@ -223,6 +230,66 @@ impl PublishOptions {
     /// Skip when the last refresh is younger than `age`.
     pub fn max_age(mut self, age: Duration) -> Self {
         self.max_age = Some(age);
+        self
+    }
+
+    /// Make [`Store::publish_json`] write canonical JSON, so that equal
+    /// content gives equal bytes (and an unchanged refresh is found
+    /// unchanged) even when the value holds `HashMap`s, whose key order
+    /// changes from process to process.
+    ///
+    /// The form is RFC 8785 (JCS): object keys (struct fields too) sorted by
+    /// their UTF-16 code units, no insignificant whitespace, strings escaped
+    /// as serde_json escapes them (`"`, `\` and control characters only),
+    /// floating-point numbers in ECMAScript form (`1.0` is `1`, `1e21` is
+    /// `1e+21`). It differs from RFC 8785 only outside I-JSON's range:
+    /// integers beyond ±2^53 are written exactly (RFC 8785 would round them
+    /// to a double), and NaN and infinities are written as `null`, as
+    /// serde_json writes them (RFC 8785 rejects them). A key that occurs
+    /// twice in one object fails the publish.
+    ///
+    /// Arrays stream through; each object is buffered, serialized, until its
+    /// keys are sorted, so memory peaks at about twice the serialized size
+    /// of the largest top-level object (no `serde_json::Value` tree). Only
+    /// `publish_json` serializes: the byte-publishing methods store their
+    /// bytes as given and ignore this option.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// use std::collections::HashMap;
+    /// use snapcache::{PublishOptions, Store, StoreOptions};
+    ///
+    /// let store = Store::open(StoreOptions::new(dir.path().join("metadata")))?;
+    /// let canonical = PublishOptions::default().canonical(true);
+    /// let first: HashMap<&str, u32> = [("temurin", 21), ("zulu", 17), ("corretto", 11)].into();
+    /// let again: HashMap<&str, u32> = [("zulu", 17), ("corretto", 11), ("temurin", 21)].into();
+    /// store.publish_json(&first, &canonical)?;
+    /// assert!(!store.publish_json(&again, &canonical)?.changed);
+    /// assert_eq!(store.read_current()?.data, br#"{"corretto":11,"temurin":21,"zulu":17}"#);
+    /// # Ok(()) }
+    /// ```
+    pub fn canonical(mut self, canonical: bool) -> Self {
+        self.canonical = canonical;
+        self
+    }
+
+    /// Make [`Store::publish_json`] write serde_json's pretty layout
+    /// (2-space indent, one entry per line) instead of the compact one. With
+    /// [`canonical`](PublishOptions::canonical) the keys are sorted too, so
+    /// the file is both readable and deterministic.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path().join("m")))?;
+    /// let options = snapcache::PublishOptions::default().canonical(true).pretty(true);
+    /// store.publish_json(&serde_json::json!({"b": [1], "a": null}), &options)?;
+    /// assert_eq!(store.read_current()?.data, b"{\n  \"a\": null,\n  \"b\": [\n    1\n  ]\n}");
+    /// # Ok(()) }
+    /// ```
+    pub fn pretty(mut self, pretty: bool) -> Self {
+        self.pretty = pretty;
         self
     }
 }
@@ -989,12 +1056,36 @@ impl Store {
     }
 
     /// Serializes `value` as JSON (streamed into the temp file) and publishes it.
+    ///
+    /// A value equal to the current snapshot's publishes nothing new
+    /// (`changed: false`), which needs equal *bytes*: a value holding
+    /// `HashMap`s should be published with
+    /// [`PublishOptions::canonical`], which sorts keys. With
+    /// [`PublishOptions::pretty`] the file is indented for people.
+    ///
+    /// **Keep fetch times out of the payload.** A `last_updated` field set on
+    /// every refresh makes every refresh new content: a new generation each
+    /// time, nothing found unchanged, and the retained generations all
+    /// copies of the same data. The store records when the content was last
+    /// confirmed as `checked_at` (on every publish, changed or not) and when
+    /// it last changed as `created_at`; read those from the store instead.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path().join("m")))?;
+    /// let options = snapcache::PublishOptions::default().canonical(true);
+    /// let versions = vec!["21.0.2", "17.0.10"];
+    /// assert!(store.publish_json(&versions, &options)?.changed);
+    /// assert!(!store.publish_json(&versions, &options)?.changed, "same content, no new generation");
+    /// # Ok(()) }
+    /// ```
     pub fn publish_json<T: Serialize + ?Sized>(
         &self,
         value: &T,
         options: &PublishOptions,
     ) -> Result<PublishOutcome> {
-        self.publish_with(options, json_source(value))
+        self.publish_with(options, json_source(value, options))
     }
 
     /// Publishes what `source` writes into the sink. `source` runs *under the

@@ -281,7 +281,7 @@ impl<'s> Writer<'s> {
         value: &T,
         options: &PublishOptions,
     ) -> Result<PublishOutcome> {
-        self.publish_with(options, json_source(value))
+        self.publish_with(options, json_source(value, options))
             .map(|(o, ())| o)
     }
 
@@ -660,12 +660,20 @@ pub struct ClearReport {
 }
 
 /// The payload of `publish_json`: `value` serialized straight into the sink.
-pub(crate) fn json_source<T: Serialize + ?Sized>(
-    value: &T,
-) -> impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<(), SourceError> + '_ {
+pub(crate) fn json_source<'v, T: Serialize + ?Sized>(
+    value: &'v T,
+    options: &PublishOptions,
+) -> impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<(), SourceError> + 'v {
+    let (canonical, pretty) = (options.canonical, options.pretty);
     move |sink| {
         let mut writer = io::BufWriter::with_capacity(64 * 1024, sink);
-        serde_json::to_writer(&mut writer, value)?;
+        if canonical {
+            crate::canonical::write(&mut writer, value, pretty)?;
+        } else if pretty {
+            serde_json::to_writer_pretty(&mut writer, value)?;
+        } else {
+            serde_json::to_writer(&mut writer, value)?;
+        }
         writer.flush()?;
         Ok(())
     }

@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod boundary;
+mod canonical;
 mod clear;
 mod clocks;
 mod common;

@@ -1430,6 +1430,72 @@ mod tests {
     }
 
     #[test]
+    fn reads_carry_their_metadata_and_serialize_without_the_bytes() {
+        let (_dir, store) = store();
+        assert_eq!(store.current_generation().expect("query"), None);
+        store
+            .publish_json(&[1, 2], &PublishOptions::default().note("first"))
+            .expect("publish");
+        let first = store.read_current().expect("read");
+        std::thread::sleep(Duration::from_millis(5));
+        // Unchanged: checked_at moves, created_at does not.
+        store
+            .publish_json(&[1, 2], &PublishOptions::default())
+            .expect("publish");
+        let read = store.read_json_with_meta::<Vec<u32>>().expect("read");
+        assert_eq!(read.value, [1, 2]);
+        assert_eq!((read.meta.generation, read.meta.bytes), (1, 5));
+        assert_eq!(read.meta.created_at, first.created_at);
+        assert!(read.meta.checked_at > first.checked_at);
+        assert_eq!(
+            store.current_generation().expect("query"),
+            Some(read.meta.clone())
+        );
+        assert_eq!(
+            store.snapshot_path(1).expect("path"),
+            store.root().join("snapshots").join(read.meta.hash.to_hex())
+        );
+
+        let snapshot = serde_json::to_value(store.read_current().expect("read")).expect("json");
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(
+            keys(&snapshot),
+            [
+                "bytes",
+                "checked_at",
+                "created_at",
+                "generation",
+                "hash",
+                "note"
+            ],
+            "the bytes are not serialized"
+        );
+        let history = store.history().expect("history");
+        assert_eq!(history[0].generation, 1);
+        let entry = serde_json::to_value(&history[0]).expect("json");
+        // The keys `history --json` has always printed.
+        assert_eq!(
+            keys(&entry),
+            [
+                "bytes",
+                "created_at",
+                "current",
+                "generation",
+                "hash",
+                "note"
+            ]
+        );
+        let status = serde_json::to_value(store.status().expect("status")).expect("json");
+        assert_eq!(status["lock"], "free");
+        assert_eq!(status["current"]["generation"], 1);
+        assert_eq!(status["retained"], 1);
+    }
+
+    #[test]
     fn read_json_of_the_wrong_shape_is_its_own_error() {
         let (_dir, store) = store();
         store

@@ -9,7 +9,8 @@
 //! - Errors are Kopi's own (`KopiError`, with Kopi's exit codes); a fetch
 //!   error raised inside a publish source comes back as that same error.
 //! - The fetch time is the store's `checked_at`, not a field of the payload,
-//!   so an unchanged fetch publishes equal bytes and reports `unchanged`.
+//!   and Kopi's `HashMap`s are published as canonical JSON (sorted keys), so
+//!   an unchanged fetch publishes equal bytes and reports `unchanged`.
 //! - `info`, `history`, `rollback`, `gc` and `clear` are the cache commands
 //!   Kopi gets on top; a legacy `metadata.json` is imported on first open.
 //!
@@ -20,7 +21,7 @@
 //! `cargo test` runs the tests at the bottom, including one where several
 //! processes (this test binary, re-spawned) refresh at once.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,10 +35,9 @@ use snapcache::{
 
 /// Kopi's `MetadataCache`: every distribution's packages, as fetched.
 ///
-/// Kopi keeps `HashMap`s here. Equal content must serialize to equal bytes
-/// for a refresh to be recognised as unchanged, so until snapcache's
-/// canonical JSON option is available this model uses `BTreeMap` (sorted
-/// keys); with canonical JSON, Kopi's `HashMap`s can stay.
+/// `HashMap`s, as Kopi has them: their order differs from process to
+/// process, so the cache is published as canonical JSON (sorted keys), and
+/// equal content gives equal bytes (an unchanged fetch is `unchanged`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetadataCache {
     pub version: u32,
@@ -46,9 +46,9 @@ pub struct MetadataCache {
     /// publishes equal bytes.
     #[serde(skip)]
     pub last_updated: Option<Timestamp>,
-    pub distributions: BTreeMap<String, DistributionCache>,
+    pub distributions: HashMap<String, DistributionCache>,
     #[serde(default)]
-    pub synonym_map: BTreeMap<String, String>,
+    pub synonym_map: HashMap<String, String>,
 }
 
 /// One distribution (Temurin, Corretto, ...) and its packages.
@@ -237,35 +237,46 @@ pub fn refresh(
     // The slow part, under the lock: concurrent refreshers wait for it and
     // then find the store fresh.
     let cache = fetch()?;
-    let outcome = writer.publish_json(&cache, &PublishOptions::default().note("foojay API"))?;
+    let outcome = writer.publish_json(&cache, &publish_options("foojay API"))?;
     Ok(Refresh::Fetched(outcome))
 }
 
 /// Kopi's `fetch_and_cache_distribution`: merge one distribution into the
-/// cache. The fetch runs inside the publish source, so its `KopiError`
-/// travels through snapcache and comes back as itself (exit code 20).
+/// cache, under the writer handle (the current cache cannot change between
+/// the read and the publish).
 pub fn refresh_distribution(
     store: &Store,
     name: &str,
     fetch: impl FnOnce(&str) -> Result<DistributionCache, KopiError>,
-) -> Result<(PublishOutcome, usize), KopiError> {
+) -> Result<PublishOutcome, KopiError> {
     let mut writer = store.lock_writer()?;
-    // Under the lock the current snapshot cannot change before we publish.
     let mut cache = match writer.generation() {
         Some(_) => load(store)?,
         None => empty_cache(),
     };
+    cache.distributions.insert(name.to_string(), fetch(name)?);
+    Ok(writer.publish_json(&cache, &publish_options(name))?)
+}
+
+/// A refresh that streams the server's response body straight into the
+/// store (no copy in memory). The fetch runs inside the publish source, so
+/// its `KopiError` travels through snapcache and comes back as itself
+/// (exit code 20), and nothing is published.
+pub fn refresh_streaming(
+    store: &Store,
+    stream: impl FnOnce(&mut dyn Write) -> Result<u64, KopiError>,
+) -> Result<(PublishOutcome, u64), KopiError> {
+    let mut writer = store.lock_writer()?;
     Ok(
-        writer.publish_with(&PublishOptions::default().note(name), |sink| {
-            let distribution = fetch(name)?;
-            let packages = distribution.packages.len();
-            cache.distributions.insert(name.to_string(), distribution);
-            let mut out = std::io::BufWriter::new(sink);
-            serde_json::to_writer(&mut out, &cache)?;
-            out.flush()?;
-            Ok(packages)
+        writer.publish_with(&publish_options("foojay API, streamed"), |sink| {
+            Ok(stream(sink)?)
         })?,
     )
+}
+
+/// Every publish: canonical JSON (equal content, equal bytes), with a note.
+fn publish_options(note: &str) -> PublishOptions {
+    PublishOptions::default().canonical(true).note(note)
 }
 
 /// On first open: a cache file of an earlier Kopi (`metadata.json`) becomes
@@ -284,18 +295,15 @@ pub fn import_legacy(store: &Store, legacy: &Path) -> Result<Option<PublishOutco
     let cache: MetadataCache = serde_json::from_str(&text)
         .map_err(|e| KopiError::InvalidMetadata(format!("{}: {e}", legacy.display())))?;
     let note = format!("imported from {}", legacy.display());
-    Ok(Some(writer.publish_json(
-        &cache,
-        &PublishOptions::default().note(note),
-    )?))
+    Ok(Some(writer.publish_json(&cache, &publish_options(&note))?))
 }
 
 fn empty_cache() -> MetadataCache {
     MetadataCache {
         version: 1,
         last_updated: None,
-        distributions: BTreeMap::new(),
-        synonym_map: BTreeMap::new(),
+        distributions: HashMap::new(),
+        synonym_map: HashMap::new(),
     }
 }
 
@@ -502,9 +510,11 @@ mod tests {
         // No cache yet: Kopi's own "no cache" error.
         assert!(matches!(load(&store), Err(KopiError::NoCache(_))));
         refresh(&store, Duration::ZERO, || Ok(sample())).unwrap();
-        // Fetch fails inside the publish source: the same KopiError comes
-        // back through snapcache, not a stringified one.
-        let err = refresh_distribution(&store, "zulu", |_| {
+        // Fetch fails inside the publish source, mid-stream: the same
+        // KopiError comes back through snapcache, not a stringified one.
+        let err = refresh_streaming(&store, |body| {
+            body.write_all(b"{\"version\":1,")
+                .map_err(|e| KopiError::MetadataFetch(e.to_string()))?;
             Err(KopiError::MetadataFetch("connection reset".into()))
         })
         .unwrap_err();
@@ -514,6 +524,14 @@ mod tests {
         );
         assert_eq!(err.exit_code(), 20);
         assert_eq!(store.history().unwrap().len(), 1, "nothing was published");
+        // A stream that succeeds returns its own value (bytes streamed).
+        let (outcome, streamed) = refresh_streaming(&store, |body| {
+            body.write_all(SAMPLE.as_bytes())
+                .map_err(|e| KopiError::MetadataFetch(e.to_string()))?;
+            Ok(SAMPLE.len() as u64)
+        })
+        .unwrap();
+        assert_eq!((outcome.generation, streamed), (2, outcome.bytes));
         // A lock timeout is Kopi's LockingTimeout, and names Kopi's own setting.
         let held = store.lock_writer().unwrap();
         let impatient = open(
@@ -536,9 +554,8 @@ mod tests {
         refresh(&store, Duration::ZERO, || Ok(sample())).unwrap();
         let mut corretto = sample().distributions["corretto"].clone();
         corretto.packages.truncate(1);
-        let (outcome, packages) =
-            refresh_distribution(&store, "corretto", |_| Ok(corretto)).unwrap();
-        assert_eq!((outcome.generation, packages), (2, 1));
+        let outcome = refresh_distribution(&store, "corretto", |_| Ok(corretto)).unwrap();
+        assert_eq!(outcome.generation, 2);
         assert_eq!(
             load(&store).unwrap().distributions["corretto"]
                 .packages

@@ -748,6 +748,34 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_outlives_a_fetch_longer_than_the_lease_time_under_the_handle() {
+        let (_dir, plain) = store();
+        let lease = |wait| {
+            Store::open(
+                StoreOptions::new(plain.root())
+                    .lock_backend(crate::lock::BackendChoice::Lease)
+                    .lease_ttl(Duration::from_millis(300))
+                    .lock_budget(LockBudget::labelled(wait, "test")),
+            )
+            .expect("open")
+        };
+        let holder = lease(LockWait::For(Duration::from_secs(10)));
+        let mut writer = holder.lock_writer().expect("lock");
+        assert_eq!(writer.backend(), Backend::Lease);
+        // A "fetch" of more than three lease times: the lease is renewed
+        // in the background, so nobody takes it over meanwhile.
+        std::thread::sleep(Duration::from_millis(1_000));
+        let err = lease(LockWait::TryOnce)
+            .publish_bytes(b"[0]", &PublishOptions::default())
+            .expect_err("still held");
+        assert!(err.is_lock_timeout(), "{err}");
+        let outcome = writer
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .expect("the lease is still ours");
+        assert_eq!(outcome.generation, 1);
+    }
+
+    #[test]
     fn several_publishes_on_one_handle_are_generations_and_refreshes() {
         let (_dir, store) = store();
         let mut writer = store.lock_writer().expect("lock");

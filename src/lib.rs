@@ -28,6 +28,33 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Embedding: the writer handle
+//!
+//! A program that does slow work of its own before a publish (a network
+//! fetch) takes the writer lock itself with [`Store::lock_writer`], checks
+//! [`Writer::is_fresh`] under it, and publishes through the [`Writer`]:
+//! concurrent refreshes then fetch once. Reads carry their metadata
+//! ([`Store::read_json_with_meta`], [`Store::current_generation`]); a
+//! publish source's own error comes back typed ([`Error::into_source`]); a
+//! lock budget carries the program's own label ([`LockBudget::labelled`]).
+//! `docs/embedding.md` in the repository walks through Kopi's case.
+//!
+//! ```
+//! # fn main() -> Result<(), snapcache::Error> {
+//! # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+//! use snapcache::{PublishOptions, Store, StoreOptions};
+//! use std::time::Duration;
+//! let store = Store::open(StoreOptions::new(dir.path().join("metadata")))?;
+//! let mut writer = store.lock_writer()?;
+//! if !writer.is_fresh(Duration::from_secs(3600)) {
+//!     writer.publish_json(&["temurin"], &PublishOptions::default().canonical(true))?;
+//! }
+//! drop(writer);
+//! let read = store.read_json_with_meta::<Vec<String>>()?;
+//! assert_eq!((read.value.len(), read.meta.generation), (1, 1));
+//! # Ok(()) }
+//! ```
+//!
 //! ## Crash safety
 //!
 //! A crash (or `kill -9`) at any point of a publish leaves the previous

@@ -400,7 +400,8 @@ fn run(root: &Path, command: &str) -> Result<(), KopiError> {
             );
         }
         "clear" => match store.clear() {
-            Ok(_) => println!("Cache cleared successfully"),
+            Ok(r) if r.previous_generation.is_some() => println!("Cache cleared successfully"),
+            Ok(_) => println!("No cache to clear"),
             Err(snapcache::Error::NoStore { .. }) => println!("No cache to clear"),
             Err(e) => return Err(e.into()),
         },

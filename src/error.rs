@@ -142,6 +142,19 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// Another writer committed first (lease backend): this writer's
+    /// commit record was already taken, so its pointer was not written.
+    #[error(
+        "another writer committed generation {generation} (commit record {path}) after this writer read the store; nothing was published: read the store again, and publish again if this content is still wanted"
+    )]
+    CommitConflict {
+        /// The commit record the other writer created.
+        path: PathBuf,
+        /// The current generation that writer committed (0 when its record
+        /// could not be read).
+        generation: u64,
+    },
+
     /// The operation was interrupted (Ctrl-C, SIGTERM, or a cancel flag).
     #[error("interrupted while {during}; nothing was published and the lock was released")]
     Interrupted {
@@ -339,6 +352,12 @@ impl Error {
             },
             other => Err(other),
         }
+    }
+
+    /// Another writer committed first; nothing was published (see
+    /// [`Error::CommitConflict`]).
+    pub fn is_commit_conflict(&self) -> bool {
+        matches!(self, Error::CommitConflict { .. })
     }
 
     /// The writer lock was not acquired in time (CLI exit code 75).

@@ -9,6 +9,7 @@
 //! ├── lock.holder        who holds the lock (description only, never authority)
 //! ├── lease              lease-backend lock (network filesystems only)
 //! ├── lease.break        held for an instant by the waiter breaking a stale lease
+//! ├── commits/           lease backend: `<n>`, the record of commit n (newest few)
 //! ├── snapshots/
 //! │   └── <64-hex blake3>   immutable, read-only snapshot files
 //! └── tmp/               writers' temp files (`.snapcache-*`); swept by every write
@@ -50,9 +51,11 @@ pub const TEMP_PREFIX: &str = ".snapcache-";
 pub const MARKER: &str = "snapcache-store";
 /// The cache directory tag, so backup tools skip the store.
 pub const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+/// Directory of commit records (lease backend): `commits/<number>`.
+pub const COMMITS: &str = "commits";
 
 /// Every name snapcache creates directly in a store root.
-pub const STORE_NAMES: [&str; 9] = [
+pub const STORE_NAMES: [&str; 10] = [
     CURRENT,
     LOCK,
     LOCK_HOLDER,
@@ -62,6 +65,7 @@ pub const STORE_NAMES: [&str; 9] = [
     TMP,
     MARKER,
     CACHEDIR_TAG,
+    COMMITS,
 ];
 
 /// Whether a root entry carries one of snapcache's names.
@@ -86,6 +90,25 @@ pub fn is_snapshot_name(name: &OsStr) -> bool {
             && n.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
+}
+
+/// Whether an entry of `commits/` carries a commit record's name: a
+/// decimal number from 1 up, without leading zeros.
+///
+/// ```text
+/// is_record_name("42") == true; is_record_name("042") == false
+/// ```
+pub fn is_record_name(name: &OsStr) -> bool {
+    record_number(name).is_some()
+}
+
+/// The commit number a record's name carries.
+pub(crate) fn record_number(name: &OsStr) -> Option<u64> {
+    let n = name.to_str()?;
+    if n.is_empty() || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
 }
 
 /// Paths of one store.
@@ -142,6 +165,15 @@ impl Layout {
     pub(crate) fn cachedir_tag(&self) -> PathBuf {
         self.root.join(CACHEDIR_TAG)
     }
+
+    pub(crate) fn commits_dir(&self) -> PathBuf {
+        self.root.join(COMMITS)
+    }
+
+    /// The commit record of commit number `n`.
+    pub(crate) fn commit_record(&self, n: u64) -> PathBuf {
+        self.commits_dir().join(n.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +196,10 @@ mod tests {
         assert!(!is_snapshot_name(OsStr::new(&hex.to_uppercase())));
         assert!(!is_snapshot_name(OsStr::new(&hex[1..])));
         assert!(!is_snapshot_name(OsStr::new("holiday.png")));
+        assert!(is_record_name(OsStr::new("1")) && is_record_name(OsStr::new("42")));
+        for name in ["0", "042", "4a", "", "-1", "99999999999999999999999"] {
+            assert!(!is_record_name(OsStr::new(name)), "{name}");
+        }
     }
 }
 

@@ -71,6 +71,7 @@
 //! - See `docs/limitations.md` in the repository for the full list.
 
 mod canonical;
+mod commit_record;
 #[cfg(test)]
 mod crash_sim;
 mod durable;
@@ -88,6 +89,7 @@ mod reread;
 mod snapshot;
 mod store;
 mod sweep;
+mod test_hooks;
 mod time;
 mod trust;
 mod writer;

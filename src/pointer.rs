@@ -36,6 +36,8 @@ pub const MAX_POINTER_BYTES: u64 = 64 * 1024;
 pub const MAX_NOTE_BYTES: usize = 200;
 /// Upper bound on retention, which keeps the pointer small.
 pub const MAX_KEEP: usize = 100;
+/// Upper bound on the `dropped` list (the oldest entries go first).
+pub const MAX_DROPPED: usize = 32;
 
 /// One retained generation, as recorded in the pointer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +66,28 @@ pub(crate) struct Pointer {
     pub checked_at: Timestamp,
     /// Retained generations, oldest first.
     pub generations: Vec<Generation>,
+    /// Number of this pointer in the store's sequence of commits: every
+    /// pointer write adds one. On the lease backend the commit record
+    /// `commits/<commit>` is created (exclusively) before the pointer is
+    /// replaced, so only one writer can commit each number (see
+    /// [`crate::commit_record`]). 0 in pointers of earlier releases.
+    #[serde(default)]
+    pub commit: u64,
+    /// Snapshots of generations that left retention, kept on the lease
+    /// backend until [`crate::commit_record::SNAPSHOT_GRACE`] after
+    /// `dropped_at` (a reader on another host may still be reading one).
+    /// Empty (and not written) on the advisory backend.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<Dropped>,
+}
+
+/// A snapshot whose generation left retention, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Dropped {
+    /// The snapshot's hash (and file name).
+    pub hash: ContentHash,
+    /// When its generation left retention.
+    pub dropped_at: Timestamp,
 }
 
 impl Pointer {
@@ -94,8 +118,25 @@ impl Pointer {
             .collect();
         others.sort_unstable_by(|a, b| b.cmp(a));
         others.truncate(keep);
-        self.generations
-            .retain(|g| g.generation == current || others.contains(&g.generation));
+        let now = Timestamp::now();
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.generations)
+            .into_iter()
+            .partition(|g| g.generation == current || others.contains(&g.generation));
+        self.generations = kept;
+        // Remembered for the lease backend's grace period (the advisory
+        // backend clears the list before it commits).
+        for g in gone {
+            if !self.generations.iter().any(|k| k.hash == g.hash)
+                && !self.dropped.iter().any(|d| d.hash == g.hash)
+            {
+                self.dropped.push(Dropped {
+                    hash: g.hash,
+                    dropped_at: now,
+                });
+            }
+        }
+        let excess = self.dropped.len().saturating_sub(MAX_DROPPED);
+        self.dropped.drain(..excess);
     }
 
     /// A comma-separated list of retained generation numbers, for messages.
@@ -255,6 +296,8 @@ mod tests {
             last_generation: 3,
             checked_at: Timestamp::now(),
             generations: vec![g(1, b"a"), g(2, b"bb"), g(3, b"ccc")],
+            commit: 7,
+            dropped: Vec::new(),
         }
     }
 
@@ -307,6 +350,13 @@ mod tests {
             p.current = u64::MAX;
             p.last_generation = u64::MAX;
             p.checked_at = p.generations[0].created_at;
+            p.commit = u64::MAX;
+            p.dropped = (0..MAX_DROPPED as u64)
+                .map(|i| Dropped {
+                    hash: ContentHash::of(&(i + 1000).to_le_bytes()),
+                    dropped_at: p.checked_at,
+                })
+                .collect();
             let bytes = p.encode();
             eprintln!("worst case {worst:?}: {} bytes", bytes.len());
             assert!(
@@ -455,6 +505,8 @@ mod tests {
                             std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis),
                         ),
                         generations: gens,
+                        commit: extra,
+                        dropped: Vec::new(),
                     }
                 })
         }

@@ -1219,17 +1219,25 @@ impl Store {
 
     /// The commit point: replaces `current`, after checking (lease backend)
     /// that we still hold the lock.
+    ///
+    /// `pointer.commit` is the commit number of the pointer it was derived
+    /// from; it becomes the next number. On the lease backend the commit
+    /// itself is the exclusive creation of its commit record (see
+    /// [`crate::commit_record`]); `current` is replaced after it.
     pub(crate) fn commit_pointer(
         &self,
         lock: &WriterLock,
-        pointer: &Pointer,
+        pointer: &mut Pointer,
     ) -> Result<RenameStats> {
         if !lock.still_held() {
             return Err(Error::LeaseLost {
                 path: self.layout.lease_file(),
             });
         }
-        self.durable
+        crate::test_hooks::stall_before_commit();
+        crate::commit_record::commit(&self.layout, &self.durable, lock.backend(), pointer)?;
+        let stats = self
+            .durable
             .replace_file(
                 &self.layout.tmp_dir(),
                 &self.layout.current(),
@@ -1237,7 +1245,40 @@ impl Store {
                 true,
                 remaining(lock.deadline()),
             )
-            .map_err(|(path, e)| Error::io("write the store pointer", path, e))
+            .map_err(|(path, e)| Error::io("write the store pointer", path, e))?;
+        if lock.backend() == Backend::Lease {
+            crate::commit_record::prune(&self.layout, &self.durable, pointer.commit);
+        }
+        Ok(stats)
+    }
+
+    /// The pointer a writer works from: `current`, or the newest commit
+    /// record when `current` is behind it (a writer stalled between its
+    /// record and its rename); `current` is then rewritten from the record.
+    pub(crate) fn try_load_newest_pointer(&self, lock: &WriterLock) -> Result<Option<Pointer>> {
+        let current = self.try_load_pointer()?;
+        let (newest, behind) = crate::commit_record::newest(&self.layout, current)?;
+        if let (Some(p), true) = (&newest, behind) {
+            match self.durable.replace_file(
+                &self.layout.tmp_dir(),
+                &self.layout.current(),
+                &p.encode(),
+                true,
+                remaining(lock.deadline()),
+            ) {
+                Ok(_) => {
+                    tracing::info!(
+                        commit = p.commit,
+                        generation = p.current,
+                        "rolled the pointer forward to the newest commit record"
+                    )
+                }
+                Err((path, e)) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not roll the pointer forward; the commit record stays the truth")
+                }
+            }
+        }
+        Ok(newest)
     }
 
     /// Identifies the store, creates its directories and takes the writer
@@ -1310,10 +1351,22 @@ impl Store {
         lock: &WriterLock,
         pointer: Option<&Pointer>,
     ) -> Result<Vec<Leftover>> {
-        let referenced = pointer.map(referenced_hashes);
-        let spare_live_writers =
-            (lock.backend() == Backend::Lease).then_some(self.options.lease_ttl);
-        Ok(sweep::scan(&self.layout, referenced.as_ref(), spare_live_writers)?.leftovers)
+        let lease = lock.backend() == Backend::Lease;
+        let referenced = pointer.map(|p| {
+            let mut hashes = referenced_hashes(p);
+            if lease {
+                hashes.extend(crate::commit_record::in_grace(p));
+            }
+            hashes
+        });
+        let spare_live_writers = lease.then_some(self.options.lease_ttl);
+        let leftovers =
+            sweep::scan(&self.layout, referenced.as_ref(), spare_live_writers)?.leftovers;
+        Ok(if lease {
+            crate::commit_record::spare_young_snapshots(leftovers)
+        } else {
+            leftovers
+        })
     }
 
     /// Removes temp files and unreferenced snapshots (lock held).

@@ -111,7 +111,7 @@ impl<'s> Writer<'s> {
     /// asked. A damaged pointer is noted, not fatal (see the module docs).
     pub(crate) fn take(store: &'s Store, how: Take) -> Result<Writer<'s>> {
         let lock = store.lock_for_write(how.create)?;
-        let (pointer, reread) = match store.try_load_pointer() {
+        let (pointer, reread) = match store.try_load_newest_pointer(&lock) {
             Ok(pointer) => (pointer, false),
             Err(e) if e.is_corrupt() => {
                 tracing::warn!(error = %e, "the store pointer is damaged: the writer handle can only clear the store");
@@ -373,7 +373,7 @@ impl<'s> Writer<'s> {
             // only if it was found damaged (a refresh repairs it).
             rename.add(store.commit_snapshot(temp, &hash, bytes, synced, self.lock.deadline())?);
             p.checked_at = now;
-            rename.add(store.commit_pointer(&self.lock, &p)?);
+            rename.add(store.commit_pointer(&self.lock, &mut p)?);
             let entry = p.current_entry();
             tracing::info!(generation = entry.generation, hash = %hash, bytes, "refresh unchanged: content equals the current snapshot");
             let outcome = self.outcome(entry, false, false, rename);
@@ -386,6 +386,8 @@ impl<'s> Writer<'s> {
             last_generation: 0,
             checked_at: now,
             generations: Vec::new(),
+            commit: 0,
+            dropped: Vec::new(),
         });
         // Checked before anything is committed: an exhausted counter leaves
         // the store as it was (the temp file goes with `temp`).
@@ -408,7 +410,7 @@ impl<'s> Writer<'s> {
         next.last_generation = generation;
         next.checked_at = now;
         next.apply_retention(store.options().keep_count());
-        rename.add(store.commit_pointer(&self.lock, &next)?);
+        rename.add(store.commit_pointer(&self.lock, &mut next)?);
         tracing::info!(generation, hash = %hash, bytes, backend = %self.lock.backend(), "published");
         let outcome = self.outcome(next.current_entry(), true, false, rename);
         self.pointer = Some(next);
@@ -463,7 +465,7 @@ impl<'s> Writer<'s> {
         snapshot::verify_file(&path, &target.hash, target.bytes)
             .map_err(|fault| fault_error(path, target.generation, fault))?;
         pointer.current = target.generation;
-        store.commit_pointer(&self.lock, &pointer)?;
+        store.commit_pointer(&self.lock, &mut pointer)?;
         tracing::info!(generation = target.generation, previous, hash = %target.hash, "rolled back");
         self.pointer = Some(pointer);
         Ok(RollbackOutcome {
@@ -564,6 +566,9 @@ impl<'s> Writer<'s> {
                 path: store.layout().lease_file(),
             });
         }
+        // 0. The commit records, which would otherwise be taken for
+        //    commits newer than the next pointer (lease backend).
+        crate::commit_record::remove_all(store.layout(), store.durable())?;
         // 1. The pointer, durably: from here on every reader sees "nothing
         //    published", and a crash leaves a store with nothing published.
         let current = store.layout().current();
@@ -607,7 +612,7 @@ impl<'s> Writer<'s> {
     /// The pointer, read again first when the handle's copy is in doubt.
     fn pointer(&mut self) -> Result<Option<Pointer>> {
         if self.reread {
-            self.pointer = self.store.try_load_pointer()?;
+            self.pointer = self.store.try_load_newest_pointer(&self.lock)?;
             self.reread = false;
         }
         Ok(self.pointer.clone())

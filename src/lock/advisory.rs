@@ -31,6 +31,9 @@ fn open(path: &Path, create: bool) -> io::Result<File> {
 
 /// Tries once to take the exclusive lock.
 pub(crate) fn try_acquire(path: &Path) -> io::Result<Attempt> {
+    if crate::test_hooks::advisory_lock_disabled() {
+        return Err(io::Error::from(io::ErrorKind::Unsupported));
+    }
     let file = open(path, true)?;
     match FileExt::try_lock(&file) {
         Ok(()) => Ok(Attempt::Acquired(file)),
@@ -52,6 +55,9 @@ pub(crate) fn release(file: &File, path: &Path) {
 /// The probe takes a shared lock for an instant; a writer polling at that
 /// moment retries a millisecond later.
 pub(crate) fn probe(path: &Path) -> io::Result<Option<bool>> {
+    if crate::test_hooks::advisory_lock_disabled() {
+        return Err(io::Error::from(io::ErrorKind::Unsupported));
+    }
     let file = match open(path, false) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

@@ -160,7 +160,7 @@ fn random_id() -> String {
 /// not lose its lease to a crash of the store's machine). Where hard links
 /// are not supported, falls back to create-new and write. Returns false
 /// when `path` exists.
-fn create_complete(
+pub(crate) fn create_complete(
     durable: &Durable,
     tmp_dir: &Path,
     path: &Path,

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use holder::HolderInfo;
 pub(crate) use holder::{process_alive, same_pid_namespace, this_temp_owner};
+pub(crate) use lease::create_complete;
 
 use crate::durable::Durable;
 use crate::error::{Error, Result};

@@ -15,6 +15,7 @@ mod crash;
 mod exec_output;
 mod extremes;
 mod faults;
+mod fence;
 mod fuzz;
 mod hostile;
 mod locking;

@@ -1,0 +1,272 @@
+//! Commit records: the compare-and-swap that fences writers on the lease
+//! backend.
+//!
+//! # Why
+//!
+//! A lease can expire under a writer that is stalled (SIGSTOP, a paused VM,
+//! a slow NFS server) after its last "do I still hold the lease" check; a
+//! check followed by a rename is no fence. So on the lease backend the
+//! commit is one atomic, create-only step: before replacing `current`, the
+//! writer creates `commits/<n>` (`n` = the commit number of the pointer it
+//! read + 1) holding the *complete new pointer*, by hard link of a fsynced
+//! temp file (create-new, atomic on local filesystems, NFS and SMB). The
+//! writer that creates record `n` owns commit `n`; any other writer based on
+//! the same pointer finds the name taken and fails with
+//! [`Error::CommitConflict`], having published nothing.
+//!
+//! # The record is the commit; `current` is a cache of the newest record
+//!
+//! The winner renames `current` after creating its record, so a winner that
+//! stalls *between* the two has committed but `current` does not show it
+//! yet (or, renamed late, shows an older commit than a record). Writers
+//! therefore never trust `current` alone: they follow the records from
+//! `current`'s commit number (`n + 1`, `n + 2`, … while they exist, one
+//! `stat` when there is none) and take the newest as the truth, rewriting
+//! `current` from it ("roll forward"). Readers read `current` only: at worst
+//! they see the generation before, whose snapshot is kept (see below).
+//!
+//! # Snapshot grace
+//!
+//! On the lease backend a snapshot is not deleted while it may still be
+//! needed by a stalled writer or a reader on another host: an unreferenced
+//! snapshot younger than [`SNAPSHOT_GRACE`] (by mtime) is kept, and so is
+//! the snapshot of a generation that left retention less than
+//! [`SNAPSHOT_GRACE`] ago (the pointer's `dropped` list).
+//!
+//! The advisory backend keeps its fast path: no records are written (the
+//! kernel's lock excludes a stalled writer), `dropped` stays empty, and the
+//! records are only looked for (one failed `stat` per write).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::durable::{Durable, open_no_follow};
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::layout::{self, Layout};
+use crate::lock::Backend;
+use crate::pointer::{self, Pointer};
+use crate::sweep::{Leftover, LeftoverKind};
+use crate::time::Timestamp;
+
+/// How many of the newest commit records are kept (older ones are removed
+/// by name after each commit).
+pub(crate) const RECORDS_KEPT: u64 = 8;
+
+/// How long the lease backend keeps a snapshot that may still be needed by
+/// a stalled writer or a reader on another host: 10 minutes.
+pub(crate) const SNAPSHOT_GRACE: Duration = Duration::from_secs(600);
+
+/// Upper bound on records followed in one look (a planted run of names
+/// must not keep a writer busy).
+const MAX_FOLLOWED: u64 = 1000;
+
+/// Reads record `n`: `None` when there is none.
+fn read(layout: &Layout, n: u64) -> Result<Option<Pointer>> {
+    let path = layout.commit_record(n);
+    let file = match open_no_follow(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open the commit record", &path, e)),
+    };
+    let bytes = pointer::read_bounded(file, &path)?;
+    let record = Pointer::decode(&bytes, &path)?;
+    if record.commit != n {
+        return Err(Error::CorruptPointer {
+            path,
+            detail: format!("it is named commit {n} but holds commit {}", record.commit),
+        });
+    }
+    Ok(Some(record))
+}
+
+/// The newest committed pointer: `current` itself, or the newest commit
+/// record that follows it. The bool says whether `current` is behind.
+///
+/// A record `n + 1` that did not come from this pointer (its generation
+/// counter is lower: it is left from before an earlier release rewrote the
+/// pointer without commit numbers) is not followed; the numbering then
+/// continues after the highest record, so no commit collides with it.
+pub(crate) fn newest(layout: &Layout, current: Option<Pointer>) -> Result<(Option<Pointer>, bool)> {
+    let mut truth = current;
+    let mut behind = false;
+    for _ in 0..MAX_FOLLOWED {
+        let base = truth.as_ref().map_or(0, |p| p.commit);
+        let Some(next) = base.checked_add(1) else {
+            break;
+        };
+        let Some(record) = read(layout, next)? else {
+            break;
+        };
+        let base_last = truth.as_ref().map_or(0, |p| p.last_generation);
+        if record.last_generation < base_last {
+            let highest = highest_record(layout).unwrap_or(next);
+            tracing::warn!(record = %layout.commit_record(next).display(), highest, "a commit record left from an earlier history; numbering continues after the highest record");
+            if let Some(p) = truth.as_mut() {
+                p.commit = highest;
+            }
+            break;
+        }
+        tracing::info!(
+            commit = next,
+            generation = record.current,
+            "commit record newer than the pointer: it is the truth"
+        );
+        truth = Some(record);
+        behind = true;
+    }
+    Ok((truth, behind))
+}
+
+/// The highest record number in `commits/`.
+fn highest_record(layout: &Layout) -> Option<u64> {
+    fs::read_dir(layout.commits_dir())
+        .ok()?
+        .flatten()
+        .filter_map(|e| layout::record_number(&e.file_name()))
+        .max()
+}
+
+/// The commit step before `current` is replaced: numbers `pointer` as the
+/// next commit and, on the lease backend, creates its record (the
+/// compare-and-swap). `pointer.commit` is the commit number of the pointer
+/// it was derived from. Fails with [`Error::CommitConflict`] when another
+/// writer created that record first; nothing is written then.
+pub(crate) fn commit(
+    layout: &Layout,
+    durable: &Durable,
+    backend: Backend,
+    pointer: &mut Pointer,
+) -> Result<()> {
+    let n = pointer
+        .commit
+        .checked_add(1)
+        .ok_or_else(|| Error::GenerationsExhausted {
+            path: layout.current(),
+            last: pointer.commit,
+        })?;
+    if backend == Backend::Advisory {
+        pointer.dropped.clear();
+        pointer.commit = n;
+        return Ok(());
+    }
+    let now = SystemTime::now();
+    pointer.dropped.retain(|d| {
+        now.duration_since(d.dropped_at.system_time())
+            .map_or(true, |age| age < SNAPSHOT_GRACE)
+    });
+    pointer.commit = n;
+    let dir = layout.commits_dir();
+    let path = layout.commit_record(n);
+    let undo = |p: &mut Pointer| p.commit = n - 1;
+    if let Err(e) = durable.create_dir(&dir, false) {
+        undo(pointer);
+        return Err(Error::io("create the commit record directory", &dir, e));
+    }
+    match crate::lock::create_complete(durable, &layout.tmp_dir(), &path, &pointer.encode()) {
+        Ok(true) => {
+            tracing::debug!(commit = n, path = %path.display(), "commit record created");
+            Ok(())
+        }
+        Ok(false) => {
+            undo(pointer);
+            let generation = read(layout, n).ok().flatten().map_or(0, |p| p.current);
+            tracing::warn!(commit = n, generation, path = %path.display(), "commit conflict: another writer committed first");
+            Err(Error::CommitConflict { path, generation })
+        }
+        Err(e) => {
+            undo(pointer);
+            Err(Error::io("create the commit record", &path, e))
+        }
+    }
+}
+
+/// Removes records older than the [`RECORDS_KEPT`] newest, by name (lease
+/// backend, after a commit). A record that cannot be removed is logged.
+pub(crate) fn prune(layout: &Layout, durable: &Durable, newest: u64) {
+    let Ok(entries) = fs::read_dir(layout.commits_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(n) = layout::record_number(&entry.file_name()) else {
+            continue;
+        };
+        let ours = entry
+            .file_type()
+            .is_ok_and(|t| t.is_file() || t.is_symlink());
+        if ours && n.saturating_add(RECORDS_KEPT) <= newest {
+            if let Err(e) = durable.remove_file(&entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "could not remove an old commit record");
+            }
+        }
+    }
+}
+
+/// Removes every commit record by name (`clear`, before the pointer goes:
+/// a record left behind would otherwise be taken for a newer commit).
+pub(crate) fn remove_all(layout: &Layout, durable: &Durable) -> Result<()> {
+    let dir = layout.commits_dir();
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("list the commit records", &dir, e)),
+    };
+    for entry in entries.flatten() {
+        let ours = entry
+            .file_type()
+            .is_ok_and(|t| t.is_file() || t.is_symlink());
+        if ours && layout::is_record_name(&entry.file_name()) {
+            durable
+                .remove_file(&entry.path())
+                .map_err(|e| Error::io("remove the commit record", entry.path(), e))?;
+        }
+    }
+    durable
+        .sync_dir(&dir)
+        .map_err(|e| Error::io("fsync the directory", &dir, e))
+}
+
+/// The hashes the lease backend keeps besides the retained generations:
+/// snapshots of generations dropped less than [`SNAPSHOT_GRACE`] ago.
+pub(crate) fn in_grace(pointer: &Pointer) -> HashSet<ContentHash> {
+    let now = Timestamp::now().system_time();
+    pointer
+        .dropped
+        .iter()
+        .filter(|d| {
+            now.duration_since(d.dropped_at.system_time())
+                .map_or(true, |age| age < SNAPSHOT_GRACE)
+        })
+        .map(|d| d.hash)
+        .collect()
+}
+
+/// Leaves out of `leftovers` the unreferenced snapshots younger than
+/// [`SNAPSHOT_GRACE`] by mtime: a stalled writer may be about to commit one.
+pub(crate) fn spare_young_snapshots(leftovers: Vec<Leftover>) -> Vec<Leftover> {
+    leftovers
+        .into_iter()
+        .filter(|l| {
+            if l.kind != LeftoverKind::UnreferencedSnapshot {
+                return true;
+            }
+            let old = age(&l.path).is_some_and(|a| a >= SNAPSHOT_GRACE);
+            if !old {
+                tracing::info!(path = %l.path.display(), grace_secs = SNAPSHOT_GRACE.as_secs(), "kept an unreferenced snapshot younger than the grace period");
+            }
+            old
+        })
+        .collect()
+}
+
+fn age(path: &Path) -> Option<Duration> {
+    let modified = fs::symlink_metadata(path).ok()?.modified().ok()?;
+    Some(
+        SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or(Duration::ZERO),
+    )
+}

@@ -27,7 +27,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// No store (no `current` pointer) exists at the root yet.
     #[error(
-        "no snapshot has been published in the store at {root}: run `snapcache refresh --from FILE` (or publish through the library) first, or point --store / SNAPCACHE_DIR at the right store"
+        "no snapshot has been published in the store at {root} yet; publish one first, or open the store that holds the data"
     )]
     NoStore {
         /// The store root.
@@ -61,7 +61,7 @@ pub enum Error {
 
     /// The pointer was written by a newer (or unknown) format version.
     #[error(
-        "the store file {path} has format version {found}, but this snapcache reads only version {supported}; upgrade snapcache, or use a separate store (--store DIR)"
+        "the store file {path} has format version {found}, but this program's snapcache reads only version {supported}; upgrade the program, or give this one a separate store directory"
     )]
     UnsupportedVersion {
         /// Path of the pointer file.
@@ -74,7 +74,7 @@ pub enum Error {
 
     /// A snapshot does not match what the pointer says about it.
     #[error(
-        "snapshot {path} of generation {generation} is damaged ({detail}); no unverified bytes were returned. Run `snapcache verify`, then `snapcache rollback` to an intact generation or `snapcache refresh` to publish a new one"
+        "snapshot {path} of generation {generation} is damaged ({detail}); no unverified bytes were returned. Check which retained generations are intact, then roll back to one of them or publish a new generation"
     )]
     CorruptSnapshot {
         /// Path of the snapshot file.
@@ -87,7 +87,7 @@ pub enum Error {
 
     /// A snapshot that a retained generation references is missing.
     #[error(
-        "snapshot {path} of generation {generation} is missing; run `snapcache verify`, then `snapcache rollback` to an intact generation or `snapcache refresh` to publish a new one"
+        "snapshot {path} of generation {generation} is missing; check which retained generations are intact, then roll back to one of them or publish a new generation"
     )]
     MissingSnapshot {
         /// Path where the snapshot should be.
@@ -177,7 +177,7 @@ pub enum Error {
 
     /// A generation number that is not retained was asked for.
     #[error(
-        "generation {generation} is not retained in the store at {root} (retained: {available}); run `snapcache history` to list them"
+        "generation {generation} is not retained in the store at {root} (retained: {available}); choose one of the retained generations"
     )]
     NoSuchGeneration {
         /// The store root.
@@ -190,7 +190,7 @@ pub enum Error {
 
     /// Rollback was asked for, but nothing earlier is retained.
     #[error(
-        "cannot roll back: generation {current} is the oldest retained generation in {root}; run `snapcache history` to see what is retained"
+        "cannot roll back: generation {current} is the oldest retained generation in {root}; nothing older is retained to roll back to"
     )]
     NothingToRollBack {
         /// The store root.
@@ -423,13 +423,13 @@ fn not_a_store_message(root: &std::path::Path, found: &[String]) -> String {
 fn io_message(action: &str, path: &std::path::Path, err: &io::Error) -> String {
     let hint = match err.kind() {
         io::ErrorKind::PermissionDenied => {
-            "check the permissions of the store (it is owner-only by design) or choose another store with --store / SNAPCACHE_DIR"
+            "check the permissions of the store (it is owner-only by design) or use another store directory"
         }
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-            "the disk is full: free some space (`snapcache gc` removes unreferenced snapshots) and retry; the current generation is unchanged"
+            "the disk is full: free some space (collecting the store's unreferenced snapshots frees some) and retry; the current generation is unchanged"
         }
         io::ErrorKind::ReadOnlyFilesystem => {
-            "the store is on a read-only filesystem: reads still work, writes need a writable --store"
+            "the store is on a read-only filesystem: reads still work, writes need a store on a writable filesystem"
         }
         io::ErrorKind::NotFound => "check that the path exists",
         _ => "check the path and retry; the current generation is unchanged",
@@ -466,10 +466,9 @@ fn lock_timeout_message(
         None => "held by another process".to_string(),
     };
     format!(
-        "gave up waiting for the writer lock {} after {:.1} s (budget {} from {}); the lock is {who}. Wait longer with --lock-timeout SECS (or `infinite`) or SNAPCACHE_LOCK_TIMEOUT, or see who holds it with `snapcache status`",
+        "gave up waiting for the writer lock {} after {:.1} s (budget {} from {source}); the lock is {who}. Retry once that writer is done, or allow a longer wait through {source}",
         path.display(),
         waited.as_secs_f64(),
         crate::lock::format_budget(*budget),
-        source,
     )
 }

@@ -79,6 +79,7 @@ mod error;
 #[cfg(test)]
 mod fault_tests;
 mod hash;
+mod hint;
 mod json_check;
 mod layout;
 mod lock;
@@ -97,6 +98,7 @@ mod writer;
 pub use durable::RenameStats;
 pub use error::{Error, Result, SourceError};
 pub use hash::ContentHash;
+pub use hint::Hint;
 pub use lock::{
     Backend, BackendChoice, DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, HolderInfo, LockBudget,
     LockObserver, LockState, LockWait, QUIET_WAIT, TimeoutSource, WaitStarted,

@@ -226,8 +226,11 @@ impl JsonWorker {
     }
 }
 
-fn not_json(reason: String) -> String {
+/// How every "not JSON" rejection reason starts ([`crate::Hint::PublishRaw`]).
+pub(crate) const NOT_JSON: &str = "the payload is not well-formed JSON";
+
+pub(crate) fn not_json(reason: String) -> String {
     format!(
-        "the payload is not well-formed JSON: {reason} (pass --raw, or PayloadFormat::Raw, to store arbitrary bytes)"
+        "{NOT_JSON}: {reason} (only JSON is accepted unless the publish asks for raw bytes, PayloadFormat::Raw)"
     )
 }

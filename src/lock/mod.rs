@@ -391,7 +391,7 @@ fn resolve_backend(choice: BackendChoice, layout: &Layout) -> Backend {
         BackendChoice::Lease => {
             tracing::info!(
                 backend = "lease",
-                reason = "requested (--lock-backend / SNAPCACHE_LOCK_BACKEND)",
+                reason = "requested by the caller",
                 "lock_fallback"
             );
             Backend::Lease

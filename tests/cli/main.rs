@@ -17,6 +17,7 @@ mod extremes;
 mod faults;
 mod fence;
 mod fuzz;
+mod hints;
 mod hostile;
 mod locking;
 mod namespaces;

@@ -23,7 +23,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use snapcache::{BackendChoice, Error, LockBudget, LockWait, StoreOptions};
+use snapcache::{BackendChoice, Error, Hint, LockBudget, LockWait, StoreOptions};
 
 /// A content-addressed, versioned snapshot store for a CLI's metadata cache.
 #[derive(Debug, Parser)]
@@ -303,20 +303,34 @@ fn report(failure: Failure, json: bool) -> u8 {
     code
 }
 
-/// The library's message plus what to run, for errors whose way out is a
-/// snapcache command (library messages name no CLI commands).
+/// The library's message plus what to run: library messages name no CLI
+/// commands, flags or variables; the error's structured [`Hint`] says which
+/// of ours is the way out.
 fn with_cli_hint(e: &Error) -> String {
-    match e {
-        Error::CorruptPointer { path, .. } => format!(
-            "{e}. `snapcache verify` lists the intact generations; to move the pointer aside: `mv {p} {p}.damaged`, then `snapcache refresh`",
-            p = path.display()
-        ),
-        Error::UntrustedPath { .. } | Error::UnexpectedFileType { .. } => {
-            format!("{e} (choose another with --store DIR or SNAPCACHE_DIR)")
-        }
-        Error::NotAStore { .. } => format!("{e} (--store DIR or SNAPCACHE_DIR)"),
-        _ => e.to_string(),
+    match cli_hint(e) {
+        Some(hint) => format!("{e}\nhint: {hint}"),
+        None => e.to_string(),
     }
+}
+
+fn cli_hint(e: &Error) -> Option<String> {
+    Some(match e.hint()? {
+        Hint::PublishFirst => "run `snapcache refresh --from FILE` first, or point --store / SNAPCACHE_DIR at the store that holds the data".into(),
+        Hint::Verify => "run `snapcache verify`, then `snapcache rollback` to an intact generation or `snapcache refresh` to publish a new one".into(),
+        Hint::RepairPointer => match e {
+            Error::CorruptPointer { path, .. } => format!(
+                "`snapcache verify` lists the intact generations; to move the pointer aside: `mv {p} {p}.damaged`, then `snapcache refresh`",
+                p = path.display()
+            ),
+            _ => "run `snapcache verify` to see which generations are intact".into(),
+        },
+        Hint::History => "run `snapcache history` to list the retained generations".into(),
+        Hint::LockTimeout => "wait longer with --lock-timeout SECS (or `infinite`) or SNAPCACHE_LOCK_TIMEOUT, or see who holds the lock with `snapcache status`".into(),
+        Hint::ChooseStore => "choose another store with --store DIR or SNAPCACHE_DIR".into(),
+        Hint::FreeSpace => "`snapcache gc` removes unreferenced snapshots".into(),
+        Hint::PublishRaw => "pass --raw to store bytes that are not JSON".into(),
+        _ => return None,
+    })
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

@@ -70,6 +70,7 @@
 //!   it out (a cache of a few MB is the target).
 //! - See `docs/limitations.md` in the repository for the full list.
 
+mod app_dir;
 mod canonical;
 mod commit_record;
 #[cfg(test)]

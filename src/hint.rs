@@ -86,6 +86,7 @@ impl Error {
             },
             Error::SourceFailed { .. }
             | Error::LeaseLost { .. }
+            | Error::CommitConflict { .. }
             | Error::Interrupted { .. }
             | Error::UnexpectedShape { .. }
             | Error::GenerationsExhausted { .. }
@@ -164,6 +165,10 @@ mod tests {
             Error::LeaseLost {
                 path: "/c/lease".into(),
             },
+            Error::CommitConflict {
+                path: "/c/commits/3".into(),
+                generation: 3,
+            },
             Error::Interrupted { during: "waiting" },
             Error::UnexpectedShape {
                 path: "/c/snapshots/ab".into(),
@@ -215,6 +220,7 @@ mod tests {
                 | Error::SourceFailed { .. }
                 | Error::LockTimeout { .. }
                 | Error::LeaseLost { .. }
+                | Error::CommitConflict { .. }
                 | Error::Interrupted { .. }
                 | Error::UnexpectedShape { .. }
                 | Error::NoSuchGeneration { .. }
@@ -251,7 +257,7 @@ mod tests {
         // Every variant is there (the count of distinct variants above).
         let variants: std::collections::HashSet<_> =
             all.iter().map(std::mem::discriminant).collect();
-        assert_eq!(variants.len(), 19);
+        assert_eq!(variants.len(), 20);
         for e in &all {
             let message = e.to_string();
             for word in CLI_WORDS {
@@ -283,6 +289,7 @@ mod tests {
                 None,
                 Some(LockTimeout),
                 Some(LockTimeout),
+                None,
                 None,
                 None,
                 None,

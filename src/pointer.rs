@@ -272,7 +272,9 @@ pub(crate) fn clip_note(note: &str) -> String {
     if note.len() <= MAX_NOTE_BYTES {
         return note;
     }
-    let mut end = MAX_NOTE_BYTES;
+    // The ellipsis counts against the limit: the stored note is at most
+    // MAX_NOTE_BYTES bytes in all.
+    let mut end = MAX_NOTE_BYTES - '…'.len_utf8();
     while !note.is_char_boundary(end) {
         end -= 1;
     }

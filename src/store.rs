@@ -110,7 +110,9 @@ impl StoreOptions {
         if let Some(dir) = env("SNAPCACHE_DIR") {
             return Some(dir);
         }
-        if let Some(dir) = env("XDG_CACHE_HOME") {
+        // The XDG base directory spec: a relative path is invalid and
+        // must be ignored.
+        if let Some(dir) = env("XDG_CACHE_HOME").filter(|d| d.is_absolute()) {
             return Some(dir.join("snapcache"));
         }
         #[cfg(windows)]

@@ -76,7 +76,9 @@ impl LockWait {
     /// Parses seconds (`0` = try once, fractions allowed) or `infinite`.
     pub fn parse(text: &str) -> Option<LockWait> {
         let text = text.trim();
-        if matches!(text, "infinite" | "inf" | "forever" | "never") {
+        // Only the documented spelling: `never` or `none` could as well
+        // mean "do not wait", so no guess is made.
+        if text == "infinite" {
             return Some(LockWait::Forever);
         }
         let secs: f64 = text.parse().ok()?;

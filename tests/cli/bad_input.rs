@@ -109,7 +109,7 @@ fn failing_exec_publishes_nothing_and_shows_its_stderr() {
         1,
         "foojay is down",
     );
-    assert!(stderr.contains("exit status: 7"), "{stderr}");
+    assert!(stderr.contains("exited with status 7"), "{stderr}");
     assert_rejected(
         &store,
         &["refresh", "--exec", "/nonexistent/tool"],

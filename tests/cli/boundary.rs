@@ -531,7 +531,8 @@ fn a_leftover_that_cannot_be_removed_is_skipped_not_fatal() {
         return;
     }
     let _guard = Immutable(stuck.clone());
-    let out = store.run(&["refresh", "--exec", "echo", "[2]"]);
+    // Library log lines are shown with -v (issue 11: not by default).
+    let out = store.run(&["-v", "refresh", "--exec", "echo", "[2]"]);
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("could not remove a leftover"),

@@ -49,6 +49,8 @@ impl TestStore {
             .env_remove("SNAPCACHE_LOCK_TIMEOUT")
             .env_remove("SNAPCACHE_KEEP")
             .env_remove("SNAPCACHE_LOG")
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
             .stdin(Stdio::null());
         cmd
     }

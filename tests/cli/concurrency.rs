@@ -33,8 +33,8 @@ fn a_second_writer_waits_until_the_first_finishes() {
         status["lock"]["command"]
             .as_str()
             .unwrap()
-            .contains("sleep 2"),
-        "{status}"
+            .contains("refresh --exec sh"),
+        "the program, never its arguments (issue 11: privacy): {status}"
     );
 
     let started = Instant::now();

@@ -396,7 +396,7 @@ fn a_background_child_holding_only_stderr_does_not_hold_the_refresh() {
     assert_eq!(code(&out), 1, "{stderr}");
     assert!(took < GRACE_BOUND, "took {took:?}");
     assert!(
-        stderr.contains("exit status: 4") && stderr.contains("upstream said 503"),
+        stderr.contains("exited with status 4") && stderr.contains("upstream said 503"),
         "{stderr}"
     );
     assert_eq!(generation_numbers(&store), [1, 2]);

@@ -18,6 +18,16 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
                         "created_at_in_future".into(),
                         entry.created_at.in_future().into(),
                     );
+                    // Whole seconds since created_at; null when unknown.
+                    object.insert(
+                        "age_seconds".into(),
+                        entry
+                            .generation
+                            .created_at
+                            .known_age()
+                            .map(|a| a.as_secs())
+                            .into(),
+                    );
                 }
                 value
             })
@@ -26,9 +36,10 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         return Ok(());
     }
     outln!(
-        "  {:>5}  {:<24}  {:>9}  {:<12}  note",
+        "  {:>5}  {:<24}  {:<16}  {:>9}  {:<12}  note",
         "gen",
         "created",
+        "age",
         "size",
         "blake3"
     );
@@ -37,11 +48,16 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         let g = entry;
         let future = g.created_at.in_future();
         any_in_future |= future;
+        let age = match g.created_at.known_age() {
+            Some(age) => relative_age(age),
+            None => "in the future".to_string(),
+        };
         outln!(
-            "{} {:>5}  {:<24}  {:>9}  {:<12}  {}",
+            "{} {:>5}  {:<24}  {:<16}  {:>9}  {:<12}  {}",
             if entry.current { "*" } else { " " },
             g.generation,
             format!("{}{}", g.created_at, if future { " (!)" } else { "" }),
+            age,
             human_bytes(g.bytes),
             short_hash(&g.hash),
             g.note.as_deref().unwrap_or("")
@@ -54,4 +70,35 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// git's `--date=relative` style: "3 minutes ago", "2 days ago",
+/// "5 months ago", "1 year, 2 months ago".
+pub fn relative_age(age: std::time::Duration) -> String {
+    fn unit(n: u64, name: &str) -> String {
+        format!("{n} {name}{}", if n == 1 { "" } else { "s" })
+    }
+    let secs = age.as_secs();
+    const MIN: u64 = 60;
+    const HOUR: u64 = 60 * MIN;
+    const DAY: u64 = 24 * HOUR;
+    let ago = match secs {
+        0..90 => unit(secs, "second"),
+        90..5_400 => unit((secs + MIN / 2) / MIN, "minute"),
+        5_400..129_600 => unit((secs + HOUR / 2) / HOUR, "hour"),
+        // Up to two weeks in days, then weeks up to two months.
+        129_600..1_209_600 => unit((secs + DAY / 2) / DAY, "day"),
+        1_209_600..5_184_000 => unit((secs + 7 * DAY / 2) / (7 * DAY), "week"),
+        5_184_000..31_536_000 => unit((secs + 15 * DAY) / (30 * DAY), "month"),
+        _ => {
+            let years = secs / (365 * DAY);
+            let months = (secs - years * 365 * DAY + 15 * DAY) / (30 * DAY);
+            if months == 0 {
+                unit(years, "year")
+            } else {
+                format!("{}, {}", unit(years, "year"), unit(months, "month"))
+            }
+        }
+    };
+    format!("{ago} ago")
 }

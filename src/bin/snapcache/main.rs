@@ -7,13 +7,17 @@
 
 mod feedback;
 mod gc;
+mod help;
 mod history;
+mod logging;
 mod output;
+mod progress;
 mod pump;
 mod refresh;
 mod rollback;
 mod show;
 mod status;
+mod usage;
 mod verify;
 
 use std::path::PathBuf;
@@ -23,27 +27,38 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use logging::ColorWhen;
 use snapcache::{BackendChoice, Error, Hint, LockBudget, LockWait, StoreOptions};
 
 /// A content-addressed, versioned snapshot store for a CLI's metadata cache.
 #[derive(Debug, Parser)]
-#[command(name = "snapcache", version, about, long_about = None)]
+#[command(
+    name = "snapcache",
+    version,
+    about,
+    long_about = None,
+    after_long_help = help::AFTER_LONG_HELP,
+    subcommand_help_heading = "Commands"
+)]
 pub struct Cli {
     /// Store root [default: $SNAPCACHE_DIR, else $XDG_CACHE_HOME/snapcache, else ~/.cache/snapcache]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = help::GLOBAL)]
     store: Option<PathBuf>,
-    /// Print one JSON object on stdout instead of human-readable text
-    #[arg(long, global = true)]
+    /// Print one JSON object on stdout instead of text (errors too; `show` still prints the snapshot itself)
+    #[arg(long, global = true, help_heading = help::GLOBAL)]
     json: bool,
-    /// Print nothing on stderr but errors (no lock-wait messages)
-    #[arg(short, long, global = true)]
+    /// Print nothing on stderr but errors (no lock-wait messages, no progress)
+    #[arg(short, long, global = true, help_heading = help::GLOBAL)]
     quiet: bool,
     /// Writer lock backend: auto (lease on NFS/SMB/9p/FUSE, advisory elsewhere), advisory or lease [default: $SNAPCACHE_LOCK_BACKEND, else auto]
-    #[arg(long, global = true, value_name = "auto|advisory|lease")]
+    #[arg(long, global = true, value_name = "auto|advisory|lease", help_heading = help::GLOBAL)]
     lock_backend: Option<String>,
-    /// More log output on stderr (-v info, -vv debug, -vvv trace); SNAPCACHE_LOG overrides
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// Library log lines on stderr (-v info, -vv debug, -vvv trace); SNAPCACHE_LOG or RUST_LOG override
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = help::GLOBAL)]
     verbose: u8,
+    /// Colour on stderr: auto (only on a terminal and without NO_COLOR), always or never
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto", help_heading = help::GLOBAL)]
+    color: ColorWhen,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +81,16 @@ enum Command {
     Verify,
 }
 
+impl Command {
+    /// Whether the command may change the store (only those take the lock).
+    fn writes(&self) -> bool {
+        matches!(
+            self,
+            Command::Refresh(_) | Command::Rollback(_) | Command::Gc(_)
+        )
+    }
+}
+
 /// Exit codes of the CLI contract.
 pub mod exit {
     pub const FAILURE: u8 = 1;
@@ -80,6 +105,8 @@ pub struct Context {
     pub options: StoreOptions,
     pub json: bool,
     pub quiet: bool,
+    /// Whether stderr gets escape codes (`--color`).
+    pub color: bool,
     pub cancel: Arc<AtomicBool>,
 }
 
@@ -101,8 +128,11 @@ impl From<Error> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    let cli = match usage::parse() {
+        Ok(cli) => cli,
+        Err(code) => return ExitCode::from(code),
+    };
+    logging::init(cli.verbose, cli.quiet, cli.color.enabled());
     let cancel = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&cancel);
     let result = build_context(&cli, cancel)
@@ -116,7 +146,7 @@ fn main() -> ExitCode {
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => ExitCode::from(report(failure, cli.json)),
+        Err(failure) => ExitCode::from(report(failure, &cli)),
     }
 }
 
@@ -190,6 +220,7 @@ fn build_context(cli: &Cli, cancel: Arc<AtomicBool>) -> Result<Context, Failure>
         options,
         json: cli.json,
         quiet: cli.quiet,
+        color: cli.color.enabled(),
         cancel,
     })
 }
@@ -197,7 +228,7 @@ fn build_context(cli: &Cli, cancel: Arc<AtomicBool>) -> Result<Context, Failure>
 /// `--lock-timeout`, shared by the commands that write.
 #[derive(Debug, clap::Args)]
 pub struct LockTimeoutArg {
-    /// Seconds to wait for the writer lock, or `infinite` [default: $SNAPCACHE_LOCK_TIMEOUT, else 600]
+    /// Seconds to wait for the writer lock (0: try once), or `infinite` [default: $SNAPCACHE_LOCK_TIMEOUT, else 600]
     #[arg(long, value_name = "SECS|infinite")]
     lock_timeout: Option<String>,
 }
@@ -266,7 +297,8 @@ fn lock_budget(flag: Option<&str>) -> Result<LockBudget, Failure> {
     Ok(LockBudget::default())
 }
 
-fn report(failure: Failure, json: bool) -> u8 {
+fn report(failure: Failure, cli: &Cli) -> u8 {
+    let json = cli.json;
     let (code, kind, message) = match failure {
         Failure::Reported(code) => return code,
         Failure::Usage(message) => (exit::USAGE, "usage", message),
@@ -291,7 +323,7 @@ fn report(failure: Failure, json: bool) -> u8 {
             } else {
                 (exit::FAILURE, "error")
             };
-            (code, kind, with_cli_hint(&e))
+            (code, kind, with_cli_hint(&e, cli))
         }
     };
     output::errln!("snapcache: error: {message}");
@@ -306,10 +338,49 @@ fn report(failure: Failure, json: bool) -> u8 {
 /// The library's message plus what to run: library messages name no CLI
 /// commands, flags or variables; the error's structured [`Hint`] says which
 /// of ours is the way out.
-fn with_cli_hint(e: &Error) -> String {
-    match cli_hint(e) {
-        Some(hint) => format!("{e}\nhint: {hint}"),
-        None => e.to_string(),
+///
+/// Two CLI-only refinements: a store root that is one of the user's files
+/// is called that (and never offered for removal), and a read-only command
+/// never claims that "the current generation is unchanged".
+fn with_cli_hint(e: &Error, cli: &Cli) -> String {
+    let named = store_root_named(cli);
+    let root_is_a_file = |path: &std::path::Path| {
+        named.as_ref().is_some_and(|(root, _)| root == path) && !path.is_dir()
+    };
+    let message = match e {
+        Error::UnexpectedFileType { path, .. } | Error::NotAStore { root: path, .. }
+            if root_is_a_file(path) =>
+        {
+            let from = named.as_ref().map_or("--store", |(_, from)| from);
+            let what = match e {
+                Error::UnexpectedFileType { found, .. } => found,
+                _ => "something else",
+            };
+            return format!(
+                "`{from}` points at a file, not a store directory: {} is {what}, not a directory; nothing was read from it or written to it. Give a directory for the store (a new or empty one, or an existing store)",
+                path.display()
+            );
+        }
+        _ => match cli_hint(e) {
+            Some(hint) => format!("{e}\nhint: {hint}"),
+            None => e.to_string(),
+        },
+    };
+    if cli.command.writes() {
+        message
+    } else {
+        // A read-only command never had a generation to change.
+        message.replace("; the current generation is unchanged", "")
+    }
+}
+
+/// The store root the user named and how (`--store` or `SNAPCACHE_DIR`).
+fn store_root_named(cli: &Cli) -> Option<(PathBuf, &'static str)> {
+    match &cli.store {
+        Some(dir) => Some((dir.clone(), "--store")),
+        None => std::env::var_os("SNAPCACHE_DIR")
+            .filter(|v| !v.is_empty())
+            .map(|v| (PathBuf::from(v), "SNAPCACHE_DIR")),
     }
 }
 
@@ -331,23 +402,6 @@ fn cli_hint(e: &Error) -> Option<String> {
         Hint::PublishRaw => "pass --raw to store bytes that are not JSON".into(),
         _ => return None,
     })
-}
-
-fn init_logging(verbose: u8, quiet: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        _ => "trace",
-    };
-    let filter =
-        EnvFilter::try_from_env("SNAPCACHE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// SIGINT/SIGTERM set the cancel flag: the library stops waiting or

@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use snapcache::{Error, PayloadSink, PublishOptions, PublishOutcome, SourceError, Store};
 
-use crate::output::{human_bytes, outln, print_json, short_hash};
+use crate::output::{errln, human_bytes, outln, print_json, short_hash};
+use crate::progress::{Counted, Progress};
 use crate::pump::{Event, Pump};
 use crate::{Context, Failure, LockTimeoutArg};
 
@@ -77,20 +78,38 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
             publish.note =
                 Some(note_text(args).unwrap_or_else(|| format!("from {}", path.display())));
             // Open before taking the lock: a typo should not wait for a writer.
-            let source = open_source(path, &ctx.cancel)?;
+            let source = open_source(path, ctx)?;
             let store = Store::open(options)?;
+            let progress = Progress::new(ctx, "read");
             match source {
-                Source::Regular(file) => store.publish_reader(file, &publish)?,
-                Source::Pumped(mut pump) => store
-                    .publish_with(&publish, |sink| copy_pumped(&mut pump, sink, &ctx.cancel))?,
+                Source::Regular(file) => store.publish_reader(
+                    Counted {
+                        inner: file,
+                        progress,
+                    },
+                    &publish,
+                )?,
+                Source::Pumped(mut pump) => store.publish_with(&publish, |sink| {
+                    copy_pumped(&mut pump, sink, &ctx.cancel, progress)
+                })?,
             }
         }
         (None, Some(command)) => {
-            let text = command_text(command);
-            publish.note = Some(note_text(args).unwrap_or_else(|| format!("exec {text}")));
-            let store = Store::open(options.purpose(format!("snapcache refresh --exec {text}")))?;
+            // Privacy: only the program is recorded (in the note and the
+            // holder record), never its arguments, which may carry tokens
+            // (an `Authorization` header, a signed URL).
+            let program = command
+                .first()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            publish.note = Some(note_text(args).unwrap_or_else(|| format!("exec {program}")));
+            let store =
+                Store::open(options.purpose(format!("snapcache refresh --exec {program}")))?;
             let cancel = ctx.cancel.clone();
-            store.publish_with(&publish, |sink| run_command(command, sink, &cancel))?
+            let progress = Progress::new(ctx, "read");
+            store.publish_with(&publish, |sink| {
+                run_command(command, sink, &cancel, progress)
+            })?
         }
         (None, None) => {
             return Err(Failure::Usage(
@@ -124,7 +143,8 @@ enum Source {
     Pumped(Pump),
 }
 
-fn open_source(path: &Path, cancel: &AtomicBool) -> Result<Source, Failure> {
+fn open_source(path: &Path, ctx: &Context) -> Result<Source, Failure> {
+    let cancel = &*ctx.cancel;
     let failed = |e: io::Error| {
         Failure::Other(format!(
             "cannot open the payload file {}: {e}; check the path given to --from (use `-` for stdin)",
@@ -132,6 +152,12 @@ fn open_source(path: &Path, cancel: &AtomicBool) -> Result<Source, Failure> {
         ))
     };
     let pump = if path.as_os_str() == "-" {
+        if io::stdin().is_terminal() && !ctx.quiet {
+            // Otherwise the refresh seems to hang on a prompt-less terminal.
+            errln!(
+                "snapcache: reading the payload from stdin (the terminal); end it with Ctrl-D (Ctrl-Z then Enter on Windows), or Ctrl-C to cancel"
+            );
+        }
         Pump::start("stdin", || Ok(io::stdin()))
     } else {
         // Opening a FIFO blocks until a writer appears: open without
@@ -202,6 +228,7 @@ fn copy_pumped(
     pump: &mut Pump,
     sink: &mut PayloadSink<'_>,
     cancel: &AtomicBool,
+    mut progress: Progress,
 ) -> Result<(), SourceError> {
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -209,10 +236,13 @@ fn copy_pumped(
             return Err("interrupted".into());
         }
         match pump.next(TICK) {
-            Event::Data(bytes) => sink.write_all(&bytes)?,
+            Event::Data(bytes) => {
+                sink.write_all(&bytes)?;
+                progress.add(bytes.len());
+            }
             Event::End => return Ok(()),
             Event::Failed(e) => return Err(format!("reading the payload failed: {e}").into()),
-            Event::Opened | Event::Idle => {}
+            Event::Opened | Event::Idle => progress.tick(),
         }
     }
 }
@@ -225,6 +255,7 @@ fn run_command(
     command: &[OsString],
     sink: &mut PayloadSink<'_>,
     cancel: &Arc<AtomicBool>,
+    progress: Progress,
 ) -> Result<(), SourceError> {
     let (program, args) = command.split_first().ok_or("--exec needs a command")?;
     let text = command_text(command);
@@ -238,13 +269,10 @@ fn run_command(
     // grandchild keeps running (a `setsid` one escapes; see below).
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut command_builder, 0);
-    let mut child = command_builder.spawn().map_err(|e| {
-        format!(
-            "could not start `{}`: {e} (is it installed and on PATH?)",
-            program.to_string_lossy()
-        )
-    })?;
-    let result = supervise(&mut child, &text, sink, cancel);
+    let mut child = command_builder
+        .spawn()
+        .map_err(|e| spawn_failure(program, &e))?;
+    let result = supervise(&mut child, &text, sink, cancel, progress);
     if result.is_err() {
         kill_tree(&mut child);
     }
@@ -257,6 +285,7 @@ fn supervise(
     text: &str,
     sink: &mut PayloadSink<'_>,
     cancel: &AtomicBool,
+    mut progress: Progress,
 ) -> Result<(), SourceError> {
     let stdout = child.stdout.take().ok_or("no stdout pipe")?;
     let mut stdout = Pump::start("exec-stdout", move || Ok(stdout))?;
@@ -278,7 +307,8 @@ fn supervise(
             (Some(_), false) => break,
             (Some((status, at)), true) if at.elapsed() >= EXEC_OUTPUT_GRACE => {
                 return Err(format!(
-                    "`{text}` exited ({status}), but a background process it started still held its stdout open {} s later; killed the command's process group and published nothing. Make background processes of the command redirect their output (e.g. `daemon >/dev/null 2>&1 &`)",
+                    "`{text}` {}, but a background process it started still held its stdout open {} s later; killed the command's process group and published nothing. Make background processes of the command redirect their output (e.g. `daemon >/dev/null 2>&1 &`)",
+                    describe_exit(status),
                     EXEC_OUTPUT_GRACE.as_secs_f64()
                 )
                 .into());
@@ -292,14 +322,19 @@ fn supervise(
             _ => {}
         }
         match stdout.next(TICK) {
-            Event::Data(bytes) => sink.write_all(&bytes)?,
+            Event::Data(bytes) => {
+                sink.write_all(&bytes)?;
+                progress.add(bytes.len());
+            }
             Event::End => stdout_open = false,
             Event::Failed(e) => {
                 return Err(format!("reading the output of `{text}` failed: {e}").into());
             }
-            Event::Opened | Event::Idle => {}
+            Event::Opened | Event::Idle => progress.tick(),
         }
     }
+    // Erase the progress line before any error message about the exit.
+    drop(progress);
     let (status, exited_at) = exited.ok_or("the command's exit status is unknown")?;
     if status.success() {
         return Ok(());
@@ -311,7 +346,41 @@ fn supervise(
     } else {
         tail
     };
-    Err(format!("`{text}` exited with {status}; its stderr ended with:\n{tail}").into())
+    Err(format!(
+        "`{text}` {}; its stderr ended with:\n{tail}",
+        describe_exit(status)
+    )
+    .into())
+}
+
+/// "exited with status 3", "was killed by signal 9 (SIGKILL)".
+pub fn describe_exit(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    #[cfg(unix)]
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        let name = rustix::process::Signal::from_named_raw(signal)
+            .map(|s| format!(" ({s:?})"))
+            .unwrap_or_default();
+        return format!("was killed by signal {signal}{name}");
+    }
+    format!("ended ({status})")
+}
+
+/// Why a command could not be started, with what to do about it.
+fn spawn_failure(program: &std::ffi::OsStr, e: &io::Error) -> String {
+    let name = program.to_string_lossy();
+    let has_path = Path::new(program).components().count() > 1;
+    let hint = match e.kind() {
+        io::ErrorKind::NotFound if has_path => "no such file; check the path".to_string(),
+        io::ErrorKind::NotFound => "no such command: is it installed and on PATH?".to_string(),
+        io::ErrorKind::PermissionDenied => format!(
+            "it is not executable (or a directory on the way is not searchable); make it executable (`chmod +x {name}`) or run it through its interpreter (e.g. `--exec sh {name}`)"
+        ),
+        _ => e.to_string(),
+    };
+    format!("could not start `{name}`: {hint}")
 }
 
 /// The last [`STDERR_TAIL`] bytes of a command's stderr, read on a thread.

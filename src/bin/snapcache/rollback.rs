@@ -19,9 +19,20 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     let outcome = Store::open(options)?.rollback(args.to)?;
     if ctx.json {
         print_json(&outcome);
-    } else {
+    } else if outcome.generation == outcome.previous {
         outln!(
-            "rolled back: generation {} is current (was {}), blake3 {}",
+            "already current: generation {} (blake3 {}); nothing changed",
+            outcome.generation,
+            short_hash(&outcome.hash)
+        );
+    } else {
+        let verb = if outcome.generation > outcome.previous {
+            "switched to"
+        } else {
+            "rolled back to"
+        };
+        outln!(
+            "{verb} generation {} (was {}), blake3 {}",
             outcome.generation,
             outcome.previous,
             short_hash(&outcome.hash)

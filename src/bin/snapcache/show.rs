@@ -4,7 +4,11 @@ use std::io::Write;
 
 use snapcache::Store;
 
+use crate::progress::Progress;
 use crate::{Context, Failure};
+
+/// Bytes written between two progress updates (a slow pipe shows progress).
+const CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,7 +38,18 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
         (None, false) => store.read_current()?,
     };
     let mut out = std::io::stdout().lock();
-    match out.write_all(&snapshot.data).and_then(|()| out.flush()) {
+    let mut progress = Progress::new(ctx, "written");
+    let written = snapshot
+        .data
+        .chunks(CHUNK)
+        .try_for_each(|chunk| {
+            out.write_all(chunk)?;
+            progress.add(chunk.len());
+            Ok(())
+        })
+        .and_then(|()| out.flush());
+    drop(progress);
+    match written {
         // A closed pipe (`snapcache show | head`) is the reader's choice.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Failure::Other(format!(

@@ -36,6 +36,11 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
             "bytes": current.map(|g| g.bytes),
             "created_at": current.map(|g| g.created_at),
             "created_at_in_future": current.map(|g| g.created_at.in_future()),
+            "note": current.and_then(|g| g.note.as_deref()),
+            // Both ages in whole seconds; null when unknown (nothing
+            // published, or a time in the future).
+            "created_age_seconds": current.and_then(|g| g.created_at.known_age()).map(|a| a.as_secs()),
+            "checked_age_seconds": status.checked_at.and_then(|t| t.known_age()).map(|a| a.as_secs()),
             "checked_at": status.checked_at,
             "checked_at_in_future": status.checked_at.map(|t| t.in_future()),
             // null when unknown: nothing published, or a time in the future.

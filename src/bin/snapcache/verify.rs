@@ -1,12 +1,13 @@
 //! `snapcache verify`: check everything, change nothing.
 
-use snapcache::Store;
+use snapcache::{Problem, Store, VerifyReport};
 
 use crate::output::{human_bytes, lossy_path, outln, print_json};
 use crate::{Context, Failure, exit};
 
 pub fn run(ctx: &Context) -> Result<(), Failure> {
-    let report = Store::open(ctx.options.clone())?.verify()?;
+    let store = Store::open(ctx.options.clone())?;
+    let report = store.verify()?;
     if ctx.json {
         // Paths that are not UTF-8 are shown lossily (serde refuses them).
         let mut shown = report.clone();
@@ -21,8 +22,19 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         }
         print_json(&shown);
     } else {
-        for p in &report.problems {
-            outln!("problem ({}): {}: {}", p.kind, p.path.display(), p.detail);
+        let grouped = group_problems(&report.problems);
+        for (p, generations) in &grouped {
+            let which = match generations.as_slice() {
+                [] => String::new(),
+                [one] => format!(" (generation {one})"),
+                many => format!(" (generations {})", list(many)),
+            };
+            outln!(
+                "problem ({}){which}: {}: {}",
+                p.kind,
+                p.path.display(),
+                p.detail
+            );
         }
         if report.ok {
             outln!(
@@ -30,10 +42,16 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
                 report.verified_generations.len()
             );
         } else {
+            // The current generation, when the pointer itself is readable.
+            let current = store
+                .history()
+                .ok()
+                .and_then(|h| h.into_iter().find(|e| e.current))
+                .map(|e| e.generation.generation);
             outln!(
-                "damaged: {} problem(s); intact generations: {:?}. `snapcache rollback --to N` makes an intact one current, `snapcache refresh` publishes a new one",
-                report.problems.len(),
-                report.verified_generations
+                "damaged: {} problem(s); {}",
+                grouped.len(),
+                advice(&report, current)
             );
         }
         if !report.reclaimable.is_empty() {
@@ -46,7 +64,7 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         }
     }
     if !ctx.json && !report.foreign.is_empty() {
-        println!(
+        outln!(
             "foreign: {} entr{} snapcache did not create, left in place (not problems, never removed):",
             report.foreign.len(),
             if report.foreign.len() == 1 {
@@ -56,12 +74,71 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
             }
         );
         for f in &report.foreign {
-            println!("  {} ({})", f.path.display(), f.what);
+            outln!("  {} ({})", f.path.display(), f.what);
         }
     }
     if report.ok {
         Ok(())
     } else {
         Err(Failure::Reported(exit::FAILURE))
+    }
+}
+
+/// One entry per damaged file: generations sharing a snapshot share its
+/// problem, which is printed once with all their numbers.
+fn group_problems(problems: &[Problem]) -> Vec<(&Problem, Vec<u64>)> {
+    let mut grouped: Vec<(&Problem, Vec<u64>)> = Vec::new();
+    for p in problems {
+        let same = grouped
+            .iter_mut()
+            .find(|(q, _)| q.path == p.path && q.kind == p.kind && q.detail == p.detail);
+        match same {
+            Some((_, generations)) => generations.extend(p.generation),
+            None => grouped.push((p, p.generation.into_iter().collect())),
+        }
+    }
+    grouped
+}
+
+fn list(generations: &[u64]) -> String {
+    generations
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What to do, suggesting only commands that can work: a rollback only to
+/// an intact generation other than the current one, and none when the
+/// pointer itself is damaged (a rollback needs it).
+fn advice(report: &VerifyReport, current: Option<u64>) -> String {
+    let pointer_damaged = report.problems.iter().any(|p| p.kind == "pointer");
+    if pointer_damaged {
+        return "the pointer is damaged, so no rollback is possible: move it aside (keep it) and run `snapcache refresh`, which starts a new history".into();
+    }
+    let intact = &report.verified_generations;
+    let damaged: Vec<u64> = report
+        .problems
+        .iter()
+        .filter_map(|p| p.generation)
+        .collect();
+    let current_intact = current.is_some_and(|c| intact.contains(&c));
+    if current_intact {
+        return format!(
+            "the current generation is intact; the damaged retained generation(s) {} can be dropped with `snapcache forget {}`",
+            list(&damaged),
+            damaged
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    match intact.iter().max() {
+        Some(newest) => format!(
+            "the current generation is damaged; intact generation(s): {}. `snapcache rollback --to {newest}` makes the newest intact one current, `snapcache refresh` publishes a new one",
+            list(intact)
+        ),
+        None => "no retained generation is intact: `snapcache refresh` publishes a new one".into(),
     }
 }

@@ -1,0 +1,538 @@
+//! The conventions users of other CLIs expect (issue 11, part 1): usage
+//! errors as JSON, no escape codes off a terminal, each message once, log
+//! filters, honest messages for the common mistakes, and help that
+//! documents the environment, exit codes and JSON keys.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+fn has_script() -> bool {
+    let ok = Command::new("script").arg("--version").output().is_ok();
+    if !ok {
+        eprintln!("SKIPPED: util-linux `script` (to give snapcache a terminal) is not installed");
+    }
+    ok
+}
+
+/// Runs `inner` (a shell command line) on a pseudo-terminal; its stdout and
+/// stderr both end up in the returned text.
+fn on_terminal(inner: &str) -> (i32, String) {
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", inner, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .env_remove("SNAPCACHE_LOG")
+        .env_remove("RUST_LOG");
+    let out = run_with_timeout(cmd);
+    (code(&out), text(&out.stdout))
+}
+
+#[test]
+fn usage_errors_found_by_the_parser_are_json_with_exit_2() {
+    let store = TestStore::new();
+    let file = store.payload("p", b"[1]");
+    let file = file.to_str().unwrap();
+    for args in [
+        vec!["refresh", "--bogus", "--from", file],
+        vec![],
+        vec!["nosuchcommand"],
+        vec!["refresh"],
+        vec!["refresh", "--from", file, "--max-age", "soon"],
+        vec!["gc", "--keep", "0"],
+        vec!["--color", "sometimes", "status"],
+    ] {
+        let (out, value) = store.json(&args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", text(&out.stderr));
+        assert_eq!(value["error"]["kind"], "usage", "{args:?}: {value}");
+        assert_eq!(value["error"]["exit_code"], 2, "{args:?}");
+        assert!(
+            value["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{args:?}: {value}"
+        );
+    }
+    // --json after the subcommand counts as well; without it stdout stays empty.
+    let out = store.run(&["refresh", "--nope", "--json"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        text(&out.stdout).contains("\"usage\""),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = store.run(&["refresh", "--nope"]);
+    assert_eq!(code(&out), 2);
+    assert!(out.stdout.is_empty());
+    // --help and --version are not errors, with or without --json.
+    for args in [
+        vec!["--help"],
+        vec!["--version"],
+        vec!["--json", "--help"],
+        vec!["gc", "--help"],
+    ] {
+        let out = store.run(&args);
+        assert_eq!(code(&out), 0, "{args:?}");
+        assert!(!out.stdout.is_empty(), "{args:?} prints to stdout");
+    }
+    assert!(!store.root().exists(), "parsing errors touch no store");
+}
+
+#[test]
+fn json_after_exec_belongs_to_the_command() {
+    // `--json` after `--exec` is an argument of CMD, not snapcache's flag.
+    let store = TestStore::new();
+    let out = store.run(&["refresh", "--exec", "echo", "--json"]);
+    assert_eq!(code(&out), 65, "`--json` is not JSON: rejected payload");
+    assert!(
+        out.stdout.is_empty(),
+        "no JSON output: {}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn no_escape_codes_off_a_terminal_unless_asked() {
+    let store = TestStore::new();
+    let file = store.payload("p", b"[1]");
+    let file = file.to_str().unwrap();
+    let out = store.ok(&["-vv", "refresh", "--from", file]);
+    let err = text(&out.stderr);
+    assert!(err.contains("INFO"), "logs with -vv: {err}");
+    assert!(
+        !err.contains('\x1b'),
+        "no escape codes into a pipe: {err:?}"
+    );
+    let out = store.ok(&["-vv", "--color", "always", "refresh", "--from", file]);
+    assert!(text(&out.stderr).contains('\x1b'), "--color always colours");
+    let out = store.ok(&["-vv", "--color", "never", "refresh", "--from", file]);
+    assert!(text(&out.stderr).contains("INFO"));
+    assert!(!text(&out.stderr).contains('\x1b'));
+    if !has_script() {
+        return;
+    }
+    let inner = |env: &str, color: &str| {
+        format!(
+            "{env} {} --store {} -vv {color} refresh --from {file} 2>&1 >/dev/null",
+            bin(),
+            store.root().display()
+        )
+    };
+    let (_, tty) = on_terminal(&inner("", ""));
+    assert!(tty.contains('\x1b'), "colour on a terminal: {tty:?}");
+    let (_, tty) = on_terminal(&inner("NO_COLOR=1", ""));
+    assert!(!tty.contains('\x1b'), "NO_COLOR honoured: {tty:?}");
+    let (_, tty) = on_terminal(&inner("", "--color never"));
+    assert!(
+        !tty.contains('\x1b'),
+        "--color never on a terminal: {tty:?}"
+    );
+}
+
+#[test]
+fn log_lines_only_when_asked_rust_log_too_and_snapcache_log_wins() {
+    let store = TestStore::new();
+    let file = store.payload("p", b"[1]");
+    let file = file.to_str().unwrap();
+    let out = store.ok(&["refresh", "--from", file]);
+    assert!(
+        out.stderr.is_empty(),
+        "nothing on stderr by default: {}",
+        text(&out.stderr)
+    );
+    let out = run_with_timeout({
+        let mut c = store.command(&["rollback", "--to", "1"]);
+        c.env("RUST_LOG", "debug");
+        c
+    });
+    assert!(
+        text(&out.stderr).contains("DEBUG"),
+        "RUST_LOG honoured: {}",
+        text(&out.stderr)
+    );
+    let out = run_with_timeout({
+        let mut c = store.command(&["rollback", "--to", "1"]);
+        c.env("RUST_LOG", "debug").env("SNAPCACHE_LOG", "off");
+        c
+    });
+    assert!(
+        out.stderr.is_empty(),
+        "SNAPCACHE_LOG wins: {}",
+        text(&out.stderr)
+    );
+    let out = run_with_timeout({
+        let mut c = store.command(&["status"]);
+        c.env("SNAPCACHE_LOG", "snapcache=loud");
+        c
+    });
+    assert_eq!(code(&out), 0);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("SNAPCACHE_LOG") && err.contains("not a valid log filter"),
+        "an invalid filter is reported: {err}"
+    );
+    assert_eq!(err.lines().count(), 1, "once: {err}");
+}
+
+#[test]
+fn a_lock_timeout_and_a_fallback_are_said_once() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let holder = store
+        .command(&["refresh", "--exec", "sh", "-c", "sleep 3; echo '[2]'"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    store.wait_until_locked();
+    let file = store.payload("p", b"[3]");
+    let out = store.run(&[
+        "refresh",
+        "--lock-timeout",
+        "0.3",
+        "--from",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 75);
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("gave up waiting").count(), 1, "once: {err}");
+    assert!(
+        !err.contains("WARN"),
+        "no tracing line at the default verbosity: {err}"
+    );
+    wait_output(holder, COMMAND_TIMEOUT);
+
+    // Damage the current snapshot: show --fallback warns once.
+    let (_, history) = store.json(&["history"]);
+    let current = history["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["current"] == true)
+        .unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let snap = store.root().join("snapshots").join(&current);
+    let mut perms = std::fs::metadata(&snap).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&snap, perms).unwrap();
+    std::fs::write(&snap, b"[9]").unwrap();
+    let out = store.run(&["show", "--fallback"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(out.stdout, b"[1]");
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("served generation").count(), 1, "once: {err}");
+    assert!(!err.contains("WARN"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_closed_pipe_ends_show_quietly() {
+    let store = TestStore::new();
+    store.refresh(&json_payload(2_000_000, 7), &[]);
+    let mut child = store
+        .command(&["show"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 10];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
+    drop(child.stdout.take());
+    let out = wait_output(child, COMMAND_TIMEOUT);
+    assert_eq!(code(&out), 0, "a reader that went away is not a failure");
+    assert!(out.stderr.is_empty(), "no message: {}", text(&out.stderr));
+}
+
+#[test]
+fn a_store_given_as_a_file_is_called_that_and_never_offered_for_deletion() {
+    let store = TestStore::new();
+    let file = store.payload("mydata.json", b"{\"mine\":true}");
+    for args in [
+        vec!["status"],
+        vec!["show"],
+        vec!["history"],
+        vec!["verify"],
+        vec!["gc"],
+    ] {
+        let out = Command::new(bin())
+            .arg("--store")
+            .arg(&file)
+            .args(&args)
+            .env_remove("SNAPCACHE_DIR")
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 1, "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("`--store` points at a file, not a store directory"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("remove"),
+            "{args:?}: never advise deleting it: {err}"
+        );
+        assert!(!err.contains("current generation is unchanged"), "{err}");
+    }
+    let out = Command::new(bin())
+        .arg("status")
+        .env("SNAPCACHE_DIR", &file)
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("`SNAPCACHE_DIR` points at a file"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"{\"mine\":true}");
+}
+
+#[test]
+fn verify_and_gc_dry_run_on_a_mistyped_path_create_nothing() {
+    let store = TestStore::new();
+    for args in [
+        vec!["verify"],
+        vec!["gc", "--dry-run"],
+        vec!["gc"],
+        vec!["rollback"],
+    ] {
+        let (out, value) = store.json(&args);
+        assert_eq!(code(&out), 1, "{args:?}");
+        assert_eq!(value["error"]["kind"], "no-store", "{args:?}: {value}");
+        assert!(
+            !store.root().exists(),
+            "{args:?} created {:?}",
+            store.root()
+        );
+    }
+}
+
+#[test]
+fn exec_failures_name_the_status_and_a_file_that_is_not_executable() {
+    let store = TestStore::new();
+    let out = store.run(&["refresh", "--exec", "sh", "-c", "echo oops >&2; exit 3"]);
+    assert_eq!(code(&out), 1);
+    let err = text(&out.stderr);
+    assert!(err.contains("exited with status 3"), "{err}");
+    assert!(err.contains("oops"), "{err}");
+    let plain = store.payload("script.sh", b"#!/bin/sh\necho '[1]'\n");
+    let out = store.run(&["refresh", "--exec", plain.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    let err = text(&out.stderr);
+    assert!(err.contains("not executable"), "{err}");
+    assert!(!err.contains("PATH"), "it is no PATH problem: {err}");
+    let out = store.run(&["refresh", "--exec", "snapcache-no-such-program-xyz"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("is it installed and on PATH?"), "{err}");
+}
+
+#[test]
+fn rollback_says_already_current_and_switched_to() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    store.refresh(b"[2]", &[]);
+    let out = store.ok(&["rollback", "--to", "2"]);
+    assert!(
+        text(&out.stdout).starts_with("already current: generation 2"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = store.ok(&["rollback"]);
+    assert!(
+        text(&out.stdout).starts_with("rolled back to generation 1 (was 2)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = store.ok(&["rollback", "--to", "2"]);
+    assert!(
+        text(&out.stdout).starts_with("switched to generation 2 (was 1)"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_long_note_is_cut_at_200_bytes_including_the_ellipsis() {
+    let store = TestStore::new();
+    let long = "n".repeat(300);
+    store.refresh(b"[1]", &["--note", &long]);
+    let (_, history) = store.json(&["history"]);
+    let note = history["generations"][0]["note"].as_str().unwrap();
+    assert_eq!(note.len(), 200, "{note}");
+    assert!(note.ends_with('…'));
+    let exact = "e".repeat(200);
+    store.refresh(b"[2]", &["--note", &exact]);
+    let (_, history) = store.json(&["history"]);
+    assert_eq!(
+        history["generations"][1]["note"],
+        exact.as_str(),
+        "200 bytes fit"
+    );
+}
+
+fn damage(store: &TestStore, hash: &str) {
+    let snap = store.root().join("snapshots").join(hash);
+    let mut perms = std::fs::metadata(&snap).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&snap, perms).unwrap();
+    std::fs::write(&snap, b"[0]").unwrap();
+}
+
+#[test]
+fn verify_lists_a_shared_problem_once_and_suggests_only_what_works() {
+    let store = TestStore::new();
+    let a = store.refresh(b"[\"a\"]", &[]);
+    store.refresh(b"[\"b\"]", &[]);
+    store.refresh(b"[\"a\"]", &[]); // generation 3 shares generation 1's snapshot
+    damage(&store, a["hash"].as_str().unwrap());
+    let out = store.run(&["verify"]);
+    assert_eq!(code(&out), 1);
+    let report = text(&out.stdout);
+    assert_eq!(report.matches("problem (").count(), 1, "once: {report}");
+    assert!(report.contains("(generations 1, 3)"), "{report}");
+    assert!(
+        report.contains("rollback --to 2"),
+        "to the intact one: {report}"
+    );
+
+    // Only an old generation damaged: no rollback is suggested.
+    let store = TestStore::new();
+    let old = store.refresh(b"[\"old\"]", &[]);
+    store.refresh(b"[\"new\"]", &[]);
+    damage(&store, old["hash"].as_str().unwrap());
+    let out = store.run(&["verify"]);
+    let report = text(&out.stdout);
+    assert!(report.contains("(generation 1)"), "{report}");
+    assert!(
+        !report.contains("rollback"),
+        "the current one is intact: {report}"
+    );
+    assert!(report.contains("forget 1"), "{report}");
+
+    // Nothing intact: only a refresh can help.
+    let store = TestStore::new();
+    let only = store.refresh(b"[\"only\"]", &[]);
+    damage(&store, only["hash"].as_str().unwrap());
+    let report = text(&store.run(&["verify"]).stdout);
+    assert!(!report.contains("rollback"), "{report}");
+    assert!(report.contains("snapcache refresh"), "{report}");
+}
+
+#[test]
+fn lock_timeout_accepts_only_the_documented_spellings() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    for bad in ["never", "inf", "forever", "none"] {
+        let out = store.run(&["gc", "--lock-timeout", bad]);
+        assert_eq!(code(&out), 2, "{bad}: {}", text(&out.stderr));
+    }
+    store.ok(&["gc", "--lock-timeout", "infinite"]);
+}
+
+#[test]
+fn a_relative_xdg_cache_home_is_ignored() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["--json", "status"])
+        .current_dir(work.path())
+        .env_remove("SNAPCACHE_DIR")
+        .env("XDG_CACHE_HOME", "relative/cache")
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected = home.path().join(".cache").join("snapcache");
+    assert_eq!(
+        value["store"],
+        expected.to_str().unwrap(),
+        "the default under HOME is used: {value}"
+    );
+    assert!(!work.path().join("relative").exists());
+}
+
+#[test]
+fn status_json_has_the_note_and_both_ages() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &["--note", "from foojay"]);
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(status["note"], "from foojay");
+    assert!(status["created_age_seconds"].is_u64(), "{status}");
+    assert!(status["checked_age_seconds"].is_u64(), "{status}");
+    assert_eq!(
+        status["age_seconds"], status["checked_age_seconds"],
+        "the old key stays"
+    );
+}
+
+#[test]
+fn help_documents_environment_exit_codes_and_json_and_separates_global_options() {
+    let store = TestStore::new();
+    let help = text(&store.ok(&["--help"]).stdout);
+    for needle in [
+        "Environment:",
+        "SNAPCACHE_LOG",
+        "RUST_LOG",
+        "NO_COLOR",
+        "SNAPCACHE_LOCK_TIMEOUT",
+        "Exit codes:",
+        "75",
+        "JSON (--json)",
+        "created_age_seconds",
+        "Global options",
+        "--color",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}");
+    }
+    let gc = text(&store.ok(&["gc", "--help"]).stdout);
+    let (own, global) = gc.split_once("Global options").expect("a global section");
+    assert!(
+        own.contains("--keep") && own.contains("--lock-timeout"),
+        "{gc}"
+    );
+    assert!(
+        global.contains("--store") && !global.contains("--keep"),
+        "{gc}"
+    );
+    // Only writing commands offer --lock-timeout.
+    let show = text(&store.ok(&["show", "--help"]).stdout);
+    assert!(!show.contains("--lock-timeout"), "{show}");
+}
+
+#[test]
+fn refresh_from_stdin_on_a_terminal_says_so() {
+    if !has_script() {
+        return;
+    }
+    let store = TestStore::new();
+    let inner = format!(
+        "timeout --foreground -s INT 2 {} --store {} refresh --from - 2>&1",
+        bin(),
+        store.root().display()
+    );
+    let (_, tty) = on_terminal(&inner);
+    assert!(tty.contains("reading the payload from stdin"), "{tty:?}");
+    assert!(tty.contains("Ctrl-D"), "{tty:?}");
+    // Off a terminal (a pipe), nothing is said.
+    let mut cmd = store.command(&["refresh", "--from", "-"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"[1]").unwrap();
+    }
+    let out = wait_output(child, COMMAND_TIMEOUT);
+    assert_eq!(code(&out), 0);
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}

@@ -1,0 +1,120 @@
+//! Features users of other tools expect (issue 11, part 2): relative ages
+//! in `history`, `--exec` arguments kept private, progress on a terminal.
+
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+fn has_script() -> bool {
+    let ok = Command::new("script").arg("--version").output().is_ok();
+    if !ok {
+        eprintln!("SKIPPED: util-linux `script` (to give snapcache a terminal) is not installed");
+    }
+    ok
+}
+
+#[test]
+fn history_shows_relative_ages_beside_the_absolute_time() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let out = store.ok(&["history"]);
+    let table = text(&out.stdout);
+    let row = table.lines().nth(1).expect("a row");
+    assert!(row.contains("seconds ago"), "{table}");
+    assert!(
+        row.contains('T') && row.contains('Z'),
+        "the absolute time stays: {table}"
+    );
+    assert!(table.lines().next().unwrap().contains("age"), "{table}");
+    let (_, history) = store.json(&["history"]);
+    assert!(
+        history["generations"][0]["age_seconds"].is_u64(),
+        "{history}"
+    );
+}
+
+#[test]
+fn exec_arguments_are_not_persisted_but_the_program_is() {
+    let store = TestStore::new();
+    let secret = "Authorization: Bearer s3cr3t-t0ken";
+    // The command holds the lock for a while so the holder record is seen.
+    let script = format!("sleep 1; echo '[1]' # {secret}");
+    let child = store
+        .command(&["refresh", "--exec", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = store.wait_until_locked();
+    let holder = std::fs::read_to_string(store.root().join("lock.holder")).unwrap_or_default();
+    let out = wait_output(child, COMMAND_TIMEOUT);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(!status.to_string().contains("s3cr3t"), "status: {status}");
+    assert!(!holder.contains("s3cr3t"), "holder record: {holder}");
+    assert!(
+        status["lock"]["command"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--exec sh"),
+        "the program is named: {status}"
+    );
+    let (_, history) = store.json(&["history"]);
+    assert_eq!(history["generations"][0]["note"], "exec sh", "{history}");
+    let everything: Vec<u8> = std::fs::read(store.root().join("current")).unwrap();
+    assert!(!text(&everything).contains("s3cr3t"), "pointer");
+    // --note still says what the user wants.
+    store.ok(&["refresh", "--note", "foojay all", "--exec", "echo", "[2]"]);
+    let (_, history) = store.json(&["history"]);
+    assert_eq!(history["generations"][1]["note"], "foojay all");
+}
+
+#[test]
+fn a_slow_refresh_on_a_terminal_shows_progress_and_never_elsewhere() {
+    let store = TestStore::new();
+    let slow = "printf '['; sleep 1.6; printf '1]'";
+    // Off a terminal: no progress line.
+    let out = store.run(&["refresh", "--exec", "sh", "-c", slow]);
+    assert_eq!(code(&out), 0);
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    if !has_script() {
+        return;
+    }
+    let run = |flags: &str| {
+        let inner = format!(
+            "{} --store {} {flags} refresh --exec sh -c \"{slow}\" 2>&1 >/dev/null",
+            bin(),
+            store.root().display()
+        );
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &inner, "/dev/null"]);
+        let out = run_with_timeout(cmd);
+        assert_eq!(code(&out), 0, "{}", text(&out.stdout));
+        text(&out.stdout)
+    };
+    let tty = run("");
+    assert!(
+        tty.contains("\r\x1b[2Ksnapcache: read "),
+        "a live line: {tty:?}"
+    );
+    assert!(tty.contains("B/s)"), "with a rate: {tty:?}");
+    assert!(
+        tty.ends_with("\r\x1b[2K") || tty.contains("\r\x1b[2K\r"),
+        "erased at the end: {tty:?}"
+    );
+    let quiet = run("-q");
+    assert!(!quiet.contains("B/s"), "-q: {quiet:?}");
+    let json = run("--json");
+    assert!(!json.contains("B/s"), "--json: {json:?}");
+    // A quick refresh shows nothing.
+    let quick = {
+        let inner = format!(
+            "{} --store {} refresh --exec echo '[3]' 2>&1 >/dev/null",
+            bin(),
+            store.root().display()
+        );
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &inner, "/dev/null"]);
+        text(&run_with_timeout(cmd).stdout)
+    };
+    assert!(!quick.contains("B/s"), "{quick:?}");
+}

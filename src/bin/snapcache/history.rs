@@ -21,12 +21,7 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
                     // Whole seconds since created_at; null when unknown.
                     object.insert(
                         "age_seconds".into(),
-                        entry
-                            .generation
-                            .created_at
-                            .known_age()
-                            .map(|a| a.as_secs())
-                            .into(),
+                        entry.created_at.known_age().map(|a| a.as_secs()).into(),
                     );
                 }
                 value

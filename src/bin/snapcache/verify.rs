@@ -47,7 +47,7 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
                 .history()
                 .ok()
                 .and_then(|h| h.into_iter().find(|e| e.current))
-                .map(|e| e.generation.generation);
+                .map(|e| e.generation);
             outln!(
                 "damaged: {} problem(s); {}",
                 grouped.len(),

@@ -277,7 +277,13 @@ impl Durable {
             budget,
             || {
                 self.before(Op::Rename(from, to))?;
-                fs::rename(from, to)
+                // Replacing a read-only snapshot (a repair) on Windows needs
+                // its attribute cleared first.
+                crate::read_only::retry_read_only(
+                    to,
+                    || fs::rename(from, to),
+                    crate::read_only::clear_read_only,
+                )
             },
             is_transient_rename_error,
             std::thread::sleep,
@@ -293,7 +299,10 @@ impl Durable {
     /// Unlinks a file; a file that is already gone is fine.
     pub(crate) fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.before(Op::Remove(path))?;
-        match fs::remove_file(path) {
+        // A snapshot is read-only: on Windows that blocks the delete until
+        // the attribute is cleared (see `read_only`).
+        let remove = || fs::remove_file(path);
+        match crate::read_only::retry_read_only(path, remove, crate::read_only::clear_read_only) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }

@@ -87,6 +87,7 @@ mod lock;
 mod marker;
 mod payload;
 mod pointer;
+mod read_only;
 mod reread;
 mod snapshot;
 mod store;

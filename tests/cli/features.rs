@@ -118,3 +118,73 @@ fn a_slow_refresh_on_a_terminal_shows_progress_and_never_elsewhere() {
     };
     assert!(!quick.contains("B/s"), "{quick:?}");
 }
+
+#[test]
+fn completions_for_every_shell_name_every_subcommand() {
+    let store = TestStore::new();
+    let subcommands = [
+        "refresh",
+        "show",
+        "status",
+        "history",
+        "rollback",
+        "gc",
+        "verify",
+        "completions",
+        "man",
+    ];
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = Command::new(bin())
+            .args(["completions", shell])
+            .env_remove("HOME")
+            .env_remove("SNAPCACHE_DIR")
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        assert!(script.len() > 200, "{shell}: a script");
+        for sub in subcommands {
+            assert!(script.contains(sub), "{shell} lacks {sub}");
+        }
+        assert!(script.contains("lock-timeout"), "{shell}: options too");
+    }
+    let out = store.run(&["completions", "tcsh"]);
+    assert_eq!(code(&out), 2, "an unknown shell is a usage error");
+    assert!(!store.root().exists(), "no store is made");
+}
+
+#[test]
+fn the_man_page_renders() {
+    let out = Command::new(bin()).arg("man").output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let roff = text(&out.stdout);
+    assert!(
+        roff.starts_with(".ie") || roff.contains(".TH"),
+        "roff: {}",
+        &roff[..roff.len().min(200)]
+    );
+    assert!(roff.contains("snapcache"));
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("snapcache.1");
+    std::fs::write(&page, &out.stdout).unwrap();
+    let rendered = Command::new("groff")
+        .args(["-man", "-Tutf8"])
+        .arg(&page)
+        .output();
+    match rendered {
+        Ok(r) => {
+            assert!(r.status.success(), "groff: {}", text(&r.stderr));
+            let page = text(&r.stdout);
+            assert!(
+                page.contains("SYNOPSIS") || page.contains("S\u{8}SY"),
+                "{page}"
+            );
+            for sub in ["refresh", "rollback", "completions"] {
+                assert!(page.contains(sub), "the page lists {sub}");
+            }
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: groff is not installed ({e}); the roff text was checked only")
+        }
+    }
+}

@@ -34,6 +34,6 @@ JSON (--json): one object on stdout.
   refresh:  generation, hash, bytes, changed, skipped, waited_ms, backend, ...
   status:   store, generation, hash, bytes, note, created_at, checked_at,
             created_age_seconds, checked_age_seconds, retained, lock
-  history:  generations: [{generation, hash, bytes, created_at, note, pinned,
-            current, age_seconds}]
+  history:  generations: [{generation, hash, bytes, created_at, note, current,
+            age_seconds}]
   The full reference: docs/reference.md in the source repository.";

@@ -7,6 +7,7 @@
 
 mod feedback;
 mod gc;
+mod generate;
 mod help;
 mod history;
 mod logging;
@@ -79,6 +80,10 @@ enum Command {
     Gc(gc::Args),
     /// Check the pointer and every retained snapshot; change nothing
     Verify,
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    Completions(generate::CompletionsArgs),
+    /// Print the man page (roff), e.g. `snapcache man | man -l -`
+    Man,
 }
 
 impl Command {
@@ -135,15 +140,23 @@ fn main() -> ExitCode {
     logging::init(cli.verbose, cli.quiet, cli.color.enabled());
     let cancel = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&cancel);
-    let result = build_context(&cli, cancel)
-        .and_then(|ctx| run(&cli, &ctx))
-        .and_then(|()| match output::stdout_error() {
-            // The result was not (fully) delivered: not a success.
-            Some(e) => Err(Failure::Other(format!(
-                "could not write the result to stdout: {e}; check where stdout goes (a full disk?)"
-            ))),
-            None => Ok(()),
-        });
+    // Generated texts need no store (nor a home directory).
+    let generated = match &cli.command {
+        Command::Completions(args) => Some(generate::completions(args)),
+        Command::Man => Some(generate::man()),
+        _ => None,
+    };
+    let result = match generated {
+        Some(result) => result,
+        None => build_context(&cli, cancel).and_then(|ctx| run(&cli, &ctx)),
+    }
+    .and_then(|()| match output::stdout_error() {
+        // The result was not (fully) delivered: not a success.
+        Some(e) => Err(Failure::Other(format!(
+            "could not write the result to stdout: {e}; check where stdout goes (a full disk?)"
+        ))),
+        None => Ok(()),
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => ExitCode::from(report(failure, &cli)),
@@ -159,6 +172,8 @@ fn run(cli: &Cli, ctx: &Context) -> Result<(), Failure> {
         Command::Rollback(args) => rollback::run(ctx, args),
         Command::Gc(args) => gc::run(ctx, args),
         Command::Verify => verify::run(ctx),
+        // Handled in main before a store is resolved.
+        Command::Completions(_) | Command::Man => Ok(()),
     }
 }
 

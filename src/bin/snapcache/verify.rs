@@ -125,13 +125,8 @@ fn advice(report: &VerifyReport, current: Option<u64>) -> String {
     let current_intact = current.is_some_and(|c| intact.contains(&c));
     if current_intact {
         return format!(
-            "the current generation is intact; the damaged retained generation(s) {} can be dropped with `snapcache forget {}`",
-            list(&damaged),
-            damaged
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(" ")
+            "the current generation is intact and serves reads; the damaged retained generation(s) {} cannot be rolled back to, and leave retention as new generations are published",
+            list(&damaged)
         );
     }
     match intact.iter().max() {

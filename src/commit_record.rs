@@ -270,3 +270,88 @@ fn age(path: &Path) -> Option<Duration> {
             .unwrap_or(Duration::ZERO),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::BackendChoice;
+    use crate::store::{PublishOptions, Store, StoreOptions};
+
+    fn lease_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Store::open(StoreOptions::new(dir.path().join("s")).lock_backend(BackendChoice::Lease))
+                .expect("open");
+        (dir, store)
+    }
+
+    fn rewrite_current(store: &Store, edit: impl FnOnce(&mut Pointer)) {
+        let path = store.root().join("current");
+        let mut p = Pointer::decode(&std::fs::read(&path).expect("read"), &path).expect("decode");
+        edit(&mut p);
+        std::fs::write(&path, p.encode()).expect("write");
+    }
+
+    #[test]
+    fn a_pointer_of_the_earlier_release_does_not_collide_with_old_records() {
+        let (_dir, store) = lease_store();
+        for n in 1..=3u8 {
+            store
+                .publish_bytes(&[b'[', b'0' + n, b']'], &PublishOptions::default())
+                .expect("publish");
+        }
+        // The earlier release rewrote the pointer: no commit number.
+        rewrite_current(&store, |p| p.commit = 0);
+        let outcome = store
+            .publish_bytes(b"[4]", &PublishOptions::default())
+            .expect("no false conflict with the old record 1");
+        assert_eq!(outcome.generation, 4);
+        let layout = Layout::new(store.root());
+        assert_eq!(read(&layout, 4).expect("read").map(|p| p.current), Some(4));
+        assert_eq!(store.read_current().expect("read").data, b"[4]");
+    }
+
+    #[test]
+    fn a_record_holding_another_commit_number_is_reported() {
+        let (_dir, store) = lease_store();
+        store
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .expect("publish");
+        let layout = Layout::new(store.root());
+        let record = std::fs::read(layout.commit_record(1)).expect("record 1");
+        std::fs::write(layout.commit_record(2), record).expect("plant");
+        let err = store
+            .publish_bytes(b"[2]", &PublishOptions::default())
+            .expect_err("a mislabelled record is damage");
+        assert!(err.is_corrupt(), "{err}");
+        assert!(
+            err.to_string().contains("commits"),
+            "names the record: {err}"
+        );
+    }
+
+    #[test]
+    fn two_writers_based_on_one_pointer_one_commits_the_other_conflicts() {
+        let (_dir, store) = lease_store();
+        store
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .expect("publish");
+        let layout = Layout::new(store.root());
+        let path = layout.current();
+        let base = Pointer::decode(&std::fs::read(&path).expect("read"), &path).expect("decode");
+        let durable = Durable::default();
+        let mut a = base.clone();
+        let mut b = base.clone();
+        b.checked_at = Timestamp::now();
+        commit(&layout, &durable, Backend::Lease, &mut a).expect("the first wins");
+        assert_eq!(a.commit, base.commit + 1);
+        let err = commit(&layout, &durable, Backend::Lease, &mut b).expect_err("the second loses");
+        assert!(err.is_commit_conflict(), "{err}");
+        assert_eq!(b.commit, base.commit, "the loser's pointer is unchanged");
+        assert!(
+            err.to_string()
+                .contains("another writer committed generation 1"),
+            "{err}"
+        );
+    }
+}

@@ -335,6 +335,8 @@ fn report(failure: Failure, cli: &Cli) -> u8 {
                 (exit::FAILURE, "unexpected-file-type")
             } else if e.is_not_a_store() {
                 (exit::FAILURE, "not-a-store")
+            } else if e.is_commit_conflict() {
+                (exit::FAILURE, "commit-conflict")
             } else {
                 (exit::FAILURE, "error")
             };

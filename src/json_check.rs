@@ -4,10 +4,20 @@
 //! so validation costs no second pass and no memory beyond the nesting stack.
 //! It builds nothing: it only answers "is this exactly one JSON value?" and,
 //! if not, where the first error is (line and column, counted in bytes).
-//! Compared with serde_json's reader-based parser (`IgnoredAny`) it runs at
-//! about the same speed, but in the same pass as the write and the hash, it
-//! stops a bad source at its first error, and it has no recursion limit.
-//! Its verdicts are checked against serde_json's by property tests.
+//! It stops a bad source at its first error and has no recursion limit.
+//!
+//! Speed comes from a fast path between tokens: whitespace runs and whole
+//! strings are scanned eight bytes at a time (SWAR over `u64` words), and
+//! numbers, literals, keys with their colon and closing brackets in tight
+//! loops, with the state in a local. Anything the fast path cannot finish
+//! inside the current chunk (a token cut by the chunk's end) or does not
+//! like (every error) is handed, from the token's first byte, to the
+//! byte-at-a-time state machine (`step`), which is the reference: errors
+//! therefore read the same, position included, whatever the chunking.
+//! UTF-8 is validated per chunk with `std::str::from_utf8`. Its verdicts
+//! are checked against serde_json's by property tests, whole, pretty and
+//! chunked down to single bytes. `snapcache-bench` reports its GB/s next to
+//! serde_json's `from_slice::<IgnoredAny>` (docs/performance.md).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Container {
@@ -73,9 +83,26 @@ impl NumberState {
     }
 }
 
-/// The streaming checker.
+/// The streaming JSON check that publishes run by default, for callers
+/// that want to check bytes the same way themselves: feed the document in
+/// chunks of any size, then [`finish`](JsonCheck::finish). Memory stays
+/// bounded by the nesting depth (one byte per level), whatever the size;
+/// there is no nesting limit. Errors name the line and column (in bytes).
+///
+/// ```
+/// use snapcache::JsonCheck;
+/// let mut check = JsonCheck::default();
+/// check.feed(br#"{"packages": [1, 2"#)?;
+/// check.feed(br#", 3]}"#)?;
+/// check.finish()?;
+///
+/// let mut bad = JsonCheck::default();
+/// let err = bad.feed(b"[1,]").expect_err("trailing comma");
+/// assert!(err.contains("line 1 column 4"), "{err}");
+/// # Ok::<(), String>(())
+/// ```
 #[derive(Debug)]
-pub(crate) struct JsonCheck {
+pub struct JsonCheck {
     state: State,
     stack: Vec<Container>,
     /// Offset of the byte being looked at.
@@ -87,6 +114,8 @@ pub(crate) struct JsonCheck {
     line_start: u64,
     /// Bytes of an incomplete UTF-8 sequence carried to the next chunk.
     utf8_carry: Vec<u8>,
+    /// Offset of the carried sequence's lead byte.
+    utf8_carry_at: u64,
     error: Option<String>,
 }
 
@@ -100,9 +129,20 @@ impl Default for JsonCheck {
             line: 1,
             line_start: 0,
             utf8_carry: Vec::new(),
+            utf8_carry_at: 0,
             error: None,
         }
     }
+}
+
+/// Where a chunk's UTF-8 went wrong.
+#[derive(Debug, Clone, Copy)]
+struct BadUtf8 {
+    /// Offset of the lead byte of the invalid sequence.
+    at: u64,
+    /// How much of the chunk to check for structure first (through that
+    /// lead byte, when it is in this chunk).
+    check_first: usize,
 }
 
 fn is_ws(b: u8) -> bool {
@@ -111,11 +151,28 @@ fn is_ws(b: u8) -> bool {
 
 impl JsonCheck {
     /// Feeds the next chunk. Returns the first error, and keeps returning it.
-    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        self.check_utf8(chunk)?;
+        // The first error in byte order wins, whatever the chunking: the
+        // structure is checked up to and including the lead byte of an
+        // invalid UTF-8 sequence before that sequence is reported.
+        let utf8 = self.check_utf8(chunk);
+        let upto = match utf8 {
+            Ok(()) => chunk.len(),
+            Err(bad) => bad.check_first,
+        };
+        self.structure(&chunk[..upto])?;
+        if let Err(bad) = utf8 {
+            self.offset = bad.at;
+            return Err(self.fail("invalid UTF-8".into()));
+        }
+        Ok(())
+    }
+
+    /// Checks the structure of `chunk` (its UTF-8 is checked apart).
+    fn structure(&mut self, chunk: &[u8]) -> Result<(), String> {
         let mut i = 0;
         while i < chunk.len() {
             // Fast path: inside a string only '"', '\\' and control bytes matter.
@@ -135,10 +192,11 @@ impl JsonCheck {
                     None => break,
                 }
             }
-            // Fast path: indentation between tokens (pretty-printed JSON is
-            // mostly spaces). Newlines go through `step`, which counts lines.
+            // Fast path: whole tokens between tokens; it stops at the end of
+            // the chunk or at a token it leaves to `step` (one cut by the
+            // chunk's end, and every error, so errors read the same).
             if self.between_tokens() {
-                i += blank_run(&chunk[i..]);
+                i = self.tokens(chunk, i);
                 if i >= chunk.len() {
                     break;
                 }
@@ -172,7 +230,7 @@ impl JsonCheck {
     }
 
     /// Ends the input: it must have been exactly one complete value.
-    pub(crate) fn finish(mut self) -> Result<(), String> {
+    pub fn finish(mut self) -> Result<(), String> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
@@ -199,34 +257,172 @@ impl JsonCheck {
 
     /// Validates UTF-8 across chunk boundaries: an incomplete sequence at the
     /// end of a chunk is carried over and completed by the next one.
-    fn check_utf8(&mut self, chunk: &[u8]) -> Result<(), String> {
+    fn check_utf8(&mut self, chunk: &[u8]) -> Result<(), BadUtf8> {
         let mut rest = chunk;
-        if let Some(&lead) = self.utf8_carry.first() {
-            let len = if lead < 0xE0 {
-                2
-            } else if lead < 0xF0 {
-                3
-            } else {
-                4
-            };
-            let take = (len - self.utf8_carry.len()).min(rest.len());
-            self.utf8_carry.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.utf8_carry.len() < len {
+        let mut rest_at = 0;
+        // Complete a sequence carried from the previous chunk, a byte at a
+        // time, so that a bad continuation byte is caught where it is.
+        while !self.utf8_carry.is_empty() {
+            let Some((&b, tail)) = rest.split_first() else {
                 return Ok(());
+            };
+            self.utf8_carry.push(b);
+            rest = tail;
+            rest_at += 1;
+            match std::str::from_utf8(&self.utf8_carry) {
+                Ok(_) => self.utf8_carry.clear(),
+                Err(e) if e.error_len().is_none() => {}
+                // Its lead byte, in an earlier chunk, is where it went wrong.
+                Err(_) => {
+                    return Err(BadUtf8 {
+                        at: self.utf8_carry_at,
+                        check_first: 0,
+                    });
+                }
             }
-            if std::str::from_utf8(&self.utf8_carry).is_err() {
-                return Err(self.fail("invalid UTF-8".into()));
-            }
-            self.utf8_carry.clear();
         }
         match std::str::from_utf8(rest) {
             Ok(_) => Ok(()),
             Err(e) if e.error_len().is_none() => {
                 self.utf8_carry = rest[e.valid_up_to()..].to_vec();
+                self.utf8_carry_at = self.chunk_base + (rest_at + e.valid_up_to()) as u64;
                 Ok(())
             }
-            Err(_) => Err(self.fail("invalid UTF-8".into())),
+            Err(e) => {
+                let lead = rest_at + e.valid_up_to();
+                Err(BadUtf8 {
+                    at: self.chunk_base + lead as u64,
+                    check_first: lead + 1,
+                })
+            }
+        }
+    }
+
+    /// The fast path, from a state between tokens: whitespace runs and whole
+    /// tokens found entirely in `chunk`, scanned with tight loops instead of
+    /// one `step` per byte. Returns where it stopped: the end of the chunk,
+    /// or the first byte of a token it declined, with `self.state` being the
+    /// state before that byte, so that `step` goes on from there exactly as
+    /// if it had seen every byte. It declines a token cut by the end of the
+    /// chunk and anything `step` would reject; it never accepts anything
+    /// `step` would not (the property tests compare both with serde_json).
+    fn tokens(&mut self, chunk: &[u8], mut i: usize) -> usize {
+        // The state lives in a local (a register) while the loop runs.
+        let mut state = self.state;
+        let stopped = loop {
+            i = self.whitespace(chunk, i);
+            let Some(&b) = chunk.get(i) else {
+                break i;
+            };
+            let next = match state {
+                State::Value => self.value(chunk, i, b, &mut state),
+                State::ArrayFirst if b == b']' => self.close_fast(i, b, &mut state),
+                State::ArrayFirst => self.value(chunk, i, b, &mut state),
+                State::ObjectFirst | State::Key if b == b'"' => {
+                    // A key, and (the usual case) its colon right after it.
+                    string_end(chunk, i + 1).map(|end| {
+                        if chunk.get(end) == Some(&b':') {
+                            state = State::Value;
+                            end + 1
+                        } else {
+                            state = State::Colon;
+                            end
+                        }
+                    })
+                }
+                State::ObjectFirst if b == b'}' => self.close_fast(i, b, &mut state),
+                State::Colon if b == b':' => {
+                    state = State::Value;
+                    Some(i + 1)
+                }
+                State::AfterValue => match (b, self.stack.last()) {
+                    (b',', Some(Container::Array)) => {
+                        state = State::Value;
+                        Some(i + 1)
+                    }
+                    (b',', Some(Container::Object)) => {
+                        state = State::Key;
+                        Some(i + 1)
+                    }
+                    (b']' | b'}', _) => self.close_fast(i, b, &mut state),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match next {
+                Some(n) => i = n,
+                None => break i,
+            }
+        };
+        self.state = state;
+        stopped
+    }
+
+    /// Skips whitespace from `i`, counting lines; returns the next index.
+    #[inline]
+    fn whitespace(&mut self, chunk: &[u8], mut i: usize) -> usize {
+        loop {
+            match chunk.get(i) {
+                Some(b' ') => i += 1 + leading_spaces(chunk, i + 1),
+                Some(b'\n') => {
+                    self.line += 1;
+                    self.line_start = self.chunk_base + i as u64 + 1;
+                    i += 1;
+                }
+                Some(b'\t' | b'\r') => i += 1,
+                _ => return i,
+            }
+        }
+    }
+
+    /// A whole value starting with `b` at `i`: containers are opened,
+    /// scalars scanned to their end. `None` (state untouched) to decline.
+    #[inline]
+    fn value(&mut self, chunk: &[u8], i: usize, b: u8, state: &mut State) -> Option<usize> {
+        let end = match b {
+            b'"' => string_end(chunk, i + 1)?,
+            b'{' => {
+                self.stack.push(Container::Object);
+                *state = State::ObjectFirst;
+                return Some(i + 1);
+            }
+            b'[' => {
+                self.stack.push(Container::Array);
+                *state = State::ArrayFirst;
+                return Some(i + 1);
+            }
+            b't' => literal_end(chunk, i, b"true")?,
+            b'f' => literal_end(chunk, i, b"false")?,
+            b'n' => literal_end(chunk, i, b"null")?,
+            b'-' | b'0'..=b'9' => number_end(chunk, i)?,
+            _ => return None,
+        };
+        *state = self.after_value();
+        Some(end)
+    }
+
+    /// Closes the innermost container with `b` at `i`, if it matches.
+    #[inline]
+    fn close_fast(&mut self, i: usize, b: u8, state: &mut State) -> Option<usize> {
+        let expected = match self.stack.last()? {
+            Container::Array => b']',
+            Container::Object => b'}',
+        };
+        if b != expected {
+            return None;
+        }
+        self.stack.pop();
+        *state = self.after_value();
+        Some(i + 1)
+    }
+
+    /// The state after a complete value.
+    #[inline]
+    fn after_value(&self) -> State {
+        if self.stack.is_empty() {
+            State::Done
+        } else {
+            State::AfterValue
         }
     }
 
@@ -409,26 +605,41 @@ impl JsonCheck {
 const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
 const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
 
-/// Whether any byte of `word` is zero (the classic SWAR test).
-fn has_zero_byte(word: u64) -> bool {
-    word.wrapping_sub(ONES) & !word & HIGHS != 0
+const SPACES: u64 = ONES * b' ' as u64;
+
+/// The 8 bytes at `i`, if the slice has them.
+#[inline]
+fn word_at(bytes: &[u8], i: usize) -> Option<u64> {
+    bytes
+        .get(i..)
+        .and_then(<[u8]>::first_chunk::<8>)
+        .map(|w| u64::from_le_bytes(*w))
+}
+
+/// The high bit of every byte of `word` that a string cannot hold as is:
+/// '"', '\\' or a control byte. The lowest bit set is exact (the
+/// borrows of the SWAR tests only ever flag bytes above a true hit).
+#[inline]
+fn special_bytes(word: u64) -> u64 {
+    let quote = word ^ (ONES * b'"' as u64);
+    let backslash = word ^ (ONES * b'\\' as u64);
+    let quote = quote.wrapping_sub(ONES) & !quote;
+    let backslash = backslash.wrapping_sub(ONES) & !backslash;
+    // A byte below 0x20 (and not above 0x7F, which is UTF-8) leaves a
+    // high bit after subtracting 0x20 from every byte.
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    (quote | backslash | control) & HIGHS
 }
 
 /// Length of the leading run of string bytes that need no attention: not
 /// '"', not '\\', not a control byte. Eight bytes at a time while it can.
+#[inline]
 fn plain_string_run(bytes: &[u8]) -> usize {
     let mut i = 0;
-    while let Some(word) = bytes.get(i..i + 8) {
-        let word = u64::from_ne_bytes([
-            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
-        ]);
-        let quote = has_zero_byte(word ^ u64::from_ne_bytes([b'"'; 8]));
-        let backslash = has_zero_byte(word ^ u64::from_ne_bytes([b'\\'; 8]));
-        // A byte below 0x20 (and not above 0x7F, which is UTF-8) leaves a
-        // high bit after subtracting 0x20 from every byte.
-        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
-        if quote || backslash || control {
-            break;
+    while let Some(word) = word_at(bytes, i) {
+        let special = special_bytes(word);
+        if special != 0 {
+            return i + (special.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
@@ -438,16 +649,97 @@ fn plain_string_run(bytes: &[u8]) -> usize {
         .unwrap_or(bytes.len() - i)
 }
 
-/// Length of the leading run of spaces, tabs and carriage returns.
-fn blank_run(bytes: &[u8]) -> usize {
-    let mut i = 0;
-    while bytes.get(i..i + 8).is_some_and(|w| w == b"        ") {
-        i += 8;
+/// The index just after the closing quote of a string whose body starts at
+/// `i`, or `None` if the string does not end in `bytes` or holds a control
+/// byte or a bad escape (left to `step`, which says what is wrong).
+#[inline]
+fn string_end(bytes: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        i += plain_string_run(bytes.get(i..)?);
+        match *bytes.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => match *bytes.get(i + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                b'u' => {
+                    if !bytes.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    i += 6;
+                }
+                _ => return None,
+            },
+            _ => return None,
+        }
     }
-    i + bytes[i..]
-        .iter()
-        .position(|&b| !matches!(b, b' ' | b'\t' | b'\r'))
-        .unwrap_or(bytes.len() - i)
+}
+
+/// The index after `word` at `i`, if it is there in full.
+#[inline]
+fn literal_end(bytes: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    let end = i + word.len();
+    (bytes.get(i..end)? == word).then_some(end)
+}
+
+/// Number of ASCII digits at `i`.
+#[inline]
+fn digits(bytes: &[u8], i: usize) -> usize {
+    let rest = bytes.get(i..).unwrap_or_default();
+    rest.iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(rest.len())
+}
+
+/// The index after a number starting at `i` (RFC 8259 grammar), or `None`
+/// when it is malformed or may go on past the end of `bytes`.
+#[inline]
+fn number_end(bytes: &[u8], mut i: usize) -> Option<usize> {
+    if bytes.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match *bytes.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i += 1 + digits(bytes, i + 1),
+        _ => return None,
+    }
+    if *bytes.get(i)? == b'.' {
+        let n = digits(bytes, i + 1);
+        if n == 0 {
+            return None;
+        }
+        i += 1 + n;
+    }
+    if matches!(*bytes.get(i)?, b'e' | b'E') {
+        i += 1;
+        if matches!(*bytes.get(i)?, b'+' | b'-') {
+            i += 1;
+        }
+        let n = digits(bytes, i);
+        if n == 0 {
+            return None;
+        }
+        i += n;
+    }
+    // The byte after the number must be in this chunk (else the number may
+    // go on) and must end it (else `step` reports the error).
+    match *bytes.get(i)? {
+        b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-' => None,
+        _ => Some(i),
+    }
+}
+
+/// Number of spaces at `i`, eight at a time.
+#[inline]
+fn leading_spaces(bytes: &[u8], i: usize) -> usize {
+    let mut n = 0;
+    while let Some(word) = word_at(bytes, i + n) {
+        let other = word ^ SPACES;
+        if other != 0 {
+            return n + (other.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    let rest = bytes.get(i + n..).unwrap_or_default();
+    n + rest.iter().position(|&b| b != b' ').unwrap_or(rest.len())
 }
 
 fn show(b: u8) -> String {
@@ -551,6 +843,21 @@ mod tests {
         for size in 1..8 {
             assert!(check_chunked(&broken, size).is_err(), "chunk size {size}");
         }
+        // A 4-byte lead followed by a quote: the UTF-8 error at the lead
+        // byte comes first, not the structural one after the quote.
+        let cut = b"[\"ab\xF0\"x]";
+        let whole = check(cut).expect_err("invalid");
+        assert!(
+            whole.starts_with("invalid UTF-8 at line 1 column 5"),
+            "{whole}"
+        );
+        for size in 1..8 {
+            assert_eq!(
+                check_chunked(cut, size),
+                Err(whole.clone()),
+                "chunk size {size}"
+            );
+        }
     }
 
     fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -598,6 +905,33 @@ mod tests {
             }
         }
 
+        /// Whole documents (the fast path sees every token) and pretty ones
+        /// (whitespace runs, newlines): same verdicts as serde_json, and the
+        /// same error, position included, in one chunk as byte by byte.
+        #[test]
+        fn whole_and_pretty_documents_agree_with_serde_json_and_with_small_chunks(
+            v in json_value(),
+            pretty in any::<bool>(),
+            at in any::<prop::sample::Index>(),
+            byte in prop::sample::select(b"{}[]\",:\\ \n\t0123456789-+.eEtrufalsn\x01\xc3\xa9\xe0\xf0\x9f\x80x".to_vec()),
+            kind in 0u8..4,
+            size in 1usize..9,
+        ) {
+            let mut text = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.unwrap();
+            let i = at.index(text.len() + 1);
+            match kind {
+                0 if i < text.len() => text[i] = byte,
+                1 => text.insert(i, byte),
+                2 if i < text.len() => { text.remove(i); }
+                _ => {}
+            }
+            let whole = check(&text);
+            if let Some(expected) = serde_verdict(&text) {
+                prop_assert_eq!(whole.is_ok(), expected, "{:?}", String::from_utf8_lossy(&text));
+            }
+            prop_assert_eq!(&whole, &check_chunked(&text, size), "{:?}", String::from_utf8_lossy(&text));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), size in 1usize..16) {
             let _ = check_chunked(&bytes, size);
@@ -626,10 +960,34 @@ mod run_tests {
     }
 
     #[test]
-    fn blank_runs_count_spaces_tabs_and_returns() {
-        assert_eq!(blank_run(b"                 x"), 17);
-        assert_eq!(blank_run(b" \t\r \n"), 4);
-        assert_eq!(blank_run(b""), 0);
-        assert_eq!(blank_run(b"            "), 12);
+    fn space_runs_stop_at_the_first_other_byte() {
+        assert_eq!(leading_spaces(b"                 x", 0), 17);
+        assert_eq!(leading_spaces(b"x                 x", 1), 17);
+        assert_eq!(leading_spaces(b" \t\r \n", 0), 1);
+        assert_eq!(leading_spaces(b"", 0), 0);
+        assert_eq!(leading_spaces(b"            ", 0), 12);
+        assert_eq!(leading_spaces(b"  ", 5), 0);
+    }
+
+    #[test]
+    fn numbers_end_exactly_or_are_left_to_the_state_machine() {
+        assert_eq!(number_end(b"123,", 0), Some(3));
+        assert_eq!(number_end(b"-0.5e+10]", 0), Some(8));
+        assert_eq!(number_end(b"0 ", 0), Some(1));
+        assert_eq!(number_end(b"123", 0), None, "may go on in the next chunk");
+        assert_eq!(number_end(b"01,", 0), None);
+        assert_eq!(number_end(b"1.,", 0), None);
+        assert_eq!(number_end(b"1e,", 0), None);
+        assert_eq!(number_end(b"-,", 0), None);
+    }
+
+    #[test]
+    fn strings_end_after_their_quote_or_are_left_to_the_state_machine() {
+        assert_eq!(string_end(b"\"abc\",", 1), Some(5));
+        assert_eq!(string_end(b"\"a\\\"b\\u00e9\"", 1), Some(12));
+        assert_eq!(string_end(b"\"abc", 1), None);
+        assert_eq!(string_end(b"\"a\\x\"", 1), None);
+        assert_eq!(string_end(b"\"a\\u12\"", 1), None);
+        assert_eq!(string_end(b"\"a\tb\"", 1), None);
     }
 }

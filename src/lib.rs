@@ -95,12 +95,14 @@ mod sweep;
 mod test_hooks;
 mod time;
 mod trust;
+mod verified;
 mod writer;
 
 pub use durable::RenameStats;
 pub use error::{Error, Result, SourceError};
 pub use hash::ContentHash;
 pub use hint::Hint;
+pub use json_check::JsonCheck;
 pub use lock::{
     Backend, BackendChoice, DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, HolderInfo, LockBudget,
     LockObserver, LockState, LockWait, QUIET_WAIT, TimeoutSource, WaitStarted,
@@ -113,4 +115,5 @@ pub use store::{
 };
 pub use sweep::{ForeignEntry, Leftover, LeftoverKind};
 pub use time::{CLOCK_SKEW_TOLERANCE, Timestamp};
+pub use verified::VerifiedSnapshot;
 pub use writer::{ClearReport, Writer};

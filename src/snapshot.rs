@@ -3,7 +3,7 @@
 //! A snapshot is trusted only after its length and blake3 hash match what the
 //! pointer recorded; [`read_verified`] never hands out bytes that did not.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use crate::durable::{FileKind, open_no_follow, wrong_type_of};
@@ -97,18 +97,58 @@ pub(crate) fn read_verified(
     Ok(bytes)
 }
 
+/// Bytes hashed per read while verifying: bounded memory whatever the
+/// snapshot's size, large enough for blake3's wide SIMD paths.
+const VERIFY_CHUNK: usize = 256 * 1024;
+
+/// Opens a snapshot and verifies its length and hash by streaming it through
+/// the hasher in bounded chunks, from the one open descriptor; returns that
+/// descriptor rewound to the start. The caller can then copy exactly
+/// `expected_len` bytes out of it (see `VerifiedSnapshot::copy_to`) without
+/// holding the snapshot in memory.
+pub(crate) fn open_verified(
+    path: &Path,
+    hash: &ContentHash,
+    expected_len: u64,
+) -> Result<std::fs::File, SnapshotFault> {
+    let mut file = open_checked(path, expected_len)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; VERIFY_CHUNK];
+    let mut read = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SnapshotFault::Io(e)),
+        };
+        read += n as u64;
+        // Stop at once on a file that grew after the stat (one byte more
+        // than expected is enough to tell).
+        if read > expected_len {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    if read != expected_len {
+        return Err(SnapshotFault::Length {
+            expected: expected_len,
+            found: read,
+        });
+    }
+    let found = ContentHash::from_blake3(hasher.finalize());
+    if found != *hash {
+        return Err(SnapshotFault::Hash { found });
+    }
+    file.seek(SeekFrom::Start(0)).map_err(SnapshotFault::Io)?;
+    Ok(file)
+}
+
 /// Verifies a snapshot file by streaming it through the hasher.
 pub(crate) fn verify_file(
     path: &Path,
     hash: &ContentHash,
     expected_len: u64,
 ) -> Result<(), SnapshotFault> {
-    let file = open_checked(path, expected_len)?;
-    let mut hasher = blake3::Hasher::new();
-    let read = hasher.update_reader(file).map_err(SnapshotFault::Io)?;
-    let found = ContentHash::from_blake3(read.finalize());
-    if found != *hash {
-        return Err(SnapshotFault::Hash { found });
-    }
-    Ok(())
+    open_verified(path, hash, expected_len).map(drop)
 }

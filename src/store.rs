@@ -44,6 +44,7 @@ use crate::snapshot::{self, SnapshotFault};
 use crate::sweep::{self, ForeignEntry, Leftover};
 use crate::time::Timestamp;
 use crate::trust::{self, Access};
+use crate::verified::VerifiedSnapshot;
 use crate::writer::{ClearReport, Take, Writer, bytes_source, json_source, reader_source};
 
 /// Default number of generations retained besides the current one (6 in all).
@@ -772,6 +773,72 @@ impl Store {
     }
 
     fn read_picked(&self, pick: impl Fn(&Pointer) -> Result<Generation>) -> Result<Snapshot> {
+        let (entry, checked_at, data) = self.load_picked(pick, snapshot::read_verified)?;
+        Ok(Snapshot::new(&entry, checked_at, data))
+    }
+
+    /// Verifies the current snapshot in bounded chunks and returns it still
+    /// open, to be copied out (see [`VerifiedSnapshot`]): the bytes are never
+    /// held in memory. Takes no lock.
+    pub fn open_current(&self) -> Result<VerifiedSnapshot> {
+        self.open_picked(|p| Ok(p.current_entry().clone()))
+    }
+
+    /// Like [`Store::open_current`], for a retained generation.
+    pub fn open_generation(&self, generation: u64) -> Result<VerifiedSnapshot> {
+        let root = self.root().to_path_buf();
+        self.open_picked(move |p| {
+            p.find(generation)
+                .cloned()
+                .ok_or_else(|| Error::NoSuchGeneration {
+                    root: root.clone(),
+                    generation,
+                    available: p.retained_list(),
+                })
+        })
+    }
+
+    /// Like [`Store::read_with_fallback`], returning the snapshot still open.
+    pub fn open_with_fallback(&self) -> Result<(VerifiedSnapshot, Option<Error>)> {
+        let damage = match self.open_current() {
+            Ok(snapshot) => return Ok((snapshot, None)),
+            Err(e @ (Error::CorruptSnapshot { .. } | Error::MissingSnapshot { .. })) => e,
+            Err(other) => return Err(other),
+        };
+        let pointer = self.load_pointer()?;
+        for g in pointer
+            .generations
+            .iter()
+            .rev()
+            .filter(|g| g.generation != pointer.current)
+        {
+            let path = self.layout.snapshot(&g.hash);
+            if let Ok(file) = snapshot::open_verified(&path, &g.hash, g.bytes) {
+                tracing::warn!(served = g.generation, current = pointer.current, error = %damage, "served a fallback generation");
+                return Ok((
+                    VerifiedSnapshot::new(g.clone(), pointer.checked_at, path, file),
+                    Some(damage),
+                ));
+            }
+        }
+        Err(damage)
+    }
+
+    fn open_picked(
+        &self,
+        pick: impl Fn(&Pointer) -> Result<Generation>,
+    ) -> Result<VerifiedSnapshot> {
+        let (entry, checked_at, file) = self.load_picked(pick, snapshot::open_verified)?;
+        let path = self.layout.snapshot(&entry.hash);
+        Ok(VerifiedSnapshot::new(entry, checked_at, path, file))
+    }
+
+    /// The entry `pick` chooses and what `load` made of its verified file.
+    fn load_picked<T>(
+        &self,
+        pick: impl Fn(&Pointer) -> Result<Generation>,
+        mut load: impl FnMut(&Path, &ContentHash, u64) -> std::result::Result<T, SnapshotFault>,
+    ) -> Result<(Generation, Timestamp, T)> {
         // Trust first: nothing in the store is read before it passes.
         self.check_trust(Access::Read)?;
         self.ensure_readable()?;
@@ -781,10 +848,10 @@ impl Store {
             let pointer = self.load_pointer()?;
             let entry = pick(&pointer)?;
             let path = self.layout.snapshot(&entry.hash);
-            match snapshot::read_verified(&path, &entry.hash, entry.bytes) {
+            match load(&path, &entry.hash, entry.bytes) {
                 Ok(data) => {
                     tracing::debug!(generation = entry.generation, hash = %entry.hash, bytes = entry.bytes, "read snapshot");
-                    return Ok(Snapshot::new(&entry, pointer.checked_at, data));
+                    return Ok((entry, pointer.checked_at, data));
                 }
                 // A concurrent gc may have removed it after a newer pointer
                 // landed (or, where renames are not atomic for readers, a
@@ -1082,12 +1149,19 @@ impl Store {
     /// assert!(!store.publish_json(&versions, &options)?.changed, "same content, no new generation");
     /// # Ok(()) }
     /// ```
+    ///
+    /// Unless `canonical` is set, the bytes are not run through the JSON
+    /// check whatever `options.format` says: serde_json wrote them, so they
+    /// are well-formed by construction (a serializer error fails the publish).
     pub fn publish_json<T: Serialize + ?Sized>(
         &self,
         value: &T,
         options: &PublishOptions,
     ) -> Result<PublishOutcome> {
-        self.publish_with(options, json_source(value, options))
+        self.publish_with(
+            &crate::writer::json_options(options),
+            json_source(value, options),
+        )
     }
 
     /// Publishes what `source` writes into the sink. `source` runs *under the

@@ -281,7 +281,7 @@ impl<'s> Writer<'s> {
         value: &T,
         options: &PublishOptions,
     ) -> Result<PublishOutcome> {
-        self.publish_with(options, json_source(value, options))
+        self.publish_with(&json_options(options), json_source(value, options))
             .map(|(o, ())| o)
     }
 
@@ -662,6 +662,20 @@ pub struct ClearReport {
     pub removed_temp_files: usize,
     /// Bytes freed.
     pub freed_bytes: u64,
+}
+
+/// The options of a `publish_json`: the bytes skip the JSON check whatever
+/// `options.format` says when serde_json wrote them (well-formed by
+/// construction; a serializer error fails the publish instead). The
+/// canonical writer is snapcache's own code: its output is still checked.
+pub(crate) fn json_options(options: &PublishOptions) -> PublishOptions {
+    if options.canonical {
+        return options.clone();
+    }
+    PublishOptions {
+        format: crate::payload::PayloadFormat::Raw,
+        ..options.clone()
+    }
 }
 
 /// The payload of `publish_json`: `value` serialized straight into the sink.

@@ -29,4 +29,5 @@ mod planted;
 mod readers;
 mod retention;
 mod roundtrip;
+mod show_stream;
 mod trust;

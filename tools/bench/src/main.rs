@@ -19,6 +19,7 @@ mod cli;
 mod contenders;
 mod gc;
 mod handoff;
+mod jsoncheck;
 mod payload;
 mod readers;
 mod report;
@@ -52,10 +53,10 @@ struct Config {
     fix_mmap_threshold: bool,
 }
 
-const SECTIONS: &[&str] = &["latency", "cli", "readers", "handoff", "gc", "rss"];
+const SECTIONS: &[&str] = &["json", "latency", "cli", "readers", "handoff", "gc", "rss"];
 
 const USAGE: &str = "usage: snapcache-bench [--quick] [--dir DIR] [--docs DIR | --no-docs] \
-[--rounds N] [--only latency,cli,readers,handoff,gc,rss] [--snapcache-bin PATH] [--no-build] \
+[--rounds N] [--only json,latency,cli,readers,handoff,gc,rss] [--snapcache-bin PATH] [--no-build] \
 [--dynamic-mmap-threshold]";
 
 fn parse_args(args: &[String]) -> Result<Config> {
@@ -235,6 +236,36 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
             .push((name.to_string(), section_start.elapsed()));
         section_start = Instant::now();
     };
+
+    if config.wants("json") {
+        for size in [MIB, 8 * MIB] {
+            eprintln!(
+                "json: the JSON check vs serde_json at {}…",
+                fmt_bytes(size as u64)
+            );
+            let rounds = if size > MIB { 10 } else { 30 };
+            let payload = Payload::generate(size, 5150 + size as u64)?;
+            match jsoncheck::run(&payload.bytes, config.rounds.unwrap_or(rounds)) {
+                Ok(runs) => {
+                    for r in &runs {
+                        eprintln!(
+                            "  {} {}: check {:.2} GB/s, serde_json IgnoredAny {:.2} GB/s, {:.2}×",
+                            r.style,
+                            fmt_bytes(r.bytes as u64),
+                            r.gbps(r.check),
+                            r.gbps(r.serde),
+                            r.speedup()
+                        );
+                    }
+                    results.json_check.push((size, runs));
+                }
+                Err(e) => results
+                    .failures
+                    .push(format!("JSON check at {}: {e}", fmt_bytes(size as u64))),
+            }
+        }
+        lap(&mut results, "json");
+    }
 
     if config.wants("latency") {
         for (size, warmup, rounds) in config.sizes() {

@@ -86,6 +86,8 @@ pub struct Results {
     pub gc: Vec<GcRun>,
     /// Peak RSS.
     pub rss: Option<RssResult>,
+    /// JSON check vs serde_json, per requested payload size.
+    pub json_check: Vec<(usize, Vec<crate::jsoncheck::JsonRun>)>,
     /// Sections that could not run, with the reason.
     pub failures: Vec<String>,
     /// Wall time of the whole run.

@@ -47,7 +47,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
         // A closed pipe (`snapcache show | head`) is the reader's choice.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Failure::Other(format!(
-            "could not copy the verified snapshot to stdout: {e}"
+            "could not write the snapshot to stdout: {e}"
         ))),
         Ok(_) => Ok(()),
     }

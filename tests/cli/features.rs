@@ -188,3 +188,76 @@ fn the_man_page_renders() {
         }
     }
 }
+
+#[test]
+fn diff_lists_json_changes_as_pointers_with_counts_and_a_bound() {
+    let store = TestStore::new();
+    store.refresh(
+        br#"{"distributions":{"temurin":{"packages":[{"size":1},{"size":2}]},"zulu":{"v":1}},"a/b":1}"#,
+        &[],
+    );
+    store.refresh(
+        br#"{"distributions":{"temurin":{"packages":[{"size":1},{"size":3},{"size":4}]},"corretto":{}},"a/b":1}"#,
+        &[],
+    );
+    let out = store.ok(&["diff"]);
+    let human = text(&out.stdout);
+    assert!(
+        human.starts_with("generation 1 -> 2: 2 added, 1 removed, 1 changed"),
+        "{human}"
+    );
+    assert!(
+        human.contains("~ /distributions/temurin/packages/1/size: 2 -> 3"),
+        "{human}"
+    );
+    assert!(
+        human.contains("+ /distributions/temurin/packages/2: {\"size\":4}"),
+        "{human}"
+    );
+    assert!(human.contains("- /distributions/zulu: "), "{human}");
+    assert!(human.contains("+ /distributions/corretto: {}"), "{human}");
+    let (_, value) = store.json(&["diff", "1", "2"]);
+    assert_eq!(value["format"], "json");
+    assert_eq!(value["counts"]["added"], 2);
+    assert_eq!(value["counts"]["removed"], 1);
+    assert_eq!(value["counts"]["changed"], 1);
+    assert_eq!(
+        value["changed"][0]["path"],
+        "/distributions/temurin/packages/1/size"
+    );
+    assert_eq!(value["changed"][0]["old"], 2);
+    assert_eq!(value["changed"][0]["new"], 3);
+    // Bounded output, saying how many more.
+    let out = store.ok(&["diff", "--limit", "1"]);
+    let human = text(&out.stdout);
+    assert_eq!(human.lines().count(), 3, "{human}");
+    assert!(human.contains("... and 3 more"), "{human}");
+    // The other way round, and a key with a slash escaped as ~1.
+    store.refresh(br#"{"a/b":2}"#, &["--raw"]);
+    let (_, value) = store.json(&["diff", "2", "3"]);
+    assert_eq!(value["changed"][0]["path"], "/a~1b", "{value}");
+    // Raw snapshots: sizes and whether they differ.
+    store.refresh(b"not json at all", &["--raw"]);
+    let out = store.ok(&["diff"]);
+    let human = text(&out.stdout);
+    assert!(
+        human.contains("not both JSON") && human.contains("differ"),
+        "{human}"
+    );
+    let (_, value) = store.json(&["diff"]);
+    assert_eq!(value["format"], "raw");
+    assert_eq!(value["identical"], false);
+    assert_eq!(value["to_bytes"], 15);
+    // Unknown generation: exit 1; a single generation: nothing to compare.
+    let out = store.run(&["diff", "99"]);
+    assert_eq!(code(&out), 1);
+    let single = TestStore::new();
+    single.refresh(b"[1]", &[]);
+    let out = single.run(&["diff"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        text(&out.stderr).contains("nothing to compare"),
+        "{}",
+        text(&out.stderr)
+    );
+}

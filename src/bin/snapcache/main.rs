@@ -5,6 +5,7 @@
 //! 0 success, 2 usage, 65 payload rejected, 75 lock timeout, 130 interrupted,
 //! 1 anything else. Each subcommand lives in its own file.
 
+mod diff;
 mod feedback;
 mod gc;
 mod generate;
@@ -80,6 +81,8 @@ enum Command {
     Gc(gc::Args),
     /// Check the pointer and every retained snapshot; change nothing
     Verify,
+    /// What changed between two generations [default: the previous one and the current one]
+    Diff(diff::Args),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
     Completions(generate::CompletionsArgs),
     /// Print the man page (roff), e.g. `snapcache man | man -l -`
@@ -172,6 +175,7 @@ fn run(cli: &Cli, ctx: &Context) -> Result<(), Failure> {
         Command::Rollback(args) => rollback::run(ctx, args),
         Command::Gc(args) => gc::run(ctx, args),
         Command::Verify => verify::run(ctx),
+        Command::Diff(args) => diff::run(ctx, args),
         // Handled in main before a store is resolved.
         Command::Completions(_) | Command::Man => Ok(()),
     }

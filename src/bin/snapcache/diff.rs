@@ -1,0 +1,224 @@
+//! `snapcache diff [A [B]]`: what changed between two retained generations.
+//!
+//! JSON snapshots are compared as values: every difference is a path in
+//! JSON Pointer form (RFC 6901, `/distributions/temurin/packages/3/size`)
+//! that was added, removed or changed. Objects are compared by key, arrays
+//! by index. Other snapshots are compared as bytes: sizes and whether they
+//! differ. Output is bounded by `--limit`; the counts are always complete.
+
+use serde_json::{Value, json};
+use snapcache::Store;
+
+use crate::output::{human_bytes, outln, print_json};
+use crate::{Context, Failure};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The older generation [default: the one before the current]
+    #[arg(value_name = "A")]
+    from: Option<u64>,
+    /// The newer generation [default: the current one]
+    #[arg(value_name = "B")]
+    to: Option<u64>,
+    /// Show at most this many differences (the counts are always complete)
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    limit: u64,
+}
+
+/// One difference.
+struct Change {
+    path: String,
+    old: Option<Value>,
+    new: Option<Value>,
+}
+
+impl Change {
+    fn kind(&self) -> &'static str {
+        match (&self.old, &self.new) {
+            (None, _) => "added",
+            (_, None) => "removed",
+            _ => "changed",
+        }
+    }
+}
+
+pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
+    let store = Store::open(ctx.options.clone())?;
+    let history = store.history()?;
+    let current = history
+        .iter()
+        .find(|e| e.current)
+        .map(|e| e.generation)
+        .ok_or_else(|| Failure::Other("the store has no current generation".into()))?;
+    let to = args.to.unwrap_or(current);
+    let from = match args.from {
+        Some(n) => n,
+        None => history
+            .iter()
+            .map(|e| e.generation)
+            .filter(|&g| g < current)
+            .max()
+            .ok_or_else(|| {
+                Failure::Other(format!(
+                    "nothing to compare: generation {current} is the only one retained in {}; give two generations (`snapcache diff A B`)",
+                    store.root().display()
+                ))
+            })?,
+    };
+    let old = store.read_generation(from)?;
+    let new = store.read_generation(to)?;
+    let parsed = (
+        serde_json::from_slice::<Value>(&old.data),
+        serde_json::from_slice::<Value>(&new.data),
+    );
+    let (Ok(a), Ok(b)) = parsed else {
+        return raw(ctx, from, to, &old.data, &new.data);
+    };
+    let mut changes = Vec::new();
+    compare(&a, &b, &mut String::new(), &mut changes);
+    let count = |k: &str| changes.iter().filter(|c| c.kind() == k).count();
+    let (added, removed, changed) = (count("added"), count("removed"), count("changed"));
+    let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
+    let more = changes.len().saturating_sub(limit);
+    if ctx.json {
+        let list = |k: &str| -> Vec<Value> {
+            changes
+                .iter()
+                .take(limit)
+                .filter(|c| c.kind() == k)
+                .map(|c| match k {
+                    "added" => json!({ "path": c.path, "value": c.new }),
+                    "removed" => json!({ "path": c.path, "value": c.old }),
+                    _ => json!({ "path": c.path, "old": c.old, "new": c.new }),
+                })
+                .collect()
+        };
+        print_json(&json!({
+            "from": from, "to": to, "format": "json",
+            "identical": changes.is_empty(),
+            "counts": { "added": added, "removed": removed, "changed": changed },
+            "added": list("added"), "removed": list("removed"), "changed": list("changed"),
+            "omitted": more,
+        }));
+        return Ok(());
+    }
+    if changes.is_empty() {
+        outln!("generation {from} and {to} hold equal JSON values");
+        return Ok(());
+    }
+    outln!("generation {from} -> {to}: {added} added, {removed} removed, {changed} changed");
+    for c in changes.iter().take(limit) {
+        // The empty pointer is the whole document.
+        let path = if c.path.is_empty() {
+            "(the whole value)"
+        } else {
+            &c.path
+        };
+        match c.kind() {
+            "added" => outln!("+ {path}: {}", brief(c.new.as_ref())),
+            "removed" => outln!("- {path}: {}", brief(c.old.as_ref())),
+            _ => outln!(
+                "~ {path}: {} -> {}",
+                brief(c.old.as_ref()),
+                brief(c.new.as_ref())
+            ),
+        }
+    }
+    if more > 0 {
+        outln!("... and {more} more (--limit N shows more, --json lists them)");
+    }
+    Ok(())
+}
+
+fn raw(ctx: &Context, from: u64, to: u64, a: &[u8], b: &[u8]) -> Result<(), Failure> {
+    let identical = a == b;
+    if ctx.json {
+        print_json(&json!({
+            "from": from, "to": to, "format": "raw", "identical": identical,
+            "from_bytes": a.len(), "to_bytes": b.len(),
+        }));
+        return Ok(());
+    }
+    outln!(
+        "generation {from} ({}, {} bytes) and {to} ({}, {} bytes) are not both JSON: {}",
+        human_bytes(a.len() as u64),
+        a.len(),
+        human_bytes(b.len() as u64),
+        b.len(),
+        if identical {
+            "their bytes are identical"
+        } else {
+            "their bytes differ"
+        }
+    );
+    Ok(())
+}
+
+/// A value in at most 60 characters.
+fn brief(v: Option<&Value>) -> String {
+    let text = v.map(Value::to_string).unwrap_or_default();
+    if text.chars().count() <= 60 {
+        return text;
+    }
+    let cut: String = text.chars().take(57).collect();
+    format!("{cut}...")
+}
+
+/// Appends the differences between `a` and `b` under `path`.
+/// (serde_json's parser nests at most 128 levels, which bounds the recursion.)
+fn compare(a: &Value, b: &Value, path: &mut String, out: &mut Vec<Change>) {
+    let len = path.len();
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, va) in x {
+                push_token(path, k);
+                match y.get(k) {
+                    Some(vb) => compare(va, vb, path, out),
+                    None => out.push(Change {
+                        path: path.clone(),
+                        old: Some(va.clone()),
+                        new: None,
+                    }),
+                }
+                path.truncate(len);
+            }
+            for (k, vb) in y {
+                if !x.contains_key(k) {
+                    push_token(path, k);
+                    out.push(Change {
+                        path: path.clone(),
+                        old: None,
+                        new: Some(vb.clone()),
+                    });
+                    path.truncate(len);
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            for i in 0..x.len().max(y.len()) {
+                push_token(path, &i.to_string());
+                match (x.get(i), y.get(i)) {
+                    (Some(va), Some(vb)) => compare(va, vb, path, out),
+                    (va, vb) => out.push(Change {
+                        path: path.clone(),
+                        old: va.cloned(),
+                        new: vb.cloned(),
+                    }),
+                }
+                path.truncate(len);
+            }
+        }
+        _ if a == b => {}
+        _ => out.push(Change {
+            path: path.clone(),
+            old: Some(a.clone()),
+            new: Some(b.clone()),
+        }),
+    }
+}
+
+/// RFC 6901: `~` is written `~0`, `/` is written `~1`.
+fn push_token(path: &mut String, token: &str) {
+    path.push('/');
+    path.push_str(&token.replace('~', "~0").replace('/', "~1"));
+}

@@ -130,6 +130,7 @@ fn completions_for_every_shell_name_every_subcommand() {
         "rollback",
         "gc",
         "verify",
+        "diff",
         "completions",
         "man",
     ];

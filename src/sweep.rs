@@ -123,6 +123,13 @@ pub(crate) fn scan(
             bytes: entry.bytes,
         });
     }
+    // Commit records are pruned by the commit itself (crate::commit_record);
+    // here only what is not a record is listed, as foreign.
+    for entry in entries(&layout.commits_dir())? {
+        if !entry.is_candidate(layout::is_record_name) {
+            foreign.push(entry.foreign());
+        }
+    }
     for entry in entries(&layout.snapshots_dir())? {
         if !entry.is_candidate(layout::is_snapshot_name) {
             foreign.push(entry.foreign());

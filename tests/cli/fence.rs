@@ -43,6 +43,21 @@ fn refresh(store: &TestStore, name: &str, payload: &[u8]) -> Command {
     )
 }
 
+/// SIGKILLs a (possibly stopped) writer if the test fails before it was
+/// waited for (disarmed after, so a reused pid is never signalled).
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self
+            .0
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 /// The state letter of a process in /proc (`T` when stopped).
 fn state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -86,6 +101,7 @@ fn a_writer_stalled_past_its_lease_loses_its_commit_and_nothing_is_lost() {
         .stderr(Stdio::piped());
     let a = a.spawn().expect("spawn A");
     let pid = a.id();
+    let mut reaper = KillOnDrop(Some(pid));
     wait_for(
         "writer A to stop before its commit",
         Duration::from_secs(30),
@@ -101,6 +117,7 @@ fn a_writer_stalled_past_its_lease_loses_its_commit_and_nothing_is_lost() {
     let cont = rustix::process::Pid::from_raw(pid as i32).expect("pid");
     rustix::process::kill_process(cont, rustix::process::Signal::CONT).expect("SIGCONT");
     let out = wait_output(a, COMMAND_TIMEOUT);
+    reaper.0 = None;
     let stderr = text(&out.stderr);
     assert_eq!(
         code(&out),
@@ -186,6 +203,17 @@ fn old_commit_records_are_pruned_by_name_and_foreign_names_stay() {
         "the 8 newest records"
     );
     assert!(foreign.exists(), "a foreign name in commits/ is left alone");
+    let (_, verify) = store.json(&["verify"]);
+    let listed: Vec<&str> = verify["foreign"]
+        .as_array()
+        .expect("foreign")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert!(
+        listed.len() == 1 && listed[0].ends_with("commits/notes.txt"),
+        "verify lists it as foreign, and no record: {verify}"
+    );
 }
 
 #[test]

@@ -131,6 +131,7 @@ fn completions_for_every_shell_name_every_subcommand() {
         "gc",
         "verify",
         "diff",
+        "clear",
         "completions",
         "man",
     ];
@@ -261,4 +262,38 @@ fn diff_lists_json_changes_as_pointers_with_counts_and_a_bound() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn clear_removes_every_generation_and_creates_no_store() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    store.refresh(b"[2]", &[]);
+    let out = store.ok(&["clear"]);
+    let said = text(&out.stdout);
+    assert!(
+        said.starts_with("cleared: generation 2 was current; removed 2 snapshot(s)"),
+        "{said}"
+    );
+    let hex: Vec<String> = store
+        .files_in("snapshots")
+        .into_iter()
+        .filter(|n| n.len() == 64)
+        .collect();
+    assert!(hex.is_empty(), "no snapshot is left: {hex:?}");
+    let (out, value) = store.json(&["show"]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(value["error"]["kind"], "no-store", "{value}");
+    let (out, value) = store.json(&["clear"]);
+    assert_eq!(code(&out), 0, "clearing a cleared store is fine");
+    assert_eq!(value["previous_generation"], serde_json::Value::Null);
+    // A refresh starts again.
+    store.refresh(b"[3]", &[]);
+    assert_eq!(store.show(), b"[3]");
+    // A mistyped path: no-store, nothing created.
+    let missing = TestStore::new();
+    let (out, value) = missing.json(&["clear"]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(value["error"]["kind"], "no-store", "{value}");
+    assert!(!missing.root().exists());
 }

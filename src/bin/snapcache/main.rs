@@ -5,6 +5,7 @@
 //! 0 success, 2 usage, 65 payload rejected, 75 lock timeout, 130 interrupted,
 //! 1 anything else. Each subcommand lives in its own file.
 
+mod clear;
 mod diff;
 mod feedback;
 mod gc;
@@ -81,6 +82,8 @@ enum Command {
     Gc(gc::Args),
     /// Check the pointer and every retained snapshot; change nothing
     Verify,
+    /// Remove every generation and snapshot (the store stays, empty)
+    Clear(clear::Args),
     /// What changed between two generations [default: the previous one and the current one]
     Diff(diff::Args),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
@@ -94,7 +97,7 @@ impl Command {
     fn writes(&self) -> bool {
         matches!(
             self,
-            Command::Refresh(_) | Command::Rollback(_) | Command::Gc(_)
+            Command::Refresh(_) | Command::Rollback(_) | Command::Gc(_) | Command::Clear(_)
         )
     }
 }
@@ -176,6 +179,7 @@ fn run(cli: &Cli, ctx: &Context) -> Result<(), Failure> {
         Command::Gc(args) => gc::run(ctx, args),
         Command::Verify => verify::run(ctx),
         Command::Diff(args) => diff::run(ctx, args),
+        Command::Clear(args) => clear::run(ctx, args),
         // Handled in main before a store is resolved.
         Command::Completions(_) | Command::Man => Ok(()),
     }

@@ -1,0 +1,32 @@
+//! `snapcache clear`: remove every generation, under the writer lock.
+
+use snapcache::Store;
+
+use crate::output::{human_bytes, outln, print_json};
+use crate::{Context, Failure, LockTimeoutArg};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    lock_timeout: LockTimeoutArg,
+}
+
+pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
+    let options = args.lock_timeout.apply(&ctx.options)?;
+    let report = Store::open(options)?.clear()?;
+    if ctx.json {
+        print_json(&report);
+        return Ok(());
+    }
+    let was = match report.previous_generation {
+        Some(g) => format!("generation {g} was current"),
+        None => "nothing was current".to_string(),
+    };
+    outln!(
+        "cleared: {was}; removed {} snapshot(s) and {} temp file(s), {} freed. The next refresh publishes a new generation",
+        report.removed_snapshots,
+        report.removed_temp_files,
+        human_bytes(report.freed_bytes)
+    );
+    Ok(())
+}

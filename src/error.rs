@@ -248,6 +248,41 @@ pub enum Error {
         reason: String,
     },
 
+    /// An object-store location or its settings (URL, endpoint, region,
+    /// credentials) are not usable. Nothing was sent to the server.
+    #[error("invalid object-store setting: {detail}; nothing was sent to the server")]
+    ObjectStoreConfig {
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
+
+    /// A request to the object store failed or got an answer the client
+    /// cannot use (a transport error, an unexpected HTTP status, a malformed
+    /// listing).
+    #[error("{}", object_request_message(.operation, .url, *.status, .detail))]
+    ObjectStoreRequest {
+        /// What was being done ("put", "get", "list", ...).
+        operation: &'static str,
+        /// The object or bucket URL, without any signature.
+        url: String,
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
+        /// What went wrong (the transport error or the server's error text).
+        detail: String,
+    },
+
+    /// The object store does not honour conditional writes (`If-None-Match`,
+    /// `If-Match`), so its writes could not serve as commits: it was refused.
+    #[error(
+        "the object store at {url} cannot be used safely: {detail}. Its conditional writes (If-None-Match: *, If-Match) are what makes a commit atomic, so it was refused and nothing was published; use a server that enforces them (Amazon S3, Ceph RGW, ...)"
+    )]
+    ObjectStoreUnsafe {
+        /// The bucket (and prefix) URL probed.
+        url: String,
+        /// What the probe saw.
+        detail: String,
+    },
+
     /// An I/O operation failed.
     #[error("{}", io_message(.action, .path, .source))]
     Io {
@@ -387,6 +422,11 @@ impl Error {
         matches!(self, Error::UnexpectedFileType { .. })
     }
 
+    /// The object store does not enforce conditional writes and was refused.
+    pub fn is_object_store_unsafe(&self) -> bool {
+        matches!(self, Error::ObjectStoreUnsafe { .. })
+    }
+
     /// The directory is not a snapcache store (CLI exit code 1).
     pub fn is_not_a_store(&self) -> bool {
         matches!(self, Error::NotAStore { .. })
@@ -418,6 +458,26 @@ fn not_a_store_message(root: &std::path::Path, found: &[String]) -> String {
         "{} is not a snapcache store: {why}; nothing in it was read or changed. Use an empty or new directory for the store",
         root.display()
     )
+}
+
+fn object_request_message(operation: &str, url: &str, status: Option<u16>, detail: &str) -> String {
+    let hint = match status {
+        None => "check that the endpoint URL is right and the server is reachable, then retry",
+        Some(401 | 403) => {
+            "check the access key, secret key (and session token) and that they may use the bucket"
+        }
+        Some(404) => "check that the bucket exists and the URL names it",
+        Some(301 | 307 | 308) => {
+            "the bucket lives at another endpoint or region: set the endpoint and region it redirects to"
+        }
+        Some(500..=599) => "the server failed; retry later",
+        Some(_) => "check the server's message above and retry",
+    };
+    let answer = match status {
+        Some(code) => format!("HTTP {code}"),
+        None => "no answer".to_string(),
+    };
+    format!("failed to {operation} {url} ({answer}: {detail}); {hint}")
 }
 
 fn io_message(action: &str, path: &std::path::Path, err: &io::Error) -> String {

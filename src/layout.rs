@@ -264,3 +264,10 @@ mod temp_owner_tests {
         assert_eq!(temp_owner("other-1-abc"), None);
     }
 }
+
+/// Where the object-store client's conditional-write probe puts its
+/// throwaway object, relative to the store's prefix (one random name under it
+/// per probe, deleted at the end). It starts with [`TEMP_PREFIX`] so that it
+/// reads as snapcache's own leftover, never as a snapshot or the pointer.
+#[cfg(feature = "s3")]
+pub(crate) const OBJECT_PROBE_DIR: &str = ".snapcache-probe/";

@@ -85,6 +85,8 @@ mod json_check;
 mod layout;
 mod lock;
 mod marker;
+#[cfg(feature = "s3")]
+pub mod object_store;
 mod payload;
 mod pointer;
 mod read_only;

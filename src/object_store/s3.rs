@@ -374,6 +374,17 @@ pub enum PutOutcome {
     /// The condition did not hold (HTTP 412, or 409 for a conditional write
     /// that lost a race on the server): nothing was written.
     ConditionFailed,
+    /// The server failed (HTTP 5xx) on a conditional put: it may or may not
+    /// have written. Re-read the object to find out, as after a conflict
+    /// (a commit whose content names its writer can tell). Ceph RGW 16
+    /// answers this way (500 `UnknownError`, internally `ECANCELED`) when two
+    /// conditional puts race inside the server; the loser wrote nothing.
+    Indeterminate {
+        /// The HTTP status.
+        status: u16,
+        /// The server's error code or text.
+        detail: String,
+    },
 }
 
 impl PutOutcome {
@@ -518,12 +529,14 @@ impl S3Client {
 
     /// Reads an error answer's body (bounded) for the message.
     fn answer_text(response: &mut ureq::http::Response<ureq::Body>) -> String {
-        let mut text = String::new();
+        let mut bytes = Vec::new();
+        // Best effort: the status already says the request failed.
         let _ = response
             .body_mut()
             .as_reader()
             .take(2048)
-            .read_to_string(&mut text);
+            .read_to_end(&mut bytes);
+        let text = String::from_utf8_lossy(&bytes);
         let text = text.trim();
         // S3 error bodies are XML: the <Code> says most.
         match (text.find("<Code>"), text.find("</Code>")) {
@@ -632,12 +645,14 @@ impl S3Client {
     pub fn put(&self, key: &str, data: &[u8]) -> Result<ETag> {
         match self.put_with(key, data, Condition::None)? {
             PutOutcome::Written(etag) => Ok(etag),
-            PutOutcome::ConditionFailed => Err(Self::request_error(
-                "put",
-                self.object_url(&self.full_key(key)?),
-                Some(412),
-                "an unconditional put was refused as a failed condition",
-            )),
+            PutOutcome::ConditionFailed | PutOutcome::Indeterminate { .. } => {
+                Err(Self::request_error(
+                    "put",
+                    self.object_url(&self.full_key(key)?),
+                    Some(412),
+                    "an unconditional put was refused as a failed condition",
+                ))
+            }
         }
     }
 
@@ -683,6 +698,11 @@ impl S3Client {
             412 | 409 if !matches!(condition, Condition::None) => {
                 tracing::debug!(key = %full, "conditional put refused");
                 Ok(PutOutcome::ConditionFailed)
+            }
+            status @ 500..=599 if !matches!(condition, Condition::None) => {
+                let detail = Self::answer_text(&mut response);
+                tracing::debug!(key = %full, status, detail = %detail, "conditional put failed on the server; outcome unknown");
+                Ok(PutOutcome::Indeterminate { status, detail })
             }
             status => {
                 let text = Self::answer_text(&mut response);
@@ -826,24 +846,33 @@ impl S3Client {
         };
         let first = match self.put_if_absent(key, b"probe 1")? {
             PutOutcome::Written(etag) => etag,
+            PutOutcome::Indeterminate { status, detail } => {
+                return Err(Self::request_error(
+                    "probe",
+                    self.object_url(&self.full_key(key)?),
+                    Some(status),
+                    detail,
+                ));
+            }
             PutOutcome::ConditionFailed => {
                 return Err(unsafe_server(format!(
                     "a create-only put (If-None-Match: *) of the new key {key} was refused as if it existed"
                 )));
             }
         };
-        if self.put_if_absent(key, b"probe 2")?.is_written() {
+        // Only a clean 412 counts: a server error proves nothing.
+        if self.put_if_absent(key, b"probe 2")? != PutOutcome::ConditionFailed {
             return Err(unsafe_server(format!(
-                "a create-only put (If-None-Match: *) over the existing key {key} replaced it instead of getting 412"
+                "a create-only put (If-None-Match: *) over the existing key {key} did not get 412"
             )));
         }
         // A stale tag: the current one with its first character changed.
         let stale = ETag(flip_first(first.as_str()));
         for form in [EtagForm::Bare, EtagForm::Quoted] {
             self.etag_form = form;
-            if self.put_if_match(key, b"probe 3", &stale)?.is_written() {
+            if self.put_if_match(key, b"probe 3", &stale)? != PutOutcome::ConditionFailed {
                 return Err(unsafe_server(format!(
-                    "a put with a stale ETag (If-Match: {}) over {key} replaced it instead of getting 412",
+                    "a put with a stale ETag (If-Match: {}) over {key} did not get 412",
                     stale.header_value(form)
                 )));
             }

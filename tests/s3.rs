@@ -6,6 +6,7 @@
 //! exports `AWS_ENDPOINT_URL`, the keys and `SNAPCACHE_TEST_BUCKET`. Without
 //! them every test prints why it skipped.
 #![cfg(feature = "s3")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};

@@ -90,7 +90,10 @@ impl Error {
             | Error::Interrupted { .. }
             | Error::UnexpectedShape { .. }
             | Error::GenerationsExhausted { .. }
-            | Error::InvalidOption(_) => None,
+            | Error::InvalidOption(_)
+            | Error::ObjectStoreConfig { .. }
+            | Error::ObjectStoreRequest { .. }
+            | Error::ObjectStoreUnsafe { .. } => None,
         }
     }
 }
@@ -201,6 +204,29 @@ mod tests {
                 mode: 0o777,
                 reason: "it is writable by others".into(),
             },
+            Error::ObjectStoreConfig {
+                detail:
+                    "no credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must both be set"
+                        .into(),
+            },
+            Error::ObjectStoreRequest {
+                operation: "put",
+                url: "http://127.0.0.1:7480/b/p/current".into(),
+                status: Some(403),
+                detail: "SignatureDoesNotMatch".into(),
+            },
+            Error::ObjectStoreRequest {
+                operation: "get",
+                url: "http://127.0.0.1:9/b/p/current".into(),
+                status: None,
+                detail: "connection refused".into(),
+            },
+            Error::ObjectStoreUnsafe {
+                url: "s3://b/p/".into(),
+                detail:
+                    "a create-only put (If-None-Match: *) over the existing key k did not get 412"
+                        .into(),
+            },
             io(io::ErrorKind::PermissionDenied),
             io(io::ErrorKind::StorageFull),
             io(io::ErrorKind::QuotaExceeded),
@@ -229,6 +255,9 @@ mod tests {
                 | Error::InvalidOption(_)
                 | Error::UnexpectedFileType { .. }
                 | Error::UntrustedPath { .. }
+                | Error::ObjectStoreConfig { .. }
+                | Error::ObjectStoreRequest { .. }
+                | Error::ObjectStoreUnsafe { .. }
                 | Error::Io { .. } => {}
             }
         }
@@ -257,7 +286,7 @@ mod tests {
         // Every variant is there (the count of distinct variants above).
         let variants: std::collections::HashSet<_> =
             all.iter().map(std::mem::discriminant).collect();
-        assert_eq!(variants.len(), 20);
+        assert_eq!(variants.len(), 23);
         for e in &all {
             let message = e.to_string();
             for word in CLI_WORDS {
@@ -299,6 +328,10 @@ mod tests {
                 None,
                 Some(ChooseStore),
                 Some(ChooseStore),
+                None,
+                None,
+                None,
+                None,
                 Some(ChooseStore),
                 Some(FreeSpace),
                 Some(FreeSpace),

@@ -635,26 +635,14 @@ impl Store {
     ///
     /// The damage is not repaired: `verify` still reports it.
     pub fn read_with_fallback(&self) -> Result<(Snapshot, Option<Error>)> {
-        let damage = match self.read_current() {
-            Ok(snapshot) => return Ok((snapshot, None)),
-            Err(e @ (Error::CorruptSnapshot { .. } | Error::MissingSnapshot { .. })) => e,
-            Err(other) => return Err(other),
-        };
-        let pointer = self.load_pointer()?;
-        for g in pointer
-            .generations
-            .iter()
-            .rev()
-            .filter(|g| g.generation != pointer.current)
-        {
-            let path = self.layout.snapshot(&g.hash);
-            if let Ok(data) = snapshot::read_verified(&path, &g.hash, g.bytes) {
-                tracing::warn!(served = g.generation, current = pointer.current, error = %damage, "served a fallback generation");
-                let snapshot = Snapshot::new(g, pointer.checked_at, data);
-                return Ok((snapshot, Some(damage)));
-            }
-        }
-        Err(damage)
+        self.with_fallback(
+            || self.read_current(),
+            |g, path, checked_at| {
+                snapshot::read_verified(path, &g.hash, g.bytes)
+                    .ok()
+                    .map(|data| Snapshot::new(g, checked_at, data))
+            },
+        )
     }
 
     /// Reads and verifies a retained generation. Takes no lock.
@@ -800,8 +788,29 @@ impl Store {
 
     /// Like [`Store::read_with_fallback`], returning the snapshot still open.
     pub fn open_with_fallback(&self) -> Result<(VerifiedSnapshot, Option<Error>)> {
-        let damage = match self.open_current() {
-            Ok(snapshot) => return Ok((snapshot, None)),
+        self.with_fallback(
+            || self.open_current(),
+            |g, path, checked_at| {
+                snapshot::open_verified(path, &g.hash, g.bytes)
+                    .ok()
+                    .map(|file| {
+                        VerifiedSnapshot::new(g.clone(), checked_at, path.to_path_buf(), file)
+                    })
+            },
+        )
+    }
+
+    /// The fallback rule shared by [`Store::read_with_fallback`] and
+    /// [`Store::open_with_fallback`]: `first` (the current generation), or
+    /// when its snapshot is damaged or missing, the newest other retained
+    /// generation that `verified` accepts, with the damage that forced it.
+    fn with_fallback<T>(
+        &self,
+        first: impl FnOnce() -> Result<T>,
+        verified: impl Fn(&Generation, &Path, Timestamp) -> Option<T>,
+    ) -> Result<(T, Option<Error>)> {
+        let damage = match first() {
+            Ok(found) => return Ok((found, None)),
             Err(e @ (Error::CorruptSnapshot { .. } | Error::MissingSnapshot { .. })) => e,
             Err(other) => return Err(other),
         };
@@ -813,12 +822,9 @@ impl Store {
             .filter(|g| g.generation != pointer.current)
         {
             let path = self.layout.snapshot(&g.hash);
-            if let Ok(file) = snapshot::open_verified(&path, &g.hash, g.bytes) {
+            if let Some(found) = verified(g, &path, pointer.checked_at) {
                 tracing::warn!(served = g.generation, current = pointer.current, error = %damage, "served a fallback generation");
-                return Ok((
-                    VerifiedSnapshot::new(g.clone(), pointer.checked_at, path, file),
-                    Some(damage),
-                ));
+                return Ok((found, Some(damage)));
             }
         }
         Err(damage)

@@ -72,7 +72,7 @@ pub struct Kills {
     pub planned: u64,
     /// Planned, but the writer had exited already.
     pub missed: u64,
-    /// Planned kills by timing (see tools/stress/writer.rs).
+    /// Planned kills by timing (see tools/stress/src/writer.rs).
     pub planned_by_timing: BTreeMap<String, u64>,
     /// Kills that landed, by timing.
     pub by_timing: BTreeMap<String, u64>,

@@ -8,13 +8,50 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 const STRESS: &str = env!("CARGO_BIN_EXE_snapcache-stress");
-const SNAPCACHE: &str = env!("CARGO_BIN_EXE_snapcache");
+
+/// The `snapcache` binary under test, built by cargo for this run.
+///
+/// It is a binary of another package (`snapcache`), for which cargo sets no
+/// `CARGO_BIN_EXE_*`: building it here (a no-op when `cargo test` at the
+/// workspace root has just built it) means the test never runs a stale or
+/// missing binary, even under `cargo test -p snapcache-stress`.
+fn snapcache() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--locked",
+                "--quiet",
+                "-p",
+                "snapcache",
+                "--bin",
+                "snapcache",
+                "--message-format",
+                "json-render-diagnostics",
+            ])
+            .current_dir(&workspace)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build for the snapcache binary");
+        assert!(out.status.success(), "cargo build -p snapcache failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "snapcache")
+            .find_map(|m| m["executable"].as_str().map(str::to_owned))
+            .expect("cargo build reported the snapcache executable")
+    })
+}
 
 /// Runs the stress tool with `--json`; fails the test after `limit`.
 fn stress(args: &[&str], limit: Duration) -> (Output, Value) {
@@ -100,7 +137,7 @@ fn a_short_stress_run_with_sigkilled_writers_keeps_every_invariant() {
             "--seed",
             "1",
             "--snapcache",
-            SNAPCACHE,
+            snapcache(),
         ],
         Duration::from_secs(120),
     );
@@ -170,12 +207,13 @@ fn a_short_stress_run_with_sigkilled_writers_keeps_every_invariant() {
 #[test]
 fn the_stress_tool_detects_torn_reads_from_a_broken_snapcache() {
     // A `snapcache` whose `show` prints only the first 100 bytes.
+    let snapcache = snapcache();
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("snapcache");
     std::fs::write(
         &fake,
         format!(
-            "#!/bin/sh\nfor arg in \"$@\"; do\n  if [ \"$arg\" = show ]; then\n    '{SNAPCACHE}' \"$@\" | head -c 100\n    exit 0\n  fi\ndone\nexec '{SNAPCACHE}' \"$@\"\n"
+            "#!/bin/sh\nfor arg in \"$@\"; do\n  if [ \"$arg\" = show ]; then\n    '{snapcache}' \"$@\" | head -c 100\n    exit 0\n  fi\ndone\nexec '{snapcache}' \"$@\"\n"
         ),
     )
     .unwrap();

@@ -188,6 +188,17 @@ pub enum Error {
         available: String,
     },
 
+    /// Forgetting the current generation was asked for.
+    #[error(
+        "cannot forget generation {generation} of the store at {root}: it is the current generation; publish or roll back to another generation first"
+    )]
+    ForgetCurrent {
+        /// The store root.
+        root: PathBuf,
+        /// The current generation.
+        generation: u64,
+    },
+
     /// Rollback was asked for, but nothing earlier is retained.
     #[error(
         "cannot roll back: generation {current} is the oldest retained generation in {root}; nothing older is retained to roll back to"

@@ -68,7 +68,9 @@ impl Error {
             Error::NoStore { .. } => Some(Hint::PublishFirst),
             Error::CorruptPointer { .. } => Some(Hint::RepairPointer),
             Error::CorruptSnapshot { .. } | Error::MissingSnapshot { .. } => Some(Hint::Verify),
-            Error::NoSuchGeneration { .. } | Error::NothingToRollBack { .. } => Some(Hint::History),
+            Error::NoSuchGeneration { .. }
+            | Error::NothingToRollBack { .. }
+            | Error::ForgetCurrent { .. } => Some(Hint::History),
             Error::LockTimeout { .. } => Some(Hint::LockTimeout),
             Error::NotAStore { .. }
             | Error::UnsupportedVersion { .. }
@@ -187,6 +189,10 @@ mod tests {
                 root: "/c".into(),
                 current: 1,
             },
+            Error::ForgetCurrent {
+                root: "/c".into(),
+                generation: 2,
+            },
             Error::GenerationsExhausted {
                 path: "/c/current".into(),
                 last: u64::MAX,
@@ -251,6 +257,7 @@ mod tests {
                 | Error::UnexpectedShape { .. }
                 | Error::NoSuchGeneration { .. }
                 | Error::NothingToRollBack { .. }
+                | Error::ForgetCurrent { .. }
                 | Error::GenerationsExhausted { .. }
                 | Error::InvalidOption(_)
                 | Error::UnexpectedFileType { .. }

@@ -118,4 +118,4 @@ pub use store::{
 pub use sweep::{ForeignEntry, Leftover, LeftoverKind};
 pub use time::{CLOCK_SKEW_TOLERANCE, Timestamp};
 pub use verified::VerifiedSnapshot;
-pub use writer::{ClearReport, Writer};
+pub use writer::{ClearReport, ForgetReport, Writer};

@@ -123,8 +123,27 @@ impl Pointer {
             .into_iter()
             .partition(|g| g.generation == current || others.contains(&g.generation));
         self.generations = kept;
-        // Remembered for the lease backend's grace period (the advisory
-        // backend clears the list before it commits).
+        self.remember_dropped(gone, now);
+    }
+
+    /// Drops the listed generations (none of them the current one: the
+    /// caller checks), remembering their snapshots like retention does.
+    /// Returns the numbers actually dropped, in pointer order.
+    pub fn forget(&mut self, numbers: &[u64]) -> Vec<u64> {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.generations)
+            .into_iter()
+            .partition(|g| g.generation != self.current && numbers.contains(&g.generation));
+        self.generations = kept;
+        let forgotten = gone.iter().map(|g| g.generation).collect();
+        self.remember_dropped(gone, Timestamp::now());
+        forgotten
+    }
+
+    /// Remembers the snapshots of generations that left the pointer, for the
+    /// lease backend's grace period (the advisory backend clears the list
+    /// before it commits). A snapshot still referenced by a retained
+    /// generation (equal content) is not dropped.
+    fn remember_dropped(&mut self, gone: Vec<Generation>, now: Timestamp) {
         for g in gone {
             if !self.generations.iter().any(|k| k.hash == g.hash)
                 && !self.dropped.iter().any(|d| d.hash == g.hash)
@@ -452,6 +471,20 @@ mod tests {
         let mut p = linear(4, 2);
         p.apply_retention(5);
         assert_eq!(numbers(&p), vec![1, 2, 3, 4], "fewer than keep: all stay");
+    }
+
+    #[test]
+    fn forget_drops_the_listed_generations_but_never_the_current_one() {
+        let mut p = linear(5, 4);
+        assert_eq!(p.forget(&[2, 4, 9]), vec![2], "4 is current, 9 unknown");
+        assert_eq!(numbers(&p), vec![1, 3, 4, 5]);
+        assert_eq!(p.dropped.len(), 1);
+        assert_eq!(p.dropped[0].hash, ContentHash::of(&2u64.to_le_bytes()));
+        // Equal content still referenced by a retained generation is not dropped.
+        let mut p = linear(3, 3);
+        p.generations[0].hash = p.generations[1].hash;
+        assert_eq!(p.forget(&[1]), vec![1]);
+        assert!(p.dropped.is_empty(), "{:?}", p.dropped);
     }
 
     #[test]

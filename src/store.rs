@@ -45,7 +45,7 @@ use crate::sweep::{self, ForeignEntry, Leftover};
 use crate::time::Timestamp;
 use crate::trust::{self, Access};
 use crate::verified::VerifiedSnapshot;
-use crate::writer::{ClearReport, Take, Writer, bytes_source, json_source, reader_source};
+use crate::writer::{ClearReport, ForgetReport, Take, Writer, bytes_source, json_source, reader_source};
 
 /// Default number of generations retained besides the current one (6 in all).
 pub const DEFAULT_KEEP: usize = 5;
@@ -1467,6 +1467,26 @@ impl Store {
     /// Takes the writer lock for the call ([`Writer::rollback`]).
     pub fn rollback(&self, to: Option<u64>) -> Result<RollbackOutcome> {
         self.existing_writer(true)?.rollback(to)
+    }
+
+    /// Drops the listed generations (never the current one) and removes
+    /// their snapshots unless a retained generation still references the
+    /// same content. On a missing or empty root it fails with
+    /// [`Error::NoStore`]. Takes the writer lock for the call
+    /// ([`Writer::forget`]).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// store.publish_bytes(b"[1]", &Default::default())?;
+    /// store.publish_bytes(b"[2]", &Default::default())?;
+    /// assert_eq!(store.forget(&[1])?.forgotten, vec![1]);
+    /// assert_eq!(store.history()?.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn forget(&self, generations: &[u64]) -> Result<ForgetReport> {
+        self.existing_writer(true)?.forget(generations)
     }
 
     /// Removes leftovers, optionally shrinking retention first. Deletes by

@@ -524,6 +524,76 @@ impl<'s> Writer<'s> {
         Ok(report)
     }
 
+    /// Drops the listed generations from the store's history. Their
+    /// snapshots are removed at once, unless a retained generation still
+    /// references the same content; on the lease backend they are kept for
+    /// the grace period first, like snapshots that leave retention. The
+    /// current generation cannot be forgotten ([`Error::ForgetCurrent`]);
+    /// a number that is not retained is [`Error::NoSuchGeneration`]. Nothing
+    /// changes unless every number is valid.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// let mut writer = store.lock_writer()?;
+    /// writer.publish_bytes(b"[1]", &Default::default())?;
+    /// writer.publish_bytes(b"[2]", &Default::default())?;
+    /// let report = writer.forget(&[1])?;
+    /// assert_eq!((report.forgotten, report.removed_snapshots), (vec![1], 1));
+    /// assert!(writer.forget(&[2]).is_err(), "2 is current");
+    /// # Ok(()) }
+    /// ```
+    pub fn forget(&mut self, generations: &[u64]) -> Result<ForgetReport> {
+        self.guarded(|w| w.forget_unguarded(generations))
+    }
+
+    fn forget_unguarded(&mut self, generations: &[u64]) -> Result<ForgetReport> {
+        let store = self.store;
+        let mut pointer = self.pointer()?.ok_or_else(|| store.no_store())?;
+        for &n in generations {
+            if n == pointer.current {
+                return Err(Error::ForgetCurrent {
+                    root: store.root().to_path_buf(),
+                    generation: n,
+                });
+            }
+            if pointer.find(n).is_none() {
+                return Err(Error::NoSuchGeneration {
+                    root: store.root().to_path_buf(),
+                    generation: n,
+                    available: pointer.retained_list(),
+                });
+            }
+        }
+        let forgotten = pointer.forget(generations);
+        if !forgotten.is_empty() {
+            store.commit_pointer(&self.lock, &mut pointer)?;
+            self.pointer = Some(pointer.clone());
+        }
+        // Removal by name, through the same rule as gc: only snapshots no
+        // retained (or, on the lease backend, recently dropped) generation
+        // references.
+        let leftovers = store.leftovers(&self.lock, Some(&pointer))?;
+        let snapshots = leftovers
+            .into_iter()
+            .filter(|l| l.kind == LeftoverKind::UnreferencedSnapshot)
+            .collect();
+        let removed = sweep::remove(store.durable(), snapshots);
+        let report = ForgetReport {
+            forgotten,
+            removed_snapshots: removed.len(),
+            freed_bytes: removed.iter().map(|l| l.bytes).sum(),
+        };
+        tracing::info!(
+            forgotten = ?report.forgotten,
+            removed_snapshots = report.removed_snapshots,
+            bytes = report.freed_bytes,
+            "forgot generations"
+        );
+        Ok(report)
+    }
+
     /// Empties the store: the pointer and every snapshot are removed; the
     /// lock, the marker and the directories stay, so the store is still a
     /// store (and this handle still holds its lock). Readers see "nothing
@@ -648,6 +718,17 @@ impl<'s> Writer<'s> {
             rename_wait_ms: rename.waited.as_millis() as u64,
         }
     }
+}
+
+/// What [`Writer::forget`] dropped and removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForgetReport {
+    /// The generations dropped, oldest first.
+    pub forgotten: Vec<u64>,
+    /// Snapshot files removed.
+    pub removed_snapshots: usize,
+    /// Bytes freed.
+    pub freed_bytes: u64,
 }
 
 /// What [`Writer::clear`] removed.

@@ -19,6 +19,7 @@ mod faults;
 mod features;
 mod fence;
 mod fuzz;
+mod generations;
 mod hints;
 mod hostile;
 mod locking;

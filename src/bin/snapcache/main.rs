@@ -8,6 +8,7 @@
 mod clear;
 mod diff;
 mod feedback;
+mod forget;
 mod gc;
 mod generate;
 mod help;
@@ -80,6 +81,8 @@ enum Command {
     Rollback(rollback::Args),
     /// Remove temp files and unreferenced snapshots
     Gc(gc::Args),
+    /// Drop specific generations (never the current one) and their snapshots
+    Forget(forget::Args),
     /// Check the pointer and every retained snapshot; change nothing
     Verify,
     /// Remove every generation and snapshot (the store stays, empty)
@@ -97,7 +100,11 @@ impl Command {
     fn writes(&self) -> bool {
         matches!(
             self,
-            Command::Refresh(_) | Command::Rollback(_) | Command::Gc(_) | Command::Clear(_)
+            Command::Refresh(_)
+                | Command::Rollback(_)
+                | Command::Gc(_)
+                | Command::Forget(_)
+                | Command::Clear(_)
         )
     }
 }
@@ -177,6 +184,7 @@ fn run(cli: &Cli, ctx: &Context) -> Result<(), Failure> {
         Command::History => history::run(ctx),
         Command::Rollback(args) => rollback::run(ctx, args),
         Command::Gc(args) => gc::run(ctx, args),
+        Command::Forget(args) => forget::run(ctx, args),
         Command::Verify => verify::run(ctx),
         Command::Diff(args) => diff::run(ctx, args),
         Command::Clear(args) => clear::run(ctx, args),

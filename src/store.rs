@@ -45,7 +45,9 @@ use crate::sweep::{self, ForeignEntry, Leftover};
 use crate::time::Timestamp;
 use crate::trust::{self, Access};
 use crate::verified::VerifiedSnapshot;
-use crate::writer::{ClearReport, ForgetReport, Take, Writer, bytes_source, json_source, reader_source};
+use crate::writer::{
+    ClearReport, ForgetReport, Take, Writer, bytes_source, json_source, reader_source,
+};
 
 /// Default number of generations retained besides the current one (6 in all).
 pub const DEFAULT_KEEP: usize = 5;

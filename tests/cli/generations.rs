@@ -71,8 +71,16 @@ fn forget_refuses_the_current_generation_and_unknown_ones_and_changes_nothing() 
     assert_eq!(code(&out), 1);
     let err = text(&out.stderr);
     assert!(err.contains("generation 9 is not retained"), "{err}");
-    assert_eq!(store.fingerprint(), before, "a refused forget changes nothing");
-    assert_eq!(code(&store.run(&["forget"])), 2, "no number is a usage error");
+    assert_eq!(
+        store.fingerprint(),
+        before,
+        "a refused forget changes nothing"
+    );
+    assert_eq!(
+        code(&store.run(&["forget"])),
+        2,
+        "no number is a usage error"
+    );
 }
 
 #[test]
@@ -104,7 +112,10 @@ fn on_the_lease_backend_a_forgotten_snapshot_waits_out_the_grace_period() {
     );
     let pointer = std::fs::read_to_string(pointer_path(&store)).unwrap();
     assert!(
-        pointer.contains(&format!("\"dropped\":[{{\"hash\":\"{}\"", hash_hex(&json_payload(300, 1)))),
+        pointer.contains(&format!(
+            "\"dropped\":[{{\"hash\":\"{}\"",
+            hash_hex(&json_payload(300, 1))
+        )),
         "{pointer}"
     );
 }

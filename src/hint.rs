@@ -281,6 +281,7 @@ mod tests {
         "snapcache history",
         "snapcache rollback",
         "snapcache gc",
+        "snapcache forget",
         "snapcache verify",
         "snapcache clear",
         "--",
@@ -293,7 +294,7 @@ mod tests {
         // Every variant is there (the count of distinct variants above).
         let variants: std::collections::HashSet<_> =
             all.iter().map(std::mem::discriminant).collect();
-        assert_eq!(variants.len(), 23);
+        assert_eq!(variants.len(), 24);
         for e in &all {
             let message = e.to_string();
             for word in CLI_WORDS {
@@ -329,6 +330,7 @@ mod tests {
                 None,
                 None,
                 None,
+                Some(History),
                 Some(History),
                 Some(History),
                 None,

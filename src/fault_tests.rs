@@ -118,6 +118,7 @@ fn a_failed_rollback_or_gc_leaves_a_readable_store() {
             s.gc(&GcOptions {
                 keep: Some(1),
                 dry_run: false,
+                older_than: None,
             })
             .map(drop)
         },

@@ -139,6 +139,25 @@ impl Pointer {
         forgotten
     }
 
+    /// Drops the generations created before `cutoff`, except the one that
+    /// was current at the cutoff (the newest created at or before it, so a
+    /// rollback to "what I had then" still works) and the current one.
+    /// Returns the numbers dropped.
+    pub fn drop_older_than(&mut self, cutoff: std::time::SystemTime) -> Vec<u64> {
+        let old: Vec<u64> = self
+            .generations
+            .iter()
+            .filter(|g| g.created_at.system_time() <= cutoff)
+            .map(|g| g.generation)
+            .collect();
+        let then = old.iter().copied().max();
+        let drop: Vec<u64> = old
+            .into_iter()
+            .filter(|&n| Some(n) != then && n != self.current)
+            .collect();
+        self.forget(&drop)
+    }
+
     /// Remembers the snapshots of generations that left the pointer, for the
     /// lease backend's grace period (the advisory backend clears the list
     /// before it commits). A snapshot still referenced by a retained
@@ -485,6 +504,25 @@ mod tests {
         p.generations[0].hash = p.generations[1].hash;
         assert_eq!(p.forget(&[1]), vec![1]);
         assert!(p.dropped.is_empty(), "{:?}", p.dropped);
+    }
+
+    #[test]
+    fn older_than_keeps_the_generation_current_at_the_cutoff_and_the_current_one() {
+        let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let mut p = linear(5, 5);
+        for g in &mut p.generations {
+            g.created_at = Timestamp::from(at(g.generation * 100));
+        }
+        // Cutoff at 350: 1, 2, 3 are older; 3 was current then and stays.
+        assert_eq!(p.clone().drop_older_than(at(350)), vec![1, 2]);
+        // Exactly at a creation time: that generation was current then.
+        assert_eq!(p.clone().drop_older_than(at(300)), vec![1, 2]);
+        // After a rollback to 1, the current one stays too.
+        p.current = 1;
+        let mut q = p.clone();
+        assert_eq!(q.drop_older_than(at(450)), vec![2, 3]);
+        assert_eq!(numbers(&q), vec![1, 4, 5]);
+        assert_eq!(p.drop_older_than(at(50)), Vec::<u64>::new());
     }
 
     #[test]

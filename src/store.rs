@@ -502,6 +502,10 @@ pub struct GcOptions {
     pub keep: Option<usize>,
     /// Only report what would be removed.
     pub dry_run: bool,
+    /// Drop generations created longer ago than this, except the one that
+    /// was current then (the newest created at or before the cutoff) and
+    /// the current one.
+    pub older_than: Option<Duration>,
 }
 
 /// What `gc` removed (or would remove, with `dry_run`).
@@ -513,7 +517,7 @@ pub struct GcReport {
     pub removed_temp_files: usize,
     /// Bytes freed.
     pub freed_bytes: u64,
-    /// Generations dropped from retention by `keep`.
+    /// Generations dropped by `keep` and `older_than`.
     pub dropped_generations: Vec<u64>,
     /// Whether this was a dry run.
     pub dry_run: bool,

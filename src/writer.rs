@@ -488,9 +488,17 @@ impl<'s> Writer<'s> {
         let store = self.store;
         let mut pointer = self.pointer()?;
         let mut dropped = Vec::new();
-        if let (Some(keep), Some(p)) = (options.keep, pointer.as_mut()) {
+        if let Some(p) = pointer.as_mut() {
             let before: Vec<u64> = p.generations.iter().map(|g| g.generation).collect();
-            p.apply_retention(keep.clamp(1, MAX_KEEP));
+            if let Some(keep) = options.keep {
+                p.apply_retention(keep.clamp(1, MAX_KEEP));
+            }
+            if let Some(age) = options.older_than {
+                // A cutoff before the epoch (or unrepresentable) drops nothing.
+                if let Some(cutoff) = std::time::SystemTime::now().checked_sub(age) {
+                    p.drop_older_than(cutoff);
+                }
+            }
             dropped = before
                 .into_iter()
                 .filter(|n| p.find(*n).is_none())
@@ -984,6 +992,7 @@ mod tests {
             .gc(&GcOptions {
                 keep: Some(1),
                 dry_run: false,
+                older_than: None,
             })
             .expect("gc");
         // keep 1 besides the current one (2): the newest other, 4, stays.

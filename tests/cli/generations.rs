@@ -119,3 +119,78 @@ fn on_the_lease_backend_a_forgotten_snapshot_waits_out_the_grace_period() {
         "{pointer}"
     );
 }
+
+fn days_ago(days: u64) -> String {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Four generations created 40, 35, 20 and 1 days ago; 4 is current.
+fn store_with_dated_generations() -> TestStore {
+    let store = TestStore::new();
+    for i in 1..=4u64 {
+        store.refresh(&json_payload(300, i), &[]);
+    }
+    crate::clocks::edit_pointer(&store, |body| {
+        for (g, days) in body["generations"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .zip([40, 35, 20, 1])
+        {
+            g["created_at"] = days_ago(days).into();
+        }
+    });
+    store
+}
+
+#[test]
+fn gc_older_than_keeps_the_generation_current_at_the_cutoff() {
+    let store = store_with_dated_generations();
+    // Cutoff 30 days ago: 1 and 2 are older; 2 was current then and stays.
+    let (out, report) = store.json(&["gc", "--older-than", "30days"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(report["dropped_generations"], serde_json::json!([1]));
+    assert_eq!(report["removed_snapshots"], 1);
+    assert_eq!(retained(&store), vec![2, 3, 4]);
+    assert!(
+        !store
+            .files_in("snapshots")
+            .contains(&hash_hex(&json_payload(300, 1)))
+    );
+    // Rolling back to what was current 30 days ago still works.
+    store.ok(&["rollback", "--to", "2"]);
+    assert_eq!(store.show(), json_payload(300, 2));
+}
+
+#[test]
+fn gc_older_than_never_drops_the_current_one_and_combines_with_keep() {
+    let store = store_with_dated_generations();
+    store.ok(&["rollback", "--to", "1"]);
+    // Cutoff 10 days ago: 1, 2, 3 are older; 3 was current then, 1 is current now.
+    let (out, report) = store.json(&["gc", "--older-than", "10d"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(report["dropped_generations"], serde_json::json!([2]));
+    assert_eq!(retained(&store), vec![1, 3, 4]);
+    let (out, report) = store.json(&["gc", "--older-than", "10d", "--keep", "1"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(report["dropped_generations"], serde_json::json!([3]));
+    assert_eq!(retained(&store), vec![1, 4]);
+}
+
+#[test]
+fn gc_older_than_dry_run_changes_nothing_and_bad_durations_are_usage_errors() {
+    let store = store_with_dated_generations();
+    let before = store.fingerprint();
+    let (out, report) = store.json(&["gc", "--older-than", "30d", "--dry-run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(report["dropped_generations"], serde_json::json!([1]));
+    assert_eq!(report["removed_snapshots"], 1);
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(store.fingerprint(), before, "a dry run changes nothing");
+    for bad in ["soon", "-1d", "2000000000s"] {
+        let out = store.run(&["gc", "--older-than", bad]);
+        assert_eq!(code(&out), 2, "{bad}: {}", text(&out.stderr));
+    }
+    assert_eq!(store.fingerprint(), before);
+}

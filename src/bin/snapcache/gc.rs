@@ -10,6 +10,9 @@ pub struct Args {
     /// Shrink retention to N generations besides the current one first
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100))]
     keep: Option<u64>,
+    /// Drop generations older than this (e.g. 30d), keeping the one current then (at most 1000000000s)
+    #[arg(long, value_name = "DURATION", value_parser = crate::refresh::parse_max_age)]
+    older_than: Option<std::time::Duration>,
     /// Only report what would be removed
     #[arg(long)]
     dry_run: bool,
@@ -23,6 +26,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     let report = Store::open(options)?.gc(&GcOptions {
         keep,
         dry_run: args.dry_run,
+        older_than: args.older_than,
     })?;
     if ctx.json {
         print_json(&report);

@@ -57,8 +57,8 @@ pub struct Args {
     lock_timeout: LockTimeoutArg,
 }
 
-/// `--max-age`: a humantime duration up to [`MAX_AGE_LIMIT`].
-fn parse_max_age(text: &str) -> Result<Duration, String> {
+/// `--max-age` (and `gc --older-than`): a humantime duration up to [`MAX_AGE_LIMIT`].
+pub fn parse_max_age(text: &str) -> Result<Duration, String> {
     let age = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     if age > MAX_AGE_LIMIT {
         return Err(format!(

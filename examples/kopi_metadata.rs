@@ -576,7 +576,7 @@ mod tests {
             store
                 .gc(&GcOptions {
                     keep: Some(1),
-                    dry_run: false
+                    ..GcOptions::default()
                 })
                 .unwrap()
                 .dropped_generations,

@@ -651,10 +651,10 @@ impl Store {
         )
     }
 
-    /// Reads and verifies a retained generation. Takes no lock.
-    pub fn read_generation(&self, generation: u64) -> Result<Snapshot> {
+    /// Picks a retained generation from a pointer, or says which are retained.
+    fn pick_generation(&self, generation: u64) -> impl Fn(&Pointer) -> Result<Generation> + use<> {
         let root = self.root().to_path_buf();
-        self.read_picked(move |p| {
+        move |p| {
             p.find(generation)
                 .cloned()
                 .ok_or_else(|| Error::NoSuchGeneration {
@@ -662,7 +662,12 @@ impl Store {
                     generation,
                     available: p.retained_list(),
                 })
-        })
+        }
+    }
+
+    /// Reads and verifies a retained generation. Takes no lock.
+    pub fn read_generation(&self, generation: u64) -> Result<Snapshot> {
+        self.read_picked(self.pick_generation(generation))
     }
 
     /// Reads the current snapshot and deserializes it.
@@ -780,16 +785,7 @@ impl Store {
 
     /// Like [`Store::open_current`], for a retained generation.
     pub fn open_generation(&self, generation: u64) -> Result<VerifiedSnapshot> {
-        let root = self.root().to_path_buf();
-        self.open_picked(move |p| {
-            p.find(generation)
-                .cloned()
-                .ok_or_else(|| Error::NoSuchGeneration {
-                    root: root.clone(),
-                    generation,
-                    available: p.retained_list(),
-                })
-        })
+        self.open_picked(self.pick_generation(generation))
     }
 
     /// Like [`Store::read_with_fallback`], returning the snapshot still open.

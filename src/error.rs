@@ -199,6 +199,30 @@ pub enum Error {
         generation: u64,
     },
 
+    /// Forgetting a pinned generation was asked for.
+    #[error(
+        "cannot forget generation {generation} of the store at {root}: it is pinned, which keeps it until it is unpinned; unpin it first if it may go. Nothing was changed"
+    )]
+    ForgetPinned {
+        /// The store root.
+        root: PathBuf,
+        /// The pinned generation.
+        generation: u64,
+    },
+
+    /// Pinning more generations than a store retains was asked for.
+    #[error(
+        "cannot pin generation {generation} of the store at {root}: {limit} generations are pinned already, the most a store retains besides its current one; unpin one first. Nothing was changed"
+    )]
+    PinLimit {
+        /// The store root.
+        root: PathBuf,
+        /// The first generation that did not fit.
+        generation: u64,
+        /// The most generations that can be pinned ([`MAX_PINNED`](crate::MAX_PINNED)).
+        limit: usize,
+    },
+
     /// Rollback was asked for, but nothing earlier is retained.
     #[error(
         "cannot roll back: generation {current} is the oldest retained generation in {root}; nothing older is retained to roll back to"
@@ -441,6 +465,13 @@ impl Error {
     /// The directory is not a snapcache store (CLI exit code 1).
     pub fn is_not_a_store(&self) -> bool {
         matches!(self, Error::NotAStore { .. })
+    }
+
+    /// A pin is in the way: forgetting a pinned generation, or pinning more
+    /// than [`MAX_PINNED`](crate::MAX_PINNED) (CLI exit code 1). Nothing
+    /// was changed.
+    pub fn is_pinned(&self) -> bool {
+        matches!(self, Error::ForgetPinned { .. } | Error::PinLimit { .. })
     }
 
     /// The store's contents are damaged (pointer or snapshot).

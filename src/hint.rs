@@ -49,6 +49,9 @@ pub enum Hint {
     FreeSpace,
     /// The payload is not JSON: publish it as raw bytes if that is intended.
     PublishRaw,
+    /// The generation is pinned (or too many are): unpin it (or another)
+    /// first; the history shows which are pinned.
+    Unpin,
 }
 
 impl Error {
@@ -71,6 +74,7 @@ impl Error {
             Error::NoSuchGeneration { .. }
             | Error::NothingToRollBack { .. }
             | Error::ForgetCurrent { .. } => Some(Hint::History),
+            Error::ForgetPinned { .. } | Error::PinLimit { .. } => Some(Hint::Unpin),
             Error::LockTimeout { .. } => Some(Hint::LockTimeout),
             Error::NotAStore { .. }
             | Error::UnsupportedVersion { .. }
@@ -193,6 +197,15 @@ mod tests {
                 root: "/c".into(),
                 generation: 2,
             },
+            Error::ForgetPinned {
+                root: "/c".into(),
+                generation: 3,
+            },
+            Error::PinLimit {
+                root: "/c".into(),
+                generation: 101,
+                limit: 100,
+            },
             Error::GenerationsExhausted {
                 path: "/c/current".into(),
                 last: u64::MAX,
@@ -258,6 +271,8 @@ mod tests {
                 | Error::NoSuchGeneration { .. }
                 | Error::NothingToRollBack { .. }
                 | Error::ForgetCurrent { .. }
+                | Error::ForgetPinned { .. }
+                | Error::PinLimit { .. }
                 | Error::GenerationsExhausted { .. }
                 | Error::InvalidOption(_)
                 | Error::UnexpectedFileType { .. }
@@ -282,6 +297,8 @@ mod tests {
         "snapcache rollback",
         "snapcache gc",
         "snapcache forget",
+        "snapcache pin",
+        "snapcache unpin",
         "snapcache verify",
         "snapcache clear",
         "--",
@@ -294,7 +311,7 @@ mod tests {
         // Every variant is there (the count of distinct variants above).
         let variants: std::collections::HashSet<_> =
             all.iter().map(std::mem::discriminant).collect();
-        assert_eq!(variants.len(), 24);
+        assert_eq!(variants.len(), 26);
         for e in &all {
             let message = e.to_string();
             for word in CLI_WORDS {
@@ -333,6 +350,8 @@ mod tests {
                 Some(History),
                 Some(History),
                 Some(History),
+                Some(Unpin),
+                Some(Unpin),
                 None,
                 None,
                 Some(ChooseStore),

@@ -110,7 +110,7 @@ pub use lock::{
     LockObserver, LockState, LockWait, QUIET_WAIT, TimeoutSource, WaitStarted,
 };
 pub use payload::{PayloadFormat, PayloadSink};
-pub use pointer::{FORMAT_VERSION, Generation};
+pub use pointer::{FORMAT_VERSION, Generation, MAX_PINNED};
 pub use store::{
     DEFAULT_KEEP, GcOptions, GcReport, HistoryEntry, Problem, PublishOptions, PublishOutcome,
     RollbackOutcome, Snapshot, SnapshotMeta, Status, Store, StoreOptions, VerifyReport, Versioned,
@@ -118,4 +118,4 @@ pub use store::{
 pub use sweep::{ForeignEntry, Leftover, LeftoverKind};
 pub use time::{CLOCK_SKEW_TOLERANCE, Timestamp};
 pub use verified::VerifiedSnapshot;
-pub use writer::{ClearReport, ForgetReport, Writer};
+pub use writer::{ClearReport, ForgetReport, PinReport, Writer};

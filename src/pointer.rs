@@ -9,7 +9,7 @@
 //!
 //! The body is `{"current":N,"last_generation":M,"checked_at":T,"generations":[...]}`
 //! with one entry per retained generation (`generation`, `hash`, `bytes`,
-//! `created_at`, `note`). The header carries the format version and a checksum
+//! `created_at`, `note`, and `pinned` only when it is true). The header carries the format version and a checksum
 //! of the body, so a torn, truncated or tampered pointer is detected and never
 //! half-trusted. The file is replaced only by an atomic rename, so readers see
 //! the old or the new pointer, never a mix.
@@ -34,8 +34,15 @@ pub const MAGIC: &str = "snapcache-pointer";
 pub const MAX_POINTER_BYTES: u64 = 64 * 1024;
 /// Upper bound on a generation's note, in bytes (longer notes are cut).
 pub const MAX_NOTE_BYTES: usize = 200;
-/// Upper bound on retention, which keeps the pointer small.
+/// Upper bound on retention, which keeps the pointer small: at most this
+/// many generations besides the current one are ever retained, pinned ones
+/// included, and at most this many are pinned.
 pub const MAX_KEEP: usize = 100;
+/// Upper bound on pinned generations: as many as retention ever keeps
+/// besides the current one, so a store whose every retained generation but
+/// the newest is pinned still fits the pointer's size bound after the next
+/// publish.
+pub const MAX_PINNED: usize = MAX_KEEP;
 /// Upper bound on the `dropped` list (the oldest entries go first).
 pub const MAX_DROPPED: usize = 32;
 
@@ -53,6 +60,16 @@ pub struct Generation {
     /// Free text describing the source (`--note`, or the `--exec` command).
     #[serde(default)]
     pub note: Option<String>,
+    /// Pinned: retention and age-based collection keep it, and it cannot be
+    /// forgotten until it is unpinned. Written only when true, so a pointer
+    /// without pins is byte for byte what earlier releases wrote.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pinned: bool,
+}
+
+/// `skip_serializing_if` for [`Generation::pinned`].
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// The decoded pointer.
@@ -102,37 +119,85 @@ impl Pointer {
         self.generations.iter().find(|g| g.generation == generation)
     }
 
-    /// Keeps the current generation plus the `keep` newest others (at least
-    /// one): `keep` counts generations *besides* the current one, so
-    /// `keep = 1` always leaves one generation to roll to. After a rollback
-    /// the current generation is older than some others; it stays, and the
-    /// `keep` newest of the rest stay with it.
+    /// Keeps the current generation, every pinned one and the `keep` newest
+    /// unpinned others (at least one): `keep` counts generations *besides*
+    /// the current one, so `keep = 1` always leaves one generation to roll
+    /// to. After a rollback the current generation is older than some
+    /// others; it stays, and the `keep` newest of the rest stay with it.
+    ///
+    /// Never more than [`MAX_KEEP`] others stay, pinned ones included: the
+    /// pins fill the room first, the unpinned ones get what is left. (A
+    /// writer never pins more than `MAX_KEEP`; should a pointer written by
+    /// something else list more, the oldest pins beyond that go too, so the
+    /// pointer stays under its size limit whatever it held.)
     pub fn apply_retention(&mut self, keep: usize) {
         let keep = keep.max(1);
         let current = self.current;
-        let mut others: Vec<u64> = self
-            .generations
-            .iter()
-            .map(|g| g.generation)
-            .filter(|&n| n != current)
-            .collect();
-        others.sort_unstable_by(|a, b| b.cmp(a));
-        others.truncate(keep);
+        let newest_first = |pinned: bool| {
+            let mut numbers: Vec<u64> = self
+                .generations
+                .iter()
+                .filter(|g| g.generation != current && g.pinned == pinned)
+                .map(|g| g.generation)
+                .collect();
+            numbers.sort_unstable_by(|a, b| b.cmp(a));
+            numbers
+        };
+        let mut pinned = newest_first(true);
+        if pinned.len() > MAX_KEEP {
+            tracing::warn!(
+                pinned = pinned.len(),
+                limit = MAX_KEEP,
+                "the pointer lists more pinned generations than a store retains: the oldest pins are dropped"
+            );
+            pinned.truncate(MAX_KEEP);
+        }
+        let mut unpinned = newest_first(false);
+        unpinned.truncate(keep.min(MAX_KEEP - pinned.len()));
         let now = Timestamp::now();
         let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.generations)
             .into_iter()
-            .partition(|g| g.generation == current || others.contains(&g.generation));
+            .partition(|g| {
+                g.generation == current
+                    || pinned.contains(&g.generation)
+                    || unpinned.contains(&g.generation)
+            });
         self.generations = kept;
         self.remember_dropped(gone, now);
     }
 
-    /// Drops the listed generations (none of them the current one: the
-    /// caller checks), remembering their snapshots like retention does.
-    /// Returns the numbers actually dropped, in pointer order.
+    /// The pinned generations, oldest first.
+    pub fn pinned(&self) -> Vec<u64> {
+        self.generations
+            .iter()
+            .filter(|g| g.pinned)
+            .map(|g| g.generation)
+            .collect()
+    }
+
+    /// Pins (or unpins) the listed generations that are retained; returns
+    /// the numbers whose mark changed, in pointer order.
+    pub fn set_pinned(&mut self, numbers: &[u64], pinned: bool) -> Vec<u64> {
+        let mut changed = Vec::new();
+        for g in &mut self.generations {
+            if numbers.contains(&g.generation) && g.pinned != pinned {
+                g.pinned = pinned;
+                changed.push(g.generation);
+            }
+        }
+        changed
+    }
+
+    /// Drops the listed generations (none of them the current one or a
+    /// pinned one: the caller checks, and they are skipped here too),
+    /// remembering their snapshots like retention does. Returns the numbers
+    /// actually dropped, in pointer order.
     pub fn forget(&mut self, numbers: &[u64]) -> Vec<u64> {
         let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.generations)
             .into_iter()
-            .partition(|g| g.generation != self.current && numbers.contains(&g.generation));
+            .partition(|g| {
+                g.generation != self.current && !g.pinned && numbers.contains(&g.generation)
+            });
         self.generations = kept;
         let forgotten = gone.iter().map(|g| g.generation).collect();
         self.remember_dropped(gone, Timestamp::now());
@@ -141,19 +206,20 @@ impl Pointer {
 
     /// Drops the generations created before `cutoff`, except the one that
     /// was current at the cutoff (the newest created at or before it, so a
-    /// rollback to "what I had then" still works) and the current one.
-    /// Returns the numbers dropped.
+    /// rollback to "what I had then" still works), the current one and the
+    /// pinned ones. Returns the numbers dropped.
     pub fn drop_older_than(&mut self, cutoff: std::time::SystemTime) -> Vec<u64> {
-        let old: Vec<u64> = self
+        let old: Vec<&Generation> = self
             .generations
             .iter()
             .filter(|g| g.created_at.system_time() <= cutoff)
-            .map(|g| g.generation)
             .collect();
-        let then = old.iter().copied().max();
+        // The one current then is the newest old one, pinned or not.
+        let then = old.iter().map(|g| g.generation).max();
         let drop: Vec<u64> = old
             .into_iter()
-            .filter(|&n| Some(n) != then && n != self.current)
+            .filter(|g| Some(g.generation) != then && g.generation != self.current && !g.pinned)
+            .map(|g| g.generation)
             .collect();
         self.forget(&drop)
     }
@@ -330,6 +396,7 @@ mod tests {
             bytes: s.len() as u64,
             created_at: Timestamp::now(),
             note: Some(format!("gen {n}")),
+            pinned: false,
         };
         Pointer {
             current: 2,
@@ -358,6 +425,7 @@ mod tests {
                 bytes: u64::MAX,
                 created_at: Timestamp::now(),
                 note: Some(clip_note(&"x".repeat(1000))),
+                pinned: false,
             })
             .collect();
         p.current = 6;
@@ -371,7 +439,9 @@ mod tests {
 
     /// The largest pointer a writer can produce: [`MAX_KEEP`] generations
     /// besides the current one, every number at its maximum, every note at
-    /// its longest and made of the characters JSON escapes most expensively.
+    /// its longest and made of the characters JSON escapes most expensively,
+    /// every generation pinned (a writer pins at most [`MAX_KEEP`]; all
+    /// 101 here, one more than can happen) and a full `dropped` list.
     #[test]
     fn the_largest_possible_pointer_fits_under_the_read_limit() {
         for worst in ["\"", "\\", "\u{1}", "\u{7f}", "\u{2028}"] {
@@ -385,6 +455,7 @@ mod tests {
                         std::time::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799),
                     ),
                     note: Some(clip_note(&worst.repeat(1000))),
+                    pinned: true,
                 })
                 .collect();
             p.current = u64::MAX;
@@ -458,6 +529,7 @@ mod tests {
                 bytes: 1,
                 created_at: Timestamp::now(),
                 note: None,
+                pinned: false,
             })
             .collect();
         p.current = current;
@@ -525,6 +597,151 @@ mod tests {
         assert_eq!(p.drop_older_than(at(50)), Vec::<u64>::new());
     }
 
+    fn pin(p: &mut Pointer, numbers: &[u64]) {
+        p.set_pinned(numbers, true);
+    }
+
+    #[test]
+    fn a_pointer_without_pins_is_encoded_as_before_pins_existed() {
+        let at = |secs: u64| {
+            Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(secs))
+        };
+        let mut p = sample();
+        for (g, millis) in p.generations.iter_mut().zip([1_000, 2_000, 3_500]) {
+            g.created_at = at(millis);
+        }
+        p.checked_at = at(4_250);
+        let (a, b, c) = (
+            ContentHash::of(b"a"),
+            ContentHash::of(b"bb"),
+            ContentHash::of(b"ccc"),
+        );
+        // The version-1 body as written before generations could be pinned.
+        let body = format!(
+            concat!(
+                r#"{{"current":2,"last_generation":3,"checked_at":"1970-01-01T00:00:04.250Z","generations":["#,
+                r#"{{"generation":1,"hash":"{a}","bytes":1,"created_at":"1970-01-01T00:00:01.000Z","note":"gen 1"}},"#,
+                r#"{{"generation":2,"hash":"{b}","bytes":2,"created_at":"1970-01-01T00:00:02.000Z","note":"gen 2"}},"#,
+                r#"{{"generation":3,"hash":"{c}","bytes":3,"created_at":"1970-01-01T00:00:03.500Z","note":"gen 3"}}"#,
+                r#"],"commit":7}}"#,
+                "\n"
+            ),
+            a = a,
+            b = b,
+            c = c
+        );
+        let expected = format!(
+            "snapcache-pointer 1 {}\n{body}",
+            ContentHash::of(body.as_bytes())
+        );
+        assert_eq!(String::from_utf8(p.encode()).ok(), Some(expected.clone()));
+        // Pinned and unpinned again: the same bytes.
+        pin(&mut p, &[1, 2]);
+        let pinned = String::from_utf8(p.encode()).unwrap_or_default();
+        assert_eq!(pinned.matches(r#","pinned":true"#).count(), 2, "{pinned}");
+        p.set_pinned(&[1, 2], false);
+        assert_eq!(String::from_utf8(p.encode()).ok(), Some(expected.clone()));
+        // An entry without the key (every earlier pointer) reads as unpinned.
+        let decoded = Pointer::decode(expected.as_bytes(), Path::new("current")).expect("decodes");
+        assert!(decoded.generations.iter().all(|g| !g.pinned));
+    }
+
+    #[test]
+    fn set_pinned_reports_only_the_marks_it_changed() {
+        let mut p = linear(4, 4);
+        assert_eq!(
+            p.set_pinned(&[1, 3, 9], true),
+            vec![1, 3],
+            "9 is not retained"
+        );
+        assert_eq!(p.set_pinned(&[3, 4], true), vec![4], "3 was pinned already");
+        assert_eq!(p.pinned(), vec![1, 3, 4]);
+        assert_eq!(p.set_pinned(&[2, 3], false), vec![3]);
+        assert_eq!(p.pinned(), vec![1, 4]);
+    }
+
+    #[test]
+    fn retention_keeps_every_pin_besides_the_newest_unpinned_ones() {
+        let mut p = linear(7, 7);
+        pin(&mut p, &[1, 3]);
+        p.apply_retention(1);
+        assert_eq!(
+            numbers(&p),
+            vec![1, 3, 6, 7],
+            "pins do not count against keep"
+        );
+        assert_eq!(p.pinned(), vec![1, 3]);
+        // A pinned current generation stays once newer ones push it out of keep.
+        let mut p = linear(3, 3);
+        pin(&mut p, &[3]);
+        for n in 4..=6 {
+            p.generations.push(Generation {
+                generation: n,
+                pinned: false,
+                ..p.generations[0].clone()
+            });
+            p.current = n;
+            p.last_generation = n;
+            p.apply_retention(1);
+        }
+        assert_eq!(numbers(&p), vec![3, 5, 6]);
+        // Unpinned, it goes at the next retention.
+        p.set_pinned(&[3], false);
+        p.apply_retention(1);
+        assert_eq!(numbers(&p), vec![5, 6]);
+    }
+
+    #[test]
+    fn retention_with_many_pins_never_retains_more_than_max_keep_others() {
+        let max = MAX_KEEP as u64;
+        // All but one of the room pinned: the newest unpinned one still fits.
+        let mut p = linear(max + 20, max + 20);
+        let pins: Vec<u64> = (1..max).collect();
+        pin(&mut p, &pins);
+        p.apply_retention(5);
+        assert_eq!(p.generations.len(), MAX_KEEP + 1);
+        assert_eq!(p.pinned(), pins);
+        assert_eq!(numbers(&p)[MAX_KEEP - 1..], [max + 19, max + 20]);
+        // The most a writer pins: no room is left for unpinned ones, yet
+        // the pins are all there to roll back to.
+        let mut p = linear(max + 20, max + 20);
+        let pins: Vec<u64> = (1..=max).collect();
+        pin(&mut p, &pins);
+        p.apply_retention(MAX_KEEP);
+        assert_eq!(numbers(&p), (1..=max).chain([max + 20]).collect::<Vec<_>>());
+        // A pointer from elsewhere with more pins than that: the newest
+        // MAX_KEEP pins stay, the pointer stays bounded.
+        let mut p = linear(max + 50, max + 50);
+        let pins: Vec<u64> = (1..max + 50).collect();
+        pin(&mut p, &pins);
+        p.apply_retention(1);
+        assert_eq!(p.generations.len(), MAX_KEEP + 1);
+        assert_eq!(p.pinned(), (50..max + 50).collect::<Vec<_>>());
+        // keep beyond MAX_KEEP (the wrappers clamp it; this does too).
+        let mut p = linear(max + 20, max + 20);
+        pin(&mut p, &[1, 2]);
+        p.apply_retention(usize::MAX);
+        assert_eq!(p.generations.len(), MAX_KEEP + 1);
+        assert_eq!(numbers(&p)[..3], [1, 2, 22], "98 unpinned: 22 to 119");
+    }
+
+    #[test]
+    fn older_than_and_forget_spare_pinned_generations() {
+        let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let mut p = linear(5, 5);
+        for g in &mut p.generations {
+            g.created_at = Timestamp::from(at(g.generation * 100));
+        }
+        pin(&mut p, &[1]);
+        // Cutoff at 350: 1, 2, 3 are older; 3 was current then, 1 is pinned.
+        assert_eq!(p.clone().drop_older_than(at(350)), vec![2]);
+        // The one current at the cutoff is pinned: it stays, nothing else does.
+        pin(&mut p, &[3]);
+        assert_eq!(p.clone().drop_older_than(at(450)), vec![2]);
+        assert_eq!(p.forget(&[1, 2, 3]), vec![2], "pinned ones are skipped");
+        assert_eq!(numbers(&p), vec![1, 3, 4, 5]);
+    }
+
     #[test]
     fn notes_are_clipped_on_char_boundaries() {
         let clipped = clip_note(&"é".repeat(300));
@@ -547,8 +764,9 @@ mod tests {
                 1u64..u64::MAX,
                 0u64..4_000_000_000_000,
                 proptest::option::of(".{0,300}"),
+                any::<bool>(),
             )
-                .prop_map(|(n, seed, bytes, millis, note)| Generation {
+                .prop_map(|(n, seed, bytes, millis, note, pinned)| Generation {
                     generation: n,
                     hash: ContentHash::of(&seed),
                     bytes,
@@ -556,6 +774,7 @@ mod tests {
                         std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis),
                     ),
                     note: note.map(|n| clip_note(&n)),
+                    pinned,
                 })
         }
 

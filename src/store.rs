@@ -46,7 +46,7 @@ use crate::time::Timestamp;
 use crate::trust::{self, Access};
 use crate::verified::VerifiedSnapshot;
 use crate::writer::{
-    ClearReport, ForgetReport, Take, Writer, bytes_source, json_source, reader_source,
+    ClearReport, ForgetReport, PinReport, Take, Writer, bytes_source, json_source, reader_source,
 };
 
 /// Default number of generations retained besides the current one (6 in all).
@@ -463,6 +463,8 @@ pub struct Status {
     pub checked_at: Option<Timestamp>,
     /// How many generations are retained.
     pub retained: usize,
+    /// How many of them are pinned.
+    pub pinned: usize,
     /// The writer lock.
     pub lock: LockState,
 }
@@ -482,6 +484,9 @@ pub struct HistoryEntry {
     pub note: Option<String>,
     /// Whether it is the current one.
     pub current: bool,
+    /// Whether it is pinned (kept by retention and age-based collection
+    /// until unpinned; see [`Store::pin`]).
+    pub pinned: bool,
 }
 
 /// What `rollback` did.
@@ -498,13 +503,14 @@ pub struct RollbackOutcome {
 /// Options of `gc`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GcOptions {
-    /// Shrink retention to this many generations besides the current one.
+    /// Shrink retention to this many generations besides the current one
+    /// (pinned ones are kept as well and do not count).
     pub keep: Option<usize>,
     /// Only report what would be removed.
     pub dry_run: bool,
     /// Drop generations created longer ago than this, except the one that
-    /// was current then (the newest created at or before the cutoff) and
-    /// the current one.
+    /// was current then (the newest created at or before the cutoff), the
+    /// current one and the pinned ones.
     pub older_than: Option<Duration>,
 }
 
@@ -1025,6 +1031,7 @@ impl Store {
             current: pointer.as_ref().map(|p| p.current_entry().clone()),
             checked_at: pointer.as_ref().map(|p| p.checked_at),
             retained: pointer.as_ref().map_or(0, |p| p.generations.len()),
+            pinned: pointer.as_ref().map_or(0, |p| p.pinned().len()),
             lock: lock::probe(&self.layout, self.options.lease_ttl)?,
         })
     }
@@ -1045,6 +1052,7 @@ impl Store {
                 created_at: g.created_at,
                 note: g.note.clone(),
                 current: g.generation == pointer.current,
+                pinned: g.pinned,
             })
             .collect())
     }
@@ -1491,6 +1499,43 @@ impl Store {
         self.existing_writer(true)?.forget(generations)
     }
 
+    /// Pins retained generations so that retention and `gc` keep them (see
+    /// [`Writer::pin`]). On a missing or empty root it fails with
+    /// [`Error::NoStore`]. Takes the writer lock for the call.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// store.publish_bytes(b"[1]", &Default::default())?;
+    /// store.publish_bytes(b"[2]", &Default::default())?;
+    /// assert_eq!(store.pin(&[1])?.pinned, vec![1]);
+    /// assert!(store.history()?[0].pinned);
+    /// assert!(matches!(store.forget(&[1]), Err(snapcache::Error::ForgetPinned { .. })));
+    /// # Ok(()) }
+    /// ```
+    pub fn pin(&self, generations: &[u64]) -> Result<PinReport> {
+        self.existing_writer(true)?.pin(generations)
+    }
+
+    /// Unpins retained generations (see [`Writer::unpin`]). On a missing or
+    /// empty root it fails with [`Error::NoStore`]. Takes the writer lock
+    /// for the call.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// store.publish_bytes(b"[1]", &Default::default())?;
+    /// store.pin(&[1])?;
+    /// assert!(store.unpin(&[1])?.changed);
+    /// assert!(!store.history()?[0].pinned);
+    /// # Ok(()) }
+    /// ```
+    pub fn unpin(&self, generations: &[u64]) -> Result<PinReport> {
+        self.existing_writer(true)?.unpin(generations)
+    }
+
     /// Removes leftovers, optionally shrinking retention first. Deletes by
     /// name only (see [`ForeignEntry`]); a leftover that cannot be removed
     /// is logged and skipped. On a missing or empty root it fails with
@@ -1634,7 +1679,7 @@ mod tests {
         let history = store.history().expect("history");
         assert_eq!(history[0].generation, 1);
         let entry = serde_json::to_value(&history[0]).expect("json");
-        // The keys `history --json` has always printed.
+        // The keys `history --json` has always printed, and `pinned`.
         assert_eq!(
             keys(&entry),
             [
@@ -1643,13 +1688,16 @@ mod tests {
                 "current",
                 "generation",
                 "hash",
-                "note"
+                "note",
+                "pinned"
             ]
         );
+        assert_eq!(entry["pinned"], false);
         let status = serde_json::to_value(store.status().expect("status")).expect("json");
         assert_eq!(status["lock"], "free");
         assert_eq!(status["current"]["generation"], 1);
         assert_eq!(status["retained"], 1);
+        assert_eq!(status["pinned"], 0);
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //! handle releases the lock.
 //!
 //! Everything that changes a store goes through a handle: the `Store`
-//! methods `publish_*`, `rollback`, `gc` and `clear` take one for the length
-//! of the call.
+//! methods `publish_*`, `rollback`, `gc`, `forget`, `pin`, `unpin` and
+//! `clear` take one for the length of the call.
 //!
 //! # What the handle knows
 //!
@@ -35,7 +35,7 @@ use crate::durable::RenameStats;
 use crate::error::{Error, Result, SourceError};
 use crate::lock::{Backend, WriterLock};
 use crate::payload::PayloadSink;
-use crate::pointer::{self, Generation, MAX_KEEP, Pointer};
+use crate::pointer::{self, Generation, MAX_KEEP, MAX_PINNED, Pointer};
 use crate::snapshot;
 use crate::store::{
     GcOptions, GcReport, PublishOptions, PublishOutcome, RollbackOutcome, SnapshotMeta, Store,
@@ -405,6 +405,7 @@ impl<'s> Writer<'s> {
             bytes,
             created_at: now,
             note: options.note.as_deref().map(pointer::clip_note),
+            pinned: false,
         });
         next.current = generation;
         next.last_generation = generation;
@@ -536,9 +537,10 @@ impl<'s> Writer<'s> {
     /// snapshots are removed at once, unless a retained generation still
     /// references the same content; on the lease backend they are kept for
     /// the grace period first, like snapshots that leave retention. The
-    /// current generation cannot be forgotten ([`Error::ForgetCurrent`]);
-    /// a number that is not retained is [`Error::NoSuchGeneration`]. Nothing
-    /// changes unless every number is valid.
+    /// current generation cannot be forgotten ([`Error::ForgetCurrent`]),
+    /// nor a pinned one ([`Error::ForgetPinned`]: unpin it first); a number
+    /// that is not retained is [`Error::NoSuchGeneration`]. Nothing changes
+    /// unless every number is valid.
     ///
     /// ```
     /// # fn main() -> Result<(), snapcache::Error> {
@@ -566,12 +568,21 @@ impl<'s> Writer<'s> {
                     generation: n,
                 });
             }
-            if pointer.find(n).is_none() {
-                return Err(Error::NoSuchGeneration {
-                    root: store.root().to_path_buf(),
-                    generation: n,
-                    available: pointer.retained_list(),
-                });
+            match pointer.find(n) {
+                None => {
+                    return Err(Error::NoSuchGeneration {
+                        root: store.root().to_path_buf(),
+                        generation: n,
+                        available: pointer.retained_list(),
+                    });
+                }
+                Some(g) if g.pinned => {
+                    return Err(Error::ForgetPinned {
+                        root: store.root().to_path_buf(),
+                        generation: n,
+                    });
+                }
+                Some(_) => {}
             }
         }
         let forgotten = pointer.forget(generations);
@@ -598,6 +609,110 @@ impl<'s> Writer<'s> {
             removed_snapshots = report.removed_snapshots,
             bytes = report.freed_bytes,
             "forgot generations"
+        );
+        Ok(report)
+    }
+
+    /// Pins the listed retained generations: retention (every publish's
+    /// `keep`, [`GcOptions::keep`]) and [`GcOptions::older_than`] keep them,
+    /// and [`Writer::forget`] refuses them, until they are unpinned. The
+    /// current generation may be pinned: it then stays after newer
+    /// publishes push it out of `keep`. [`Writer::clear`] removes pinned
+    /// generations like any other (it is explicit).
+    ///
+    /// Pins count inside retention's bound: at most
+    /// [`MAX_PINNED`](crate::MAX_PINNED) generations are pinned
+    /// ([`Error::PinLimit`]), and the unpinned ones get the room the pins
+    /// leave. A number that is not retained is [`Error::NoSuchGeneration`].
+    /// Nothing changes unless every number is valid; pinning a pinned
+    /// generation changes nothing and succeeds (`changed` is false).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// use snapcache::{Store, StoreOptions};
+    ///
+    /// let store = Store::open(StoreOptions::new(dir.path()).keep(1))?;
+    /// let mut writer = store.lock_writer()?;
+    /// writer.publish_bytes(b"[1]", &Default::default())?;
+    /// assert!(writer.pin(&[1])?.changed);
+    /// assert!(!writer.pin(&[1])?.changed, "already pinned");
+    /// for n in 2..=4 {
+    ///     writer.publish_bytes(format!("[{n}]").as_bytes(), &Default::default())?;
+    /// }
+    /// // keep 1: the current generation, the newest other, and the pin.
+    /// let kept: Vec<u64> = store.history()?.iter().map(|e| e.generation).collect();
+    /// assert_eq!(kept, [1, 3, 4]);
+    /// assert_eq!(writer.unpin(&[1])?.pinned, Vec::<u64>::new());
+    /// # Ok(()) }
+    /// ```
+    pub fn pin(&mut self, generations: &[u64]) -> Result<PinReport> {
+        self.guarded(|w| w.set_pinned_unguarded(generations, true))
+    }
+
+    /// Unpins the listed retained generations: they are subject to
+    /// retention and collection again from the next publish or `gc` on.
+    /// A number that is not retained is [`Error::NoSuchGeneration`];
+    /// unpinning one that is not pinned changes nothing and succeeds.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// let mut writer = store.lock_writer()?;
+    /// writer.publish_bytes(b"[1]", &Default::default())?;
+    /// writer.pin(&[1])?;
+    /// let report = writer.unpin(&[1])?;
+    /// assert!(report.changed && report.pinned.is_empty());
+    /// assert!(!writer.unpin(&[1])?.changed, "not pinned any more");
+    /// # Ok(()) }
+    /// ```
+    pub fn unpin(&mut self, generations: &[u64]) -> Result<PinReport> {
+        self.guarded(|w| w.set_pinned_unguarded(generations, false))
+    }
+
+    fn set_pinned_unguarded(&mut self, generations: &[u64], pin: bool) -> Result<PinReport> {
+        let store = self.store;
+        let mut pointer = self.pointer()?.ok_or_else(|| store.no_store())?;
+        if let Some(&n) = generations.iter().find(|&&n| pointer.find(n).is_none()) {
+            return Err(Error::NoSuchGeneration {
+                root: store.root().to_path_buf(),
+                generation: n,
+                available: pointer.retained_list(),
+            });
+        }
+        let changed = pointer.set_pinned(generations, pin);
+        if pin && pointer.pinned().len() > MAX_PINNED {
+            // The first one past the limit, in pointer order.
+            let before = pointer.pinned().len() - changed.len();
+            let generation = changed
+                .get(MAX_PINNED.saturating_sub(before))
+                .copied()
+                .unwrap_or_default();
+            return Err(Error::PinLimit {
+                root: store.root().to_path_buf(),
+                generation,
+                limit: MAX_PINNED,
+            });
+        }
+        if !changed.is_empty() {
+            store.commit_pointer(&self.lock, &mut pointer)?;
+            self.pointer = Some(pointer.clone());
+        }
+        let mut asked = generations.to_vec();
+        asked.sort_unstable();
+        asked.dedup();
+        let report = PinReport {
+            generations: asked,
+            changed: !changed.is_empty(),
+            pinned: pointer.pinned(),
+        };
+        tracing::info!(
+            generations = ?report.generations,
+            pin,
+            changed = report.changed,
+            pinned = ?report.pinned,
+            "set pin marks"
         );
         Ok(report)
     }
@@ -737,6 +852,29 @@ pub struct ForgetReport {
     pub removed_snapshots: usize,
     /// Bytes freed.
     pub freed_bytes: u64,
+}
+
+/// What [`Writer::pin`] or [`Writer::unpin`] did.
+///
+/// ```
+/// # fn main() -> Result<(), snapcache::Error> {
+/// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+/// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+/// store.publish_bytes(b"[1]", &Default::default())?;
+/// store.publish_bytes(b"[2]", &Default::default())?;
+/// let report = store.pin(&[2, 1])?;
+/// assert_eq!((report.generations, report.changed, report.pinned), (vec![1, 2], true, vec![1, 2]));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinReport {
+    /// The generations asked for, oldest first.
+    pub generations: Vec<u64>,
+    /// Whether any mark changed (false: every one already was as asked,
+    /// and the store was not written).
+    pub changed: bool,
+    /// Every pinned generation of the store afterwards, oldest first.
+    pub pinned: Vec<u64>,
 }
 
 /// What [`Writer::clear`] removed.

@@ -3,7 +3,7 @@
 
 use crate::common::*;
 
-fn retained(store: &TestStore) -> Vec<u64> {
+pub(crate) fn retained(store: &TestStore) -> Vec<u64> {
     let (out, history) = store.json(&["history"]);
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
     history["generations"]
@@ -120,13 +120,13 @@ fn on_the_lease_backend_a_forgotten_snapshot_waits_out_the_grace_period() {
     );
 }
 
-fn days_ago(days: u64) -> String {
+pub(crate) fn days_ago(days: u64) -> String {
     let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// Four generations created 40, 35, 20 and 1 days ago; 4 is current.
-fn store_with_dated_generations() -> TestStore {
+pub(crate) fn store_with_dated_generations() -> TestStore {
     let store = TestStore::new();
     for i in 1..=4u64 {
         store.refresh(&json_payload(300, i), &[]);

@@ -27,6 +27,7 @@ mod locking;
 mod namespaces;
 mod nonatomic;
 mod permissions;
+mod pins;
 mod planted;
 mod readers;
 mod retention;

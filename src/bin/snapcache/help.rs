@@ -30,10 +30,12 @@ Exit codes:
 JSON (--json): one object on stdout.
   error:    {\"error\": {\"kind\", \"message\", \"exit_code\"}}; kind is one of usage,
             payload-rejected, lock-timeout, interrupted, corrupt-store, no-store,
-            not-a-store, untrusted-path, unexpected-file-type, error
+            not-a-store, untrusted-path, unexpected-file-type, commit-conflict,
+            pinned, error
   refresh:  generation, hash, bytes, changed, skipped, waited_ms, backend, ...
   status:   store, generation, hash, bytes, note, created_at, checked_at,
-            created_age_seconds, checked_age_seconds, retained, lock
+            created_age_seconds, checked_age_seconds, retained, pinned, lock
   history:  generations: [{generation, hash, bytes, created_at, note, current,
-            age_seconds}]
+            pinned, age_seconds}]
+  pin, unpin: generations, changed, pinned
   The full reference: docs/reference.md in the source repository.";

@@ -31,8 +31,9 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         return Ok(());
     }
     outln!(
-        "  {:>5}  {:<24}  {:<16}  {:>9}  {:<12}  note",
+        "  {:>5}  {:<6}  {:<24}  {:<16}  {:>9}  {:<12}  note",
         "gen",
+        "pin",
         "created",
         "age",
         "size",
@@ -48,9 +49,10 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
             None => "in the future".to_string(),
         };
         outln!(
-            "{} {:>5}  {:<24}  {:<16}  {:>9}  {:<12}  {}",
+            "{} {:>5}  {:<6}  {:<24}  {:<16}  {:>9}  {:<12}  {}",
             if entry.current { "*" } else { " " },
             g.generation,
+            if g.pinned { "pinned" } else { "" },
             format!("{}{}", g.created_at, if future { " (!)" } else { "" }),
             age,
             human_bytes(g.bytes),

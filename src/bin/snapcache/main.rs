@@ -15,6 +15,7 @@ mod help;
 mod history;
 mod logging;
 mod output;
+mod pin;
 mod progress;
 mod pump;
 mod refresh;
@@ -75,14 +76,42 @@ enum Command {
     Show(show::Args),
     /// Current generation, hash, size, times and lock state
     Status,
-    /// Retained generations, the current one marked
+    /// Retained generations, the current and the pinned ones marked
     History,
     /// Make an earlier retained generation current
     Rollback(rollback::Args),
     /// Remove temp files and unreferenced snapshots
     Gc(gc::Args),
-    /// Drop specific generations (never the current one) and their snapshots
+    /// Drop specific generations (never the current or a pinned one) and their snapshots
     Forget(forget::Args),
+    /// Keep generations through retention and gc until unpinned
+    ///
+    /// A pinned generation survives every publish's retention (SNAPCACHE_KEEP
+    /// counts only unpinned generations besides the current one), `gc --keep`
+    /// and `gc --older-than`; `forget` refuses it and `history` marks it.
+    /// The current generation can be pinned: it stays once newer publishes
+    /// push it out of the kept ones. Rolling back to a pinned generation works
+    /// as to any other; `clear` removes pinned generations too.
+    ///
+    /// At most 100 generations can be pinned (retention never keeps more than
+    /// 100 besides the current one; the pins come first). Only a retained
+    /// generation can be pinned: any other N is an error (exit 1) listing the
+    /// retained ones, and nothing changes unless every N is retained. Pinning
+    /// a pinned generation succeeds and changes nothing.
+    ///
+    /// JSON (--json): {"generations": [N...], "changed": bool, "pinned": [every
+    /// pinned generation afterwards]}.
+    Pin(pin::Args),
+    /// Release pinned generations to retention and gc again
+    ///
+    /// The next publish (or `gc --keep` / `--older-than`) may then drop them
+    /// like any other generation. Unpinning a generation that is not pinned
+    /// succeeds and changes nothing; an N that is not retained is an error
+    /// (exit 1).
+    ///
+    /// JSON (--json): {"generations": [N...], "changed": bool, "pinned": [every
+    /// pinned generation afterwards]}.
+    Unpin(pin::Args),
     /// Check the pointer and every retained snapshot; change nothing
     Verify,
     /// Remove every generation and snapshot (the store stays, empty)
@@ -104,6 +133,8 @@ impl Command {
                 | Command::Rollback(_)
                 | Command::Gc(_)
                 | Command::Forget(_)
+                | Command::Pin(_)
+                | Command::Unpin(_)
                 | Command::Clear(_)
         )
     }
@@ -185,6 +216,8 @@ fn run(cli: &Cli, ctx: &Context) -> Result<(), Failure> {
         Command::Rollback(args) => rollback::run(ctx, args),
         Command::Gc(args) => gc::run(ctx, args),
         Command::Forget(args) => forget::run(ctx, args),
+        Command::Pin(args) => pin::run(ctx, args, true),
+        Command::Unpin(args) => pin::run(ctx, args, false),
         Command::Verify => verify::run(ctx),
         Command::Diff(args) => diff::run(ctx, args),
         Command::Clear(args) => clear::run(ctx, args),
@@ -353,6 +386,8 @@ fn report(failure: Failure, cli: &Cli) -> u8 {
                 (exit::FAILURE, "not-a-store")
             } else if e.is_commit_conflict() {
                 (exit::FAILURE, "commit-conflict")
+            } else if e.is_pinned() {
+                (exit::FAILURE, "pinned")
             } else {
                 (exit::FAILURE, "error")
             };
@@ -433,6 +468,12 @@ fn cli_hint(e: &Error) -> Option<String> {
         Hint::ChooseStore => "choose another store with --store DIR or SNAPCACHE_DIR".into(),
         Hint::FreeSpace => "`snapcache gc` removes unreferenced snapshots".into(),
         Hint::PublishRaw => "pass --raw to store bytes that are not JSON".into(),
+        Hint::Unpin => match e {
+            Error::ForgetPinned { generation, .. } => format!(
+                "run `snapcache unpin {generation}` first if it may go, then forget it"
+            ),
+            _ => "`snapcache history` marks the pinned generations; release one with `snapcache unpin N`".into(),
+        },
         _ => return None,
     })
 }

@@ -46,6 +46,7 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
             // null when unknown: nothing published, or a time in the future.
             "age_seconds": status.checked_at.and_then(|t| t.known_age()).map(|a| a.as_secs()),
             "retained": status.retained,
+            "pinned": status.pinned,
             "lock": lock,
         }));
         return Ok(());
@@ -54,10 +55,15 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
     match &status.current {
         None => outln!("generation: none (nothing published yet)"),
         Some(g) => {
+            let pinned = match status.pinned {
+                0 => String::new(),
+                n => format!(", {n} pinned"),
+            };
             outln!(
-                "generation: {} ({} retained)",
+                "generation: {} ({} retained{pinned}){}",
                 g.generation,
-                status.retained
+                status.retained,
+                if g.pinned { ", pinned" } else { "" }
             );
             outln!("hash:       {}", g.hash);
             outln!("bytes:      {} ({})", g.bytes, human_bytes(g.bytes));

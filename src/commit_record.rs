@@ -49,7 +49,7 @@ use crate::hash::ContentHash;
 use crate::layout::{self, Layout};
 use crate::lock::Backend;
 use crate::pointer::{self, Pointer};
-use crate::sweep::{Leftover, LeftoverKind};
+use crate::sweep::{InGrace, Leftover, LeftoverKind};
 use crate::time::Timestamp;
 
 /// How many of the newest commit records are kept (older ones are removed
@@ -59,6 +59,12 @@ pub(crate) const RECORDS_KEPT: u64 = 8;
 /// How long the lease backend keeps a snapshot that may still be needed by
 /// a stalled writer or a reader on another host: 10 minutes.
 pub(crate) const SNAPSHOT_GRACE: Duration = Duration::from_secs(600);
+
+/// The grace in force: [`SNAPSHOT_GRACE`], or a test's shorter one
+/// (`SNAPCACHE_TEST_SNAPSHOT_GRACE_SECS`, see [`crate::test_hooks`]).
+pub(crate) fn snapshot_grace() -> Duration {
+    crate::test_hooks::snapshot_grace().unwrap_or(SNAPSHOT_GRACE)
+}
 
 /// Upper bound on records followed in one look (a planted run of names
 /// must not keep a writer busy).
@@ -154,9 +160,10 @@ pub(crate) fn commit(
         return Ok(());
     }
     let now = SystemTime::now();
+    let grace = snapshot_grace();
     pointer.dropped.retain(|d| {
         now.duration_since(d.dropped_at.system_time())
-            .map_or(true, |age| age < SNAPSHOT_GRACE)
+            .map_or(true, |age| age < grace)
     });
     pointer.commit = n;
     let dir = layout.commits_dir();
@@ -168,6 +175,31 @@ pub(crate) fn commit(
     }
     match crate::lock::create_complete(durable, &layout.tmp_dir(), &path, &pointer.encode()) {
         Ok(true) => {
+            // A writer stalled through more than RECORDS_KEPT commits finds
+            // its name free again (pruned): a higher record says that the
+            // truth moved on without it. Its record is below the truth, so
+            // nobody follows it; it is removed and the commit fails as if
+            // the name had been taken.
+            if let Some(highest) = highest_record(layout).filter(|h| *h > n) {
+                undo(pointer);
+                if let Err(e) = durable.remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a stale commit record; nobody follows it and it is pruned later");
+                }
+                let generation = read(layout, highest)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |p| p.current);
+                tracing::warn!(
+                    commit = n,
+                    highest,
+                    generation,
+                    "commit conflict: records newer than this writer's were made while it was stalled"
+                );
+                return Err(Error::CommitConflict {
+                    path: layout.commit_record(highest),
+                    generation,
+                });
+            }
             tracing::debug!(commit = n, path = %path.display(), "commit record created");
             Ok(())
         }
@@ -233,29 +265,75 @@ pub(crate) fn remove_all(layout: &Layout, durable: &Durable) -> Result<()> {
 /// snapshots of generations dropped less than [`SNAPSHOT_GRACE`] ago.
 pub(crate) fn in_grace(pointer: &Pointer) -> HashSet<ContentHash> {
     let now = Timestamp::now().system_time();
+    let grace = snapshot_grace();
     pointer
         .dropped
         .iter()
         .filter(|d| {
             now.duration_since(d.dropped_at.system_time())
-                .map_or(true, |age| age < SNAPSHOT_GRACE)
+                .map_or(true, |age| age < grace)
         })
         .map(|d| d.hash)
         .collect()
 }
 
+/// Splits the unreferenced snapshots among `leftovers` by the lease
+/// backend's grace (for `verify`): those whose grace has not ended (their
+/// generation was dropped, or the file was written, less than the grace
+/// ago) are kept until the later of the two ends; the rest stay reclaimable.
+pub(crate) fn split_in_grace(
+    pointer: Option<&Pointer>,
+    leftovers: Vec<Leftover>,
+) -> (Vec<Leftover>, Vec<InGrace>) {
+    let now = SystemTime::now();
+    let grace = snapshot_grace();
+    let mut reclaimable = Vec::new();
+    let mut kept = Vec::new();
+    for l in leftovers {
+        if l.kind != LeftoverKind::UnreferencedSnapshot {
+            reclaimable.push(l);
+            continue;
+        }
+        let name = l.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let dropped_until = ContentHash::parse(name).and_then(|h| {
+            pointer?
+                .dropped
+                .iter()
+                .filter(|d| d.hash == h)
+                .map(|d| d.dropped_at.system_time() + grace)
+                .max()
+        });
+        // An unknown mtime counts as young, as the sweep treats it.
+        let written_until = fs::symlink_metadata(&l.path)
+            .and_then(|m| m.modified())
+            .map_or(now + grace, |t| t + grace);
+        let until = dropped_until.map_or(written_until, |d| d.max(written_until));
+        if until > now {
+            kept.push(InGrace {
+                path: l.path,
+                bytes: l.bytes,
+                until: Timestamp::from(until),
+            });
+        } else {
+            reclaimable.push(l);
+        }
+    }
+    (reclaimable, kept)
+}
+
 /// Leaves out of `leftovers` the unreferenced snapshots younger than
 /// [`SNAPSHOT_GRACE`] by mtime: a stalled writer may be about to commit one.
 pub(crate) fn spare_young_snapshots(leftovers: Vec<Leftover>) -> Vec<Leftover> {
+    let grace = snapshot_grace();
     leftovers
         .into_iter()
         .filter(|l| {
             if l.kind != LeftoverKind::UnreferencedSnapshot {
                 return true;
             }
-            let old = age(&l.path).is_some_and(|a| a >= SNAPSHOT_GRACE);
+            let old = age(&l.path).is_some_and(|a| a >= grace);
             if !old {
-                tracing::info!(path = %l.path.display(), grace_secs = SNAPSHOT_GRACE.as_secs(), "kept an unreferenced snapshot younger than the grace period");
+                tracing::info!(path = %l.path.display(), grace_secs = grace.as_secs_f64(), "kept an unreferenced snapshot younger than the grace period");
             }
             old
         })
@@ -328,6 +406,46 @@ mod tests {
             err.to_string().contains("commits"),
             "names the record: {err}"
         );
+    }
+
+    #[test]
+    fn a_writer_stalled_through_more_commits_than_the_records_kept_still_conflicts() {
+        let (_dir, store) = lease_store();
+        store
+            .publish_bytes(b"[0]", &PublishOptions::default())
+            .expect("publish");
+        let layout = Layout::new(store.root());
+        let path = layout.current();
+        let base = Pointer::decode(&std::fs::read(&path).expect("read"), &path).expect("decode");
+        // Others commit RECORDS_KEPT + 1 times meanwhile: record base + 1 is
+        // pruned, so its name is free again.
+        for n in 1..=RECORDS_KEPT + 1 {
+            store
+                .publish_bytes(format!("[{n}]").as_bytes(), &PublishOptions::default())
+                .expect("publish");
+        }
+        assert!(!layout.commit_record(base.commit + 1).exists(), "pruned");
+        let before = std::fs::read(&path).expect("read");
+        let mut stale = base.clone();
+        let err = commit(&layout, &Durable::default(), Backend::Lease, &mut stale)
+            .expect_err("the stalled writer must lose");
+        assert!(err.is_commit_conflict(), "{err}");
+        assert_eq!(stale.commit, base.commit, "unchanged");
+        assert!(
+            !layout.commit_record(base.commit + 1).exists(),
+            "its stale record is gone"
+        );
+        assert_eq!(std::fs::read(&path).expect("read"), before);
+        let last = RECORDS_KEPT + 2;
+        assert!(
+            err.to_string()
+                .contains(&format!("another writer committed generation {last}")),
+            "{err}"
+        );
+        let next = store
+            .publish_bytes(b"[\"next\"]", &PublishOptions::default())
+            .expect("publish");
+        assert_eq!(next.generation, last + 1);
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub use store::{
     DEFAULT_KEEP, GcOptions, GcReport, HistoryEntry, Problem, PublishOptions, PublishOutcome,
     RollbackOutcome, Snapshot, SnapshotMeta, Status, Store, StoreOptions, VerifyReport, Versioned,
 };
-pub use sweep::{ForeignEntry, Leftover, LeftoverKind};
+pub use sweep::{ForeignEntry, InGrace, Leftover, LeftoverKind};
 pub use time::{CLOCK_SKEW_TOLERANCE, Timestamp};
 pub use verified::VerifiedSnapshot;
 pub use writer::{ClearReport, ForgetReport, PinReport, Writer};

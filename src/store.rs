@@ -41,7 +41,7 @@ use crate::payload::{PayloadFormat, PayloadSink};
 use crate::pointer::{self, Generation, MAX_KEEP, Pointer};
 use crate::reread::{self, Look};
 use crate::snapshot::{self, SnapshotFault};
-use crate::sweep::{self, ForeignEntry, Leftover};
+use crate::sweep::{self, ForeignEntry, InGrace, Leftover};
 use crate::time::Timestamp;
 use crate::trust::{self, Access};
 use crate::verified::VerifiedSnapshot;
@@ -553,6 +553,10 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Leftovers that a write or `gc` would remove (not problems).
     pub reclaimable: Vec<Leftover>,
+    /// Unreferenced snapshots the lease backend keeps until their grace
+    /// ends (not problems, and not reclaimable before then). Always empty
+    /// on a store only the advisory backend writes.
+    pub in_grace: Vec<InGrace>,
     /// Entries snapcache did not create (or that lost the shape it gives
     /// its files): never removed, never counted by `gc`; not problems.
     pub foreign: Vec<ForeignEntry>,
@@ -743,7 +747,7 @@ impl Store {
         self.check_trust(Access::Read)?;
         self.ensure_readable()?;
         Ok(self
-            .try_load_pointer()?
+            .read_newest_pointer()?
             .as_ref()
             .map(SnapshotMeta::current_of))
     }
@@ -926,9 +930,36 @@ impl Store {
 
     /// Loads and checks the pointer; `NoStore` when there is none.
     fn load_pointer(&self) -> Result<Pointer> {
-        self.try_load_pointer()?.ok_or_else(|| Error::NoStore {
+        self.read_newest_pointer()?.ok_or_else(|| Error::NoStore {
             root: self.root().to_path_buf(),
         })
+    }
+
+    /// What readers go by: the pointer, or the newest commit record after
+    /// it when there is one (lease backend: a writer stalled between its
+    /// record and its rename, or one that renamed an older pointer late,
+    /// leaves `current` behind the records, which are the truth; see
+    /// [`crate::commit_record`]). Costs one failed open when `current` is
+    /// up to date. Readers change nothing: the next writer rolls `current`
+    /// forward. A record that cannot be read is logged and passed over (the
+    /// next writer reports it): a planted name must not stop readers.
+    fn read_newest_pointer(&self) -> Result<Option<Pointer>> {
+        let current = self.try_load_pointer()?;
+        match crate::commit_record::newest(&self.layout, current.clone()) {
+            Ok((newest, behind)) => {
+                if behind {
+                    tracing::info!(
+                        commit = newest.as_ref().map_or(0, |p| p.commit),
+                        "the pointer is behind a commit record; reading the record's generation"
+                    );
+                }
+                Ok(newest)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a commit record after the pointer cannot be read; reading the pointer's generation");
+                Ok(current)
+            }
+        }
     }
 
     /// Loads and checks the pointer; `None` when there is none. A pointer
@@ -1025,7 +1056,7 @@ impl Store {
         // Trust first: nothing in the store is read before it passes.
         self.check_trust(Access::Read)?;
         self.ensure_readable()?;
-        let pointer = self.try_load_pointer()?;
+        let pointer = self.read_newest_pointer()?;
         Ok(Status {
             root: self.root().to_path_buf(),
             current: pointer.as_ref().map(|p| p.current_entry().clone()),
@@ -1071,7 +1102,7 @@ impl Store {
             let report = self.verify_once()?;
             let raced = report.report.problems.iter().any(|p| p.kind == "missing")
                 && report.pointer.is_some()
-                && self.try_load_pointer().ok().flatten() != report.pointer;
+                && self.read_newest_pointer().ok().flatten() != report.pointer;
             if !raced || attempt >= READ_ATTEMPTS {
                 return Ok(report.report);
             }
@@ -1081,7 +1112,7 @@ impl Store {
     fn verify_once(&self) -> Result<VerifyPass> {
         let mut problems = Vec::new();
         let mut verified = Vec::new();
-        let pointer = match self.try_load_pointer() {
+        let pointer = match self.read_newest_pointer() {
             Ok(Some(p)) => Some(p),
             Ok(None) => {
                 return Err(Error::NoStore {
@@ -1114,14 +1145,36 @@ impl Store {
         }
         let referenced = pointer.as_ref().map(referenced_hashes);
         let scan = sweep::scan(&self.layout, referenced.as_ref(), None)?;
+        let (reclaimable, in_grace) = if self.grace_applies(pointer.as_ref()) {
+            crate::commit_record::split_in_grace(pointer.as_ref(), scan.leftovers)
+        } else {
+            (scan.leftovers, Vec::new())
+        };
         let report = VerifyReport {
             ok: problems.is_empty(),
             verified_generations: verified,
             problems,
-            reclaimable: scan.leftovers,
+            reclaimable,
+            in_grace,
             foreign: scan.foreign,
         };
         Ok(VerifyPass { report, pointer })
+    }
+
+    /// Whether the lease backend's snapshot grace governs this store's
+    /// sweeps, judged without the lock: the caller chose the lease backend
+    /// (or its filesystem makes it the automatic choice), or the store shows
+    /// that lease writers use it (a `dropped` list, commit records). Then
+    /// `verify` reports what the grace keeps instead of calling it
+    /// reclaimable.
+    fn grace_applies(&self, pointer: Option<&Pointer>) -> bool {
+        pointer.is_some_and(|p| !p.dropped.is_empty())
+            || lock::would_use_lease(self.options.backend, &self.layout)
+            || std::fs::read_dir(self.layout.commits_dir()).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| crate::layout::is_record_name(&e.file_name()))
+            })
     }
 
     // --------------------------------------------------------------- writes

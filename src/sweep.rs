@@ -55,6 +55,35 @@ pub struct Leftover {
     pub bytes: u64,
 }
 
+/// A snapshot no retained generation references that the lease backend
+/// keeps until its grace ends (its generation left retention, or the file
+/// was written, less than the grace ago: a reader on another host or a
+/// stalled writer may still need it). Not reclaimable before `until`;
+/// listed by `verify` apart from the reclaimable leftovers.
+///
+/// ```
+/// # fn main() -> Result<(), snapcache::Error> {
+/// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+/// use snapcache::{BackendChoice, Store, StoreOptions};
+/// let store = Store::open(StoreOptions::new(dir.path()).lock_backend(BackendChoice::Lease))?;
+/// store.publish_bytes(b"[1]", &Default::default())?;
+/// store.publish_bytes(b"[2]", &Default::default())?;
+/// store.forget(&[1])?;
+/// let report = store.verify()?;
+/// assert_eq!((report.in_grace.len(), report.reclaimable.len()), (1, 0));
+/// assert!(report.in_grace[0].until > snapcache::Timestamp::now());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InGrace {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its size (what removing it will free).
+    pub bytes: u64,
+    /// When its grace ends: from then on a write or `gc` removes it.
+    pub until: crate::time::Timestamp,
+}
+
 /// Something in the store that snapcache did not create (or that no longer
 /// has the shape snapcache gives its files): left in place, never counted
 /// by `gc`, listed by `verify`.

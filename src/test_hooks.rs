@@ -12,6 +12,10 @@
 //!   it with SIGCONT.
 //! - `SNAPCACHE_TEST_NO_ADVISORY_LOCK=1`: advisory locks fail as
 //!   "unsupported", as on an NFS mount with `nolock`.
+//! - `SNAPCACHE_TEST_SNAPSHOT_GRACE_SECS=S`: the snapshot grace of the
+//!   lease backend is `S` seconds instead of 10 minutes, so a test can see a
+//!   snapshot kept before the grace ends and deleted after it. It only
+//!   changes when, never whether, the grace applies.
 
 /// Whether hook `name` is switched on (and hooks are enabled at all).
 fn on(name: &str) -> bool {
@@ -37,4 +41,27 @@ pub(crate) fn stall_before_commit() {
 /// Whether advisory locks are to fail as unsupported.
 pub(crate) fn advisory_lock_disabled() -> bool {
     on("SNAPCACHE_TEST_NO_ADVISORY_LOCK")
+}
+
+/// The snapshot grace the test asks for, in seconds (fractions allowed).
+pub(crate) fn snapshot_grace() -> Option<std::time::Duration> {
+    if !on_value("SNAPCACHE_TEST_SNAPSHOT_GRACE_SECS") {
+        return None;
+    }
+    let text = std::env::var("SNAPCACHE_TEST_SNAPSHOT_GRACE_SECS").ok()?;
+    let grace = text
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok());
+    if grace.is_none() {
+        tracing::warn!(value = %text, "test hook: SNAPCACHE_TEST_SNAPSHOT_GRACE_SECS is not a number of seconds; ignored");
+    }
+    grace
+}
+
+/// Whether hooks are enabled and variable `name` is set (to any value).
+fn on_value(name: &str) -> bool {
+    std::env::var_os("SNAPCACHE_TEST_HOOKS").is_some_and(|v| v == "1")
+        && std::env::var_os(name).is_some()
 }

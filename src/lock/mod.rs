@@ -386,6 +386,16 @@ impl Drop for WriterLock {
     }
 }
 
+/// Whether writers of this store with `choice` use the lease backend (as
+/// [`resolve_backend`] decides, without its log lines).
+pub(crate) fn would_use_lease(choice: BackendChoice, layout: &Layout) -> bool {
+    match choice {
+        BackendChoice::Advisory => false,
+        BackendChoice::Lease => true,
+        BackendChoice::Auto => fs_kind::unreliable_lock_filesystem(layout.root()).is_some(),
+    }
+}
+
 /// Picks the backend for this store, logging why the lease backend is used.
 fn resolve_backend(choice: BackendChoice, layout: &Layout) -> Backend {
     match choice {

@@ -318,6 +318,7 @@ on_every_backend!(
     forget_drops_chosen_generations_never_the_current_one,
     gc_keep_drops_the_oldest,
     gc_older_than_keeps_the_generation_current_at_the_cutoff,
+    dropped_snapshots_go_after_the_grace_and_not_before,
     clear_empties_the_store_and_numbering_restarts,
     history_and_status_json_keys,
     concurrent_writers_and_verifying_readers_lose_nothing,
@@ -517,6 +518,74 @@ fn gc_older_than_keeps_the_generation_current_at_the_cutoff(s: &Backend) {
     );
     assert_eq!(s.generations(), (vec![2, 3, 4], Some(4)));
     assert_eq!(s.show(&["--generation", "2"]), (0, b"[2]".to_vec()));
+}
+
+fn dropped_snapshots_go_after_the_grace_and_not_before(s: &Backend) {
+    s.refresh(b"[1]", &[]);
+    s.refresh(b"[2]", &[]);
+    let dropped = format!("snapshots/{}", hash_hex(b"[1]"));
+    // A 2 s grace (test hook): kept before it ends, deleted after.
+    let with_grace = |args: &[&str]| {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let mut cmd = s.command(&all);
+        cmd.env("SNAPCACHE_TEST_HOOKS", "1")
+            .env("SNAPCACHE_TEST_SNAPSHOT_GRACE_SECS", "2");
+        let out = run_with_timeout(cmd);
+        assert_eq!(code(&out), 0, "{args:?}: {}", text(&out.stderr));
+        parse_json(&out, args)
+    };
+    let listed = |list: &Value| {
+        list.as_array()
+            .expect("a list")
+            .iter()
+            .filter(|k| {
+                k["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(&hash_hex(b"[1]")))
+            })
+            .count()
+    };
+    let report = with_grace(&["forget", "1"]);
+    if !s.has_grace() {
+        assert_eq!(report["removed_snapshots"], 1, "removed at once: {report}");
+        assert!(!s.exists_raw(&dropped));
+        let verify = with_grace(&["verify"]);
+        assert_eq!(verify["in_grace"], serde_json::json!([]), "{verify}");
+        return;
+    }
+    assert_eq!(report["removed_snapshots"], 0, "within the grace: {report}");
+    assert!(s.exists_raw(&dropped), "kept for the grace");
+    let verify = with_grace(&["verify"]);
+    assert_eq!(listed(&verify["in_grace"]), 1, "kept for grace: {verify}");
+    assert!(verify["in_grace"][0]["until"].is_string(), "{verify}");
+    assert_eq!(
+        listed(&verify["reclaimable"]),
+        0,
+        "not reclaimable yet: {verify}"
+    );
+    let human = s.run(&["verify"]);
+    assert!(
+        text(&human.stdout).contains("kept for grace: 1 unreferenced snapshot(s)"),
+        "{}",
+        text(&human.stdout)
+    );
+    let report = with_grace(&["gc"]);
+    assert_eq!(report["removed_snapshots"], 0, "gc keeps it too: {report}");
+    assert!(s.exists_raw(&dropped));
+    std::thread::sleep(Duration::from_millis(2300));
+    let verify = with_grace(&["verify"]);
+    assert_eq!(listed(&verify["in_grace"]), 0, "{verify}");
+    assert_eq!(
+        listed(&verify["reclaimable"]),
+        1,
+        "reclaimable after the grace: {verify}"
+    );
+    let report = with_grace(&["gc"]);
+    assert_eq!(report["removed_snapshots"], 1, "after the grace: {report}");
+    assert!(!s.exists_raw(&dropped), "deleted after the grace");
+    assert_eq!(s.show(&[]), (0, b"[2]".to_vec()));
+    assert_eq!(s.ok_json(&["verify"])["ok"], true);
 }
 
 fn clear_empties_the_store_and_numbering_restarts(s: &Backend) {

@@ -151,11 +151,12 @@ fn a_writer_stalled_past_its_lease_loses_its_commit_and_nothing_is_lost() {
 }
 
 #[test]
-fn a_pointer_renamed_late_over_a_newer_commit_is_rolled_forward_by_the_next_writer() {
+fn a_pointer_renamed_late_over_a_newer_commit_is_never_what_readers_see_and_is_rolled_forward() {
     // A winner that stalls between creating its commit record and renaming
     // `current` renames an older pointer over a newer one when it resumes.
-    // The records stay the truth: the next writer continues from the
-    // newest record, so no generation is lost and no number is reused.
+    // The records stay the truth: readers follow them from the pointer, and
+    // the next writer continues from the newest record, so no generation is
+    // lost and no number is reused.
     let store = TestStore::new();
     for (n, payload) in [(1, b"[1]"), (2, b"[2]")] {
         let out = published(&run_with_timeout(refresh(&store, "p", payload)));
@@ -166,11 +167,12 @@ fn a_pointer_renamed_late_over_a_newer_commit_is_rolled_forward_by_the_next_writ
     assert_eq!(third["generation"], 3);
     // The stalled winner's late rename:
     std::fs::write(pointer_path(&store), &late).expect("rename late");
-    assert_eq!(
-        store.show(),
-        b"[2]",
-        "readers see the older commit meanwhile"
-    );
+    // Readers go by the records too: they see commit 3, not the pointer
+    // renamed late.
+    assert_eq!(store.show(), b"[3]", "readers see the newest commit");
+    assert_eq!(generations(&store), (vec![1, 2, 3], Some(3)));
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(status["generation"], 3, "{status}");
 
     let fourth = published(&run_with_timeout(refresh(&store, "p4", b"[4]")));
     assert_eq!(fourth["generation"], 4, "{fourth}");

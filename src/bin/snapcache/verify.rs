@@ -17,6 +17,9 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         for l in &mut shown.reclaimable {
             l.path = lossy_path(&l.path);
         }
+        for k in &mut shown.in_grace {
+            k.path = lossy_path(&k.path);
+        }
         for f in &mut shown.foreign {
             f.path = lossy_path(&f.path);
         }
@@ -61,6 +64,17 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
                 report.reclaimable.len(),
                 human_bytes(bytes)
             );
+        }
+        if let Some(last) = report.in_grace.iter().map(|k| k.until).max() {
+            let bytes: u64 = report.in_grace.iter().map(|k| k.bytes).sum();
+            outln!(
+                "kept for grace: {} unreferenced snapshot(s), {}, until {last} at the latest (a reader elsewhere or a stalled writer may still need them; not reclaimable before):",
+                report.in_grace.len(),
+                human_bytes(bytes)
+            );
+            for k in &report.in_grace {
+                outln!("  {} until {}", k.path.display(), k.until);
+            }
         }
     }
     if !ctx.json && !report.foreign.is_empty() {

@@ -362,3 +362,36 @@ fn a_pointer_with_more_pins_than_a_writer_makes_is_brought_back_under_the_bound(
     assert_eq!(*kept.last().unwrap(), 122);
     store.ok(&["verify"]);
 }
+
+#[test]
+fn on_the_lease_backend_a_pinned_snapshot_never_enters_the_dropped_list() {
+    let store = TestStore::new();
+    let lease = |args: &[&str]| {
+        let mut cmd = store.command(&[&["--lock-backend", "lease"][..], args].concat());
+        cmd.env("SNAPCACHE_KEEP", "1");
+        let out = run_with_timeout(cmd);
+        assert_eq!(code(&out), 0, "{args:?}: {}", text(&out.stderr));
+    };
+    for i in 1..=3u64 {
+        let file = store.payload("p.json", &json_payload(300, i));
+        lease(&["refresh", "--from", file.to_str().unwrap()]);
+    }
+    // keep 1 already dropped 1 at the third publish; pin 2, then publish twice.
+    lease(&["pin", "2"]);
+    for i in 4..=5u64 {
+        let file = store.payload("p.json", &json_payload(300, i));
+        lease(&["refresh", "--from", file.to_str().unwrap()]);
+    }
+    assert_eq!(retained(&store), vec![2, 4, 5]);
+    let pointer = std::fs::read_to_string(pointer_path(&store)).unwrap();
+    let body: Value = serde_json::from_str(pointer.split_once('\n').unwrap().1).unwrap();
+    let dropped: Vec<&str> = body["dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["hash"].as_str().unwrap())
+        .collect();
+    let hash = |i| hash_hex(&json_payload(300, i));
+    assert_eq!(dropped, [hash(1), hash(3)], "{pointer}");
+    assert!(store.files_in("snapshots").contains(&hash(2)));
+}

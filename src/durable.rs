@@ -337,24 +337,49 @@ impl Durable {
         bytes: &[u8],
         durable: bool,
         budget: Option<Duration>,
-    ) -> Result<RenameStats, (PathBuf, io::Error)> {
-        let mut temp = self
-            .create_temp(tmp_dir)
-            .map_err(|e| (tmp_dir.to_path_buf(), e))?;
+    ) -> Result<RenameStats, ReplaceError> {
+        let before = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ReplaceError {
+                path,
+                source,
+                replaced: false,
+            }
+        };
+        let mut temp = self.create_temp(tmp_dir).map_err(before(tmp_dir))?;
         let temp_path = temp.path().to_path_buf();
-        self.write(&mut temp, bytes)
-            .map_err(|e| (temp_path.clone(), e))?;
+        self.write(&mut temp, bytes).map_err(before(&temp_path))?;
         if durable {
-            self.sync_file(&temp).map_err(|e| (temp_path.clone(), e))?;
+            self.sync_file(&temp).map_err(before(&temp_path))?;
         }
         let (result, stats) = self.persist(temp, dest, budget);
-        result.map_err(|e| (dest.to_path_buf(), e))?;
+        result.map_err(before(dest))?;
         if durable {
             let parent = dest.parent().unwrap_or(Path::new("."));
-            self.sync_dir(parent)
-                .map_err(|e| (parent.to_path_buf(), e))?;
+            self.sync_dir(parent).map_err(|source| ReplaceError {
+                path: parent.to_path_buf(),
+                source,
+                replaced: true,
+            })?;
         }
         Ok(stats)
+    }
+}
+
+/// A failed [`Durable::replace_file`]: the path and error of the step that
+/// failed, and whether `dest` had already been replaced (only its
+/// directory's fsync failed), which a commit needs to know to say whether
+/// it happened.
+#[derive(Debug)]
+pub(crate) struct ReplaceError {
+    pub path: PathBuf,
+    pub source: io::Error,
+    pub replaced: bool,
+}
+
+impl From<ReplaceError> for (PathBuf, io::Error) {
+    fn from(e: ReplaceError) -> Self {
+        (e.path, e.source)
     }
 }
 

@@ -319,7 +319,11 @@ pub enum Error {
     },
 
     /// An I/O operation failed.
-    #[error("{}", io_message(.action, .path, .source))]
+    ///
+    /// Only errors of a write say what became of the current generation
+    /// (see [`IoStage`]); a read changes nothing and says nothing about it.
+    #[error("{}", io_message(.action, .path, .source, *.stage))]
+    #[non_exhaustive]
     Io {
         /// What we were doing ("create the temp file", ...).
         action: &'static str,
@@ -328,7 +332,42 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: io::Error,
+        /// Whether it happened during a write, and then whether before or
+        /// after the write's commit point.
+        stage: IoStage,
     },
+}
+
+/// Where an [`Error::Io`] happened, which is what says whether the failed
+/// operation changed the current generation.
+///
+/// ```
+/// # fn main() -> Result<(), snapcache::Error> {
+/// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+/// // A store root whose name is too long for the filesystem: nothing can start.
+/// let root = dir.path().join("a".repeat(300));
+/// let store = snapcache::Store::open(snapcache::StoreOptions::new(root))?;
+/// let read = store.read_current().unwrap_err();
+/// assert!(matches!(read, snapcache::Error::Io { stage: snapcache::IoStage::Read, .. }), "{read}");
+/// assert!(!read.to_string().contains("current generation"));
+/// let write = store.publish_bytes(b"[2]", &Default::default()).unwrap_err();
+/// assert!(matches!(write, snapcache::Error::Io { stage: snapcache::IoStage::BeforeCommit, .. }));
+/// assert!(write.to_string().contains("the current generation is unchanged"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IoStage {
+    /// Not during a write (a read, a check, a listing): the operation
+    /// changed nothing, and the message makes no claim about generations.
+    Read,
+    /// During a write, before its commit point: the current generation is
+    /// unchanged (the message says so).
+    BeforeCommit,
+    /// During a write, at or after its commit point (making the new pointer
+    /// durable): the change may already be current, so the store must be
+    /// read again before deciding to retry (the message says so).
+    AfterCommit,
 }
 
 impl Error {
@@ -348,6 +387,45 @@ impl Error {
             action,
             path: path.into(),
             source,
+            stage: IoStage::Read,
+        }
+    }
+
+    /// The error as a write reports it: an I/O error not otherwise placed
+    /// happened before the write's commit point. Applied where a write
+    /// operation hands its error to the caller.
+    pub(crate) fn in_write(self) -> Self {
+        match self {
+            Error::Io {
+                action,
+                path,
+                source,
+                stage: IoStage::Read,
+            } => Error::Io {
+                action,
+                path,
+                source,
+                stage: IoStage::BeforeCommit,
+            },
+            other => other,
+        }
+    }
+
+    /// The error as a write reports it when its commit point was passed.
+    pub(crate) fn after_commit(self) -> Self {
+        match self {
+            Error::Io {
+                action,
+                path,
+                source,
+                ..
+            } => Error::Io {
+                action,
+                path,
+                source,
+                stage: IoStage::AfterCommit,
+            },
+            other => other,
         }
     }
 
@@ -522,21 +600,32 @@ fn object_request_message(operation: &str, url: &str, status: Option<u16>, detai
     format!("failed to {operation} {url} ({answer}: {detail}); {hint}")
 }
 
-fn io_message(action: &str, path: &std::path::Path, err: &io::Error) -> String {
+fn io_message(action: &str, path: &std::path::Path, err: &io::Error, stage: IoStage) -> String {
     let hint = match err.kind() {
         io::ErrorKind::PermissionDenied => {
             "check the permissions of the store (it is owner-only by design) or use another store directory"
         }
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-            "the disk is full: free some space (collecting the store's unreferenced snapshots frees some) and retry; the current generation is unchanged"
+            "the disk is full: free some space (collecting the store's unreferenced snapshots frees some) and retry"
         }
         io::ErrorKind::ReadOnlyFilesystem => {
             "the store is on a read-only filesystem: reads still work, writes need a store on a writable filesystem"
         }
         io::ErrorKind::NotFound => "check that the path exists",
-        _ => "check the path and retry; the current generation is unchanged",
+        _ => "check the path and retry",
     };
-    format!("failed to {action} {}: {err}; {hint}", path.display())
+    // Only a write has a generation to speak of; a read never changed one.
+    let outcome = match stage {
+        IoStage::Read => "",
+        IoStage::BeforeCommit => "; the current generation is unchanged",
+        IoStage::AfterCommit => {
+            "; the change was already committed and may be current (only making it durable failed): read the store again before retrying"
+        }
+    };
+    format!(
+        "failed to {action} {}: {err}; {hint}{outcome}",
+        path.display()
+    )
 }
 
 fn untrusted_message(

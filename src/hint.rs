@@ -119,6 +119,7 @@ mod tests {
             action: "create the temp file",
             path: "/c/tmp".into(),
             source: io::Error::from(kind),
+            stage: crate::IoStage::BeforeCommit,
         };
         let all = vec![
             Error::NoStore { root: "/c".into() },

@@ -101,7 +101,7 @@ mod verified;
 mod writer;
 
 pub use durable::RenameStats;
-pub use error::{Error, Result, SourceError};
+pub use error::{Error, IoStage, Result, SourceError};
 pub use hash::ContentHash;
 pub use hint::Hint;
 pub use json_check::JsonCheck;

@@ -204,7 +204,7 @@ pub(crate) fn mark(layout: &Layout, durable: &Durable, budget: Option<Duration>)
                 true,
                 budget,
             )
-            .map_err(|(path, e)| Error::io("write the cache directory tag", path, e))?;
+            .map_err(|e| Error::io("write the cache directory tag", e.path, e.source))?;
     }
     durable
         .replace_file(
@@ -214,7 +214,7 @@ pub(crate) fn mark(layout: &Layout, durable: &Durable, budget: Option<Duration>)
             true,
             budget,
         )
-        .map_err(|(path, e)| Error::io("write the store marker", path, e))?;
+        .map_err(|e| Error::io("write the store marker", e.path, e.source))?;
     tracing::info!(root = %layout.root().display(), "marked the directory as a snapcache store");
     Ok(())
 }

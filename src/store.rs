@@ -1390,7 +1390,17 @@ impl Store {
                 true,
                 remaining(lock.deadline()),
             )
-            .map_err(|(path, e)| Error::io("write the store pointer", path, e))?;
+            .map_err(|e| {
+                let error = Error::io("write the store pointer", e.path, e.source);
+                // The commit point: the rename of `current`, or on the lease
+                // backend the commit record created above (the truth that
+                // the next writer rolls `current` forward to).
+                if e.replaced || lock.backend() == Backend::Lease {
+                    error.after_commit()
+                } else {
+                    error
+                }
+            })?;
         if lock.backend() == Backend::Lease {
             crate::commit_record::prune(&self.layout, &self.durable, pointer.commit);
         }
@@ -1418,8 +1428,8 @@ impl Store {
                         "rolled the pointer forward to the newest commit record"
                     )
                 }
-                Err((path, e)) => {
-                    tracing::warn!(path = %path.display(), error = %e, "could not roll the pointer forward; the commit record stays the truth")
+                Err(e) => {
+                    tracing::warn!(path = %e.path.display(), error = %e.source, "could not roll the pointer forward; the commit record stays the truth")
                 }
             }
         }

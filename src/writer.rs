@@ -110,6 +110,13 @@ impl<'s> Writer<'s> {
     /// Takes the writer lock and reads the pointer; sweeps leftovers when
     /// asked. A damaged pointer is noted, not fatal (see the module docs).
     pub(crate) fn take(store: &'s Store, how: Take) -> Result<Writer<'s>> {
+        // Everything a write does reports its I/O errors as a write's
+        // (`in_write`): taking the lock and reading the pointer here, the
+        // operations through `guarded`.
+        Self::take_unplaced(store, how).map_err(Error::in_write)
+    }
+
+    fn take_unplaced(store: &'s Store, how: Take) -> Result<Writer<'s>> {
         let lock = store.lock_for_write(how.create)?;
         let (pointer, reread) = match store.try_load_newest_pointer(&lock) {
             Ok(pointer) => (pointer, false),
@@ -770,10 +777,11 @@ impl<'s> Writer<'s> {
             .remove_file(&current)
             .map_err(|e| Error::io("remove the store pointer", &current, e))?;
         let root = store.root().to_path_buf();
+        // Removed: what fails from here on fails after the commit point.
         store
             .durable()
             .sync_dir(&root)
-            .map_err(|e| Error::io("fsync the directory", &root, e))?;
+            .map_err(|e| Error::io("fsync the directory", &root, e).after_commit())?;
         self.pointer = None;
         self.reread = false;
         // 2. The snapshots, by name (and temp files): nothing references
@@ -782,7 +790,8 @@ impl<'s> Writer<'s> {
         //    removes (a writer's sweep spares them while no pointer exists).
         let spare_live_writers =
             (self.lock.backend() == Backend::Lease).then_some(store.options().lease_ttl_value());
-        let scan = sweep::scan(store.layout(), Some(&HashSet::new()), spare_live_writers)?;
+        let scan = sweep::scan(store.layout(), Some(&HashSet::new()), spare_live_writers)
+            .map_err(Error::after_commit)?;
         let removed = sweep::remove(store.durable(), scan.leftovers);
         let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
         let report = ClearReport {
@@ -819,7 +828,7 @@ impl<'s> Writer<'s> {
         if result.is_err() {
             self.reread = true;
         }
-        result
+        result.map_err(Error::in_write)
     }
 
     fn outcome(

@@ -100,14 +100,14 @@ impl fmt::Display for HolderInfo {
 /// in a crash only loses a description).
 pub(crate) fn write(layout: &Layout, durable: &Durable, info: &HolderInfo) {
     let bytes = serde_json::to_vec(info).unwrap_or_default();
-    if let Err((path, e)) = durable.replace_file(
+    if let Err(e) = durable.replace_file(
         &layout.tmp_dir(),
         &layout.holder_file(),
         &bytes,
         false,
         None,
     ) {
-        tracing::warn!(path = %path.display(), error = %e, "could not write the lock holder record");
+        tracing::warn!(path = %e.path.display(), error = %e.source, "could not write the lock holder record");
     }
 }
 

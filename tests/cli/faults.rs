@@ -103,6 +103,10 @@ fn a_full_disk_fails_the_refresh_cleanly() {
         stderr.contains(root.to_str().unwrap()),
         "names the path: {stderr}"
     );
+    assert!(
+        stderr.contains("the current generation is unchanged"),
+        "says what the failed write left: {stderr}"
+    );
     let shown = run(&["show"]);
     assert_eq!(
         shown.stdout,

@@ -26,6 +26,7 @@ mod hostile;
 mod locking;
 mod namespaces;
 mod nonatomic;
+mod outcome_words;
 mod permissions;
 mod pins;
 mod planted;

@@ -124,22 +124,6 @@ enum Command {
     Man,
 }
 
-impl Command {
-    /// Whether the command may change the store (only those take the lock).
-    fn writes(&self) -> bool {
-        matches!(
-            self,
-            Command::Refresh(_)
-                | Command::Rollback(_)
-                | Command::Gc(_)
-                | Command::Forget(_)
-                | Command::Pin(_)
-                | Command::Unpin(_)
-                | Command::Clear(_)
-        )
-    }
-}
-
 /// Exit codes of the CLI contract.
 pub mod exit {
     pub const FAILURE: u8 = 1;
@@ -407,15 +391,14 @@ fn report(failure: Failure, cli: &Cli) -> u8 {
 /// commands, flags or variables; the error's structured [`Hint`] says which
 /// of ours is the way out.
 ///
-/// Two CLI-only refinements: a store root that is one of the user's files
-/// is called that (and never offered for removal), and a read-only command
-/// never claims that "the current generation is unchanged".
+/// One CLI-only refinement: a store root that is one of the user's files
+/// is called that (and never offered for removal).
 fn with_cli_hint(e: &Error, cli: &Cli) -> String {
     let named = store_root_named(cli);
     let root_is_a_file = |path: &std::path::Path| {
         named.as_ref().is_some_and(|(root, _)| root == path) && !path.is_dir()
     };
-    let message = match e {
+    match e {
         Error::UnexpectedFileType { path, .. } | Error::NotAStore { root: path, .. }
             if root_is_a_file(path) =>
         {
@@ -424,21 +407,15 @@ fn with_cli_hint(e: &Error, cli: &Cli) -> String {
                 Error::UnexpectedFileType { found, .. } => found,
                 _ => "something else",
             };
-            return format!(
+            format!(
                 "`{from}` points at a file, not a store directory: {} is {what}, not a directory; nothing was read from it or written to it. Give a directory for the store (a new or empty one, or an existing store)",
                 path.display()
-            );
+            )
         }
         _ => match cli_hint(e) {
             Some(hint) => format!("{e}\nhint: {hint}"),
             None => e.to_string(),
         },
-    };
-    if cli.command.writes() {
-        message
-    } else {
-        // A read-only command never had a generation to change.
-        message.replace("; the current generation is unchanged", "")
     }
 }
 

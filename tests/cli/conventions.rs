@@ -92,6 +92,72 @@ fn json_after_exec_belongs_to_the_command() {
 }
 
 #[test]
+fn a_usage_error_is_json_exactly_when_the_parser_reads_the_json_flag() {
+    // The early scan that lets a usage error honour `--json` reads the
+    // command line as clap does: an option's value, the arguments after
+    // `--` or `--exec`, and grouped short flags are not fooled by a literal
+    // `--json`, and a real `--json` is never missed.
+    let store = TestStore::new();
+    let file = store.payload("p", b"[1]");
+    let file = file.to_str().unwrap();
+    let not_json: &[&[&str]] = &[
+        // the note's value is the literal `--json`
+        &["refresh", "--from", file, "--note=--json", "--bogus"],
+        &["--store=--json", "status", "--bogus"],
+        &[
+            "--color=never",
+            "refresh",
+            "--from",
+            file,
+            "--note=--json",
+            "--bogus",
+        ],
+        // after `--` every argument is a value
+        &["forget", "--", "--json"],
+        &["refresh", "--note", "x", "--from", file, "--", "--json"],
+        // `--exec` takes every argument after it
+        &["refresh", "--max-age", "soon", "--exec", "echo", "--json"],
+        // grouped flags, no `--json` at all
+        &["-qv", "refresh", "--bogus"],
+    ];
+    for args in not_json {
+        let out = store.run(args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", text(&out.stderr));
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?}: the literal is not the flag: {}",
+            text(&out.stdout)
+        );
+        assert!(!out.stderr.is_empty(), "{args:?}: the error is said");
+    }
+    let json: &[&[&str]] = &[
+        // clap takes `--json` for the flag here (the note is missing)
+        &["refresh", "--from", file, "--note", "--json"],
+        // an option's value is skipped, the flag after it counts
+        &[
+            "refresh", "--note", "x", "--json", "--from", file, "--bogus",
+        ],
+        &["--color", "never", "--json", "status", "--bogus"],
+        &["--color", "--json", "status"],
+        // grouped short flags take no value: the next argument is the flag
+        &["-qv", "--json", "refresh", "--bogus"],
+        &["status", "-vq", "--json", "--bogus"],
+        // `--exec` in a command that has none is not a command line
+        &["status", "--exec", "--json"],
+        // `--` after the flag
+        &["--json", "forget", "--", "x"],
+    ];
+    for args in json {
+        let out = store.run(args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", text(&out.stderr));
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", text(&out.stdout)));
+        assert_eq!(value["error"]["kind"], "usage", "{args:?}: {value}");
+    }
+    assert!(!store.root().exists(), "parsing errors touch no store");
+}
+
+#[test]
 fn no_escape_codes_off_a_terminal_unless_asked() {
     let store = TestStore::new();
     let file = store.payload("p", b"[1]");

@@ -120,6 +120,76 @@ fn a_slow_refresh_on_a_terminal_shows_progress_and_never_elsewhere() {
 }
 
 #[test]
+fn a_slow_show_on_a_terminal_shows_progress_and_never_elsewhere() {
+    // A reader that takes its time: the kernel copy to the pipe blocks
+    // until it drains, so the show runs well past a second however fast the
+    // copy itself is, and each megabyte done is reported.
+    let store = TestStore::new();
+    let payload = json_payload(3_000_000, 7);
+    store.refresh(&payload, &[]);
+    let slow_reader = "{ sleep 1.5; cat > /dev/null; }";
+    // Off a terminal: stdout gets every byte, stderr nothing.
+    let mut cmd = store.command(&["show"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut all).unwrap();
+        all
+    });
+    let out = wait_output(child, COMMAND_TIMEOUT);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(reader.join().unwrap() == payload, "every byte, in order");
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    if !has_script() {
+        return;
+    }
+    let run = |flags: &str| {
+        // stderr is the terminal; stdout the slow pipe.
+        let inner = format!(
+            "{} --store {} {flags} show | {slow_reader}",
+            bin(),
+            store.root().display()
+        );
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &inner, "/dev/null"]);
+        let out = run_with_timeout(cmd);
+        assert_eq!(code(&out), 0, "{}", text(&out.stdout));
+        text(&out.stdout)
+    };
+    let tty = run("");
+    assert!(
+        tty.contains("\r\x1b[2Ksnapcache: written "),
+        "a live line: {tty:?}"
+    );
+    assert!(tty.contains("B/s)"), "with a rate: {tty:?}");
+    assert!(tty.contains(" MB in "), "megabytes done: {tty:?}");
+    assert!(
+        tty.ends_with("\r\x1b[2K"),
+        "erased at the end, nothing else said: {tty:?}"
+    );
+    let quiet = run("-q");
+    assert!(!quiet.contains("B/s"), "-q: {quiet:?}");
+    assert!(quiet.is_empty(), "-q: {quiet:?}");
+    let json = run("--json");
+    assert!(!json.contains("B/s"), "--json: {json:?}");
+    // A quick show (a reader that keeps up) shows nothing.
+    let quick = {
+        let inner = format!(
+            "{} --store {} show > /dev/null",
+            bin(),
+            store.root().display()
+        );
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &inner, "/dev/null"]);
+        text(&run_with_timeout(cmd).stdout)
+    };
+    assert!(quick.is_empty(), "{quick:?}");
+}
+
+#[test]
 fn completions_for_every_shell_name_every_subcommand() {
     let store = TestStore::new();
     let subcommands = [

@@ -19,6 +19,12 @@
 //! chunked down to single bytes. `snapcache-bench` reports its GB/s next to
 //! serde_json's `from_slice::<IgnoredAny>` (docs/performance.md).
 
+mod block;
+mod gap;
+
+use block::BLOCK;
+use gap::Gap;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Container {
     Array,
@@ -73,6 +79,21 @@ enum NumberState {
     ExpDigits,
 }
 
+impl Gap {
+    /// The state machine's state for this one (the stack says the rest).
+    fn state(self) -> State {
+        match self {
+            Gap::Top | Gap::ArrayNext | Gap::ObjectValue => State::Value,
+            Gap::ArrayFirst => State::ArrayFirst,
+            Gap::ObjectFirst => State::ObjectFirst,
+            Gap::ObjectKey => State::Key,
+            Gap::Colon => State::Colon,
+            Gap::AfterArray | Gap::AfterObject => State::AfterValue,
+            Gap::Done => State::Done,
+        }
+    }
+}
+
 impl NumberState {
     /// Whether a number may end here.
     fn complete(self) -> bool {
@@ -117,6 +138,9 @@ pub struct JsonCheck {
     /// Offset of the carried sequence's lead byte.
     utf8_carry_at: u64,
     error: Option<String>,
+    /// Offset before which the block fast path is not tried again (it
+    /// declined a block there, which the state machine must go through).
+    blocks_from: u64,
 }
 
 impl Default for JsonCheck {
@@ -131,6 +155,7 @@ impl Default for JsonCheck {
             utf8_carry: Vec::new(),
             utf8_carry_at: 0,
             error: None,
+            blocks_from: 0,
         }
     }
 }
@@ -196,6 +221,7 @@ impl JsonCheck {
             // the chunk or at a token it leaves to `step` (one cut by the
             // chunk's end, and every error, so errors read the same).
             if self.between_tokens() {
+                i = self.blocks(chunk, i);
                 i = self.tokens(chunk, i);
                 if i >= chunk.len() {
                     break;
@@ -356,6 +382,171 @@ impl JsonCheck {
         };
         self.state = state;
         stopped
+    }
+
+    /// The block fast path, from a state between tokens at `start`: whole
+    /// 64-byte blocks of `chunk` are classified into bitmasks (`block`),
+    /// then only the bytes that start a token are visited, found with
+    /// `trailing_zeros` on the masks, each with one look-up in the grammar
+    /// table (`gap`): whitespace and string bodies are never looked at one
+    /// by one. String bodies are checked by mask (no control byte inside,
+    /// every escape valid); numbers and literals are scanned from their
+    /// first byte as in `tokens`.
+    ///
+    /// Returns a clean point: an index with `self.state`, the stack and the
+    /// line count exactly as `step` would have left them there, so that
+    /// `tokens` and `step` go on from it. It stops at the last block that
+    /// fits in the chunk (a string still open there is handed back from its
+    /// opening quote), and before a block or token that holds anything
+    /// unusual (every error): the reference state machine then finds the
+    /// error and its exact position, whatever the chunking.
+    #[inline(never)]
+    fn blocks(&mut self, chunk: &[u8], start: usize) -> usize {
+        if chunk.len().saturating_sub(start) < BLOCK
+            || self.chunk_base + (start as u64) < self.blocks_from
+        {
+            return start;
+        }
+        let Some(gap) = self.gap() else {
+            return start;
+        };
+        // A `Gap as u8`, for the table.
+        let mut gap = gap as u8;
+        let mut line = self.line;
+        let mut line_start = self.line_start;
+        let mut pos = start;
+        // Carried from one block to the next: inside a string (all ones or
+        // zero), the first byte escaped, the first byte continuing a scalar.
+        let mut in_string = 0u64;
+        let mut escape_carry = false;
+        let mut scalar_carry = 0u64;
+        // The string still open at the end of the last block, and the state
+        // before it: where to hand back if the blocks stop inside it.
+        let mut string_at = start;
+        let mut before_string = gap;
+        // The end of the last number or literal, which may lie in the next block.
+        let mut scalar_end = start;
+        let stop = 'blocks: loop {
+            let Some(block) = chunk.get(pos..).and_then(<[u8]>::first_chunk::<BLOCK>) else {
+                break None;
+            };
+            let c = block::classify(block);
+            let (escaped, escape_out) = if c.backslash == 0 && !escape_carry {
+                (0, false)
+            } else {
+                block::escaped(c.backslash, escape_carry)
+            };
+            let quotes = c.quote & !escaped;
+            let inside = block::prefix_xor(quotes) ^ in_string;
+            // A control byte in a string, or one that is not whitespace.
+            let mut unusual = c.control & (inside | !c.whitespace);
+            if escaped != 0 || c.backslash != 0 {
+                unusual |= c.backslash & !inside;
+                if !escapes_valid(chunk, pos, escaped & inside) {
+                    unusual = u64::MAX;
+                }
+            }
+            if unusual != 0 {
+                self.blocks_from = self.chunk_base + (pos + BLOCK) as u64;
+                break None;
+            }
+            let strings = inside | quotes;
+            let scalar = !(c.whitespace | c.structural | strings);
+            let openings = quotes & inside;
+            let mut starts =
+                (c.structural & !strings) | openings | (scalar & !((scalar << 1) | scalar_carry));
+            let mut before = gap;
+            while starts != 0 {
+                let bit = starts.trailing_zeros() as usize;
+                starts &= starts - 1;
+                let at = pos + bit;
+                let b = block[bit];
+                let packed = gap::packed(gap, b);
+                before = gap;
+                if packed < 16 {
+                    gap = packed;
+                    continue;
+                }
+                gap = match packed {
+                    gap::OPEN_ARRAY => {
+                        self.stack.push(Container::Array);
+                        Gap::ArrayFirst as u8
+                    }
+                    gap::OPEN_OBJECT => {
+                        self.stack.push(Container::Object);
+                        Gap::ObjectFirst as u8
+                    }
+                    gap::CLOSE => {
+                        self.stack.pop();
+                        match self.stack.last() {
+                            Some(Container::Array) => Gap::AfterArray as u8,
+                            Some(Container::Object) => Gap::AfterObject as u8,
+                            None => Gap::Done as u8,
+                        }
+                    }
+                    gap::REJECT => break 'blocks Some((bit, at, before, c.newline)),
+                    _ => match scalar_token(chunk, at, b) {
+                        Some(end) => {
+                            scalar_end = end;
+                            packed & 15
+                        }
+                        None => break 'blocks Some((bit, at, before, c.newline)),
+                    },
+                };
+            }
+            if c.newline != 0 {
+                line += u64::from(c.newline.count_ones());
+                line_start =
+                    self.chunk_base + (pos + BLOCK - c.newline.leading_zeros() as usize) as u64;
+            }
+            in_string = ((inside as i64) >> 63) as u64;
+            if in_string != 0 && openings != 0 {
+                // The block ends inside the string its last token opened.
+                string_at = pos + 63 - openings.leading_zeros() as usize;
+                before_string = before;
+            }
+            escape_carry = escape_out;
+            scalar_carry = scalar >> 63;
+            pos += BLOCK;
+        };
+        let (at, gap) = match stop {
+            // Hand this token to `step`, with the lines before it counted.
+            Some((bit, at, before, newline)) => {
+                let earlier = newline & ((1u64 << bit) - 1);
+                if earlier != 0 {
+                    line += u64::from(earlier.count_ones());
+                    line_start =
+                        self.chunk_base + (pos + BLOCK - earlier.leading_zeros() as usize) as u64;
+                }
+                self.blocks_from = self.chunk_base + (pos + BLOCK) as u64;
+                (at, before)
+            }
+            // No line feed inside a string: the line count holds at its quote.
+            None if in_string != 0 => (string_at, before_string),
+            None => (pos.max(scalar_end), gap),
+        };
+        self.state = Gap::from_code(gap).state();
+        self.line = line;
+        self.line_start = line_start;
+        at
+    }
+
+    /// The current state as a [`Gap`], if it is between tokens.
+    fn gap(&self) -> Option<Gap> {
+        let top = self.stack.last();
+        Some(match (self.state, top) {
+            (State::Value, None) => Gap::Top,
+            (State::Value, Some(Container::Array)) => Gap::ArrayNext,
+            (State::Value, Some(Container::Object)) => Gap::ObjectValue,
+            (State::ArrayFirst, _) => Gap::ArrayFirst,
+            (State::ObjectFirst, _) => Gap::ObjectFirst,
+            (State::Key, _) => Gap::ObjectKey,
+            (State::Colon, _) => Gap::Colon,
+            (State::AfterValue, Some(Container::Array)) => Gap::AfterArray,
+            (State::AfterValue, Some(Container::Object)) => Gap::AfterObject,
+            (State::Done, _) => Gap::Done,
+            _ => return None,
+        })
     }
 
     /// Skips whitespace from `i`, counting lines; returns the next index.
@@ -671,6 +862,50 @@ fn string_end(bytes: &[u8], mut i: usize) -> Option<usize> {
             _ => return None,
         }
     }
+}
+
+/// Whether a byte cannot continue a number or literal: whitespace, a
+/// structural character or a quote (which `step` then judges).
+#[inline]
+fn ends_scalar(b: u8) -> bool {
+    matches!(
+        b,
+        b' ' | b'\t' | b'\n' | b'\r' | b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"'
+    )
+}
+
+/// The end of the number or literal starting with `b` at `i`, if it is
+/// whole in `bytes` and followed by a byte that ends it (anything else,
+/// `1x` or `truex`, is left to `step`).
+#[inline]
+fn scalar_token(bytes: &[u8], i: usize, b: u8) -> Option<usize> {
+    let end = match b {
+        b't' => literal_end(bytes, i, b"true")?,
+        b'f' => literal_end(bytes, i, b"false")?,
+        b'n' => literal_end(bytes, i, b"null")?,
+        _ => number_end(bytes, i)?,
+    };
+    ends_scalar(*bytes.get(end)?).then_some(end)
+}
+
+/// Whether every escaped byte of the block at `pos` (bits of `escaped`)
+/// makes a valid escape: one of `"\/bfnrt`, or `u` and four hex digits,
+/// which must be in `bytes` (a `\u` cut by the chunk's end is left to
+/// `step`, like any invalid escape).
+fn escapes_valid(bytes: &[u8], pos: usize, mut escaped: u64) -> bool {
+    while escaped != 0 {
+        let at = pos + escaped.trailing_zeros() as usize;
+        escaped &= escaped - 1;
+        match bytes.get(at) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
+            Some(b'u') => match bytes.get(at + 1..at + 5) {
+                Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => {}
+                _ => return false,
+            },
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// The index after `word` at `i`, if it is there in full.
@@ -989,5 +1224,216 @@ mod run_tests {
         assert_eq!(string_end(b"\"a\\x\"", 1), None);
         assert_eq!(string_end(b"\"a\\u12\"", 1), None);
         assert_eq!(string_end(b"\"a\tb\"", 1), None);
+    }
+}
+
+/// The block fast path (64-byte blocks) against the byte-by-byte state
+/// machine (1-byte chunks never hold a whole block) and serde_json, with
+/// the interesting bytes placed at every offset around block and chunk
+/// edges.
+#[cfg(test)]
+mod block_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check_chunked(input: &[u8], size: usize) -> Result<(), String> {
+        let mut c = JsonCheck::default();
+        for chunk in input.chunks(size.max(1)) {
+            c.feed(chunk)?;
+        }
+        c.finish()
+    }
+
+    fn serde_accepts(input: &[u8]) -> bool {
+        serde_json::from_slice::<serde_json::Value>(input).is_ok()
+    }
+
+    /// Same verdict and error, position included, in one chunk, in chunks
+    /// that cut blocks anywhere, and byte by byte; the verdict is serde_json's.
+    fn agree(text: &[u8]) {
+        let reference = check_chunked(text, 1);
+        assert_eq!(
+            reference.is_ok(),
+            serde_accepts(text),
+            "{:?}: {reference:?}",
+            String::from_utf8_lossy(text)
+        );
+        for size in [text.len(), 63, 64, 65, 100, 127, 128, 129, 200] {
+            assert_eq!(
+                check_chunked(text, size),
+                reference,
+                "chunks of {size}: {:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    const TRICKY: &[&str] = &[
+        r#""plain""#,
+        r#""q\"uote""#,
+        r#""back\\slash\\""#,
+        r#""\\\"""#,
+        r#""esc\u00e9\uD83D\uDE00x""#,
+        "\"é日本語😀\"",
+        r#""\/\b\f\n\r\t""#,
+        "-12.5e+3",
+        "0",
+        "true",
+        "false",
+        "null",
+        "{}",
+        "[]",
+        r#"{"k": [1, {"x": "y"}]}"#,
+    ];
+
+    #[test]
+    fn tokens_straddling_blocks_and_chunks_are_accepted() {
+        for token in TRICKY {
+            for pad in 0..140 {
+                let text = format!("[{}{token}, {token},\n  {token}]", " ".repeat(pad));
+                agree(text.as_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn errors_straddling_blocks_and_chunks_read_the_same() {
+        let broken = [
+            "\"a\u{1}b\"",
+            "\"tab\there\"",
+            "\"line\nfeed\"",
+            r#""bad \x escape""#,
+            r#""\u12G4""#,
+            r#""\u12""#,
+            "\"unterminated",
+            "tru",
+            "truex",
+            "nul",
+            "1x",
+            "01",
+            "1.",
+            "-",
+            "1e+",
+            "\\",
+            "\u{1}",
+            "'single'",
+            "[1,]",
+            "{\"a\" 1}",
+            "{\"a\":1,}",
+            "{1:2}",
+            "]",
+            "}",
+            "[}",
+        ];
+        for token in broken {
+            for pad in 0..140 {
+                let text = format!("[\"x\", {}{token}, 2]", " ".repeat(pad));
+                agree(text.as_bytes());
+                let text = format!("[\"x\",\n{}{token}", " ".repeat(pad));
+                agree(text.as_bytes());
+            }
+        }
+        // Invalid UTF-8 inside and outside strings, at every offset.
+        for pad in 0..140 {
+            for bad in [
+                &b"\xff"[..],
+                b"\xc3",
+                b"\xe6\x97",
+                b"\xc3\x28",
+                b"\xed\xa0\x80",
+            ] {
+                let mut text = format!("[\"{}", "a".repeat(pad)).into_bytes();
+                text.extend_from_slice(bad);
+                text.extend_from_slice(b"\", 1]");
+                agree(&text);
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_has_no_limit_and_stays_bounded() {
+        let depth = 1_000_000;
+        let mut text = vec![b'['; depth];
+        text.extend(std::iter::repeat_n(b']', depth));
+        let mut c = JsonCheck::default();
+        for chunk in text.chunks(256 * 1024) {
+            assert_eq!(c.feed(chunk), Ok(()));
+        }
+        // One byte per open container, not a copy of the document.
+        assert!(c.stack.capacity() <= 2 * depth, "{}", c.stack.capacity());
+        assert_eq!(c.finish(), Ok(()));
+
+        let mut unclosed = vec![b'['; depth];
+        unclosed.extend(std::iter::repeat_n(b']', depth - 1));
+        let err = check_chunked(&unclosed, 256 * 1024).expect_err("one bracket short");
+        assert!(err.contains("end of input"), "{err}");
+
+        let mut mismatched = br#"{"k": "#.to_vec();
+        mismatched.extend(std::iter::repeat_n(b'[', depth));
+        mismatched.extend(std::iter::repeat_n(b']', depth));
+        mismatched.push(b']');
+        let err = check_chunked(&mismatched, 256 * 1024).expect_err("] closes {");
+        assert!(
+            err.contains(&format!(
+                "expected '}}', found ']' at line 1 column {}",
+                2 * depth + 7
+            )),
+            "{err}"
+        );
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            (-1e300f64..1e300).prop_map(serde_json::Value::from),
+            "(.|\\\\|\"){0,40}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(6, 96, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("(.|\\\\){0,10}", inner, 0..8)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Documents of several blocks, mutated anywhere: the block path
+        /// (whole document, large chunks) reports exactly what the state
+        /// machine reports byte by byte, and agrees with serde_json.
+        #[test]
+        fn multi_block_documents_agree_with_the_state_machine_and_serde_json(
+            values in proptest::collection::vec(json_value(), 1..6),
+            pretty in any::<bool>(),
+            edits in proptest::collection::vec(
+                (any::<prop::sample::Index>(),
+                 prop::sample::select(b"{}[]\",:\\ \n\t\r0123456789-+.eEtrufalsnu\x01\x1f\xc3\xa9\xe0\xf0\x9f\x80x".to_vec()),
+                 0u8..4),
+                0..3),
+            size in 1usize..300,
+        ) {
+            let v = serde_json::Value::from(values);
+            let mut text = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.unwrap();
+            for (at, byte, kind) in edits {
+                let i = at.index(text.len() + 1);
+                match kind {
+                    0 if i < text.len() => text[i] = byte,
+                    1 => text.insert(i, byte),
+                    2 if i < text.len() => { text.remove(i); }
+                    _ => {}
+                }
+            }
+            let reference = check_chunked(&text, 1);
+            let verdict = serde_json::from_slice::<serde_json::Value>(&text)
+                .map_err(|e| e.to_string());
+            let limited = verdict.as_ref().is_err_and(|e| e.contains("out of range") || e.contains("recursion limit"));
+            if !limited {
+                prop_assert_eq!(reference.is_ok(), verdict.is_ok(), "{:?}", String::from_utf8_lossy(&text));
+            }
+            prop_assert_eq!(&check_chunked(&text, text.len()), &reference, "{:?}", String::from_utf8_lossy(&text));
+            prop_assert_eq!(&check_chunked(&text, size), &reference, "{:?}", String::from_utf8_lossy(&text));
+        }
     }
 }

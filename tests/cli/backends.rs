@@ -223,6 +223,15 @@ impl Backend {
         std::fs::symlink_metadata(self.scratch.root().join(key)).is_ok()
     }
 
+    /// The bytes of an object or file of the store, read directly.
+    pub fn get_raw(&self, key: &str) -> Option<Vec<u8>> {
+        #[cfg(feature = "s3")]
+        if let Some(client) = &self.client {
+            return client.get(key).expect("get the object").map(|o| o.data);
+        }
+        std::fs::read(self.scratch.root().join(key)).ok()
+    }
+
     /// The names under `snapshots/`, sorted.
     pub fn snapshot_names(&self) -> Vec<String> {
         #[cfg(feature = "s3")]

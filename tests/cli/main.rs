@@ -24,6 +24,7 @@ mod generations;
 mod hints;
 mod hostile;
 mod locking;
+mod multihost;
 mod namespaces;
 mod nonatomic;
 mod outcome_words;

@@ -184,8 +184,78 @@ pub(crate) fn scan(
 }
 
 /// Removes the given leftovers (unlink only: never a directory) and returns
-/// what was removed. One that cannot be removed is logged and skipped.
+/// what was removed, in the order given. One that cannot be removed is
+/// logged and skipped.
+///
+/// Many leftovers (a `gc` after a long time, thousands of crashed writers'
+/// files) are unlinked by several threads at once. An unlink of a file with
+/// data blocks mostly *waits* in the filesystem (freeing the blocks in the
+/// journal, trimming them on a `discard` mount): on the ext4 virtual disk
+/// the bench runs on, 10,000 sequential unlinks of 1 KiB files took about
+/// 8 s of wall time for 0.24 s of CPU, while a few unlinks in flight at once
+/// share those waits. A short list stays on the calling thread.
 pub(crate) fn remove(durable: &Durable, leftovers: Vec<Leftover>) -> Vec<Leftover> {
+    let workers = removal_workers(leftovers.len());
+    let removed = if workers <= 1 {
+        remove_sequentially(durable, leftovers)
+    } else {
+        let chunk = leftovers.len().div_ceil(workers);
+        let mut chunks = Vec::with_capacity(workers);
+        let mut rest = leftovers;
+        while rest.len() > chunk {
+            let tail = rest.split_off(chunk);
+            chunks.push(rest);
+            rest = tail;
+        }
+        chunks.push(rest);
+        // The workers log through the caller's subscriber, scoped or global.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|part| {
+                    let dispatch = dispatch.clone();
+                    scope.spawn(move || {
+                        tracing::dispatcher::with_default(&dispatch, || {
+                            remove_sequentially(durable, part)
+                        })
+                    })
+                })
+                .collect();
+            // A worker only unlinks and logs; should one ever panic, what it
+            // removed is not reported (the files are gone either way).
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    // No directory fsync: a removal lost in a crash only brings back an
+    // unreferenced file, which the next sweep removes again. Skipping it
+    // saves an fsync on every publish.
+    removed
+}
+
+/// How many threads unlink `n` leftovers: one below [`PARALLEL_FROM`],
+/// then one per [`PARALLEL_FROM`] files, at most [`MAX_REMOVAL_WORKERS`].
+fn removal_workers(n: usize) -> usize {
+    if n < PARALLEL_FROM {
+        1
+    } else {
+        (n / PARALLEL_FROM).clamp(2, MAX_REMOVAL_WORKERS)
+    }
+}
+
+/// Below this many leftovers, removal stays on the calling thread (a
+/// publish's sweep usually has none or one).
+const PARALLEL_FROM: usize = 64;
+
+/// At most this many unlinks in flight: enough to overlap the filesystem's
+/// waits (16 in flight removed 2,000 1 KiB files 8× faster than one on the
+/// bench's disk), few enough to be a small burst of threads for an embedder.
+const MAX_REMOVAL_WORKERS: usize = 16;
+
+fn remove_sequentially(durable: &Durable, leftovers: Vec<Leftover>) -> Vec<Leftover> {
     let mut removed = Vec::with_capacity(leftovers.len());
     for leftover in leftovers {
         match durable.remove_file(&leftover.path) {
@@ -198,9 +268,6 @@ pub(crate) fn remove(durable: &Durable, leftovers: Vec<Leftover>) -> Vec<Leftove
             }
         }
     }
-    // No directory fsync: a removal lost in a crash only brings back an
-    // unreferenced file, which the next sweep removes again. Skipping it
-    // saves an fsync on every publish.
     removed
 }
 
@@ -313,4 +380,55 @@ fn entries(dir: &Path) -> Result<Vec<Entry>> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leftover(path: PathBuf) -> Leftover {
+        Leftover {
+            path,
+            kind: LeftoverKind::UnreferencedSnapshot,
+            bytes: 1,
+        }
+    }
+
+    #[test]
+    fn many_leftovers_are_removed_in_parallel_in_order_and_failures_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut list = Vec::new();
+        for i in 0..1000 {
+            let path = dir.path().join(format!("{i:05}"));
+            if i == 500 {
+                // Not removable with an unlink: reported as not removed.
+                fs::create_dir(&path).expect("mkdir");
+            } else {
+                fs::write(&path, b"x").expect("write");
+            }
+            list.push(leftover(path));
+        }
+        assert!(removal_workers(list.len()) > 1);
+        let removed = remove(&Durable::default(), list.clone());
+        let expected: Vec<Leftover> = list
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 500)
+            .map(|(_, l)| l)
+            .collect();
+        assert_eq!(removed, expected);
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, ["00500"]);
+    }
+
+    #[test]
+    fn worker_counts() {
+        assert_eq!(removal_workers(0), 1);
+        assert_eq!(removal_workers(PARALLEL_FROM - 1), 1);
+        assert_eq!(removal_workers(PARALLEL_FROM), 2);
+        assert_eq!(removal_workers(10_000), MAX_REMOVAL_WORKERS);
+    }
 }

@@ -236,6 +236,36 @@ pub(crate) fn remove(durable: &Durable, leftovers: Vec<Leftover>) -> Vec<Leftove
     removed
 }
 
+/// Removes the snapshot files of `hashes` (the snapshots whose generations
+/// a publish just dropped from retention, none of them referenced by a
+/// retained generation), under the same rule as the sweep: a regular file
+/// or a symlink (judged without following it), unlinked by name; anything
+/// else is left alone. Runs after the pointer commit, so that it is not on
+/// the path to the new generation becoming visible; what it fails to
+/// remove is logged and left to the next write's sweep.
+pub(crate) fn remove_snapshots(
+    layout: &Layout,
+    durable: &Durable,
+    hashes: &[ContentHash],
+) -> Vec<Leftover> {
+    let mut leftovers = Vec::with_capacity(hashes.len());
+    for hash in hashes {
+        let path = layout.snapshot(hash);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() || m.file_type().is_symlink() => {
+                leftovers.push(Leftover {
+                    path,
+                    kind: LeftoverKind::UnreferencedSnapshot,
+                    bytes: m.len(),
+                });
+            }
+            // Gone already (removed by hand, or never there) or not ours.
+            Ok(_) | Err(_) => {}
+        }
+    }
+    remove(durable, leftovers)
+}
+
 /// How many threads unlink `n` leftovers: one below [`PARALLEL_FROM`],
 /// then one per [`PARALLEL_FROM`] files, at most [`MAX_REMOVAL_WORKERS`].
 fn removal_workers(n: usize) -> usize {

@@ -33,6 +33,7 @@ use serde::Serialize;
 
 use crate::durable::RenameStats;
 use crate::error::{Error, Result, SourceError};
+use crate::hash::ContentHash;
 use crate::lock::{Backend, WriterLock};
 use crate::payload::PayloadSink;
 use crate::pointer::{self, Generation, MAX_KEEP, MAX_PINNED, Pointer};
@@ -417,9 +418,24 @@ impl<'s> Writer<'s> {
         next.current = generation;
         next.last_generation = generation;
         next.checked_at = now;
+        let before: Vec<ContentHash> = next.generations.iter().map(|g| g.hash).collect();
         next.apply_retention(store.options().keep_count());
         rename.add(store.commit_pointer(&self.lock, &mut next)?);
         tracing::info!(generation, hash = %hash, bytes, backend = %self.lock.backend(), "published");
+        // After the commit point, off the path to the new generation: the
+        // snapshots whose generations just left retention. The lease
+        // backend keeps them for the grace period (the sweep of a later
+        // write removes them). A failure here is logged, never the
+        // publish's: it is committed, and the next sweep retries.
+        if self.lock.backend() != Backend::Lease {
+            let referenced: HashSet<ContentHash> =
+                next.generations.iter().map(|g| g.hash).collect();
+            let left: Vec<ContentHash> = before
+                .into_iter()
+                .filter(|h| !referenced.contains(h))
+                .collect();
+            sweep::remove_snapshots(store.layout(), store.durable(), &left);
+        }
         let outcome = self.outcome(next.current_entry(), true, false, rename);
         self.pointer = Some(next);
         Ok((outcome, value))

@@ -574,10 +574,7 @@ mod tests {
         );
         assert_eq!(
             store
-                .gc(&GcOptions {
-                    keep: Some(1),
-                    ..GcOptions::default()
-                })
+                .gc(&GcOptions::default().keep(1))
                 .unwrap()
                 .dropped_generations,
             Vec::<u64>::new()

@@ -114,14 +114,7 @@ fn a_failed_rollback_or_gc_leaves_a_readable_store() {
     for_each_failure_point(setup, |s| s.rollback(None).map(drop), readable);
     for_each_failure_point(
         setup,
-        |s| {
-            s.gc(&GcOptions {
-                keep: Some(1),
-                dry_run: false,
-                older_than: None,
-            })
-            .map(drop)
-        },
+        |s| s.gc(&GcOptions::default().keep(1)).map(drop),
         readable,
     );
 }

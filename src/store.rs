@@ -132,10 +132,7 @@ impl StoreOptions {
 
     /// Sets how long writers wait for the lock (source: the caller).
     pub fn lock_timeout(self, wait: LockWait) -> Self {
-        self.lock_budget(LockBudget {
-            wait,
-            source: TimeoutSource::Caller,
-        })
+        self.lock_budget(LockBudget::new(wait, TimeoutSource::Caller))
     }
 
     /// Sets the lock budget together with where it came from.
@@ -197,8 +194,18 @@ impl StoreOptions {
     }
 }
 
-/// Options of one publish.
+/// Options of one publish, built from [`PublishOptions::default`] (JSON,
+/// no note, always publish) with the methods below. The fields are public
+/// to read; the struct is `#[non_exhaustive]`, so an option added later
+/// breaks no caller.
+///
+/// ```
+/// let options = snapcache::PublishOptions::default().raw(true).note("nightly");
+/// assert_eq!(options.format, snapcache::PayloadFormat::Raw);
+/// assert_eq!(options.note.as_deref(), Some("nightly"));
+/// ```
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct PublishOptions {
     /// How the payload is checked (JSON by default).
     pub format: PayloadFormat,
@@ -500,8 +507,28 @@ pub struct RollbackOutcome {
     pub previous: u64,
 }
 
-/// Options of `gc`.
+/// Options of `gc`, built from [`GcOptions::default`] (collect leftovers
+/// only) with the methods below. The fields are public to read; the struct
+/// is `#[non_exhaustive]`, so an option added later breaks no caller.
+///
+/// ```
+/// # fn main() -> Result<(), snapcache::Error> {
+/// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+/// use std::time::Duration;
+/// use snapcache::{GcOptions, Store, StoreOptions};
+///
+/// let store = Store::open(StoreOptions::new(dir.path()))?;
+/// for n in 1..=4 {
+///     store.publish_bytes(format!("[{n}]").as_bytes(), &Default::default())?;
+/// }
+/// let week = Duration::from_secs(7 * 24 * 3600);
+/// let plan = GcOptions::default().keep(1).older_than(week).dry_run(true);
+/// assert_eq!(store.gc(&plan)?.dropped_generations, [1, 2]);
+/// assert_eq!(store.history()?.len(), 4, "a dry run changes nothing");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct GcOptions {
     /// Shrink retention to this many generations besides the current one
     /// (pinned ones are kept as well and do not count).
@@ -512,6 +539,28 @@ pub struct GcOptions {
     /// was current then (the newest created at or before the cutoff), the
     /// current one and the pinned ones.
     pub older_than: Option<Duration>,
+}
+
+impl GcOptions {
+    /// Shrink retention to `keep` generations besides the current one
+    /// (clamped to 1..=100; pinned ones are kept as well).
+    pub fn keep(mut self, keep: usize) -> Self {
+        self.keep = Some(keep);
+        self
+    }
+
+    /// Only report what would be removed (`true`), changing nothing.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Drop generations created longer ago than `age`, except the one that
+    /// was current then, the current one and the pinned ones.
+    pub fn older_than(mut self, age: Duration) -> Self {
+        self.older_than = Some(age);
+        self
+    }
 }
 
 /// What `gc` removed (or would remove, with `dry_run`).
@@ -1394,7 +1443,7 @@ impl Store {
                 let error = Error::io("write the store pointer", e.path, e.source);
                 // The commit point: the rename of `current`, or on the lease
                 // backend the commit record created above (the truth that
-                // the next writer rolls `current` forward to).
+                // readers follow and the next writer rolls `current` to).
                 if e.replaced || lock.backend() == Backend::Lease {
                     error.after_commit()
                 } else {

@@ -637,7 +637,7 @@ impl<'s> Writer<'s> {
     }
 
     /// Pins the listed retained generations: retention (every publish's
-    /// `keep`, [`GcOptions::keep`]) and [`GcOptions::older_than`] keep them,
+    /// `keep`, [`GcOptions::keep()`]) and [`GcOptions::older_than()`] keep them,
     /// and [`Writer::forget`] refuses them, until they are unpinned. The
     /// current generation may be pinned: it then stays after newer
     /// publishes push it out of `keep`. [`Writer::clear`] removes pinned
@@ -1151,13 +1151,7 @@ mod tests {
         let back = writer.rollback(Some(2)).expect("rollback");
         assert_eq!((back.previous, back.generation), (4, 2));
         assert_eq!(writer.generation(), Some(2));
-        let report = writer
-            .gc(&GcOptions {
-                keep: Some(1),
-                dry_run: false,
-                older_than: None,
-            })
-            .expect("gc");
+        let report = writer.gc(&GcOptions::default().keep(1)).expect("gc");
         // keep 1 besides the current one (2): the newest other, 4, stays.
         assert_eq!(report.dropped_generations, vec![1, 3]);
         assert_eq!(report.removed_snapshots, 2);

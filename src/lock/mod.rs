@@ -157,7 +157,12 @@ impl fmt::Display for TimeoutSource {
 ///     .lock_budget(LockBudget::labelled(LockWait::Forever, "--lock-timeout"));
 /// # let _ = options;
 /// ```
+///
+/// The fields are public to read; the struct is `#[non_exhaustive]` (built
+/// with [`LockBudget::labelled`], [`LockBudget::new`] or `default()`), so a
+/// field added later breaks no caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LockBudget {
     /// How long to wait.
     pub wait: LockWait,
@@ -166,6 +171,17 @@ pub struct LockBudget {
 }
 
 impl LockBudget {
+    /// A budget from any source.
+    ///
+    /// ```
+    /// use snapcache::{LockBudget, LockWait, TimeoutSource};
+    /// let budget = LockBudget::new(LockWait::TryOnce, TimeoutSource::Caller);
+    /// assert_eq!(budget.to_string(), "0 s (try once) from the caller");
+    /// ```
+    pub fn new(wait: LockWait, source: TimeoutSource) -> Self {
+        LockBudget { wait, source }
+    }
+
     /// A budget whose source is the caller's own label ("--lock-timeout",
     /// "KOPI_LOCK_TIMEOUT", "config"), shown in messages and errors.
     pub fn labelled(wait: LockWait, label: impl Into<Cow<'static, str>>) -> Self {

@@ -22,12 +22,14 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     let options = args.lock_timeout.apply(&ctx.options)?;
-    let keep = args.keep.map(|k| k as usize);
-    let report = Store::open(options)?.gc(&GcOptions {
-        keep,
-        dry_run: args.dry_run,
-        older_than: args.older_than,
-    })?;
+    let mut gc = GcOptions::default().dry_run(args.dry_run);
+    if let Some(keep) = args.keep {
+        gc = gc.keep(usize::try_from(keep).unwrap_or(usize::MAX));
+    }
+    if let Some(age) = args.older_than {
+        gc = gc.older_than(age);
+    }
+    let report = Store::open(options)?.gc(&gc)?;
     if ctx.json {
         print_json(&report);
         return Ok(());

@@ -238,6 +238,19 @@ fn log_lines_only_when_asked_rust_log_too_and_snapcache_log_wins() {
         "an invalid filter is reported: {err}"
     );
     assert_eq!(err.lines().count(), 1, "once: {err}");
+    // An invalid RUST_LOG is reported the same way; then -v applies.
+    let out = run_with_timeout({
+        let mut c = store.command(&["-v", "rollback", "--to", "1"]);
+        c.env("RUST_LOG", "snapcache=loud");
+        c
+    });
+    assert_eq!(code(&out), 0);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("RUST_LOG") && err.contains("not a valid log filter"),
+        "{err}"
+    );
+    assert!(err.contains("INFO"), "-v applies instead: {err}");
 }
 
 #[test]
@@ -381,6 +394,94 @@ fn verify_and_gc_dry_run_on_a_mistyped_path_create_nothing() {
 }
 
 #[test]
+fn only_refresh_creates_a_store_on_a_mistyped_path() {
+    // Every other command, reading or writing, creates nothing there; the
+    // ones that need a store say `no-store` (exit 1).
+    let store = TestStore::new();
+    let needs_a_store: &[&[&str]] = &[
+        &["show"],
+        &["show", "--generation", "1"],
+        &["history"],
+        &["verify"],
+        &["diff"],
+        &["rollback"],
+        &["rollback", "--to", "1"],
+        &["gc"],
+        &["gc", "--dry-run"],
+        &["gc", "--keep", "1"],
+        &["gc", "--older-than", "1d"],
+        &["forget", "1"],
+        &["pin", "1"],
+        &["unpin", "1"],
+        &["clear"],
+    ];
+    for args in needs_a_store {
+        let (out, value) = store.json(args);
+        assert_eq!(code(&out), 1, "{args:?}: {value}");
+        assert_eq!(value["error"]["kind"], "no-store", "{args:?}: {value}");
+        assert!(
+            !store.root().exists(),
+            "{args:?} created {:?}",
+            store.root()
+        );
+    }
+    // status reports the empty store as such, and creates nothing either.
+    let (out, value) = store.json(&["status"]);
+    assert_eq!(code(&out), 0, "{value}");
+    assert!(!store.root().exists(), "status created {:?}", store.root());
+    let file = store.payload("p", b"[1]");
+    store.ok(&["refresh", "--from", file.to_str().unwrap()]);
+    assert!(store.root().join("current").is_file(), "refresh does");
+}
+
+#[test]
+fn refresh_from_a_directory_names_it() {
+    let store = TestStore::new();
+    let dir = store.scratch("payloads");
+    std::fs::create_dir(&dir).unwrap();
+    let (out, value) = store.json(&["refresh", "--from", dir.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{value}");
+    let message = value["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(dir.to_str().unwrap()),
+        "names the path: {message}"
+    );
+    assert!(
+        message.contains("is a directory"),
+        "says what it is: {message}"
+    );
+    assert!(
+        !store.root().join("current").exists(),
+        "nothing was published"
+    );
+}
+
+#[test]
+fn help_offers_lock_timeout_only_to_commands_that_take_the_lock() {
+    let store = TestStore::new();
+    let writes = [
+        "refresh", "rollback", "gc", "forget", "pin", "unpin", "clear",
+    ];
+    let reads = ["show", "status", "history", "verify", "diff"];
+    for sub in writes.iter().chain(&reads) {
+        let help = text(&store.ok(&[sub, "--help"]).stdout);
+        let own = help.split("Global options").next().unwrap_or_default();
+        assert_eq!(
+            own.contains("--lock-timeout"),
+            writes.contains(sub),
+            "{sub} --help: {help}"
+        );
+        assert!(help.contains("Global options"), "{sub}: {help}");
+    }
+    // Options of one command are not offered by another.
+    let show = text(&store.ok(&["show", "--help"]).stdout);
+    for foreign in ["--from", "--exec", "--keep", "--note", "--raw", "--dry-run"] {
+        assert!(!show.contains(foreign), "show offers {foreign}: {show}");
+    }
+    assert!(!store.root().exists(), "help touches no store");
+}
+
+#[test]
 fn exec_failures_name_the_status_and_a_file_that_is_not_executable() {
     let store = TestStore::new();
     let out = store.run(&["refresh", "--exec", "sh", "-c", "echo oops >&2; exit 3"]);
@@ -501,6 +602,21 @@ fn lock_timeout_accepts_only_the_documented_spellings() {
         assert_eq!(code(&out), 2, "{bad}: {}", text(&out.stderr));
     }
     store.ok(&["gc", "--lock-timeout", "infinite"]);
+    // The variable takes the same spellings.
+    for bad in ["never", "forever"] {
+        let mut cmd = store.command(&["gc"]);
+        cmd.env("SNAPCACHE_LOCK_TIMEOUT", bad);
+        let out = run_with_timeout(cmd);
+        assert_eq!(code(&out), 2, "{bad}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("SNAPCACHE_LOCK_TIMEOUT"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let mut cmd = store.command(&["gc"]);
+    cmd.env("SNAPCACHE_LOCK_TIMEOUT", "infinite");
+    assert_eq!(code(&run_with_timeout(cmd)), 0);
 }
 
 #[test]
@@ -587,6 +703,9 @@ fn refresh_from_stdin_on_a_terminal_says_so() {
     let (_, tty) = on_terminal(&inner);
     assert!(tty.contains("reading the payload from stdin"), "{tty:?}");
     assert!(tty.contains("Ctrl-D"), "{tty:?}");
+    // Not with -q.
+    let (_, tty) = on_terminal(&inner.replace(" refresh ", " -q refresh "));
+    assert!(!tty.contains("reading the payload"), "-q: {tty:?}");
     // Off a terminal (a pipe), nothing is said.
     let mut cmd = store.command(&["refresh", "--from", "-"]);
     cmd.stdin(Stdio::piped())

@@ -192,22 +192,28 @@ fn a_slow_show_on_a_terminal_shows_progress_and_never_elsewhere() {
 #[test]
 fn completions_for_every_shell_name_every_subcommand() {
     let store = TestStore::new();
-    let subcommands = [
+    // Every subcommand `--help` lists, so that a new one is checked too.
+    let help = text(&Command::new(bin()).arg("--help").output().unwrap().stdout);
+    let (_, list) = help.split_once("Commands:").expect("a command list");
+    let subcommands: Vec<&str> = list
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != "help")
+        .collect();
+    for sub in [
         "refresh",
-        "show",
-        "status",
-        "history",
-        "rollback",
-        "gc",
         "forget",
         "pin",
         "unpin",
-        "verify",
         "diff",
         "clear",
         "completions",
         "man",
-    ];
+    ] {
+        assert!(subcommands.contains(&sub), "{sub} in {subcommands:?}");
+    }
     for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
         let out = Command::new(bin())
             .args(["completions", shell])
@@ -218,7 +224,7 @@ fn completions_for_every_shell_name_every_subcommand() {
         assert_eq!(code(&out), 0, "{shell}: {}", text(&out.stderr));
         let script = text(&out.stdout);
         assert!(script.len() > 200, "{shell}: a script");
-        for sub in subcommands {
+        for sub in &subcommands {
             assert!(script.contains(sub), "{shell} lacks {sub}");
         }
         assert!(script.contains("lock-timeout"), "{shell}: options too");

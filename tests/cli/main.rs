@@ -23,6 +23,7 @@ mod fuzz;
 mod generations;
 mod hints;
 mod hostile;
+mod install_and_docs;
 mod locking;
 mod multihost;
 mod namespaces;

@@ -416,10 +416,9 @@ impl JsonCheck {
         let mut line_start = self.line_start;
         let mut pos = start;
         // Carried from one block to the next: inside a string (all ones or
-        // zero), the first byte escaped, the first byte continuing a scalar.
+        // zero), the first byte escaped.
         let mut in_string = 0u64;
         let mut escape_carry = false;
-        let mut scalar_carry = 0u64;
         // The string still open at the end of the last block, and the state
         // before it: where to hand back if the blocks stop inside it.
         let mut string_at = start;
@@ -450,11 +449,12 @@ impl JsonCheck {
                 self.blocks_from = self.chunk_base + (pos + BLOCK) as u64;
                 break None;
             }
+            // Token starts: every byte outside strings that is not
+            // whitespace, and every opening quote; the rest of a number or
+            // literal is masked off once it has been scanned.
             let strings = inside | quotes;
-            let scalar = !(c.whitespace | c.structural | strings);
             let openings = quotes & inside;
-            let mut starts =
-                (c.structural & !strings) | openings | (scalar & !((scalar << 1) | scalar_carry));
+            let mut starts = (!(c.whitespace | strings) | openings) & beyond(scalar_end, pos);
             let mut before = gap;
             while starts != 0 {
                 let bit = starts.trailing_zeros() as usize;
@@ -488,6 +488,7 @@ impl JsonCheck {
                     _ => match scalar_token(chunk, at, b) {
                         Some(end) => {
                             scalar_end = end;
+                            starts &= beyond(end, pos);
                             packed & 15
                         }
                         None => break 'blocks Some((bit, at, before, c.newline)),
@@ -506,7 +507,6 @@ impl JsonCheck {
                 before_string = before;
             }
             escape_carry = escape_out;
-            scalar_carry = scalar >> 63;
             pos += BLOCK;
         };
         let (at, gap) = match stop {
@@ -861,6 +861,16 @@ fn string_end(bytes: &[u8], mut i: usize) -> Option<usize> {
             },
             _ => return None,
         }
+    }
+}
+
+/// The bits of the block at `pos` from index `end` on (all of them if
+/// `end` is before the block, none if after it).
+#[inline]
+fn beyond(end: usize, pos: usize) -> u64 {
+    match end.saturating_sub(pos) {
+        skip @ 0..BLOCK => u64::MAX << skip,
+        _ => 0,
     }
 }
 

@@ -1,7 +1,6 @@
 //! One 64-byte block of a JSON document classified into bitmasks, bit `i`
 //! standing for byte `i` (simdjson's "stage 1"): which bytes are quotes,
-//! backslashes, whitespace, newlines, control bytes and structural
-//! characters. The JSON check then walks the set bits of a few masks
+//! backslashes, whitespace, newlines and control bytes. The JSON check then walks the set bits of a few masks
 //! instead of looking at every byte, so indentation and string bodies cost
 //! next to nothing.
 //!
@@ -28,8 +27,6 @@ pub(super) struct Classes {
     pub newline: u64,
     /// Bytes below 0x20 (line feed, tab and carriage return included).
     pub control: u64,
-    /// `{`, `}`, `[`, `]`, `:` and `,`.
-    pub structural: u64,
 }
 
 /// The 16-bit mask of a vector compare's result, widened.
@@ -38,33 +35,50 @@ fn bits(v: u8x16) -> u64 {
     u64::from(v.move_mask() as u16)
 }
 
-/// Classifies a block.
+/// The 64-bit mask of `test` over the four 16-byte lanes of a block.
+#[inline]
+fn mask(lanes: &[u8x16; 4], test: impl Fn(u8x16) -> u8x16) -> u64 {
+    let mut m = 0;
+    for (k, &v) in lanes.iter().enumerate() {
+        m |= bits(test(v)) << (16 * k);
+    }
+    m
+}
+
+/// Classifies a block. `pmovmskb` is the scarce instruction (one port on
+/// x86), so the classes that are usually absent (backslashes; tabs and
+/// carriage returns, which tell line feeds apart from the other
+/// whitespace control bytes) are first tested for the whole block at
+/// once, and get their exact mask only when present.
 #[inline]
 pub(super) fn classify(block: &[u8; BLOCK]) -> Classes {
+    let lanes: [u8x16; 4] =
+        std::array::from_fn(|k| u8x16::new(std::array::from_fn(|j| block[16 * k + j])));
+    let splat = u8x16::splat;
     let mut c = Classes::default();
-    for k in 0..BLOCK / 16 {
-        let v = u8x16::new(std::array::from_fn(|j| block[16 * k + j]));
-        let eq = |b: u8| v.cmp_eq(u8x16::splat(b));
-        let newline = eq(b'\n');
-        let space = eq(b' ');
+    let mut any_backslash = splat(0);
+    let mut any_tab_cr = splat(0);
+    for (k, &v) in lanes.iter().enumerate() {
+        let eq = |b: u8| v.cmp_eq(splat(b));
         let tab_cr = eq(b'\t') | eq(b'\r');
+        any_backslash |= eq(b'\\');
+        any_tab_cr |= tab_cr;
         // `b <= 0x1F` as `min(b, 0x1F) == b` (SSE2 has no unsigned `<`).
-        let control = v.min(u8x16::splat(0x1F)).cmp_eq(v);
-        // Setting bit 5 maps '[' to '{' and ']' to '}'; nothing else that
-        // is 0x20 apart from them ends on either.
-        let folded = v | u8x16::splat(0x20);
-        let structural = folded.cmp_eq(u8x16::splat(b'{'))
-            | folded.cmp_eq(u8x16::splat(b'}'))
-            | eq(b':')
-            | eq(b',');
+        let control = v.min(splat(0x1F)).cmp_eq(v);
         let shift = 16 * k;
         c.quote |= bits(eq(b'"')) << shift;
-        c.backslash |= bits(eq(b'\\')) << shift;
-        c.whitespace |= bits(newline | space | tab_cr) << shift;
-        c.newline |= bits(newline) << shift;
+        c.whitespace |= bits(eq(b' ') | eq(b'\n') | tab_cr) << shift;
         c.control |= bits(control) << shift;
-        c.structural |= bits(structural) << shift;
     }
+    if bits(any_backslash) != 0 {
+        c.backslash = mask(&lanes, |v| v.cmp_eq(splat(b'\\')));
+    }
+    c.newline = if bits(any_tab_cr) != 0 {
+        mask(&lanes, |v| v.cmp_eq(splat(b'\n')))
+    } else {
+        // The whitespace control bytes are then line feeds only.
+        c.control & c.whitespace
+    };
     c
 }
 
@@ -123,7 +137,6 @@ mod tests {
             set(&mut c.whitespace, matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
             set(&mut c.newline, b == b'\n');
             set(&mut c.control, b < 0x20);
-            set(&mut c.structural, b"{}[]:,".contains(&b));
         }
         c
     }

@@ -47,6 +47,18 @@ pub fn read_all(path: &Path) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Delete every file in `dir` but the one named `keep` (the floor's
+/// untimed cleanup of superseded snapshots).
+pub fn remove_all_but(dir: &Path, keep: &str) -> Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy() != keep {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// The physical limit of snapcache's design, written directly with `std`:
 /// hash the payload (the snapshot is named by its blake3 hash and the
 /// pointer carries it), write it to `tmp/` + `fsync`, rename into
@@ -136,13 +148,10 @@ impl Contender for Floor {
     fn after_iteration(&mut self) -> Result<()> {
         // Keep the disk footprint bounded: drop every snapshot but the
         // current one (untimed; the floor has no history).
-        for entry in fs::read_dir(self.root.join("snapshots"))? {
-            let entry = entry?;
-            if Some(entry.file_name().to_string_lossy().as_ref()) != self.current.as_deref() {
-                fs::remove_file(entry.path())?;
-            }
+        match &self.current {
+            Some(current) => remove_all_but(&self.root.join("snapshots"), current),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

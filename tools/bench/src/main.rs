@@ -14,6 +14,7 @@
 //! directory) for the end-to-end and RSS measurements.
 #![forbid(unsafe_code)]
 
+mod attribution;
 mod chart;
 mod cli;
 mod contenders;
@@ -26,6 +27,7 @@ mod report;
 mod results;
 mod rss;
 mod runner;
+mod scaling;
 mod stats;
 mod sysinfo;
 
@@ -53,10 +55,20 @@ struct Config {
     fix_mmap_threshold: bool,
 }
 
-const SECTIONS: &[&str] = &["json", "latency", "cli", "readers", "handoff", "gc", "rss"];
+const SECTIONS: &[&str] = &[
+    "json",
+    "latency",
+    "cli",
+    "attribution",
+    "readers",
+    "handoff",
+    "gc",
+    "scaling",
+    "rss",
+];
 
 const USAGE: &str = "usage: snapcache-bench [--quick] [--dir DIR] [--docs DIR | --no-docs] \
-[--rounds N] [--only json,latency,cli,readers,handoff,gc,rss] [--snapcache-bin PATH] [--no-build] \
+[--rounds N] [--only json,latency,cli,attribution,readers,handoff,gc,scaling,rss] [--snapcache-bin PATH] [--no-build] \
 [--dynamic-mmap-threshold]";
 
 fn parse_args(args: &[String]) -> Result<Config> {
@@ -282,7 +294,7 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
     if config.wants("latency") {
         lap(&mut results, "latency");
     }
-    let needs_cli = config.wants("cli") || config.wants("rss");
+    let needs_cli = config.wants("cli") || config.wants("attribution") || config.wants("rss");
     let bin = if needs_cli {
         match cli::snapcache_binary(config.snapcache_bin.as_deref(), config.build_cli) {
             Ok(b) => Some(b),
@@ -300,16 +312,45 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
     if config.wants("cli")
         && let Some(bin) = &bin
     {
-        eprintln!("cli: snapcache show vs cat…");
-        let rounds = config.rounds.unwrap_or(if config.quick { 20 } else { 60 });
-        match cli_section(tmp.path(), bin, rounds) {
-            Ok(c) => results.cli = Some(c),
-            Err(e) => results.failures.push(format!("CLI end to end: {e}")),
+        match cli::floor_binary(config.build_cli) {
+            Ok(floor) => cli_section(&config, tmp.path(), bin, &floor, &mut results),
+            Err(e) => results
+                .failures
+                .push(format!("the floor binary is unavailable: {e}")),
         }
     }
 
     if config.wants("cli") {
         lap(&mut results, "cli");
+    }
+    if config.wants("attribution")
+        && let Some(bin) = &bin
+    {
+        let floor = attribution::available()
+            .map_err(contenders::BoxError::from)
+            .and_then(|()| cli::floor_binary(config.build_cli));
+        match floor {
+            Ok(floor) => {
+                let rounds = config.rounds.unwrap_or(if config.quick { 5 } else { 15 });
+                for size in [MIB, 8 * MIB] {
+                    eprintln!(
+                        "attribution: strace -f -c -w of refresh, refresh --raw, floor publish at {}…",
+                        fmt_bytes(size as u64)
+                    );
+                    let dir = tmp.path().join(format!("attribution-{size}"));
+                    match attribution::run(bin, &floor, &dir, size, rounds) {
+                        Ok(a) => results.attribution.push(a),
+                        Err(e) => results
+                            .failures
+                            .push(format!("attribution at {}: {e}", fmt_bytes(size as u64))),
+                    }
+                }
+            }
+            Err(e) => results.failures.push(format!("attribution (strace): {e}")),
+        }
+    }
+    if config.wants("attribution") {
+        lap(&mut results, "attribution");
     }
     if config.wants("readers") {
         eprintln!("readers: idle vs during writes…");
@@ -360,6 +401,64 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
     if config.wants("gc") {
         lap(&mut results, "gc");
     }
+    if config.wants("scaling") {
+        let dir = tmp.path().join("scaling");
+        std::fs::create_dir_all(&dir)?;
+        let (sizes, gens): (Vec<(usize, usize)>, Vec<usize>) = if config.quick {
+            (
+                [
+                    64 * KIB,
+                    256 * KIB,
+                    MIB,
+                    4 * MIB,
+                    16 * MIB,
+                    64 * MIB,
+                    256 * MIB,
+                ]
+                .map(|s| (s, 3))
+                .to_vec(),
+                vec![2, 10, 30, 101],
+            )
+        } else {
+            (
+                [
+                    64 * KIB,
+                    256 * KIB,
+                    MIB,
+                    4 * MIB,
+                    16 * MIB,
+                    64 * MIB,
+                    256 * MIB,
+                ]
+                .map(|s| (s, if s >= 64 * MIB { 3 } else { 7 }))
+                .to_vec(),
+                vec![2, 5, 10, 30, 60, 101],
+            )
+        };
+        eprintln!("scaling: payload size 64 KiB to 256 MiB…");
+        match scaling::payload_axis(&dir, &sizes) {
+            Ok(a) => results.scaling.push(a),
+            Err(e) => results
+                .failures
+                .push(format!("scaling with payload size: {e}")),
+        }
+        eprintln!("scaling: retained generations 2 to 101…");
+        match scaling::generations_axis(&dir, &gens) {
+            Ok(a) => results.scaling.push(a),
+            Err(e) => results
+                .failures
+                .push(format!("scaling with generations: {e}")),
+        }
+        eprintln!("scaling: leftover files 10 to 10,000…");
+        match scaling::leftovers_axis(&dir, &[10, 100, 1_000, 10_000]) {
+            Ok(a) => results.scaling.push(a),
+            Err(e) => results
+                .failures
+                .push(format!("scaling with leftovers: {e}")),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        lap(&mut results, "scaling");
+    }
     if config.wants("rss") {
         eprintln!("rss: publish and read a 256 MiB payload…");
         match rss_section(tmp.path(), &exe, bin.as_deref(), 256 * MIB) {
@@ -386,6 +485,9 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
         std::fs::write(docs.join("performance-data.json"), data + "\n")?;
         if !results.sizes.is_empty() {
             chart::draw(&results, &docs.join("performance.svg"))?;
+        }
+        if !results.scaling.is_empty() {
+            chart::draw_scaling(&results, &docs.join("performance-scaling.svg"))?;
         }
         eprintln!(
             "wrote {}/performance.{{md,svg}} and performance-data.json",
@@ -466,9 +568,53 @@ fn latency(tmp: &Path, size: usize, warmup: usize, rounds: usize) -> Result<Size
     })
 }
 
-fn cli_section(tmp: &Path, bin: &Path, rounds: usize) -> Result<cli::CliResult> {
-    let root = tmp.join("cli-store");
-    let payload = Payload::generate(MIB, 4242)?;
+/// Whole-process publishes and `show` at 1 and 8 MiB.
+fn cli_section(config: &Config, tmp: &Path, bin: &Path, floor: &Path, results: &mut Results) {
+    for (size, rounds) in [(MIB, 15), (8 * MIB, 10)] {
+        let label = fmt_bytes(size as u64);
+        eprintln!("cli: snapcache refresh vs floor publish at {label}…");
+        let rounds = config
+            .rounds
+            .unwrap_or(if config.quick { rounds } else { rounds * 3 });
+        let dir = tmp.join(format!("cli-refresh-{size}"));
+        match cli::refresh_run(bin, floor, &dir, size, 2, rounds) {
+            Ok(r) => results.refresh.push(r),
+            Err(e) => results
+                .failures
+                .push(format!("CLI refresh at {label}: {e}")),
+        }
+        eprintln!("cli: snapcache show vs cat vs floor read at {label}…");
+        // The strace profile of `show` is taken on the same stores, when
+        // the attribution section runs too.
+        let trace = (config.wants("attribution") && attribution::available().is_ok())
+            .then_some(if config.quick { 5 } else { 15 });
+        match show_section(tmp, bin, floor, size, rounds + 5, trace) {
+            Ok((c, a)) => {
+                results.show.push(c);
+                match a {
+                    Some(Ok(a)) => results.attribution.push(a),
+                    Some(Err(e)) => results
+                        .failures
+                        .push(format!("attribution of show at {label}: {e}")),
+                    None => {}
+                }
+            }
+            Err(e) => results.failures.push(format!("CLI show at {label}: {e}")),
+        }
+    }
+}
+
+fn show_section(
+    tmp: &Path,
+    bin: &Path,
+    floor: &Path,
+    size: usize,
+    rounds: usize,
+    trace_rounds: Option<usize>,
+) -> Result<(cli::ShowRun, Option<Result<attribution::Attribution>>)> {
+    let root = tmp.join(format!("cli-store-{size}"));
+    let floor_root = tmp.join(format!("cli-floor-{size}"));
+    let payload = Payload::generate(size, 4242 + size as u64)?;
     let sc = Snapcache::new(&root, false)?;
     let outcome = sc
         .store()
@@ -477,7 +623,33 @@ fn cli_section(tmp: &Path, bin: &Path, rounds: usize) -> Result<cli::CliResult> 
     if !file.is_file() {
         return Err(format!("snapshot file {} not found", file.display()).into());
     }
-    cli::show_vs_cat(bin, &root, &file, payload.len(), MIB, 3, rounds)
+    let input = tmp.join(format!("cli-show-{size}.json"));
+    std::fs::write(&input, &payload.bytes)?;
+    let status = cli::command(floor)
+        .arg("publish")
+        .arg(&floor_root)
+        .arg(&input)
+        .status()?;
+    if !status.success() {
+        return Err(format!("floor publish failed: {status}").into());
+    }
+    let run = cli::show_run(
+        bin,
+        floor,
+        &root,
+        &floor_root,
+        &file,
+        payload.len(),
+        size,
+        3,
+        rounds,
+    );
+    let traced =
+        trace_rounds.map(|n| attribution::run_show(bin, floor, &root, &floor_root, &file, size, n));
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(&floor_root);
+    let _ = std::fs::remove_file(&input);
+    Ok((run?, traced))
 }
 
 fn readers_section(tmp: &Path, exe: &Path, duration: Duration) -> Result<Vec<readers::ReaderRun>> {

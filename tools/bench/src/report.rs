@@ -72,27 +72,71 @@ pub fn markdown(r: &Results) -> String {
         latency_tables(&mut s, r);
     }
 
-    if let Some(c) = &r.cli {
+    if !r.refresh.is_empty() {
         let _ = writeln!(
             s,
-            "### CLI end to end ({} snapshot, output drained through a pipe)\n",
-            fmt_bytes(c.requested as u64)
+            "### Publish, whole process (`snapcache refresh` vs the bench's `floor` binary)\n"
         );
-        s.push_str("| command | median | p90 | × cat |\n|---|--:|--:|--:|\n");
-        for (name, smp) in [
-            ("snapcache show", &c.show),
-            ("cat <snapshot file>", &c.cat),
-            ("true (process start)", &c.true_),
-        ] {
-            let _ = writeln!(
-                s,
-                "| `{name}` | {} | {} | {} |",
-                fmt_duration(smp.median()),
-                fmt_duration(smp.p90()),
-                ratio_str(smp.median(), c.cat.median())
-            );
+        let _ = writeln!(
+            s,
+            "Each round writes a freshly stamped payload file, then runs the three commands (order rotated every round); \
+             the floor's superseded snapshot is deleted between rounds, untimed; snapcache's own retention and sweep are timed.\n"
+        );
+        s.push_str("| payload | command | median | p90 | × floor |\n|---|---|--:|--:|--:|\n");
+        for x in &r.refresh {
+            for (name, smp) in [
+                ("snapcache refresh --from F", &x.json),
+                ("snapcache refresh --raw --from F", &x.raw),
+                ("floor publish STORE F", &x.floor),
+            ] {
+                let _ = writeln!(
+                    s,
+                    "| {} | `{name}` | {} | {} | {} |",
+                    fmt_bytes(x.requested as u64),
+                    fmt_duration(smp.median()),
+                    fmt_duration(smp.p90()),
+                    ratio_str(smp.median(), x.floor.median())
+                );
+            }
         }
-        let _ = writeln!(s, "\n{} rounds.\n", c.show.len());
+        let n: Vec<String> = r
+            .refresh
+            .iter()
+            .map(|x| format!("{} {}", fmt_bytes(x.requested as u64), x.floor.len()))
+            .collect();
+        let _ = writeln!(s, "\nRounds: {}.\n", n.join(", "));
+    }
+
+    if !r.show.is_empty() {
+        let _ = writeln!(
+            s,
+            "### `show`, whole process (output drained through a pipe)\n"
+        );
+        s.push_str("| snapshot | command | median | p90 | × cat | × floor read |\n|---|---|--:|--:|--:|--:|\n");
+        for c in &r.show {
+            for (name, smp) in [
+                ("snapcache show", &c.show),
+                ("cat <snapshot file>", &c.cat),
+                ("floor read STORE (whole file, blake3, stdout)", &c.floor),
+                ("true (process start)", &c.true_),
+            ] {
+                let _ = writeln!(
+                    s,
+                    "| {} | `{name}` | {} | {} | {} | {} |",
+                    fmt_bytes(c.requested as u64),
+                    fmt_duration(smp.median()),
+                    fmt_duration(smp.p90()),
+                    ratio_str(smp.median(), c.cat.median()),
+                    ratio_str(smp.median(), c.floor.median())
+                );
+            }
+        }
+        let n: Vec<String> = r
+            .show
+            .iter()
+            .map(|c| format!("{} {}", fmt_bytes(c.requested as u64), c.show.len()))
+            .collect();
+        let _ = writeln!(s, "\nRounds: {}.\n", n.join(", "));
     }
 
     if !r.readers.is_empty() {
@@ -152,6 +196,14 @@ pub fn markdown(r: &Results) -> String {
             );
         }
         s.push('\n');
+    }
+
+    for axis in &r.scaling {
+        scaling_table(&mut s, axis);
+    }
+
+    for a in &r.attribution {
+        attribution_table(&mut s, a);
     }
 
     if let Some(x) = &r.rss {
@@ -297,6 +349,145 @@ fn latency_tables(s: &mut String, r: &Results) {
     s.push('\n');
 }
 
+fn fmt_x(axis: &crate::scaling::Axis, x: u64) -> String {
+    if axis.unit == "bytes" {
+        fmt_bytes(x)
+    } else {
+        x.to_string()
+    }
+}
+
+fn scaling_table(s: &mut String, axis: &crate::scaling::Axis) {
+    let _ = writeln!(*s, "### Scaling with {}\n", axis.name);
+    let _ = writeln!(*s, "Library calls, medians. {}.\n", axis.method);
+    let mut head = format!("| {} |", axis.name);
+    let mut rule = String::from("|--:|");
+    for (op, _) in &axis.series {
+        let _ = write!(head, " {op} |");
+        rule.push_str("--:|");
+    }
+    let _ = writeln!(*s, "{head}\n{rule}");
+    for (i, &x) in axis.xs.iter().enumerate() {
+        let mut row = format!("| {} |", fmt_x(axis, x));
+        for (_, ys) in &axis.series {
+            let _ = write!(
+                row,
+                " {} |",
+                ys.get(i).map_or("-".into(), |d| fmt_duration(*d))
+            );
+        }
+        let _ = writeln!(*s, "{row}");
+    }
+    let mut row = String::from("| log-log slope |");
+    for (_, ys) in &axis.series {
+        let cell = match crate::scaling::loglog_slope(&axis.xs, ys) {
+            Some(v) if v > crate::results::SLOPE_LIMIT => {
+                format!(" **{v:.2}** (faster than linear) |")
+            }
+            Some(v) => format!(" {v:.2} |"),
+            None => " - |".into(),
+        };
+        row.push_str(&cell);
+    }
+    let _ = writeln!(*s, "{row}\n");
+}
+
+/// System calls that a publish spends time in, grouped by what they are for.
+const SYSCALL_GROUPS: &[(&str, &[&str])] = &[
+    ("fsync", &["fsync", "fdatasync", "sync_file_range"]),
+    ("unlink (sweep, retention)", &["unlink", "unlinkat"]),
+    ("rename", &["rename", "renameat", "renameat2"]),
+    ("write", &["write", "pwrite64", "writev"]),
+    ("read", &["read", "pread64", "readv"]),
+    ("open/close", &["openat", "open", "close"]),
+    (
+        "stat/list (trust, marker, identity, sweep)",
+        &[
+            "statx",
+            "newfstatat",
+            "fstat",
+            "lstat",
+            "stat",
+            "getdents64",
+            "statfs",
+            "fstatfs",
+            "readlink",
+            "readlinkat",
+        ],
+    ),
+    ("lock", &["flock", "fcntl"]),
+    (
+        "futex (threads waiting: the JSON check's hand-offs)",
+        &["futex"],
+    ),
+    (
+        "memory (mmap, munmap, brk, mprotect)",
+        &["mmap", "munmap", "brk", "mprotect", "madvise", "mremap"],
+    ),
+    (
+        "process start (execve, threads)",
+        &["execve", "clone", "clone3", "wait4", "exit_group"],
+    ),
+];
+
+fn group_total(p: &crate::attribution::Profile, names: &[&str]) -> (f64, Duration) {
+    names.iter().fold((0.0, Duration::ZERO), |(c, t), n| {
+        let (c2, t2) = p.per_round(n);
+        (c + c2, t + t2)
+    })
+}
+
+fn attribution_table(s: &mut String, a: &crate::attribution::Attribution) {
+    let _ = writeln!(
+        *s,
+        "### Attribution of a whole-process {} at {} (`strace -f -c -w`)\n",
+        a.what,
+        fmt_bytes(a.requested as u64)
+    );
+    let _ = writeln!(
+        *s,
+        "Wall-clock time inside system calls per publish, summed over the process's threads (so a thread's wait \
+         that overlaps another thread's work counts too), averaged over {} rounds; strace slows every call, so \
+         compare the columns, not these figures with the untraced ones.\n",
+        a.profiles.first().map_or(0, |p| p.rounds)
+    );
+    let mut head = String::from("| system calls |");
+    let mut rule = String::from("|---|");
+    for p in &a.profiles {
+        let _ = write!(head, " `{}` calls | time |", p.label);
+        rule.push_str("--:|--:|");
+    }
+    let _ = writeln!(*s, "{head}\n{rule}");
+    for (group, names) in SYSCALL_GROUPS {
+        let mut row = format!("| {group} |");
+        let mut any = false;
+        for p in &a.profiles {
+            let (c, t) = group_total(p, names);
+            any |= c > 0.0;
+            let _ = write!(row, " {c:.1} | {} |", fmt_duration(t));
+        }
+        if any {
+            let _ = writeln!(*s, "{row}");
+        }
+    }
+    let mut row = String::from("| all system calls |");
+    for p in &a.profiles {
+        let calls: u64 = p.calls.values().map(|v| v.0).sum();
+        let _ = write!(
+            row,
+            " {:.1} | {} |",
+            calls as f64 / p.rounds.max(1) as f64,
+            fmt_duration(p.total())
+        );
+    }
+    let _ = writeln!(*s, "{row}");
+    let mut row = String::from("| process wall time under strace (median) |");
+    for p in &a.profiles {
+        let _ = write!(row, " | {} |", fmt_duration(p.wall.median()));
+    }
+    let _ = writeln!(*s, "{row}\n");
+}
+
 fn pct(part: Duration, whole: Duration) -> String {
     if whole.is_zero() {
         "-".into()
@@ -360,16 +551,50 @@ fn dominant_costs(r: &Results) -> Vec<String> {
         }
         out.push(line);
     }
-    if let Some(c) = &r.cli {
+    for c in &r.show {
         let show = c.show.median();
         out.push(format!(
-            "**CLI.** Starting a process (`true`) costs {}, {} of `snapcache show` ({}); `cat` takes {}. \
-             The rest of `show` is reading + verifying + writing {} to the pipe.",
+            "**`show`, {}.** Starting a process (`true`) costs {}, {} of `snapcache show` ({}); `cat` takes {}, \
+             the floor's verified read (whole file into a buffer, blake3, write) {}. The rest of `show` is the pointer, \
+             the store checks, a chunked hash pass over the snapshot and the kernel's copy to the pipe.",
+            fmt_bytes(c.requested as u64),
             fmt_duration(c.true_.median()),
             pct(c.true_.median(), show),
             fmt_duration(show),
             fmt_duration(c.cat.median()),
-            fmt_bytes(c.requested as u64)
+            fmt_duration(c.floor.median()),
+        ));
+    }
+    for a in &r.attribution {
+        let Some((json, floor)) = a.pair() else {
+            continue;
+        };
+        let mut parts = Vec::new();
+        for (group, names) in SYSCALL_GROUPS {
+            let (cj, tj) = group_total(json, names);
+            let (cf, tf) = group_total(floor, names);
+            if tj > tf + Duration::from_micros(200) || cj > cf + 0.5 {
+                parts.push(format!(
+                    "{group} {} ({cj:.1} calls vs {cf:.1})",
+                    signed(tj, tf)
+                ));
+            }
+        }
+        out.push(format!(
+            "**Whole-process {} at {}, beyond the floor (strace).** Under strace `{}` takes {} \
+             and `{}` {}; inside system calls it spends {} more: {}.",
+            a.what,
+            fmt_bytes(a.requested as u64),
+            json.label,
+            fmt_duration(json.wall.median()),
+            floor.label,
+            fmt_duration(floor.wall.median()),
+            signed(json.total(), floor.total()),
+            if parts.is_empty() {
+                "no group stands out".to_string()
+            } else {
+                parts.join("; ")
+            }
         ));
     }
     for h in &r.handoff {
@@ -458,12 +683,21 @@ pub fn json(r: &Results) -> Value {
             "other_cpu": r.other_cpu,
         },
         "sizes": sizes,
-        "cli": r.cli.as_ref().map(|c| json!({
+        "show": r.show.iter().map(|c| json!({
+            "requested": c.requested,
             "bytes": c.bytes,
             "show": stats_json(&c.show),
             "cat": stats_json(&c.cat),
+            "floor_read": stats_json(&c.floor),
             "true": stats_json(&c.true_),
-        })),
+        })).collect::<Vec<_>>(),
+        "refresh": r.refresh.iter().map(|x| json!({
+            "requested": x.requested,
+            "bytes": x.bytes,
+            "json": stats_json(&x.json),
+            "raw": stats_json(&x.raw),
+            "floor_publish": stats_json(&x.floor),
+        })).collect::<Vec<_>>(),
         "readers": r.readers.iter().map(|x| json!({
             "readers": x.readers,
             "with_writer": x.with_writer,
@@ -493,6 +727,26 @@ pub fn json(r: &Results) -> Value {
             "cli_refresh": x.cli_refresh,
             "cli_show": x.cli_show,
         })),
+        "scaling": r.scaling.iter().map(|a| json!({
+            "axis": a.name,
+            "unit": a.unit,
+            "x": a.xs,
+            "series": a.series.iter().map(|(op, ys)| json!({
+                "op": op,
+                "median_ns": ys.iter().map(|d| d.as_nanos() as u64).collect::<Vec<_>>(),
+                "loglog_slope": crate::scaling::loglog_slope(&a.xs, ys),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "attribution": r.attribution.iter().map(|a| json!({
+            "what": a.what,
+            "requested": a.requested,
+            "profiles": a.profiles.iter().map(|p| json!({
+                "label": p.label,
+                "rounds": p.rounds,
+                "wall": stats_json(&p.wall),
+                "syscalls": p.calls.iter().map(|(k, v)| json!({"name": k, "calls": v.0, "seconds": v.1})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
         "budgets": r.budgets().iter().map(|b| json!({
             "name": b.name, "measured": b.measured, "limit": b.limit, "pass": b.pass,
         })).collect::<Vec<_>>(),

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use crate::cli::CliResult;
+use crate::cli::{RefreshRun, ShowRun};
 use crate::gc::GcRun;
 use crate::handoff::HandoffRun;
 use crate::readers::ReaderRun;
 use crate::runner::Measured;
-use crate::stats::{fmt_bytes, fmt_duration, ms};
+use crate::stats::{Samples, fmt_bytes, fmt_duration, ms};
 use crate::sysinfo::SysInfo;
 
 /// Names of the contenders the budgets compare (must match `Contender::name`).
@@ -74,8 +74,10 @@ pub struct Results {
     pub sys: SysInfo,
     /// Latency per payload size.
     pub sizes: Vec<SizeResult>,
-    /// CLI end to end.
-    pub cli: Option<CliResult>,
+    /// `snapcache show` whole-process, per snapshot size.
+    pub show: Vec<ShowRun>,
+    /// `snapcache refresh` whole-process against the floor binary, per size.
+    pub refresh: Vec<RefreshRun>,
     /// Reader runs.
     pub readers: Vec<ReaderRun>,
     /// Payload size used by the reader runs.
@@ -88,6 +90,10 @@ pub struct Results {
     pub rss: Option<RssResult>,
     /// JSON check vs serde_json, per requested payload size.
     pub json_check: Vec<(usize, Vec<crate::jsoncheck::JsonRun>)>,
+    /// How each operation's cost grows (payload size, generations, leftovers).
+    pub scaling: Vec<crate::scaling::Axis>,
+    /// strace attribution of whole-process publishes, per payload size.
+    pub attribution: Vec<crate::attribution::Attribution>,
     /// Sections that could not run, with the reason.
     pub failures: Vec<String>,
     /// Wall time of the whole run.
@@ -211,25 +217,57 @@ impl Results {
                 });
             }
         }
-        match &self.cli {
-            Some(c) => {
-                let r = ratio(c.show.median(), c.cat.median());
-                out.push(Budget {
-                    name: format!(
-                        "`snapcache show` ≤ 2 × `cat` at {} (median)",
-                        fmt_bytes(c.requested as u64)
-                    ),
-                    measured: format!(
-                        "{:.2}× ({} vs {})",
-                        r,
-                        fmt_duration(c.show.median()),
-                        fmt_duration(c.cat.median())
-                    ),
-                    limit: "2×".into(),
-                    pass: r <= 2.0,
-                });
+        for size in [1 << 20, 8 << 20] {
+            let label = fmt_bytes(size as u64);
+            match self.refresh.iter().find(|r| r.requested == size) {
+                Some(r) => {
+                    out.push(whole(
+                        format!("`snapcache refresh --from F` ≤ 1.15 × `floor publish` at {label}, whole process (median)"),
+                        &r.json,
+                        &r.floor,
+                        1.15,
+                    ));
+                    out.push(whole(
+                        format!("`snapcache refresh --raw --from F` ≤ 1.05 × `floor publish` at {label}, whole process (median)"),
+                        &r.raw,
+                        &r.floor,
+                        1.05,
+                    ));
+                }
+                None => {
+                    out.push(not_run(&format!(
+                        "`snapcache refresh` ≤ 1.15 × floor at {label}"
+                    )));
+                    out.push(not_run(&format!(
+                        "`snapcache refresh --raw` ≤ 1.05 × floor at {label}"
+                    )));
+                }
             }
-            None => out.push(not_run("`snapcache show` ≤ 2 × `cat`")),
+        }
+        for size in [1 << 20, 8 << 20] {
+            let label = fmt_bytes(size as u64);
+            match self.show.iter().find(|r| r.requested == size) {
+                Some(c) => {
+                    out.push(whole(
+                        format!("`snapcache show` ≤ 2 × `cat` at {label} (median)"),
+                        &c.show,
+                        &c.cat,
+                        2.0,
+                    ));
+                    out.push(whole(
+                        format!("`snapcache show` ≤ 1.05 × `floor read` (verified) at {label}, whole process (median)"),
+                        &c.show,
+                        &c.floor,
+                        1.05,
+                    ));
+                }
+                None => {
+                    out.push(not_run(&format!("`snapcache show` ≤ 2 × `cat` at {label}")));
+                    out.push(not_run(&format!(
+                        "`snapcache show` ≤ 1.05 × `floor read` at {label}"
+                    )));
+                }
+            }
         }
         if self.handoff.is_empty() {
             out.push(not_run("lock handoff"));
@@ -300,6 +338,35 @@ impl Results {
             }
             None => out.push(not_run("peak RSS")),
         }
+        if self.scaling.is_empty() {
+            out.push(not_run("scaling: nothing grows faster than linearly"));
+        }
+        for axis in &self.scaling {
+            let slopes: Vec<(&str, f64)> = axis
+                .series
+                .iter()
+                .filter_map(|(op, ys)| Some((*op, crate::scaling::loglog_slope(&axis.xs, ys)?)))
+                .collect();
+            let worst = slopes
+                .iter()
+                .cloned()
+                .fold(None::<(&str, f64)>, |acc, s| match acc {
+                    Some(a) if a.1 >= s.1 => Some(a),
+                    _ => Some(s),
+                });
+            match worst {
+                Some((op, slope)) => out.push(Budget {
+                    name: format!(
+                        "scaling with {}: no operation grows faster than linearly (largest log-log slope)",
+                        axis.name
+                    ),
+                    measured: format!("{slope:.2} ({op})"),
+                    limit: format!("{SLOPE_LIMIT}"),
+                    pass: slope <= SLOPE_LIMIT,
+                }),
+                None => out.push(not_run(&format!("scaling with {}", axis.name))),
+            }
+        }
         let mut any_readers = false;
         for readers in [1, 2] {
             let idle = self
@@ -330,6 +397,26 @@ impl Results {
             out.push(not_run("reader p99 during writes"));
         }
         out
+    }
+}
+
+/// The largest log-log slope accepted as "linear": 1 plus what a few
+/// noisy medians on a loaded machine can add.
+pub const SLOPE_LIMIT: f64 = 1.15;
+
+/// A ratio-of-medians budget `measured ≤ limit × baseline`.
+fn whole(name: String, measured: &Samples, baseline: &Samples, limit: f64) -> Budget {
+    let r = ratio(measured.median(), baseline.median());
+    Budget {
+        name,
+        measured: format!(
+            "{:.2}× ({} vs {})",
+            r,
+            fmt_duration(measured.median()),
+            fmt_duration(baseline.median())
+        ),
+        limit: format!("{limit}×"),
+        pass: !measured.is_empty() && r <= limit,
     }
 }
 

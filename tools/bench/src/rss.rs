@@ -81,7 +81,7 @@ pub fn measure_command(program: &Path, args: &[&std::ffi::OsStr]) -> Result<Opti
     if !time.is_file() {
         return Ok(None);
     }
-    let out = Command::new(time)
+    let out = crate::cli::command(time)
         .arg("-v")
         .arg(program)
         .args(args)

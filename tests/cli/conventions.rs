@@ -334,12 +334,20 @@ fn a_closed_pipe_ends_show_quietly() {
 fn a_store_given_as_a_file_is_called_that_and_never_offered_for_deletion() {
     let store = TestStore::new();
     let file = store.payload("mydata.json", b"{\"mine\":true}");
+    let payload = store.payload("payload.json", b"[1]");
+    let payload = payload.to_str().unwrap();
     for args in [
         vec!["status"],
         vec!["show"],
         vec!["history"],
         vec!["verify"],
+        vec!["diff"],
         vec!["gc"],
+        vec!["rollback"],
+        vec!["forget", "1"],
+        vec!["pin", "1"],
+        vec!["clear"],
+        vec!["refresh", "--from", payload],
     ] {
         let out = Command::new(bin())
             .arg("--store")

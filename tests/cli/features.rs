@@ -34,6 +34,22 @@ fn history_shows_relative_ages_beside_the_absolute_time() {
 }
 
 #[test]
+fn history_ages_are_in_gits_relative_style_for_old_generations_too() {
+    // Generations created 40, 35, 20 and 1 days ago (git rounds: weeks
+    // from two weeks on, hours below 36 hours).
+    let store = crate::generations::store_with_dated_generations();
+    let table = text(&store.ok(&["history"]).stdout);
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    for (row, age) in rows
+        .iter()
+        .zip(["6 weeks ago", "5 weeks ago", "3 weeks ago", "24 hours ago"])
+    {
+        assert!(row.contains(age), "{age:?} in {row:?}\n{table}");
+    }
+}
+
+#[test]
 fn exec_arguments_are_not_persisted_but_the_program_is() {
     let store = TestStore::new();
     let secret = "Authorization: Bearer s3cr3t-t0ken";
@@ -341,6 +357,32 @@ fn diff_lists_json_changes_as_pointers_with_counts_and_a_bound() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn clear_takes_the_writer_lock() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let holder = store
+        .command(&["refresh", "--exec", "sh", "-c", "sleep 2; echo '[2]'"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    store.wait_until_locked();
+    let (out, value) = store.json(&["clear", "--lock-timeout", "0.3"]);
+    assert_eq!(
+        code(&out),
+        75,
+        "it waits for the lock, then gives up: {value}"
+    );
+    assert_eq!(value["error"]["kind"], "lock-timeout", "{value}");
+    let done = wait_output(holder, COMMAND_TIMEOUT);
+    assert_eq!(code(&done), 0, "{}", text(&done.stderr));
+    assert_eq!(store.show(), b"[2]\n", "nothing was cleared meanwhile");
+    let (out, value) = store.json(&["clear"]);
+    assert_eq!(code(&out), 0, "{value}");
+    assert_eq!(value["previous_generation"], 2, "{value}");
 }
 
 #[test]

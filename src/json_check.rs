@@ -6,14 +6,18 @@
 //! if not, where the first error is (line and column, counted in bytes).
 //! It stops a bad source at its first error and has no recursion limit.
 //!
-//! Speed comes from a fast path between tokens: whitespace runs and whole
-//! strings are scanned eight bytes at a time (SWAR over `u64` words), and
-//! numbers, literals, keys with their colon and closing brackets in tight
-//! loops, with the state in a local. Anything the fast path cannot finish
-//! inside the current chunk (a token cut by the chunk's end) or does not
-//! like (every error) is handed, from the token's first byte, to the
-//! byte-at-a-time state machine (`step`), which is the reference: errors
-//! therefore read the same, position included, whatever the chunking.
+//! Speed comes from the block fast path (`blocks`): each whole 64-byte
+//! block of the chunk is classified into bitmasks with SIMD compares
+//! (`block`), string spans follow from the quotes, and only the bytes that
+//! start a token are visited, one grammar-table look-up each (`gap`).
+//! What is left of a chunk after its last whole block goes through a
+//! second fast path (`tokens`: whitespace runs and whole strings scanned
+//! eight bytes at a time over `u64` words, numbers, literals and keys in
+//! tight loops). Anything neither can finish inside the current chunk (a
+//! token cut by the chunk's end) or does not like (every error) is handed,
+//! from a clean point before it, to the byte-at-a-time state machine
+//! (`step`), which is the reference: errors therefore read the same,
+//! position included, whatever the chunking.
 //! UTF-8 is validated per chunk with `std::str::from_utf8`. Its verdicts
 //! are checked against serde_json's by property tests, whole, pretty and
 //! chunked down to single bytes. `snapcache-bench` reports its GB/s next to

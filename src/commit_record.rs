@@ -22,8 +22,12 @@
 //! therefore never trust `current` alone: they follow the records from
 //! `current`'s commit number (`n + 1`, `n + 2`, … while they exist, one
 //! `stat` when there is none) and take the newest as the truth, rewriting
-//! `current` from it ("roll forward"). Readers read `current` only: at worst
-//! they see the generation before, whose snapshot is kept (see below).
+//! `current` from it ("roll forward"). Readers follow the records the same
+//! way, without writing.
+//!
+//! `clear` is a commit too: its record says "cleared" ([`CLEARED`]), so a
+//! writer stalled across a clear cannot commit after it, and numbering goes
+//! on after it.
 //!
 //! # Snapshot grace
 //!
@@ -70,8 +74,33 @@ pub(crate) fn snapshot_grace() -> Duration {
 /// must not keep a writer busy).
 const MAX_FOLLOWED: u64 = 1000;
 
+/// The whole content of the record `clear` commits on the lease backend:
+/// clearing is a commit too, so that a writer stalled across a clear finds
+/// its record's name taken (or a higher record) and cannot bring back the
+/// pointer of the history the clear removed.
+const CLEARED: &[u8] = b"snapcache-cleared 1\n";
+
+/// What a commit record holds.
+#[derive(Debug)]
+enum Record {
+    /// The complete pointer of that commit.
+    Commit(Pointer),
+    /// The store was cleared by that commit: nothing is published.
+    Cleared,
+}
+
+impl Record {
+    /// The current generation it committed (0 for a clear), for messages.
+    fn generation(&self) -> u64 {
+        match self {
+            Record::Commit(p) => p.current,
+            Record::Cleared => 0,
+        }
+    }
+}
+
 /// Reads record `n`: `None` when there is none.
-fn read(layout: &Layout, n: u64) -> Result<Option<Pointer>> {
+fn read(layout: &Layout, n: u64) -> Result<Option<Record>> {
     let path = layout.commit_record(n);
     let file = match open_no_follow(&path) {
         Ok(f) => f,
@@ -79,6 +108,9 @@ fn read(layout: &Layout, n: u64) -> Result<Option<Pointer>> {
         Err(e) => return Err(Error::io("open the commit record", &path, e)),
     };
     let bytes = pointer::read_bounded(file, &path)?;
+    if bytes == CLEARED {
+        return Ok(Some(Record::Cleared));
+    }
     let record = Pointer::decode(&bytes, &path)?;
     if record.commit != n {
         return Err(Error::CorruptPointer {
@@ -86,26 +118,56 @@ fn read(layout: &Layout, n: u64) -> Result<Option<Pointer>> {
             detail: format!("it is named commit {n} but holds commit {}", record.commit),
         });
     }
-    Ok(Some(record))
+    Ok(Some(Record::Commit(record)))
 }
 
 /// The newest committed pointer: `current` itself, or the newest commit
-/// record that follows it. The bool says whether `current` is behind.
+/// record that follows it; `None` when nothing is published (no pointer,
+/// or the newest commit is a clear). The bool says whether `current` is
+/// behind (a writer rewrites or, after a clear, removes it).
+///
+/// Without `current` the highest record is where the history stands: a
+/// first publish stalled before its rename, or a clear.
 ///
 /// A record `n + 1` that did not come from this pointer (its generation
 /// counter is lower: it is left from before an earlier release rewrote the
 /// pointer without commit numbers) is not followed; the numbering then
 /// continues after the highest record, so no commit collides with it.
 pub(crate) fn newest(layout: &Layout, current: Option<Pointer>) -> Result<(Option<Pointer>, bool)> {
+    let mut base = current.as_ref().map_or(0, |p| p.commit);
     let mut truth = current;
     let mut behind = false;
+    if truth.is_none() {
+        if let Some(highest) = highest_record(layout) {
+            base = highest;
+            if let Some(Record::Commit(p)) = read(layout, highest)? {
+                tracing::info!(
+                    commit = highest,
+                    generation = p.current,
+                    "no pointer, but a commit record: it is the truth"
+                );
+                truth = Some(p);
+                behind = true;
+            }
+        }
+    }
     for _ in 0..MAX_FOLLOWED {
-        let base = truth.as_ref().map_or(0, |p| p.commit);
         let Some(next) = base.checked_add(1) else {
             break;
         };
-        let Some(record) = read(layout, next)? else {
-            break;
+        let record = match read(layout, next)? {
+            None => break,
+            Some(Record::Cleared) => {
+                tracing::info!(
+                    commit = next,
+                    "commit record of a clear newer than the pointer: nothing is published"
+                );
+                truth = None;
+                base = next;
+                behind = true;
+                continue;
+            }
+            Some(Record::Commit(record)) => record,
         };
         let base_last = truth.as_ref().map_or(0, |p| p.last_generation);
         if record.last_generation < base_last {
@@ -121,10 +183,37 @@ pub(crate) fn newest(layout: &Layout, current: Option<Pointer>) -> Result<(Optio
             generation = record.current,
             "commit record newer than the pointer: it is the truth"
         );
+        base = next;
         truth = Some(record);
         behind = true;
     }
     Ok((truth, behind))
+}
+
+/// The commit number a first pointer is based on when nothing is
+/// published: after the highest record (a clear's, on the lease backend),
+/// so that numbering goes on past it; 0 in a store without records.
+pub(crate) fn base_without_pointer(layout: &Layout) -> u64 {
+    highest_record(layout).unwrap_or(0)
+}
+
+/// `clear`'s commit on the lease backend: creates the record after `base`
+/// (the commit number of the newest pointer this writer read, or of the
+/// highest record when it could not read one) saying that the store was
+/// cleared. Fails with [`Error::CommitConflict`] when another writer
+/// committed that number first. Older records are pruned as after any
+/// commit; the records stay, so a writer stalled across the clear cannot
+/// commit after it.
+pub(crate) fn commit_cleared(layout: &Layout, durable: &Durable, base: u64) -> Result<()> {
+    let n = base
+        .checked_add(1)
+        .ok_or_else(|| Error::GenerationsExhausted {
+            path: layout.current(),
+            last: base,
+        })?;
+    claim(layout, durable, n, CLEARED)?;
+    prune(layout, durable, n);
+    Ok(())
 }
 
 /// The highest record number in `commits/`.
@@ -166,29 +255,35 @@ pub(crate) fn commit(
             .map_or(true, |age| age < grace)
     });
     pointer.commit = n;
-    let dir = layout.commits_dir();
-    let path = layout.commit_record(n);
-    let undo = |p: &mut Pointer| p.commit = n - 1;
-    if let Err(e) = durable.create_dir(&dir, false) {
-        undo(pointer);
-        return Err(Error::io("create the commit record directory", &dir, e));
+    let claimed = claim(layout, durable, n, &pointer.encode());
+    if claimed.is_err() {
+        pointer.commit = n - 1;
     }
-    match crate::lock::create_complete(durable, &layout.tmp_dir(), &path, &pointer.encode()) {
+    claimed
+}
+
+/// Creates record `n` with `bytes`, exclusively: the compare-and-swap.
+/// Fails with [`Error::CommitConflict`] when the name is taken, and also
+/// when a higher record exists once it is created: a writer stalled through
+/// more than [`RECORDS_KEPT`] commits finds its name free again (pruned),
+/// and the higher record says that the truth moved on without it. Its own
+/// record is below the truth then, followed by nobody; it is removed.
+fn claim(layout: &Layout, durable: &Durable, n: u64, bytes: &[u8]) -> Result<()> {
+    let dir = layout.commits_dir();
+    durable
+        .create_dir(&dir, false)
+        .map_err(|e| Error::io("create the commit record directory", &dir, e))?;
+    let path = layout.commit_record(n);
+    match crate::lock::create_complete(durable, &layout.tmp_dir(), &path, bytes) {
         Ok(true) => {
-            // A writer stalled through more than RECORDS_KEPT commits finds
-            // its name free again (pruned): a higher record says that the
-            // truth moved on without it. Its record is below the truth, so
-            // nobody follows it; it is removed and the commit fails as if
-            // the name had been taken.
             if let Some(highest) = highest_record(layout).filter(|h| *h > n) {
-                undo(pointer);
                 if let Err(e) = durable.remove_file(&path) {
                     tracing::warn!(path = %path.display(), error = %e, "could not remove a stale commit record; nobody follows it and it is pruned later");
                 }
                 let generation = read(layout, highest)
                     .ok()
                     .flatten()
-                    .map_or(0, |p| p.current);
+                    .map_or(0, |r| r.generation());
                 tracing::warn!(
                     commit = n,
                     highest,
@@ -204,15 +299,11 @@ pub(crate) fn commit(
             Ok(())
         }
         Ok(false) => {
-            undo(pointer);
-            let generation = read(layout, n).ok().flatten().map_or(0, |p| p.current);
+            let generation = read(layout, n).ok().flatten().map_or(0, |r| r.generation());
             tracing::warn!(commit = n, generation, path = %path.display(), "commit conflict: another writer committed first");
             Err(Error::CommitConflict { path, generation })
         }
-        Err(e) => {
-            undo(pointer);
-            Err(Error::io("create the commit record", &path, e))
-        }
+        Err(e) => Err(Error::io("create the commit record", &path, e)),
     }
 }
 
@@ -385,7 +476,10 @@ mod tests {
             .expect("no false conflict with the old record 1");
         assert_eq!(outcome.generation, 4);
         let layout = Layout::new(store.root());
-        assert_eq!(read(&layout, 4).expect("read").map(|p| p.current), Some(4));
+        assert_eq!(
+            read(&layout, 4).expect("read").map(|r| r.generation()),
+            Some(4)
+        );
         assert_eq!(store.read_current().expect("read").data, b"[4]");
     }
 

@@ -144,14 +144,12 @@ pub enum Error {
 
     /// Another writer committed first (lease backend): this writer's
     /// commit record was already taken, so its pointer was not written.
-    #[error(
-        "another writer committed generation {generation} (commit record {path}) after this writer read the store; nothing was published: read the store again, and publish again if this content is still wanted"
-    )]
+    #[error("{}", commit_conflict_message(path, *generation))]
     CommitConflict {
         /// The commit record the other writer created.
         path: PathBuf,
-        /// The current generation that writer committed (0 when its record
-        /// could not be read).
+        /// The current generation that writer committed (0 when it cleared
+        /// the store, or its record could not be read).
         generation: u64,
     },
 
@@ -562,6 +560,19 @@ impl Error {
                 | Error::MissingSnapshot { .. }
         )
     }
+}
+
+fn commit_conflict_message(path: &std::path::Path, generation: u64) -> String {
+    let what = if generation == 0 {
+        "another writer committed first (it cleared the store, or its record cannot be read)"
+            .to_string()
+    } else {
+        format!("another writer committed generation {generation}")
+    };
+    format!(
+        "{what} (commit record {}) after this writer read the store; nothing was published: read the store again, and publish again if this content is still wanted",
+        path.display()
+    )
 }
 
 fn not_a_store_message(root: &std::path::Path, found: &[String]) -> String {

@@ -1462,6 +1462,20 @@ impl Store {
     pub(crate) fn try_load_newest_pointer(&self, lock: &WriterLock) -> Result<Option<Pointer>> {
         let current = self.try_load_pointer()?;
         let (newest, behind) = crate::commit_record::newest(&self.layout, current)?;
+        if let (None, true) = (&newest, behind) {
+            // The newest commit is a clear that did not get to remove the
+            // pointer (it crashed or stalled): finish that step.
+            let path = self.layout.current();
+            match self.durable.remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed the pointer of a cleared store")
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove the pointer of a cleared store; the commit record stays the truth")
+                }
+            }
+        }
         if let (Some(p), true) = (&newest, behind) {
             match self.durable.replace_file(
                 &self.layout.tmp_dir(),

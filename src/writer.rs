@@ -389,12 +389,14 @@ impl<'s> Writer<'s> {
             return Ok((outcome, value));
         }
 
-        let mut next = pointer.unwrap_or(Pointer {
+        let mut next = pointer.unwrap_or_else(|| Pointer {
             current: 0,
             last_generation: 0,
             checked_at: now,
             generations: Vec::new(),
-            commit: 0,
+            // After a clear on the lease backend, numbering goes on past
+            // its record.
+            commit: crate::commit_record::base_without_pointer(store.layout()),
             dropped: Vec::new(),
         });
         // Checked before anything is committed: an exhausted counter leaves
@@ -769,22 +771,37 @@ impl<'s> Writer<'s> {
 
     fn clear_unguarded(&mut self) -> Result<ClearReport> {
         let store = self.store;
-        let previous = match self.pointer() {
-            Ok(pointer) => pointer.map(|p| p.current),
+        let read = match self.pointer() {
+            Ok(pointer) => pointer,
             Err(e) if e.is_corrupt() => {
                 tracing::info!(error = %e, "clearing a store whose pointer is damaged");
                 None
             }
             Err(e) => return Err(e),
         };
+        let previous = read.as_ref().map(|p| p.current);
         if !self.lock.still_held() {
             return Err(Error::LeaseLost {
                 path: store.layout().lease_file(),
             });
         }
-        // 0. The commit records, which would otherwise be taken for
-        //    commits newer than the next pointer (lease backend).
-        crate::commit_record::remove_all(store.layout(), store.durable())?;
+        // 0. The commit records. Lease backend: the clear is a commit of
+        //    its own (a record saying "cleared"), so that a writer stalled
+        //    across it finds its record's name taken and cannot bring the
+        //    removed history back; the numbering goes on after it.
+        //    Advisory backend: no writer can be stalled across the clear;
+        //    records (left by lease writers) are removed, since they would
+        //    otherwise be taken for commits newer than the next pointer.
+        if self.lock.backend() == Backend::Lease {
+            let base = read.as_ref().map_or_else(
+                || crate::commit_record::base_without_pointer(store.layout()),
+                |p| p.commit,
+            );
+            crate::test_hooks::stall_before_commit();
+            crate::commit_record::commit_cleared(store.layout(), store.durable(), base)?;
+        } else {
+            crate::commit_record::remove_all(store.layout(), store.durable())?;
+        }
         // 1. The pointer, durably: from here on every reader sees "nothing
         //    published", and a crash leaves a store with nothing published.
         let current = store.layout().current();

@@ -277,3 +277,97 @@ fn on_the_lease_backend_a_dropped_generation_keeps_its_snapshot_for_the_grace_pe
         "no records on the advisory backend"
     );
 }
+
+#[test]
+fn a_writer_stalled_across_a_clear_cannot_bring_the_old_history_back() {
+    if !std::path::Path::new("/proc/self/stat").exists() {
+        eprintln!("skipped: no /proc to see a stopped process");
+        return;
+    }
+    let store = TestStore::new();
+    for (n, payload) in [(1, b"[1]"), (2, b"[2]")] {
+        let out = published(&run_with_timeout(refresh(&store, "p", payload)));
+        assert_eq!(out["generation"], n);
+    }
+
+    // A stops between its last lease check and its commit.
+    let mut a = refresh(&store, "pa", b"[\"from A\"]");
+    a.env("SNAPCACHE_TEST_STOP_BEFORE_COMMIT", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let a = a.spawn().expect("spawn A");
+    let pid = a.id();
+    let mut reaper = KillOnDrop(Some(pid));
+    wait_for(
+        "writer A to stop before its commit",
+        Duration::from_secs(30),
+        || (state(pid) == Some('T')).then_some(()),
+    );
+
+    // B takes over once A's lease expired and clears the store.
+    let out = run_with_timeout(nolock(&store, &["clear", "--lock-timeout", "30"]));
+    let cleared = published(&out);
+    assert_eq!(cleared["previous_generation"], 2, "{cleared}");
+
+    // A resumes: the clear was a commit, so A's commit conflicts.
+    let cont = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(cont, rustix::process::Signal::CONT).expect("SIGCONT");
+    let out = wait_output(a, COMMAND_TIMEOUT);
+    reaper.0 = None;
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 1, "A must fail: {stderr}");
+    let error: Value = serde_json::from_slice(&out.stdout).expect("one JSON error");
+    assert_eq!(error["error"]["kind"], "commit-conflict", "{error}");
+    assert!(
+        stderr.contains("cleared the store") && stderr.contains("nothing was published"),
+        "A says why: {stderr}"
+    );
+
+    // Nothing came back: the store reads as cleared.
+    assert!(!pointer_path(&store).exists(), "no pointer reappeared");
+    let (out, show) = store.json(&["show"]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(show["error"]["kind"], "no-store", "{show}");
+    let (_, status) = store.json(&["status"]);
+    assert!(status["generation"].is_null(), "{status}");
+
+    // The next publish starts a new history, numbered from 1, and its
+    // commit goes on after the clear's record.
+    let next = published(&run_with_timeout(refresh(&store, "pn", b"[\"new\"]")));
+    assert_eq!(next["generation"], 1, "{next}");
+    assert_eq!(generations(&store), (vec![1], Some(1)));
+    assert_eq!(store.show(), b"[\"new\"]");
+    let mut records: Vec<u64> = store
+        .files_in("commits")
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    records.sort_unstable();
+    assert_eq!(records, [1, 2, 3, 4], "2 commits, the clear, the new one");
+    assert_eq!(
+        std::fs::read(store.root().join("commits").join("3")).unwrap(),
+        b"snapcache-cleared 1\n"
+    );
+    let (out, verify) = store.json(&["verify"]);
+    assert_eq!(code(&out), 0, "verify: {verify}");
+}
+
+#[test]
+fn a_clear_that_did_not_remove_the_pointer_is_finished_by_the_next_writer() {
+    // A clearer that crashed (or stalled) right after its record: the
+    // record is the truth, so readers see nothing published and the next
+    // writer removes the pointer before it goes on.
+    let store = TestStore::new();
+    published(&run_with_timeout(refresh(&store, "p1", b"[1]")));
+    let pointer = std::fs::read(pointer_path(&store)).unwrap();
+    let out = run_with_timeout(nolock(&store, &["clear"]));
+    published(&out);
+    std::fs::write(pointer_path(&store), &pointer).unwrap();
+    let (out, show) = store.json(&["show"]);
+    assert_eq!(code(&out), 1, "the clear's record is the truth: {show}");
+    assert_eq!(show["error"]["kind"], "no-store", "{show}");
+    let next = published(&run_with_timeout(refresh(&store, "p2", b"[2]")));
+    assert_eq!(next["generation"], 1, "{next}");
+    assert_eq!(store.show(), b"[2]");
+    assert_eq!(generations(&store), (vec![1], Some(1)));
+}

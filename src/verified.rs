@@ -4,9 +4,9 @@
 //! Verification streams the file through the hasher in bounded chunks from
 //! the open descriptor; only when the whole file has verified does
 //! [`VerifiedSnapshot::copy_to`] copy it, from the same descriptor, to a
-//! writer. With a file or a pipe on the other side the copy is done by the
-//! kernel (`copy_file_range`, `sendfile` or `splice` on Linux), so the bytes
-//! never pass through a user-space buffer.
+//! writer, from the same descriptor, through one 256 KiB buffer (std's
+//! kernel copy does not serve a pipe or stdout as the destination), so
+//! memory stays bounded whatever the snapshot's size.
 //!
 //! The bytes copied are the bytes that verified as long as the snapshot file
 //! does not change between the two passes. Snapshot files are immutable by
@@ -101,20 +101,28 @@ impl VerifiedSnapshot {
         mut progress: impl FnMut(u64),
     ) -> io::Result<u64> {
         const PIECE: u64 = 1024 * 1024;
+        // std's `io::copy` takes no kernel shortcut from a file into a pipe
+        // or stdout (measured with strace: 8 KiB reads and, through
+        // stdout's line buffering, about two writes each, 3,000 system
+        // calls for 8 MiB). Through a 256 KiB `BufWriter`, `io::copy` reads
+        // straight into its buffer: 32 reads and about as many writes.
+        const BUFFER: usize = 256 * 1024;
         let expected = self.bytes;
         let mut copied = 0;
+        let mut buffered = io::BufWriter::with_capacity(BUFFER, &mut *out);
         while copied < expected {
-            // `Take<&File>` keeps std's kernel-copy fast path
-            // (copy_file_range, sendfile, splice) and stops at the
-            // verified length.
+            // `Take` stops at the verified length.
             let piece = (expected - copied).min(PIECE);
-            let n = io::copy(&mut (&self.file).take(piece), out)?;
+            let n = io::copy(&mut (&self.file).take(piece), &mut buffered)?;
             copied += n;
+            // Written out before it is reported as written.
+            buffered.flush()?;
             progress(n);
             if n < piece {
                 break;
             }
         }
+        drop(buffered);
         if copied != expected {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

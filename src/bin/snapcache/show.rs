@@ -1,9 +1,10 @@
 //! `snapcache show`: the snapshot bytes on stdout, verified first.
 //!
 //! The whole snapshot verifies (streamed through the hasher in bounded
-//! chunks) before a single byte goes to stdout; then the kernel copies the
-//! verified file from the same descriptor (see `VerifiedSnapshot`), so a
-//! 256 MiB snapshot is shown in a few MiB of memory.
+//! chunks) before a single byte goes to stdout; then the verified file is
+//! copied from the same descriptor through a 256 KiB buffer (see
+//! `VerifiedSnapshot`), so a 256 MiB snapshot is shown in a few MiB of
+//! memory.
 
 use snapcache::Store;
 

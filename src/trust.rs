@@ -104,10 +104,13 @@ mod imp {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(()),
             Err(Errno::NOTDIR) => {
-                let found = std::fs::metadata(root)
-                    .map(|m| FileKind::of(&m))
-                    .unwrap_or(FileKind::Unknown);
-                return Err(wrong_kind(root, found, FileKind::Directory));
+                return Err(match std::fs::metadata(root) {
+                    // The root itself is a file (or a FIFO, ...).
+                    Ok(m) => wrong_kind(root, FileKind::of(&m), FileKind::Directory),
+                    // A component on the way is a file: there is nothing
+                    // at the root to call a kind of file.
+                    Err(e) => Error::io("open the store directory", root, e),
+                });
             }
             Err(e) => return Err(Error::io("open the store directory", root, e.into())),
         };

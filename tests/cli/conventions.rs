@@ -379,6 +379,25 @@ fn a_store_given_as_a_file_is_called_that_and_never_offered_for_deletion() {
         text(&out.stderr)
     );
     assert_eq!(std::fs::read(&file).unwrap(), b"{\"mine\":true}");
+    // A store path *under* the file: the way there is not a directory.
+    for args in [vec!["status"], vec!["refresh", "--from", payload]] {
+        let out = Command::new(bin())
+            .arg("--store")
+            .arg(file.join("store"))
+            .args(&args)
+            .env_remove("SNAPCACHE_DIR")
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 1, "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("Not a directory") && err.contains("mydata.json/store"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("special file"), "{args:?}: {err}");
+        assert!(!err.contains("remove"), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"{\"mine\":true}");
 }
 
 #[test]

@@ -161,8 +161,8 @@ fn a_failed_first_publish_leaves_a_directory_the_next_publish_makes_a_store() {
 
 #[test]
 fn a_failed_write_says_truly_whether_the_current_generation_changed() {
-    // Every failure point of a publish and of a rollback: the error is a
-    // write's (never a read's, which would say nothing), and one that says
+    // Every failure point of a publish, a rollback and a clear: the error
+    // is a write's (never a read's, which would say nothing), and one that says
     // "unchanged" left the old generation current.
     type Action = fn(&Store) -> crate::Result<()>;
     let publish: Action = |s| {
@@ -170,48 +170,67 @@ fn a_failed_write_says_truly_whether_the_current_generation_changed() {
             .map(drop)
     };
     let rollback: Action = |s| s.rollback(None).map(drop);
-    for (name, action) in [("publish", publish), ("rollback", rollback)] {
-        let mut after_commit_seen = false;
-        for fail_at in 0.. {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let plain = store_at(dir.path(), None);
-            for bytes in [b"[1]", b"[2]"] {
-                plain
-                    .publish_bytes(bytes, &PublishOptions::default())
-                    .expect("setup");
+    let clear: Action = |s| s.clear().map(drop);
+    let cases = [
+        ("publish", publish),
+        ("rollback", rollback),
+        ("clear", clear),
+    ];
+    // On both backends: the lease backend commits by its commit record,
+    // before `current` is written.
+    for backend in [crate::BackendChoice::Advisory, crate::BackendChoice::Lease] {
+        for (name, action) in cases {
+            let name = format!("{name} ({backend:?})");
+            let store_at = |dir: &std::path::Path, hook: Option<Arc<FailNth>>| {
+                let store =
+                    Store::open(StoreOptions::new(dir).lock_backend(backend)).expect("open");
+                match hook {
+                    Some(h) => store.with_durable(Durable::with_hook(h)),
+                    None => store,
+                }
+            };
+            let mut after_commit_seen = false;
+            for fail_at in 0.. {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let plain = store_at(dir.path(), None);
+                for bytes in [b"[1]", b"[2]"] {
+                    plain
+                        .publish_bytes(bytes, &PublishOptions::default())
+                        .expect("setup");
+                }
+                let hook = Arc::new(FailNth {
+                    seen: AtomicUsize::new(0),
+                    fail_at,
+                });
+                let result = action(&store_at(dir.path(), Some(hook.clone())));
+                if hook.seen.load(Ordering::SeqCst) <= fail_at {
+                    assert!(result.is_ok(), "{name}: no failure was injected");
+                    break;
+                }
+                let Err(e) = result else { continue };
+                let message = e.to_string();
+                match &e {
+                    crate::Error::Io { stage, .. } => match stage {
+                        crate::IoStage::BeforeCommit => {
+                            let current = plain.read_current().expect("readable").data;
+                            assert_eq!(current, b"[2]", "{name} at {fail_at}: {message}");
+                            assert!(message.ends_with("the current generation is unchanged"));
+                        }
+                        crate::IoStage::AfterCommit => {
+                            after_commit_seen = true;
+                            assert!(message.contains("already committed"), "{message}");
+                        }
+                        other => panic!(
+                            "{name} at {fail_at}: a write's error placed as {other:?}: {message}"
+                        ),
+                    },
+                    other => panic!("{name} at {fail_at}: not an I/O error: {other}"),
+                }
             }
-            let hook = Arc::new(FailNth {
-                seen: AtomicUsize::new(0),
-                fail_at,
-            });
-            let result = action(&store_at(dir.path(), Some(hook.clone())));
-            if hook.seen.load(Ordering::SeqCst) <= fail_at {
-                assert!(result.is_ok(), "{name}: no failure was injected");
-                break;
-            }
-            let Err(e) = result else { continue };
-            let current = plain.read_current().expect("readable").data;
-            let message = e.to_string();
-            match &e {
-                crate::Error::Io { stage, .. } => match stage {
-                    crate::IoStage::BeforeCommit => {
-                        assert_eq!(current, b"[2]", "{name} at {fail_at}: {message}");
-                        assert!(message.ends_with("the current generation is unchanged"));
-                    }
-                    crate::IoStage::AfterCommit => {
-                        after_commit_seen = true;
-                        assert!(message.contains("already committed"), "{message}");
-                    }
-                    other => panic!(
-                        "{name} at {fail_at}: a write's error placed as {other:?}: {message}"
-                    ),
-                },
-                other => panic!("{name} at {fail_at}: not an I/O error: {other}"),
-            }
+            assert!(
+                after_commit_seen,
+                "{name}: the directory fsync after the pointer's rename is a failure point"
+            );
         }
-        assert!(
-            after_commit_seen,
-            "{name}: the directory fsync after the pointer's rename is a failure point"
-        );
     }
 }

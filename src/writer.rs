@@ -805,10 +805,13 @@ impl<'s> Writer<'s> {
         // 1. The pointer, durably: from here on every reader sees "nothing
         //    published", and a crash leaves a store with nothing published.
         let current = store.layout().current();
-        store
-            .durable()
-            .remove_file(&current)
-            .map_err(|e| Error::io("remove the store pointer", &current, e))?;
+        let lease = self.lock.backend() == Backend::Lease;
+        store.durable().remove_file(&current).map_err(|e| {
+            let error = Error::io("remove the store pointer", &current, e);
+            // On the lease backend the "cleared" record above is the
+            // commit: readers already follow it to "nothing published".
+            if lease { error.after_commit() } else { error }
+        })?;
         let root = store.root().to_path_buf();
         // Removed: what fails from here on fails after the commit point.
         store

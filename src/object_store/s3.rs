@@ -35,7 +35,8 @@
 
 use std::fmt;
 use std::io::Read;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use rusty_s3::actions::{ListObjectsV2, ListObjectsV2Response};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
@@ -401,6 +402,11 @@ pub struct Object {
     pub data: Vec<u8>,
     /// Its entity tag.
     pub etag: ETag,
+    /// When the server last wrote it (`Last-Modified`, by the server's
+    /// clock, whole seconds), when it said.
+    pub last_modified: Option<SystemTime>,
+    /// The server's clock when it answered (`Date`), when it said.
+    pub server_date: Option<SystemTime>,
 }
 
 /// What a head or a listing says about an object.
@@ -412,6 +418,8 @@ pub struct ObjectInfo {
     pub etag: ETag,
     /// Its size in bytes.
     pub size: u64,
+    /// When the server last wrote it (by the server's clock), when it said.
+    pub last_modified: Option<SystemTime>,
 }
 
 #[derive(Clone, Copy)]
@@ -433,6 +441,10 @@ pub struct S3Client {
     agent: ureq::Agent,
     etag_form: EtagForm,
     max_object_bytes: u64,
+    /// The server's `Date` of the last answer and when it arrived: the
+    /// server's clock, for judging ages of objects (lease expiry, gc grace)
+    /// without trusting this host's clock.
+    server_clock: Mutex<Option<(SystemTime, Instant)>>,
 }
 
 impl fmt::Debug for S3Client {
@@ -478,6 +490,7 @@ impl S3Client {
             agent,
             etag_form: EtagForm::Bare,
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+            server_clock: Mutex::new(None),
         })
     }
 
@@ -499,6 +512,25 @@ impl S3Client {
     /// The most bytes [`S3Client::get`] accepts (default [`DEFAULT_MAX_OBJECT_BYTES`]).
     pub fn set_max_object_bytes(&mut self, max: u64) {
         self.max_object_bytes = max;
+    }
+
+    /// The server's clock now: the `Date` of its last answer plus the time
+    /// elapsed here since (`None` before any answer carried a `Date`). Ages
+    /// judged with it (an object's `Last-Modified` against it) do not depend
+    /// on this host's wall clock, only on its monotonic clock.
+    pub fn server_now(&self) -> Option<SystemTime> {
+        let clock = self.server_clock.lock().ok()?;
+        let (date, at) = (*clock)?;
+        date.checked_add(at.elapsed())
+    }
+
+    /// Notes the answer's `Date` header as the server's clock.
+    fn note_date(&self, response: &ureq::http::Response<ureq::Body>) -> Option<SystemTime> {
+        let date = header_time(response, "date")?;
+        if let Ok(mut clock) = self.server_clock.lock() {
+            *clock = Some((date, Instant::now()));
+        }
+        Some(date)
     }
 
     fn full_key(&self, key: &str) -> Result<String> {
@@ -569,6 +601,23 @@ impl S3Client {
 
     /// Reads an object and its ETag; `None` when there is none.
     pub fn get(&self, key: &str) -> Result<Option<Object>> {
+        let max = self.max_object_bytes;
+        match self.get_at_most(key, max)? {
+            Some(object) if object.data.len() as u64 > max => Err(Self::request_error(
+                "get",
+                self.object_url(&self.full_key(key)?),
+                Some(200),
+                format!("the object is larger than the {max} bytes this client reads"),
+            )),
+            found => Ok(found),
+        }
+    }
+
+    /// Like [`S3Client::get`], reading at most `max_bytes + 1` bytes: an
+    /// object longer than `max_bytes` comes back cut at `max_bytes + 1`, so
+    /// a caller that knows the length it expects sees that it is too long
+    /// (a damaged object, not a transport error), with bounded memory.
+    pub fn get_at_most(&self, key: &str, max_bytes: u64) -> Result<Option<Object>> {
         let full = self.full_key(key)?;
         let url = self.object_url(&full);
         let signed = self
@@ -580,19 +629,29 @@ impl S3Client {
             .get(signed.as_str())
             .call()
             .map_err(|e| Self::request_error("get", url.clone(), None, e.to_string()))?;
+        let server_date = self.note_date(&response);
         match response.status().as_u16() {
             200 => {
                 let etag = Self::etag_of("get", &url, &response)?;
-                let data = response
+                let last_modified = header_time(&response, "last-modified");
+                let mut data = Vec::new();
+                response
                     .body_mut()
                     .with_config()
-                    .limit(self.max_object_bytes)
-                    .read_to_vec()
+                    .limit(u64::MAX)
+                    .reader()
+                    .take(max_bytes.saturating_add(1))
+                    .read_to_end(&mut data)
                     .map_err(|e| {
                         Self::request_error("get", url.clone(), Some(200), e.to_string())
                     })?;
                 tracing::debug!(key = %full, bytes = data.len(), etag = %etag, "object read");
-                Ok(Some(Object { data, etag }))
+                Ok(Some(Object {
+                    data,
+                    etag,
+                    last_modified,
+                    server_date,
+                }))
             }
             404 => Ok(None),
             status => {
@@ -615,6 +674,7 @@ impl S3Client {
             .head(signed.as_str())
             .call()
             .map_err(|e| Self::request_error("head", url.clone(), None, e.to_string()))?;
+        self.note_date(&response);
         match response.status().as_u16() {
             200 => {
                 let etag = Self::etag_of("head", &url, &response)?;
@@ -630,6 +690,7 @@ impl S3Client {
                     key: key.to_string(),
                     etag,
                     size,
+                    last_modified: header_time(&response, "last-modified"),
                 }))
             }
             404 => Ok(None),
@@ -689,6 +750,7 @@ impl S3Client {
         let mut response = request
             .send(data)
             .map_err(|e| Self::request_error("put", url.clone(), None, e.to_string()))?;
+        self.note_date(&response);
         match response.status().as_u16() {
             200 | 201 => {
                 let etag = Self::etag_of("put", &url, &response)?;
@@ -724,6 +786,7 @@ impl S3Client {
             .delete(signed.as_str())
             .call()
             .map_err(|e| Self::request_error("delete", url.clone(), None, e.to_string()))?;
+        self.note_date(&response);
         match response.status().as_u16() {
             200 | 204 | 404 => Ok(()),
             status => {
@@ -769,6 +832,7 @@ impl S3Client {
                 .get(signed.as_str())
                 .call()
                 .map_err(|e| Self::request_error("list", url.clone(), None, e.to_string()))?;
+            self.note_date(&response);
             let status = response.status().as_u16();
             if status != 200 {
                 let text = Self::answer_text(&mut response);
@@ -799,6 +863,8 @@ impl S3Client {
                         key: relative.to_string(),
                         etag: ETag::new(&item.etag),
                         size: item.size,
+                        last_modified: humantime::parse_rfc3339_weak(item.last_modified.trim())
+                            .ok(),
                     }),
                     _ => {
                         tracing::warn!(key = %item.key, prefix = %full_prefix, "listing holds a key that is not a well-formed key under the prefix; left out")
@@ -887,6 +953,41 @@ impl S3Client {
             "a put with the object's current ETag ({first}, bare and quoted) over {key} got 412, so no compare-and-swap could succeed"
         )))
     }
+}
+
+/// A header holding an HTTP date (`Date`, `Last-Modified`).
+fn header_time(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<SystemTime> {
+    parse_http_date(response.headers().get(name)?.to_str().ok()?)
+}
+
+/// Parses an HTTP date in its preferred form (RFC 9110 IMF-fixdate,
+/// `Sun, 06 Nov 1994 08:49:37 GMT`), the one S3 servers send; `None` for
+/// anything else.
+pub(crate) fn parse_http_date(text: &str) -> Option<SystemTime> {
+    let mut fields = text.split_whitespace();
+    let _weekday = fields.next()?;
+    let day: u32 = fields.next()?.parse().ok()?;
+    let month = match fields.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: u32 = fields.next()?.parse().ok()?;
+    let time = fields.next()?;
+    if fields.next()? != "GMT" || fields.next().is_some() {
+        return None;
+    }
+    humantime::parse_rfc3339(&format!("{year:04}-{month:02}-{day:02}T{time}Z")).ok()
 }
 
 fn flip_first(tag: &str) -> String {
@@ -1046,6 +1147,22 @@ mod tests {
         assert_eq!(flip_first("0ab"), "1ab");
         assert_eq!(flip_first("9ab"), "0ab");
         assert_ne!(probe_name(), probe_name());
+    }
+
+    #[test]
+    fn http_dates_parse_and_anything_else_does_not() {
+        let t = parse_http_date("Tue, 01 Dec 2026 23:20:20 GMT").unwrap();
+        assert_eq!(t, humantime::parse_rfc3339("2026-12-01T23:20:20Z").unwrap());
+        for bad in [
+            "",
+            "Tue, 01 Dec 2026 23:20:20",
+            "Tue, 01 Foo 2026 23:20:20 GMT",
+            "Tue, 32 Dec 2026 23:20:20 GMT",
+            "Tuesday, 01-Dec-26 23:20:20 GMT",
+            "Tue, 01 Dec 2026 23:20:20 GMT extra",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -281,6 +281,34 @@ pub enum Error {
         reason: String,
     },
 
+    /// The store location is an object-store URL (`s3://...`), but this
+    /// build of the library has no object-store support (its cargo feature
+    /// `s3` is off). Nothing was sent anywhere.
+    #[error(
+        "the store {url} is on an object store, but this build has no object-store support (the snapcache library's cargo feature `s3` is off); nothing was read or written: use a local directory, or a build with that feature"
+    )]
+    ObjectStoreUnsupported {
+        /// The location given.
+        url: String,
+    },
+
+    /// Other writers kept committing to the object store while this writer
+    /// tried to: every conditional put of its pointer found a newer one, and
+    /// the lock budget ran out before one of its rebased commits landed.
+    #[error(
+        "other writers committed to {url} {attempts} times while this writer tried to commit (last seen: generation {generation}); nothing was published within the lock budget ({budget:.1} s): retry later, or allow a longer wait"
+    )]
+    ObjectStoreConflict {
+        /// The pointer object.
+        url: String,
+        /// How many of this writer's conditional puts lost.
+        attempts: u32,
+        /// The current generation of the newest pointer seen.
+        generation: u64,
+        /// The lock budget, in seconds.
+        budget: f64,
+    },
+
     /// An object-store location or its settings (URL, endpoint, region,
     /// credentials) are not usable. Nothing was sent to the server.
     #[error("invalid object-store setting: {detail}; nothing was sent to the server")]
@@ -501,9 +529,12 @@ impl Error {
     }
 
     /// Another writer committed first; nothing was published (see
-    /// [`Error::CommitConflict`]).
+    /// [`Error::CommitConflict`] and [`Error::ObjectStoreConflict`]).
     pub fn is_commit_conflict(&self) -> bool {
-        matches!(self, Error::CommitConflict { .. })
+        matches!(
+            self,
+            Error::CommitConflict { .. } | Error::ObjectStoreConflict { .. }
+        )
     }
 
     /// The writer lock was not acquired in time (CLI exit code 75).

@@ -99,7 +99,9 @@ impl Error {
             | Error::InvalidOption(_)
             | Error::ObjectStoreConfig { .. }
             | Error::ObjectStoreRequest { .. }
-            | Error::ObjectStoreUnsafe { .. } => None,
+            | Error::ObjectStoreUnsafe { .. }
+            | Error::ObjectStoreConflict { .. } => None,
+            Error::ObjectStoreUnsupported { .. } => Some(Hint::ChooseStore),
         }
     }
 }
@@ -241,6 +243,15 @@ mod tests {
                 status: None,
                 detail: "connection refused".into(),
             },
+            Error::ObjectStoreUnsupported {
+                url: "s3://b/p/".into(),
+            },
+            Error::ObjectStoreConflict {
+                url: "s3://b/p/current".into(),
+                attempts: 7,
+                generation: 12,
+                budget: 600.0,
+            },
             Error::ObjectStoreUnsafe {
                 url: "s3://b/p/".into(),
                 detail:
@@ -281,6 +292,8 @@ mod tests {
                 | Error::ObjectStoreConfig { .. }
                 | Error::ObjectStoreRequest { .. }
                 | Error::ObjectStoreUnsafe { .. }
+                | Error::ObjectStoreUnsupported { .. }
+                | Error::ObjectStoreConflict { .. }
                 | Error::Io { .. } => {}
             }
         }
@@ -312,7 +325,7 @@ mod tests {
         // Every variant is there (the count of distinct variants above).
         let variants: std::collections::HashSet<_> =
             all.iter().map(std::mem::discriminant).collect();
-        assert_eq!(variants.len(), 26);
+        assert_eq!(variants.len(), 28);
         for e in &all {
             let message = e.to_string();
             for word in CLI_WORDS {
@@ -359,6 +372,8 @@ mod tests {
                 Some(ChooseStore),
                 None,
                 None,
+                None,
+                Some(ChooseStore),
                 None,
                 None,
                 Some(ChooseStore),

@@ -271,3 +271,21 @@ mod temp_owner_tests {
 /// reads as snapcache's own leftover, never as a snapshot or the pointer.
 #[cfg(feature = "s3")]
 pub(crate) const OBJECT_PROBE_DIR: &str = ".snapcache-probe/";
+
+/// The object store's names, relative to its prefix: the pointer, the
+/// snapshots (`snapshots/<blake3 hex>`) and the lease. Anything else under
+/// the prefix is not snapcache's and is never deleted.
+#[cfg(feature = "s3")]
+pub(crate) const OBJECT_POINTER: &str = CURRENT;
+/// See [`OBJECT_POINTER`].
+#[cfg(feature = "s3")]
+pub(crate) const OBJECT_SNAPSHOTS: &str = "snapshots/";
+/// See [`OBJECT_POINTER`].
+#[cfg(feature = "s3")]
+pub(crate) const OBJECT_LEASE: &str = LEASE;
+
+/// The key of a snapshot object.
+#[cfg(feature = "s3")]
+pub(crate) fn object_snapshot(hash: &ContentHash) -> String {
+    format!("{OBJECT_SNAPSHOTS}{}", hash.to_hex())
+}

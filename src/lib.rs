@@ -112,8 +112,9 @@ pub use lock::{
 pub use payload::{PayloadFormat, PayloadSink};
 pub use pointer::{FORMAT_VERSION, Generation, MAX_PINNED};
 pub use store::{
-    DEFAULT_KEEP, GcOptions, GcReport, HistoryEntry, Problem, PublishOptions, PublishOutcome,
-    RollbackOutcome, Snapshot, SnapshotMeta, Status, Store, StoreOptions, VerifyReport, Versioned,
+    DEFAULT_KEEP, DEFAULT_SNAPSHOT_GRACE, GcOptions, GcReport, HistoryEntry, Problem,
+    PublishOptions, PublishOutcome, RollbackOutcome, Snapshot, SnapshotMeta, Status, Store,
+    StoreOptions, VerifyReport, Versioned,
 };
 pub use sweep::{ForeignEntry, InGrace, Leftover, LeftoverKind};
 pub use time::{CLOCK_SKEW_TOLERANCE, Timestamp};

@@ -73,7 +73,12 @@ pub struct StoreOptions {
     observer: Option<Arc<dyn LockObserver>>,
     cancel: Option<Arc<AtomicBool>>,
     purpose: Option<String>,
+    snapshot_grace: Duration,
 }
+
+/// How long a store on an object store keeps a snapshot object that no
+/// retained generation needs any more, before gc may delete it (10 min).
+pub const DEFAULT_SNAPSHOT_GRACE: Duration = crate::commit_record::SNAPSHOT_GRACE;
 
 impl std::fmt::Debug for StoreOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,6 +103,7 @@ impl StoreOptions {
             observer: None,
             cancel: None,
             purpose: None,
+            snapshot_grace: DEFAULT_SNAPSHOT_GRACE,
         }
     }
 
@@ -179,6 +185,39 @@ impl StoreOptions {
     pub fn purpose(mut self, purpose: impl Into<String>) -> Self {
         self.purpose = Some(pointer::clip_note(&purpose.into()));
         self
+    }
+
+    /// How long a store on an object store keeps a snapshot object that
+    /// left use (its generation dropped out of retention, or it was never
+    /// committed) before gc may delete it: a reader on another host that
+    /// read the older pointer may still be fetching it (default
+    /// [`DEFAULT_SNAPSHOT_GRACE`]). Measured by the server's clock. Local
+    /// stores ignore it (the lease backend keeps its fixed 10 min).
+    ///
+    /// ```
+    /// use snapcache::StoreOptions;
+    /// use std::time::Duration;
+    /// let options = StoreOptions::new("s3://ci-cache/kopi").snapshot_grace(Duration::from_secs(3600));
+    /// # let _ = options;
+    /// ```
+    pub fn snapshot_grace(mut self, grace: Duration) -> Self {
+        self.snapshot_grace = grace;
+        self
+    }
+
+    #[cfg(feature = "s3")]
+    pub(crate) fn purpose_value(&self) -> Option<&str> {
+        self.purpose.as_deref()
+    }
+
+    #[cfg(feature = "s3")]
+    pub(crate) fn lock_budget_value(&self) -> &LockBudget {
+        &self.lock_budget
+    }
+
+    #[cfg(feature = "s3")]
+    pub(crate) fn observer_ref(&self) -> Option<&dyn LockObserver> {
+        self.observer.as_deref()
     }
 
     pub(crate) fn cancel_flag_ref(&self) -> Option<&Arc<AtomicBool>> {
@@ -630,6 +669,10 @@ pub struct Store {
     durable: Durable,
     /// How long a pointer that looks mid-replace is re-read.
     reread: reread::Window,
+    /// The store is on an object store (`s3://...`): every operation goes
+    /// there instead of to `layout`, whose root is then the URL.
+    #[cfg(feature = "s3")]
+    object: Option<Arc<crate::object_store::ObjectStore>>,
 }
 
 impl Store {
@@ -641,18 +684,64 @@ impl Store {
     /// stores of the earlier release do, which the next write then marks).
     /// Every read and write on any other directory fails with
     /// [`Error::NotAStore`] before anything in it is created or removed.
+    ///
+    /// A root of the form `s3://bucket/prefix` is a store on an object store
+    /// (cargo feature `s3`; see `snapcache::object_store`): the endpoint and
+    /// credentials come from the standard `AWS_*` variables, and the server
+    /// is probed once, now, for conditional writes (a server that ignores
+    /// them is refused with [`Error::ObjectStoreUnsafe`]). Without the
+    /// feature such a root is [`Error::ObjectStoreUnsupported`].
     pub fn open(options: StoreOptions) -> Result<Store> {
         if options.root.as_os_str().is_empty() {
             return Err(Error::InvalidOption(
                 "the store root is an empty path".into(),
             ));
         }
+        if let Some(url) = options.root.to_str().filter(|r| r.starts_with("s3://")) {
+            #[cfg(feature = "s3")]
+            {
+                let object = crate::object_store::ObjectStore::open(url, options.snapshot_grace)?;
+                return Ok(Store {
+                    layout: Layout::new(PathBuf::from(object.root_url())),
+                    options,
+                    durable: Durable::default(),
+                    reread: reread::Window::POINTER,
+                    object: Some(Arc::new(object)),
+                });
+            }
+            #[cfg(not(feature = "s3"))]
+            return Err(Error::ObjectStoreUnsupported { url: url.into() });
+        }
         Ok(Store {
             layout: Layout::new(options.root.clone()),
             options,
             durable: Durable::default(),
             reread: reread::Window::POINTER,
+            #[cfg(feature = "s3")]
+            object: None,
         })
+    }
+
+    /// The object store this store lives on, if it does.
+    #[cfg(feature = "s3")]
+    pub(crate) fn object_store(&self) -> Option<&Arc<crate::object_store::ObjectStore>> {
+        self.object.as_ref()
+    }
+
+    /// Whether the store lives on an object store (`s3://...`) rather than
+    /// in a directory.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// assert!(!store.is_object_store());
+    /// # Ok::<(), snapcache::Error>(())
+    /// ```
+    pub fn is_object_store(&self) -> bool {
+        #[cfg(feature = "s3")]
+        return self.object.is_some();
+        #[cfg(not(feature = "s3"))]
+        false
     }
 
     #[cfg(test)]
@@ -700,6 +789,11 @@ impl Store {
     ///
     /// The damage is not repaired: `verify` still reports it.
     pub fn read_with_fallback(&self) -> Result<(Snapshot, Option<Error>)> {
+        #[cfg(feature = "s3")]
+        if let Some(object) = &self.object {
+            let (g, checked_at, data, damage) = object.read_with_fallback()?;
+            return Ok((Snapshot::new(&g, checked_at, data), damage));
+        }
         self.with_fallback(
             || self.read_current(),
             |g, path, checked_at| {
@@ -792,6 +886,12 @@ impl Store {
     /// # Ok(()) }
     /// ```
     pub fn current_generation(&self) -> Result<Option<SnapshotMeta>> {
+        #[cfg(feature = "s3")]
+        if let Some(object) = &self.object {
+            return Ok(object
+                .load_pointer()?
+                .map(|(p, _)| SnapshotMeta::current_of(&p)));
+        }
         // Trust first: nothing in the store is read before it passes.
         self.check_trust(Access::Read)?;
         self.ensure_readable()?;
@@ -817,6 +917,15 @@ impl Store {
     /// # Ok(()) }
     /// ```
     pub fn snapshot_path(&self, generation: u64) -> Result<PathBuf> {
+        #[cfg(feature = "s3")]
+        if let Some(object) = &self.object {
+            let pointer = object
+                .load_pointer()?
+                .map(|(p, _)| p)
+                .ok_or_else(|| object.no_store())?;
+            let entry = self.pick_generation(generation)(&pointer)?;
+            return Ok(object.snapshot_url(&entry.hash).into());
+        }
         self.check_trust(Access::Read)?;
         self.ensure_readable()?;
         let pointer = self.load_pointer()?;
@@ -831,6 +940,11 @@ impl Store {
     }
 
     fn read_picked(&self, pick: impl Fn(&Pointer) -> Result<Generation>) -> Result<Snapshot> {
+        #[cfg(feature = "s3")]
+        if let Some(object) = &self.object {
+            let (entry, checked_at, data) = object.read_picked(&pick)?;
+            return Ok(Snapshot::new(&entry, checked_at, data));
+        }
         let (entry, checked_at, data) = self.load_picked(pick, snapshot::read_verified)?;
         Ok(Snapshot::new(&entry, checked_at, data))
     }
@@ -849,6 +963,11 @@ impl Store {
 
     /// Like [`Store::read_with_fallback`], returning the snapshot still open.
     pub fn open_with_fallback(&self) -> Result<(VerifiedSnapshot, Option<Error>)> {
+        #[cfg(feature = "s3")]
+        if let Some(object) = &self.object {
+            let (g, checked_at, data, damage) = object.read_with_fallback()?;
+            return Ok((self.spool(object, g, checked_at, &data)?, damage));
+        }
         self.with_fallback(
             || self.open_current(),
             |g, path, checked_at| {
@@ -895,9 +1014,39 @@ impl Store {
         &self,
         pick: impl Fn(&Pointer) -> Result<Generation>,
     ) -> Result<VerifiedSnapshot> {
+        #[cfg(feature = "s3")]
+        if let Some(object) = &self.object {
+            let (entry, checked_at, data) = object.read_picked(&pick)?;
+            return self.spool(object, entry, checked_at, &data);
+        }
         let (entry, checked_at, file) = self.load_picked(pick, snapshot::open_verified)?;
         let path = self.layout.snapshot(&entry.hash);
         Ok(VerifiedSnapshot::new(entry, checked_at, path, file))
+    }
+
+    /// A verified snapshot object's bytes in an unnamed temp file (system
+    /// temp dir), handed out open like a local snapshot file.
+    #[cfg(feature = "s3")]
+    fn spool(
+        &self,
+        object: &crate::object_store::ObjectStore,
+        entry: Generation,
+        checked_at: Timestamp,
+        data: &[u8],
+    ) -> Result<VerifiedSnapshot> {
+        use std::io::{Seek, Write};
+        let dir = std::env::temp_dir();
+        let mut file = tempfile::tempfile_in(&dir)
+            .and_then(|mut f| {
+                f.write_all(data)?;
+                f.rewind()?;
+                Ok(f)
+            })
+            .map_err(|e| Error::io("spool the snapshot into a temp file in", &dir, e))?;
+        file.flush()
+            .map_err(|e| Error::io("spool the snapshot into a temp file in", &dir, e))?;
+        let url = object.snapshot_url(&entry.hash);
+        Ok(VerifiedSnapshot::new(entry, checked_at, url.into(), file))
     }
 
     /// The entry `pick` chooses and what `load` made of its verified file.
@@ -1102,6 +1251,18 @@ impl Store {
 
     /// The store's state: current generation and the lock. Takes no lock.
     pub fn status(&self) -> Result<Status> {
+        #[cfg(feature = "s3")]
+        if let Some(object) = &self.object {
+            let pointer = object.load_pointer()?.map(|(p, _)| p);
+            return Ok(Status {
+                root: self.root().to_path_buf(),
+                current: pointer.as_ref().map(|p| p.current_entry().clone()),
+                checked_at: pointer.as_ref().map(|p| p.checked_at),
+                retained: pointer.as_ref().map_or(0, |p| p.generations.len()),
+                pinned: pointer.as_ref().map_or(0, |p| p.pinned().len()),
+                lock: object.lock_state()?,
+            });
+        }
         // Trust first: nothing in the store is read before it passes.
         self.check_trust(Access::Read)?;
         self.ensure_readable()?;
@@ -1118,6 +1279,10 @@ impl Store {
 
     /// Retained generations, oldest first. Takes no lock.
     pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        #[cfg(feature = "s3")]
+        if let Some(object) = &self.object {
+            return object.history();
+        }
         // Trust first: nothing in the store is read before it passes.
         self.check_trust(Access::Read)?;
         self.ensure_readable()?;
@@ -1140,6 +1305,10 @@ impl Store {
     /// Checks the pointer and every retained snapshot; lists leftovers.
     /// Changes nothing and takes no lock.
     pub fn verify(&self) -> Result<VerifyReport> {
+        #[cfg(feature = "s3")]
+        if let Some(object) = &self.object {
+            return object.verify();
+        }
         // Trust first: nothing in the store is read before it passes.
         self.check_trust(Access::Read)?;
         self.ensure_readable()?;
@@ -1312,6 +1481,8 @@ impl Store {
         if let Some(skipped) = options.max_age.and_then(|age| writer.skip_if_fresh(age)) {
             return Ok(skipped);
         }
+        #[cfg(feature = "s3")]
+        writer.set_object_max_age(options.max_age);
         let options = PublishOptions {
             max_age: None,
             ..options.clone()
@@ -1739,7 +1910,7 @@ pub(crate) fn fault_error(path: PathBuf, generation: u64, fault: SnapshotFault) 
 
 /// The process's command line for the holder record; arguments that are not
 /// UTF-8 (file names, store paths) are shown lossily, never a panic.
-fn command_line() -> String {
+pub(crate) fn command_line() -> String {
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
@@ -1824,6 +1995,18 @@ mod tests {
         assert_eq!(status["current"]["generation"], 1);
         assert_eq!(status["retained"], 1);
         assert_eq!(status["pinned"], 0);
+    }
+
+    #[test]
+    #[cfg(not(feature = "s3"))]
+    fn an_object_store_url_without_the_feature_is_a_typed_error_that_names_it() {
+        let err = Store::open(StoreOptions::new("s3://ci-cache/kopi")).expect_err("no s3 feature");
+        assert!(
+            matches!(&err, Error::ObjectStoreUnsupported { url } if url == "s3://ci-cache/kopi"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("feature `s3`"), "{err}");
+        assert!(!Path::new("s3:").exists(), "nothing was created locally");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - `SNAPCACHE_TEST_STOP_BEFORE_COMMIT=1`: a writer sends itself SIGSTOP
 //!   after its last lease check, right before its commit (every thread
 //!   stops, the lease renewer too, as under a real stall); the test resumes
-//!   it with SIGCONT.
+//!   it with SIGCONT. On an object store: right before the pointer's
+//!   conditional put. Once per process.
 //! - `SNAPCACHE_TEST_NO_ADVISORY_LOCK=1`: advisory locks fail as
 //!   "unsupported", as on an NFS mount with `nolock`.
 //! - `SNAPCACHE_TEST_SNAPSHOT_GRACE_SECS=S`: the snapshot grace of the
@@ -23,9 +24,14 @@ fn on(name: &str) -> bool {
     set("SNAPCACHE_TEST_HOOKS") && set(name)
 }
 
-/// The stall between the writer's last lease check and its commit.
+/// The stall between the writer's last lease check and its commit. Once
+/// per process: an object-store writer that lost its put retries without
+/// stopping again.
 pub(crate) fn stall_before_commit() {
-    if !on("SNAPCACHE_TEST_STOP_BEFORE_COMMIT") {
+    static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !on("SNAPCACHE_TEST_STOP_BEFORE_COMMIT")
+        || STOPPED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
         return;
     }
     tracing::warn!("test hook: stopping before the commit (SIGSTOP)");

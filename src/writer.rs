@@ -78,13 +78,17 @@ use crate::time::Timestamp;
 /// ```
 #[must_use = "the writer lock is released as soon as the handle is dropped"]
 pub struct Writer<'s> {
-    store: &'s Store,
-    lock: WriterLock,
+    pub(crate) store: &'s Store,
+    pub(crate) lock: WriterLock,
     /// The pointer as this handle last read or committed it.
-    pointer: Option<Pointer>,
+    pub(crate) pointer: Option<Pointer>,
     /// Read the pointer again before using it: it was damaged when the
     /// handle was taken, or an operation failed part-way.
-    reread: bool,
+    pub(crate) reread: bool,
+    /// A store on an object store: the pointer's ETag and the rest of what
+    /// its conditional commits need (see `crate::object_store`).
+    #[cfg(feature = "s3")]
+    pub(crate) object: Option<crate::object_store::ObjectState>,
 }
 
 impl std::fmt::Debug for Writer<'_> {
@@ -107,6 +111,18 @@ pub(crate) struct Take {
     pub sweep: bool,
 }
 
+/// A payload streamed into a temp file, hashed and checked, not yet
+/// published.
+pub(crate) struct Staged<T> {
+    pub temp: crate::durable::TempFile,
+    pub hash: crate::hash::ContentHash,
+    pub bytes: u64,
+    /// The temp file was fsynced already.
+    pub synced: bool,
+    /// What the source returned.
+    pub value: T,
+}
+
 impl<'s> Writer<'s> {
     /// Takes the writer lock and reads the pointer; sweeps leftovers when
     /// asked. A damaged pointer is noted, not fatal (see the module docs).
@@ -118,6 +134,10 @@ impl<'s> Writer<'s> {
     }
 
     fn take_unplaced(store: &'s Store, how: Take) -> Result<Writer<'s>> {
+        #[cfg(feature = "s3")]
+        if let Some(object) = store.object_store() {
+            return crate::object_store::take_writer(store, object, how);
+        }
         let lock = store.lock_for_write(how.create)?;
         let (pointer, reread) = match store.try_load_newest_pointer(&lock) {
             Ok(pointer) => (pointer, false),
@@ -135,6 +155,8 @@ impl<'s> Writer<'s> {
             lock,
             pointer,
             reread,
+            #[cfg(feature = "s3")]
+            object: None,
         })
     }
 
@@ -318,62 +340,21 @@ impl<'s> Writer<'s> {
         options: &PublishOptions,
         source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<T, SourceError>,
     ) -> Result<(PublishOutcome, T)> {
+        #[cfg(feature = "s3")]
+        if self.object.is_some() {
+            // Staged under the system temp dir: there is no store directory.
+            let staged = self.stage(&std::env::temp_dir(), options, source)?;
+            return self.publish_object(staged, options);
+        }
         let pointer = self.pointer()?;
         let store = self.store;
-        let tmp = store.layout().tmp_dir();
-        let mut temp = store
-            .durable()
-            .create_temp(&tmp)
-            .map_err(|e| Error::io("create a temp file in", &tmp, e))?;
-        let temp_path = temp.path().to_path_buf();
-        let mut sink = PayloadSink::new(
-            store.durable(),
-            &mut temp,
-            options.format,
-            store.options().cancel_flag_ref().cloned(),
-        );
-        let source_result = source(&mut sink);
-        if let Some(e) = sink.write_error.take() {
-            return Err(Error::io(
-                "write the payload to the temp file",
-                &temp_path,
-                e,
-            ));
-        }
-        if crate::lock::cancelled(store.options().cancel_flag_ref()) {
-            return Err(Error::Interrupted {
-                during: "reading the payload",
-            });
-        }
-        // A JSON error found mid-stream is why the source was stopped: then
-        // the rejection below is reported; a source that failed on its own
-        // is reported as such.
-        let value = match source_result {
-            Ok(value) => Some(value),
-            Err(source) if !sink.rejected_early() => return Err(Error::SourceFailed { source }),
-            Err(_) => None,
-        };
-        let (hash, bytes, json) = sink
-            .finish()
-            .map_err(|reason| Error::PayloadRejected { reason })?;
-        let synced = json.is_some();
-        if let Some(verdict) = json {
-            // The check usually finishes after the write: fsync the temp file
-            // meanwhile instead of after it.
-            store
-                .durable()
-                .sync_file(&temp)
-                .map_err(|e| Error::io("fsync the temp file", &temp_path, e))?;
-            verdict
-                .wait()
-                .map_err(|reason| Error::PayloadRejected { reason })?;
-        }
-        // Only a JSON rejection leaves no value, and it was returned above;
-        // should the check ever disagree, refuse rather than guess.
-        let value = value.ok_or_else(|| Error::PayloadRejected {
-            reason: "the payload was refused while it was being written".into(),
-        })?;
-
+        let Staged {
+            temp,
+            hash,
+            bytes,
+            synced,
+            value,
+        } = self.stage(&store.layout().tmp_dir(), options, source)?;
         let now = Timestamp::now();
         let mut rename = RenameStats::default();
         if let Some(mut p) = pointer.clone().filter(|p| p.current_entry().hash == hash) {
@@ -443,6 +424,77 @@ impl<'s> Writer<'s> {
         Ok((outcome, value))
     }
 
+    /// Streams the payload into a temp file in `tmp` through the payload
+    /// sink (hashing, the JSON check, the cancel flag): what every backend
+    /// publishes from.
+    pub(crate) fn stage<T>(
+        &self,
+        tmp: &std::path::Path,
+        options: &PublishOptions,
+        source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<T, SourceError>,
+    ) -> Result<Staged<T>> {
+        let store = self.store;
+        let mut temp = store
+            .durable()
+            .create_temp(tmp)
+            .map_err(|e| Error::io("create a temp file in", tmp, e))?;
+        let temp_path = temp.path().to_path_buf();
+        let mut sink = PayloadSink::new(
+            store.durable(),
+            &mut temp,
+            options.format,
+            store.options().cancel_flag_ref().cloned(),
+        );
+        let source_result = source(&mut sink);
+        if let Some(e) = sink.write_error.take() {
+            return Err(Error::io(
+                "write the payload to the temp file",
+                &temp_path,
+                e,
+            ));
+        }
+        if crate::lock::cancelled(store.options().cancel_flag_ref()) {
+            return Err(Error::Interrupted {
+                during: "reading the payload",
+            });
+        }
+        // A JSON error found mid-stream is why the source was stopped: then
+        // the rejection below is reported; a source that failed on its own
+        // is reported as such.
+        let value = match source_result {
+            Ok(value) => Some(value),
+            Err(source) if !sink.rejected_early() => return Err(Error::SourceFailed { source }),
+            Err(_) => None,
+        };
+        let (hash, bytes, json) = sink
+            .finish()
+            .map_err(|reason| Error::PayloadRejected { reason })?;
+        let synced = json.is_some();
+        if let Some(verdict) = json {
+            // The check usually finishes after the write: fsync the temp file
+            // meanwhile instead of after it.
+            store
+                .durable()
+                .sync_file(&temp)
+                .map_err(|e| Error::io("fsync the temp file", &temp_path, e))?;
+            verdict
+                .wait()
+                .map_err(|reason| Error::PayloadRejected { reason })?;
+        }
+        // Only a JSON rejection leaves no value, and it was returned above;
+        // should the check ever disagree, refuse rather than guess.
+        let value = value.ok_or_else(|| Error::PayloadRejected {
+            reason: "the payload was refused while it was being written".into(),
+        })?;
+        Ok(Staged {
+            temp,
+            hash,
+            bytes,
+            synced,
+            value,
+        })
+    }
+
     // ------------------------------------------------- rollback, gc, clear
 
     /// Makes an earlier retained generation current (the one before the
@@ -464,6 +516,10 @@ impl<'s> Writer<'s> {
     }
 
     fn rollback_unguarded(&mut self, to: Option<u64>) -> Result<RollbackOutcome> {
+        #[cfg(feature = "s3")]
+        if self.object.is_some() {
+            return self.rollback_object(to);
+        }
         let store = self.store;
         let mut pointer = self.pointer()?.ok_or_else(|| store.no_store())?;
         let previous = pointer.current;
@@ -511,6 +567,10 @@ impl<'s> Writer<'s> {
     }
 
     fn gc_unguarded(&mut self, options: &GcOptions) -> Result<GcReport> {
+        #[cfg(feature = "s3")]
+        if self.object.is_some() {
+            return self.gc_object(options);
+        }
         let store = self.store;
         let mut pointer = self.pointer()?;
         let mut dropped = Vec::new();
@@ -584,6 +644,10 @@ impl<'s> Writer<'s> {
     }
 
     fn forget_unguarded(&mut self, generations: &[u64]) -> Result<ForgetReport> {
+        #[cfg(feature = "s3")]
+        if self.object.is_some() {
+            return self.forget_object(generations);
+        }
         let store = self.store;
         let mut pointer = self.pointer()?.ok_or_else(|| store.no_store())?;
         for &n in generations {
@@ -698,6 +762,11 @@ impl<'s> Writer<'s> {
 
     fn set_pinned_unguarded(&mut self, generations: &[u64], pin: bool) -> Result<PinReport> {
         let store = self.store;
+        #[cfg(feature = "s3")]
+        if self.object.is_some() {
+            let (changed, pointer) = self.set_pinned_object(generations, pin)?;
+            return Ok(pin_report(generations, changed, &pointer, pin));
+        }
         let mut pointer = self.pointer()?.ok_or_else(|| store.no_store())?;
         if let Some(&n) = generations.iter().find(|&&n| pointer.find(n).is_none()) {
             return Err(Error::NoSuchGeneration {
@@ -724,22 +793,7 @@ impl<'s> Writer<'s> {
             store.commit_pointer(&self.lock, &mut pointer)?;
             self.pointer = Some(pointer.clone());
         }
-        let mut asked = generations.to_vec();
-        asked.sort_unstable();
-        asked.dedup();
-        let report = PinReport {
-            generations: asked,
-            changed: !changed.is_empty(),
-            pinned: pointer.pinned(),
-        };
-        tracing::info!(
-            generations = ?report.generations,
-            pin,
-            changed = report.changed,
-            pinned = ?report.pinned,
-            "set pin marks"
-        );
-        Ok(report)
+        Ok(pin_report(generations, !changed.is_empty(), &pointer, pin))
     }
 
     /// Empties the store: the pointer and every snapshot are removed; the
@@ -770,6 +824,10 @@ impl<'s> Writer<'s> {
     }
 
     fn clear_unguarded(&mut self) -> Result<ClearReport> {
+        #[cfg(feature = "s3")]
+        if self.object.is_some() {
+            return self.clear_object();
+        }
         let store = self.store;
         let read = match self.pointer() {
             Ok(pointer) => pointer,
@@ -848,7 +906,15 @@ impl<'s> Writer<'s> {
     // ------------------------------------------------------------ helpers
 
     /// The pointer, read again first when the handle's copy is in doubt.
-    fn pointer(&mut self) -> Result<Option<Pointer>> {
+    pub(crate) fn pointer(&mut self) -> Result<Option<Pointer>> {
+        #[cfg(feature = "s3")]
+        if self.object.is_some() {
+            if self.reread {
+                self.reload_object_pointer()?;
+                self.reread = false;
+            }
+            return Ok(self.pointer.clone());
+        }
         if self.reread {
             self.pointer = self.store.try_load_newest_pointer(&self.lock)?;
             self.reread = false;
@@ -867,7 +933,7 @@ impl<'s> Writer<'s> {
         result.map_err(Error::in_write)
     }
 
-    fn outcome(
+    pub(crate) fn outcome(
         &self,
         entry: &Generation,
         changed: bool,
@@ -934,6 +1000,26 @@ pub struct ClearReport {
     pub removed_temp_files: usize,
     /// Bytes freed.
     pub freed_bytes: u64,
+}
+
+/// What a pin or unpin reports, from the pointer it left.
+fn pin_report(generations: &[u64], changed: bool, pointer: &Pointer, pin: bool) -> PinReport {
+    let mut asked = generations.to_vec();
+    asked.sort_unstable();
+    asked.dedup();
+    let report = PinReport {
+        generations: asked,
+        changed,
+        pinned: pointer.pinned(),
+    };
+    tracing::info!(
+        generations = ?report.generations,
+        pin,
+        changed = report.changed,
+        pinned = ?report.pinned,
+        "set pin marks"
+    );
+    report
 }
 
 /// The options of a `publish_json`: the bytes skip the JSON check whatever

@@ -1,6 +1,8 @@
 //! The S3 client against a real server (feature `s3`): conditional puts,
 //! races of create-only puts and of compare-and-swap increments, listing and
-//! deleting, and the conditional-write probe.
+//! deleting, and the conditional-write probe. Then a `Store` on the object
+//! store through the public API: publish, read, verify, unchanged,
+//! `max_age`, rollback, forget, gc with its grace, clear, foreign objects.
 //!
 //! Needs a server: `eval "$(tools/s3-server start)"` (Ceph RGW on loopback)
 //! exports `AWS_ENDPOINT_URL`, the keys and `SNAPCACHE_TEST_BUCKET`. Without
@@ -256,4 +258,240 @@ fn bad_credentials_are_a_clear_error() {
         text.contains("HTTP 403") && text.contains("access key"),
         "{text}"
     );
+}
+
+// ------------------------------------------------------------ the store
+
+use snapcache::{GcOptions, LockState, PublishOptions, Store, StoreOptions};
+use std::time::Duration;
+
+/// A store under a fresh prefix (and a raw client on the same prefix), or
+/// `None` when no server is configured.
+fn store_at(test: &str, grace: Duration) -> Option<(Store, S3Client)> {
+    let raw = client(test)?;
+    let url = raw.location().to_string();
+    let store = Store::open(StoreOptions::new(&url).keep(2).snapshot_grace(grace)).unwrap();
+    Some((store, raw))
+}
+
+fn keys(raw: &S3Client, prefix: &str) -> Vec<String> {
+    raw.list(prefix)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.key)
+        .collect()
+}
+
+#[test]
+fn a_store_on_the_object_store_publishes_reads_verifies_and_rolls_back() {
+    let Some((store, raw)) = store_at("store-basics", Duration::from_secs(600)) else {
+        return;
+    };
+    assert!(store.is_object_store());
+    assert!(store.root().to_string_lossy().starts_with("s3://"));
+    assert!(matches!(
+        store.read_current(),
+        Err(snapcache::Error::NoStore { .. })
+    ));
+    assert_eq!(store.current_generation().unwrap(), None);
+
+    let first = store
+        .publish_bytes(br#"{"v":1}"#, &PublishOptions::default().note("one"))
+        .unwrap();
+    assert_eq!((first.generation, first.changed), (1, true));
+    assert_eq!(first.backend, snapcache::Backend::ObjectStore);
+    let again = store
+        .publish_bytes(br#"{"v":1}"#, &PublishOptions::default())
+        .unwrap();
+    assert_eq!((again.generation, again.changed), (1, false));
+    let fresh = PublishOptions::default().max_age(Duration::from_secs(3600));
+    let skipped = store
+        .publish_with(&fresh, |_| unreachable!("fresh: the source does not run"))
+        .unwrap();
+    assert!(skipped.skipped);
+    let rejected = store
+        .publish_bytes(b"not json", &PublishOptions::default())
+        .unwrap_err();
+    assert!(rejected.is_payload_rejected(), "{rejected}");
+    store
+        .publish_json(&serde_json::json!({"v": 2}), &PublishOptions::default())
+        .unwrap();
+
+    let read = store.read_json_with_meta::<serde_json::Value>().unwrap();
+    assert_eq!(
+        (read.value["v"].as_u64(), read.meta.generation),
+        (Some(2), 2)
+    );
+    let mut copied = Vec::new();
+    store
+        .open_generation(1)
+        .unwrap()
+        .copy_to(&mut copied)
+        .unwrap();
+    assert_eq!(copied, br#"{"v":1}"#);
+    let history = store.history().unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|h| (h.generation, h.current))
+            .collect::<Vec<_>>(),
+        [(1, false), (2, true)]
+    );
+    assert_eq!(history[0].note.as_deref(), Some("one"));
+    let status = store.status().unwrap();
+    assert_eq!(status.current.map(|g| g.generation), Some(2));
+    assert_eq!(status.lock, LockState::Free);
+    let json = serde_json::to_value(store.status().unwrap()).unwrap();
+    assert!(
+        json["root"].as_str().unwrap().starts_with("s3://"),
+        "{json}"
+    );
+
+    let verified = store.verify().unwrap();
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!(verified.verified_generations, [1, 2]);
+
+    let back = store.rollback(None).unwrap();
+    assert_eq!((back.previous, back.generation), (2, 1));
+    assert_eq!(store.read_current().unwrap().data, br#"{"v":1}"#);
+
+    // A damaged snapshot object is found by readers and verify.
+    let hash = store.history().unwrap()[1].hash;
+    raw.put(&format!("snapshots/{}", hash.to_hex()), br#"{"v":3}"#)
+        .unwrap();
+    let err = store.read_generation(2).unwrap_err();
+    assert!(
+        matches!(err, snapcache::Error::CorruptSnapshot { generation: 2, .. }),
+        "{err}"
+    );
+    let report = store.verify().unwrap();
+    assert!(!report.ok);
+    assert_eq!(report.problems[0].generation, Some(2));
+    assert!(
+        report.problems[0]
+            .path
+            .to_string_lossy()
+            .contains("snapshots/"),
+        "{report:?}"
+    );
+
+    let cleared = store.clear().unwrap();
+    assert_eq!(cleared.previous_generation, Some(1));
+    assert!(keys(&raw, "snapshots/").is_empty());
+    assert_eq!(
+        store
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .unwrap()
+            .generation,
+        1,
+        "a cleared store starts again at 1"
+    );
+    store.clear().unwrap();
+    raw.delete("lease").unwrap();
+}
+
+#[test]
+fn gc_keeps_dropped_snapshots_for_the_grace_and_never_touches_foreign_objects() {
+    let grace = Duration::from_secs(3);
+    let Some((store, raw)) = store_at("store-gc", grace) else {
+        return;
+    };
+    raw.put("notes/readme.txt", b"not snapcache's").unwrap();
+    raw.put("snapshots/not-a-hash", b"nor this").unwrap();
+    for n in 1..=4 {
+        store
+            .publish_bytes(format!("[{n}]").as_bytes(), &PublishOptions::default())
+            .unwrap();
+    }
+    // keep(2): generations 2, 3, 4 retained; 1 dropped, its object kept.
+    let retained: Vec<u64> = store
+        .history()
+        .unwrap()
+        .iter()
+        .map(|h| h.generation)
+        .collect();
+    assert_eq!(retained, [2, 3, 4]);
+    let snapshot_objects = |raw: &S3Client| {
+        keys(raw, "snapshots/")
+            .into_iter()
+            .filter(|k| k != "snapshots/not-a-hash")
+            .count()
+    };
+    assert_eq!(snapshot_objects(&raw), 4, "within the grace");
+    let report = store.gc(&GcOptions::default()).unwrap();
+    assert_eq!(report.removed_snapshots, 0, "within the grace: {report:?}");
+
+    std::thread::sleep(grace + Duration::from_secs(2));
+    let dry = store.gc(&GcOptions::default().dry_run(true)).unwrap();
+    assert_eq!(dry.removed_snapshots, 1, "{dry:?}");
+    assert_eq!(snapshot_objects(&raw), 4, "a dry run deletes nothing");
+    let report = store.gc(&GcOptions::default()).unwrap();
+    assert_eq!((report.removed_snapshots, report.freed_bytes), (1, 3));
+    assert_eq!(snapshot_objects(&raw), 3);
+
+    let verify = store.verify().unwrap();
+    assert!(verify.ok);
+    let foreign: Vec<String> = verify
+        .foreign
+        .iter()
+        .map(|f| f.path.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(foreign.len(), 2, "{foreign:?}");
+    assert!(foreign.iter().any(|f| f.ends_with("notes/readme.txt")));
+
+    // forget drops 2 now; its object waits for the grace.
+    assert_eq!(store.forget(&[2]).unwrap().removed_snapshots, 0);
+    assert_eq!(store.history().unwrap().len(), 2);
+
+    store.clear().unwrap();
+    let left = keys(&raw, "");
+    assert!(left.contains(&"notes/readme.txt".to_string()), "{left:?}");
+    assert!(
+        left.contains(&"snapshots/not-a-hash".to_string()),
+        "{left:?}"
+    );
+    for key in left {
+        raw.delete(&key).unwrap();
+    }
+}
+
+#[test]
+fn a_writer_handle_holds_the_lease_and_a_second_writer_times_out_naming_it() {
+    let Some((store, raw)) = store_at("store-lease", Duration::from_secs(600)) else {
+        return;
+    };
+    let mut writer = store.lock_writer().unwrap();
+    assert!(!writer.is_fresh(Duration::from_secs(60)));
+    let other = Store::open(StoreOptions::new(store.root()).lock_budget(
+        snapcache::LockBudget::labelled(snapcache::LockWait::TryOnce, "KOPI_LOCK_TIMEOUT"),
+    ))
+    .unwrap();
+    let err = other
+        .publish_bytes(b"[0]", &PublishOptions::default())
+        .unwrap_err();
+    assert!(err.is_lock_timeout(), "{err}");
+    assert!(err.to_string().contains("KOPI_LOCK_TIMEOUT"), "{err}");
+    assert!(matches!(
+        other.status().unwrap().lock,
+        LockState::Held(Some(_))
+    ));
+    assert_eq!(
+        writer
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .unwrap()
+            .generation,
+        1
+    );
+    assert!(writer.is_fresh(Duration::from_secs(60)));
+    drop(writer);
+    assert_eq!(other.status().unwrap().lock, LockState::Free);
+    assert_eq!(
+        other
+            .publish_bytes(b"[2]", &PublishOptions::default())
+            .unwrap()
+            .generation,
+        2
+    );
+    store.clear().unwrap();
+    raw.delete("lease").unwrap();
 }

@@ -227,6 +227,10 @@ pub enum Backend {
     Advisory,
     /// A lease file for filesystems where advisory locks are unreliable.
     Lease,
+    /// A store on an object store (`s3://...`): a lease object for the
+    /// run-once promise, and the pointer's conditional put as the commit.
+    #[serde(rename = "object-store")]
+    ObjectStore,
 }
 
 impl fmt::Display for Backend {
@@ -234,6 +238,7 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Backend::Advisory => "advisory",
             Backend::Lease => "lease",
+            Backend::ObjectStore => "object-store",
         })
     }
 }
@@ -362,6 +367,9 @@ pub(crate) struct WriterLock {
     /// the lease backend too where flock works, to exclude advisory writers).
     advisory: Option<File>,
     lease: Option<lease::LeaseGuard>,
+    /// The lease object of a store on an object store.
+    #[cfg(feature = "s3")]
+    object_lease: Option<crate::object_store::LeaseHold>,
     layout: Layout,
     durable: Durable,
     backend: Backend,
@@ -373,6 +381,28 @@ pub(crate) struct WriterLock {
 }
 
 impl WriterLock {
+    /// The lock of a store on an object store: its lease object, held.
+    #[cfg(feature = "s3")]
+    pub(crate) fn object_store(
+        lease: Option<crate::object_store::LeaseHold>,
+        layout: Layout,
+        waited: Duration,
+        started: Instant,
+        budget: Option<Duration>,
+    ) -> WriterLock {
+        WriterLock {
+            advisory: None,
+            lease: None,
+            object_lease: lease,
+            layout,
+            durable: Durable::default(),
+            backend: Backend::ObjectStore,
+            waited,
+            started,
+            budget,
+        }
+    }
+
     /// When the lock budget runs out (it also bounds rename retries).
     pub(crate) fn deadline(&self) -> Option<Instant> {
         // A budget too large for the clock to represent means no deadline.
@@ -386,12 +416,22 @@ impl WriterLock {
     /// Fencing check before a commit: false when a lease was lost (it
     /// expired while we stalled and another writer took over).
     pub(crate) fn still_held(&self) -> bool {
+        #[cfg(feature = "s3")]
+        if let Some(lease) = &self.object_lease {
+            return !lease.lost();
+        }
         self.lease.as_ref().is_none_or(|l| l.still_held())
     }
 }
 
 impl Drop for WriterLock {
     fn drop(&mut self) {
+        if self.backend == Backend::ObjectStore {
+            // The lease object carries the holder record; releasing it is
+            // the lease's own drop. Nothing local to remove.
+            tracing::debug!(backend = %self.backend, "lock_released");
+            return;
+        }
         // Remove our record first: once unlocked, the next holder writes its own.
         holder::remove(&self.layout, &self.durable);
         self.lease.take();
@@ -462,6 +502,13 @@ pub(crate) fn acquire(
     loop {
         let me = HolderInfo::this_process(options.purpose, backend);
         let attempt = match backend {
+            // Never chosen for a directory (a store on an object store
+            // takes its lease object instead); the lease file is the safe
+            // local equivalent.
+            Backend::ObjectStore => {
+                backend = Backend::Lease;
+                continue;
+            }
             Backend::Advisory => match advisory::try_acquire(&path) {
                 Ok(advisory::Attempt::Acquired(file)) => match lease::live_lease(layout) {
                     // A writer on the lease backend holds the store.
@@ -513,6 +560,8 @@ pub(crate) fn acquire(
                 return Ok(WriterLock {
                     advisory,
                     lease: lease_guard,
+                    #[cfg(feature = "s3")]
+                    object_lease: None,
                     layout: layout.clone(),
                     durable: durable.clone(),
                     backend,

@@ -28,6 +28,7 @@ mod locking;
 mod multihost;
 mod namespaces;
 mod nonatomic;
+mod object_store;
 mod outcome_words;
 mod permissions;
 mod pins;

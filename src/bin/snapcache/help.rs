@@ -8,12 +8,16 @@ pub const GLOBAL: &str = "Global options";
 /// Printed after `snapcache --help` (not `-h`).
 pub const AFTER_LONG_HELP: &str = "\
 Environment:
-  SNAPCACHE_DIR           store root (below --store)
+  SNAPCACHE_DIR           store root, a directory or s3://BUCKET/PREFIX (below --store)
   XDG_CACHE_HOME          base of the default root, if absolute (else ~/.cache)
   SNAPCACHE_LOCK_TIMEOUT  lock budget, seconds or `infinite` (below --lock-timeout)
   SNAPCACHE_KEEP          generations kept besides the current one, 1-100 (default 5)
   SNAPCACHE_LOCK_BACKEND  auto, advisory or lease (below --lock-backend)
-  SNAPCACHE_LEASE_SECS    lease time of the lease backend, 0.3-86400 (default 30)
+  SNAPCACHE_LEASE_SECS    lease time of the lease backend and of object stores,
+                          0.3-86400 (default 30)
+  AWS_ENDPOINT_URL        object store (s3://, built with the s3 feature): a
+                          self-hosted server, path-style; AWS_ACCESS_KEY_ID,
+                          AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION
   SNAPCACHE_LOG           log filter for stderr, e.g. `info` or `snapcache=debug`;
                           wins over RUST_LOG, and both over -v/-q
   RUST_LOG                log filter, used when SNAPCACHE_LOG is unset

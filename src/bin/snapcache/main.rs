@@ -46,8 +46,8 @@ use snapcache::{BackendChoice, Error, Hint, LockBudget, LockWait, StoreOptions};
     subcommand_help_heading = "Commands"
 )]
 pub struct Cli {
-    /// Store root [default: $SNAPCACHE_DIR, else $XDG_CACHE_HOME/snapcache, else ~/.cache/snapcache]
-    #[arg(long, global = true, value_name = "DIR", help_heading = help::GLOBAL)]
+    /// Store root, a directory or s3://BUCKET/PREFIX (builds with the s3 feature) [default: $SNAPCACHE_DIR, else $XDG_CACHE_HOME/snapcache, else ~/.cache/snapcache]
+    #[arg(long, global = true, value_name = "DIR|URL", help_heading = help::GLOBAL)]
     store: Option<PathBuf>,
     /// Print one JSON object on stdout instead of text (errors too; `show` still prints the snapshot itself)
     #[arg(long, global = true, help_heading = help::GLOBAL)]
@@ -430,6 +430,9 @@ fn store_root_named(cli: &Cli) -> Option<(PathBuf, &'static str)> {
 }
 
 fn cli_hint(e: &Error) -> Option<String> {
+    if let Error::ObjectStoreUnsupported { .. } = e {
+        return Some("this snapcache was built without object-store support: rebuild it with the s3 feature (`cargo install snapcache --features s3`), or give a directory with --store DIR or SNAPCACHE_DIR".into());
+    }
     Some(match e.hint()? {
         Hint::PublishFirst => "run `snapcache refresh --from FILE` first, or point --store / SNAPCACHE_DIR at the store that holds the data".into(),
         Hint::Verify => "run `snapcache verify`, then `snapcache rollback` to an intact generation or `snapcache refresh` to publish a new one".into(),

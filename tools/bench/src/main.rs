@@ -3,7 +3,7 @@
 //! Kopi-shaped payloads from `snapcache-metagen`.
 //!
 //! ```text
-//! cargo run --release -p snapcache-bench -- --quick   # < 2 minutes on 2 cores
+//! cargo run --release -p snapcache-bench -- --quick   # a few minutes on 2 cores
 //! cargo run --release -p snapcache-bench              # full run, adds 64 MiB
 //! ```
 //!
@@ -472,10 +472,14 @@ fn main() -> std::result::Result<(), contenders::BoxError> {
     }
     results.elapsed = started.elapsed();
     results.load_at_end = sysinfo::loadavg();
-    results.other_cpu = match (cpu_start, sysinfo::cpu_snapshot()) {
+    let cpu_end = sysinfo::cpu_snapshot();
+    results.other_cpu = match (cpu_start, cpu_end) {
         (Some(a), Some(b)) => sysinfo::others_busy(a, b),
         _ => "unknown".into(),
     };
+    results.other_share = cpu_start
+        .zip(cpu_end)
+        .and_then(|(a, b)| sysinfo::others_share(a, b));
     let md = report::markdown(&results);
     println!("{md}");
     if let Some(docs) = &config.docs {

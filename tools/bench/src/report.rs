@@ -55,6 +55,15 @@ pub fn markdown(r: &Results) -> String {
         r.sys.load_at_start, r.load_at_end
     );
     let _ = writeln!(s, "- Other processes during the run: {}", r.other_cpu);
+    if let Some(share) = r.other_share.filter(|&x| x >= 0.25) {
+        let _ = writeln!(
+            s,
+            "- **The machine was busy:** other processes took {:.0}% of its CPU during the run (on this shared \
+             machine, other work compiling and running tests), so these figures, the tails especially, are noisier \
+             than on a quiet machine and the ratios can move by tens of per cent between runs.",
+            share * 100.0
+        );
+    }
     let secs: Vec<String> = r
         .sections
         .iter()

@@ -106,6 +106,8 @@ pub struct Results {
     pub load_at_end: String,
     /// CPU time other processes used during the run.
     pub other_cpu: String,
+    /// The share of all CPU time that other processes used, when known.
+    pub other_share: Option<f64>,
 }
 
 /// One budget line.

@@ -132,6 +132,17 @@ pub fn cpu_snapshot() -> Option<CpuSnapshot> {
     })
 }
 
+/// Share (0 to 1) of the machine's CPU time used by *other* processes
+/// between two snapshots.
+pub fn others_share(start: CpuSnapshot, end: CpuSnapshot) -> Option<f64> {
+    let total = end.total.saturating_sub(start.total);
+    let others = end
+        .busy
+        .saturating_sub(start.busy)
+        .saturating_sub(end.own.saturating_sub(start.own));
+    (total > 0).then(|| others as f64 / total as f64)
+}
+
 /// Share of the machine's CPU time used by *other* processes between two
 /// snapshots, as a sentence for the report.
 pub fn others_busy(start: CpuSnapshot, end: CpuSnapshot) -> String {

@@ -1,0 +1,474 @@
+//! The conditional-write probe against servers that do not enforce the
+//! headers (feature `s3`), with no real S3 server: a tiny fake on loopback
+//! that stores objects and, like rclone's S3 server, answers every put with
+//! 200 whatever its `If-None-Match` / `If-Match` say (or, in a second
+//! flavour, honours `If-None-Match` but ignores `If-Match`). The probe must
+//! refuse such a server with `Error::ObjectStoreUnsafe`, through the client
+//! and through a real `snapcache --store s3://...` process, and nothing but
+//! the probe's own object may ever be written to it.
+#![cfg(feature = "s3")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use snapcache::object_store::s3::{EtagForm, S3Client, S3Location, S3Settings};
+
+/// Which conditional headers the fake enforces.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Honours {
+    /// Neither: every put is written (rclone's `serve s3`).
+    Nothing,
+    /// `If-None-Match: *` only; a stale `If-Match` still writes.
+    NoneMatchOnly,
+    /// Both, as Amazon S3 and Ceph RGW do: the control that shows the fake
+    /// is a server the probe accepts when the headers are enforced.
+    Both,
+}
+
+/// One request as the fake saw it: method, path (no query) and the
+/// conditional headers it carried.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    if_none_match: Option<String>,
+    if_match: Option<String>,
+    status: u16,
+}
+
+#[derive(Default)]
+struct State {
+    objects: HashMap<String, (Vec<u8>, String)>,
+    seen: Vec<Seen>,
+    writes: u64,
+}
+
+/// A fake S3 server on `127.0.0.1:0`, served by a thread until the test
+/// process ends.
+struct FakeS3 {
+    endpoint: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeS3 {
+    fn start(honours: Honours) -> FakeS3 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let shared = Arc::clone(&shared);
+                // One thread per connection: a client that keeps one open
+                // while opening another must not stall the fake.
+                std::thread::spawn(move || serve(stream, honours, &shared));
+            }
+        });
+        FakeS3 { endpoint, state }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    /// Fails the test if any put went anywhere but the probe's directory
+    /// (a pointer `current`, a snapshot, a lease: a store was used).
+    fn assert_only_probe_writes(&self, prefix: &str) {
+        let seen = self.seen();
+        let puts: Vec<&Seen> = seen.iter().filter(|s| s.method == "PUT").collect();
+        assert!(!puts.is_empty(), "the probe wrote nothing: {seen:#?}");
+        for put in puts {
+            assert!(
+                put.path.starts_with(&format!("{prefix}.snapcache-probe/")),
+                "a put outside the probe's directory reached the server: {put:?}\nall requests: {seen:#?}"
+            );
+            assert!(
+                !put.path.ends_with("/current") && !put.path.contains("/snapshots/"),
+                "{put:?}"
+            );
+        }
+    }
+}
+
+fn serve(stream: TcpStream, honours: Honours, state: &Mutex<State>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut writer = write_half;
+    // Keep-alive: answer requests on this connection until the client
+    // closes it.
+    while let Some(request) = read_request(&mut reader) {
+        let (status, headers, body) = answer(&request, honours, state);
+        let mut head = format!(
+            "HTTP/1.1 {status} {}\r\nDate: {}\r\nContent-Length: {}\r\n",
+            reason(status),
+            http_date(SystemTime::now()),
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        if writer.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        if request.method != "HEAD" && writer.write_all(&body).is_err() {
+            return;
+        }
+        let _ = writer.flush();
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    query: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// Request line, headers, and a `Content-Length` body; `None` at the end
+/// of the connection or on anything malformed.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).ok()? == 0 {
+            return None;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+    }
+    let length: usize = headers
+        .get("content-length")
+        .map_or(Some(0), |v| v.parse().ok())?;
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (target, String::new()),
+    };
+    Some(Request {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    })
+}
+
+fn answer(
+    request: &Request,
+    honours: Honours,
+    state: &Mutex<State>,
+) -> (u16, Vec<(&'static str, String)>, Vec<u8>) {
+    let mut state = state.lock().unwrap();
+    let if_none_match = request.headers.get("if-none-match").cloned();
+    let if_match = request.headers.get("if-match").cloned();
+    let existing = state.objects.get(&request.path).cloned();
+    let (status, headers, body) = match request.method.as_str() {
+        "PUT" => {
+            let enforce_absent = honours != Honours::Nothing;
+            let enforce_match = honours == Honours::Both;
+            let absent_failed =
+                enforce_absent && if_none_match.as_deref() == Some("*") && existing.is_some();
+            let match_failed = enforce_match
+                && if_match.as_ref().is_some_and(|wanted| {
+                    existing
+                        .as_ref()
+                        .is_none_or(|(_, etag)| wanted.trim_matches('"') != etag)
+                });
+            if absent_failed || match_failed {
+                (412, Vec::new(), error_xml("PreconditionFailed"))
+            } else {
+                state.writes += 1;
+                let etag = etag_of(&request.body, state.writes);
+                state
+                    .objects
+                    .insert(request.path.clone(), (request.body.clone(), etag.clone()));
+                (200, vec![("ETag", format!("\"{etag}\""))], Vec::new())
+            }
+        }
+        "GET" | "HEAD" if request.query.contains("list-type=2") => {
+            // A listing of the bucket: only `GET /bucket?list-type=2`.
+            let listing = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><IsTruncated>false</IsTruncated><KeyCount>0</KeyCount></ListBucketResult>";
+            (
+                200,
+                vec![("Content-Type", "application/xml".to_string())],
+                listing.as_bytes().to_vec(),
+            )
+        }
+        "GET" | "HEAD" => match existing {
+            Some((data, etag)) => (
+                200,
+                vec![
+                    ("ETag", format!("\"{etag}\"")),
+                    ("Last-Modified", http_date(SystemTime::now())),
+                ],
+                data,
+            ),
+            None => (404, Vec::new(), error_xml("NoSuchKey")),
+        },
+        "DELETE" => {
+            state.objects.remove(&request.path);
+            (204, Vec::new(), Vec::new())
+        }
+        _ => (405, Vec::new(), error_xml("MethodNotAllowed")),
+    };
+    state.seen.push(Seen {
+        method: request.method.clone(),
+        path: request.path.clone(),
+        if_none_match,
+        if_match,
+        status,
+    });
+    (status, headers, body)
+}
+
+fn error_xml(code: &str) -> Vec<u8> {
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code></Error>")
+        .into_bytes()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        404 => "Not Found",
+        412 => "Precondition Failed",
+        _ => "Method Not Allowed",
+    }
+}
+
+/// A fresh ETag per write (32 hex digits, like an MD5): the same body
+/// written twice gets two tags, so a stale tag differs from the current one.
+fn etag_of(body: &[u8], write: u64) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&write.to_le_bytes());
+    hasher.update(body);
+    hasher.finalize().to_hex()[..32].to_string()
+}
+
+/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the `Date` S3 sends.
+fn http_date(at: SystemTime) -> String {
+    let secs = at.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let days = secs / 86_400;
+    let rest = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(month - 1) as usize];
+    format!(
+        "{weekday}, {day:02} {month} {year} {:02}:{:02}:{:02} GMT",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+fn client(fake: &FakeS3, url: &str) -> S3Client {
+    let settings = S3Settings::new(
+        &fake.endpoint,
+        true,
+        "us-east-1",
+        "fake-key",
+        "fake-secret",
+        None,
+    )
+    .unwrap()
+    .request_timeout(Duration::from_secs(20));
+    S3Client::new(S3Location::parse(url).unwrap(), settings).unwrap()
+}
+
+/// The probe through the library's client, which `Store::open("s3://...")`
+/// runs first; the error it returns is the one `Store::open` returns.
+fn probe_error(honours: Honours) -> (FakeS3, snapcache::Error) {
+    let fake = FakeS3::start(honours);
+    let mut c = client(&fake, "s3://bucket/prefix");
+    let err = c
+        .probe_conditional_writes()
+        .expect_err("a server that ignores a conditional header passed the probe");
+    (fake, err)
+}
+
+#[test]
+fn the_fake_passes_the_probe_when_it_enforces_both_headers() {
+    // The control: the same fake, enforcing the headers, is accepted, so the
+    // refusals below come from the ignored headers and not from the fake.
+    let fake = FakeS3::start(Honours::Both);
+    let mut c = client(&fake, "s3://bucket/prefix");
+    assert_eq!(c.probe_conditional_writes().unwrap(), EtagForm::Bare);
+    let seen = fake.seen();
+    assert!(
+        seen.iter().any(|s| s.status == 412),
+        "the probe never met a refused condition: {seen:#?}"
+    );
+    // The probe object is deleted at the end.
+    assert!(
+        seen.last().is_some_and(|s| s.method == "DELETE"),
+        "{seen:#?}"
+    );
+    assert!(fake.state.lock().unwrap().objects.is_empty());
+}
+
+#[test]
+fn a_server_ignoring_conditional_headers_is_refused_by_the_probe() {
+    let (fake, err) = probe_error(Honours::Nothing);
+    assert!(err.is_object_store_unsafe(), "{err:?}");
+    assert!(
+        matches!(&err, snapcache::Error::ObjectStoreUnsafe { url, .. } if url == "s3://bucket/prefix/"),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    for needle in [
+        "s3://bucket/prefix/",
+        "If-None-Match: *",
+        "did not get 412",
+        "nothing was published",
+        "use a server that enforces them",
+    ] {
+        assert!(message.contains(needle), "{needle:?} not in: {message}");
+    }
+    // The second create-only put over the probe object was the test.
+    let seen = fake.seen();
+    let creates: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.method == "PUT" && s.if_none_match.as_deref() == Some("*"))
+        .collect();
+    assert_eq!(creates.len(), 2, "{seen:#?}");
+    assert_eq!(creates[1].status, 200, "{seen:#?}");
+    fake.assert_only_probe_writes("/bucket/prefix/");
+    // The refused probe still deletes its object.
+    assert!(
+        seen.last().is_some_and(|s| s.method == "DELETE"),
+        "{seen:#?}"
+    );
+}
+
+#[test]
+fn a_server_honouring_if_none_match_but_not_if_match_is_refused_by_the_probe() {
+    let (fake, err) = probe_error(Honours::NoneMatchOnly);
+    assert!(err.is_object_store_unsafe(), "{err:?}");
+    let message = err.to_string();
+    for needle in [
+        "s3://bucket/prefix/",
+        "stale ETag",
+        "If-Match",
+        "did not get 412",
+    ] {
+        assert!(message.contains(needle), "{needle:?} not in: {message}");
+    }
+    let seen = fake.seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "PUT" && s.if_match.is_some() && s.status == 200),
+        "no stale If-Match put was written: {seen:#?}"
+    );
+    fake.assert_only_probe_writes("/bucket/prefix/");
+}
+
+mod cli {
+    use super::*;
+
+    fn snapcache(fake: &FakeS3, args: &[&str]) -> std::process::Output {
+        let mut cmd = assert_cmd::Command::cargo_bin("snapcache").unwrap();
+        for var in [
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_SESSION_TOKEN",
+            "AWS_DEFAULT_REGION",
+            "AWS_PROFILE",
+            "SNAPCACHE_DIR",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("AWS_ENDPOINT_URL", &fake.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "fake-key")
+            .env("AWS_SECRET_ACCESS_KEY", "fake-secret")
+            .env("AWS_REGION", "us-east-1")
+            .args(args)
+            .timeout(Duration::from_secs(60));
+        cmd.output().unwrap()
+    }
+
+    fn refresh_is_refused(honours: Honours, json: bool) {
+        let fake = FakeS3::start(honours);
+        let dir = tempfile::tempdir().unwrap();
+        let payload = dir.path().join("payload.json");
+        std::fs::write(&payload, br#"{"jdks":[]}"#).unwrap();
+        let mut args = vec!["--store", "s3://bucket/p"];
+        if json {
+            args.push("--json");
+        }
+        args.extend(["refresh", "--from", payload.to_str().unwrap()]);
+        let out = snapcache(&fake, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{honours:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot be used safely") && stderr.contains("s3://bucket/p/"),
+            "{stderr}"
+        );
+        if json {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+            let error = &v["error"];
+            assert_eq!(error["kind"], "error", "{v}");
+            assert_eq!(error["exit_code"], 1, "{v}");
+            let message = error["message"].as_str().unwrap();
+            assert!(message.contains("s3://bucket/p/"), "{message}");
+            assert!(message.contains("nothing was published"), "{message}");
+        } else {
+            assert!(
+                out.stdout.is_empty(),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        fake.assert_only_probe_writes("/bucket/p/");
+        // Refused at open: not even the pointer was read.
+        let seen = fake.seen();
+        assert!(
+            seen.iter()
+                .all(|s| s.path.starts_with("/bucket/p/.snapcache-probe/")),
+            "{seen:#?}"
+        );
+    }
+
+    #[test]
+    fn refresh_on_a_server_ignoring_conditional_headers_exits_1_and_publishes_nothing() {
+        refresh_is_refused(Honours::Nothing, false);
+        refresh_is_refused(Honours::Nothing, true);
+    }
+
+    #[test]
+    fn refresh_on_a_server_ignoring_if_match_exits_1_and_publishes_nothing() {
+        refresh_is_refused(Honours::NoneMatchOnly, true);
+    }
+}

@@ -357,6 +357,9 @@ fn a_server_ignoring_conditional_headers_is_refused_by_the_probe() {
     ] {
         assert!(message.contains(needle), "{needle:?} not in: {message}");
     }
+    // The server asked is named by its address (the endpoint and bucket).
+    let server = format!("(server {}/bucket/)", fake.endpoint);
+    assert!(message.contains(&server), "{server:?} not in: {message}");
     // The second create-only put over the probe object was the test.
     let seen = fake.seen();
     let creates: Vec<&Seen> = seen
@@ -386,6 +389,9 @@ fn a_server_honouring_if_none_match_but_not_if_match_is_refused_by_the_probe() {
     ] {
         assert!(message.contains(needle), "{needle:?} not in: {message}");
     }
+    // The server asked is named by its address (the endpoint and bucket).
+    let server = format!("(server {}/bucket/)", fake.endpoint);
+    assert!(message.contains(&server), "{server:?} not in: {message}");
     let seen = fake.seen();
     assert!(
         seen.iter()
@@ -432,7 +438,9 @@ mod cli {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{honours:?}: {stderr}");
         assert!(
-            stderr.contains("cannot be used safely") && stderr.contains("s3://bucket/p/"),
+            stderr.contains("cannot be used safely")
+                && stderr.contains("s3://bucket/p/")
+                && stderr.contains(&fake.endpoint),
             "{stderr}"
         );
         if json {
@@ -443,6 +451,7 @@ mod cli {
             assert_eq!(error["exit_code"], 1, "{v}");
             let message = error["message"].as_str().unwrap();
             assert!(message.contains("s3://bucket/p/"), "{message}");
+            assert!(message.contains(&fake.endpoint), "{message}");
             assert!(message.contains("nothing was published"), "{message}");
         } else {
             assert!(

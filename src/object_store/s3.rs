@@ -906,9 +906,12 @@ impl S3Client {
 
     fn probe_on(&mut self, key: &str) -> Result<EtagForm> {
         let url = self.location.to_string();
+        // The server asked, by its address: the bucket URL alone does not
+        // say which endpoint (AWS_ENDPOINT_URL, ...) the refusal is about.
+        let server = self.bucket.base_url().to_string();
         let unsafe_server = |detail: String| Error::ObjectStoreUnsafe {
             url: url.clone(),
-            detail,
+            detail: format!("{detail} (server {server})"),
         };
         let first = match self.put_if_absent(key, b"probe 1")? {
             PutOutcome::Written(etag) => etag,

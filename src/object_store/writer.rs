@@ -248,7 +248,11 @@ impl Writer<'_> {
         let data = read_staged(&temp, bytes)?;
         drop(temp);
         snapshot_object::upload(object.client(), &hash, &data, object.grace())?;
-        drop(data);
+        // The bytes are kept until the commit: after a conflict the snapshot
+        // is uploaded again before the retry (a cheap create-only put when
+        // it is still there), because the newer pointer may come from a
+        // `clear` that deleted it while this writer was stalled; a rebased
+        // pointer must never name a deleted snapshot.
         let max_age = self.object.as_ref().and_then(|o| o.max_age);
         let note = options.note.as_deref().map(pointer::clip_note);
         let mut attempts = 0;
@@ -291,7 +295,11 @@ impl Writer<'_> {
                     next
                 }
             };
+            if attempts > 0 && changed {
+                snapshot_object::upload(object.client(), &hash, &data, object.grace())?;
+            }
             if self.put_pointer(&object, &mut next)? {
+                drop(data);
                 let entry = next.current_entry();
                 if changed {
                     tracing::info!(generation = entry.generation, hash = %hash, bytes, attempts, backend = "object-store", "published");

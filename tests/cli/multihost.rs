@@ -519,6 +519,81 @@ fn gc_on_another_host_during_slow_reads_keeps_the_snapshot(arm: Arm) {
     assert_eq!(s.generations(), (vec![2], Some(2)));
 }
 
+fn a_writer_stalled_across_a_clear_never_leaves_a_pointer_to_a_deleted_snapshot(arm: Arm) {
+    let Some(s) = shared(
+        arm,
+        "a_writer_stalled_across_a_clear_never_leaves_a_pointer_to_a_deleted_snapshot",
+    ) else {
+        return;
+    };
+    s.refresh(b"[1]", &[]);
+    // host-a uploads its snapshot, then stops right before its commit.
+    let file_a = s.payload_file(b"[\"from a\"]");
+    let mut cmd = s.command(&[
+        "--json",
+        "refresh",
+        "--lock-timeout",
+        "30",
+        "--from",
+        &file_a,
+    ]);
+    cmd.env("SNAPCACHE_LEASE_SECS", "1")
+        .env("SNAPCACHE_TEST_HOOKS", "1")
+        .env("SNAPCACHE_TEST_STOP_BEFORE_COMMIT", "1");
+    let a = on_host("host-a", &cmd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reaper = KillGroupOnDrop(Some(a.id()));
+    let pid = inner_pid(&a);
+    wait_for(
+        "host-a to stop before its commit",
+        Duration::from_secs(30),
+        || (state(pid) == Some('T')).then_some(()),
+    );
+    // host-b takes over once host-a's lease expired and clears the store.
+    let mut cmd = s.command(&["--json", "clear", "--lock-timeout", "30"]);
+    cmd.env("SNAPCACHE_LEASE_SECS", "1");
+    let out = run_with_timeout(on_host("host-b", &cmd));
+    assert_eq!(code(&out), 0, "host-b: {}", text(&out.stderr));
+    signal(pid, rustix::process::Signal::CONT);
+    let out = wait_output(a, COMMAND_TIMEOUT);
+    reaper.0 = None;
+    let result = outcome(&out);
+    // Either host-a loses (lease backend: the clear was a commit) or it
+    // publishes into the cleared store (object store: it rebases); never a
+    // pointer naming a snapshot the clear deleted.
+    match code(&out) {
+        0 => {
+            assert_eq!(result["generation"], 1, "a new history: {result}");
+            assert_eq!(
+                s.show(&[]),
+                (0, b"[\"from a\"]".to_vec()),
+                "its snapshot is there"
+            );
+            assert_eq!(s.ok_json(&["verify"])["ok"], true);
+        }
+        1 => {
+            assert_eq!(result["error"]["kind"], "commit-conflict", "{result}");
+            let (code, show) = s.json(&["show"]);
+            assert_eq!(
+                (code, &show["error"]["kind"]),
+                (1, &"no-store".into()),
+                "{show}"
+            );
+        }
+        other => panic!("host-a exited {other}: {result}"),
+    }
+    let next = s.refresh(b"[\"next\"]", &[]);
+    assert_eq!(s.show(&[]), (0, b"[\"next\"]".to_vec()), "{next}");
+    assert_eq!(s.ok_json(&["verify"])["ok"], true);
+    eprintln!(
+        "figures: multihost {arm:?}: a writer stalled across a clear exited {}",
+        code(&out)
+    );
+}
+
 macro_rules! on_shared_backends {
     ($($behaviour:ident),* $(,)?) => {
         mod lease_nolock {
@@ -535,4 +610,5 @@ on_shared_backends!(
     a_killed_lease_holder_on_another_host_is_taken_over_after_expiry,
     a_writer_on_another_host_stalled_past_its_lease_loses_its_commit,
     gc_on_another_host_during_slow_reads_keeps_the_snapshot,
+    a_writer_stalled_across_a_clear_never_leaves_a_pointer_to_a_deleted_snapshot,
 );

@@ -617,6 +617,31 @@ pub struct GcReport {
     pub dry_run: bool,
 }
 
+impl GcReport {
+    /// The report of a gc that removed (or, with `dry_run`, would remove)
+    /// `removed` and dropped the generations `dropped`; logs it. Both
+    /// backends build their report here so the counts and the `gc` event
+    /// cannot drift apart.
+    pub(crate) fn of(removed: &[Leftover], dropped: Vec<u64>, dry_run: bool) -> Self {
+        let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
+        let report = GcReport {
+            removed_snapshots: count(sweep::LeftoverKind::UnreferencedSnapshot),
+            removed_temp_files: count(sweep::LeftoverKind::TempFile),
+            freed_bytes: removed.iter().map(|l| l.bytes).sum(),
+            dropped_generations: dropped,
+            dry_run,
+        };
+        tracing::info!(
+            removed_snapshots = report.removed_snapshots,
+            removed_temp_files = report.removed_temp_files,
+            bytes = report.freed_bytes,
+            dry_run = report.dry_run,
+            "gc"
+        );
+        report
+    }
+}
+
 /// One problem found by `verify`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {

@@ -600,22 +600,7 @@ impl<'s> Writer<'s> {
         } else {
             sweep::remove(store.durable(), leftovers)
         };
-        let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
-        let report = GcReport {
-            removed_snapshots: count(LeftoverKind::UnreferencedSnapshot),
-            removed_temp_files: count(LeftoverKind::TempFile),
-            freed_bytes: removed.iter().map(|l| l.bytes).sum(),
-            dropped_generations: dropped,
-            dry_run: options.dry_run,
-        };
-        tracing::info!(
-            removed_snapshots = report.removed_snapshots,
-            removed_temp_files = report.removed_temp_files,
-            bytes = report.freed_bytes,
-            dry_run = report.dry_run,
-            "gc"
-        );
-        Ok(report)
+        Ok(GcReport::of(&removed, dropped, options.dry_run))
     }
 
     /// Drops the listed generations from the store's history. Their

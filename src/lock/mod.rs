@@ -24,6 +24,7 @@ mod holder;
 mod lease;
 #[cfg(test)]
 mod lease_crash_sim;
+mod wait;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -42,12 +43,12 @@ pub(crate) use lease::create_complete;
 use crate::durable::Durable;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
+pub(crate) use wait::Wait;
 
 /// Waits shorter than this are not reported as contention.
 pub const QUIET_WAIT: Duration = Duration::from_millis(100);
 const POLL_FIRST: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(2);
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// The default budget for waiting on the writer lock.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
@@ -487,18 +488,9 @@ pub(crate) fn acquire(
     options: &AcquireOptions<'_>,
 ) -> Result<WriterLock> {
     let path = layout.lock_file();
-    let started = Instant::now();
-    // A budget too large for the clock to represent means no deadline.
-    let deadline = options
-        .budget
-        .wait
-        .budget()
-        .and_then(|b| started.checked_add(b));
+    let mut wait = Wait::start(options.budget.wait.budget(), POLL_FIRST, POLL_MAX);
     let mut backend = resolve_backend(options.backend, layout);
     let mut lease_guard: Option<lease::LeaseGuard> = None;
-    let mut delay = POLL_FIRST;
-    let mut contended = false;
-    let mut last_progress = started;
     loop {
         let me = HolderInfo::this_process(options.purpose, backend);
         let attempt = match backend {
@@ -551,11 +543,11 @@ pub(crate) fn acquire(
         };
         let busy_holder = match attempt {
             Try::Got(advisory) => {
-                let waited = started.elapsed();
+                let waited = wait.elapsed();
                 holder::write(layout, durable, &me);
                 tracing::info!(backend = %backend, waited_ms = waited.as_millis() as u64, "lock_acquired");
                 if let Some(o) = options.observer {
-                    o.acquired(waited, backend, contended);
+                    o.acquired(waited, backend, wait.contended());
                 }
                 return Ok(WriterLock {
                     advisory,
@@ -566,15 +558,15 @@ pub(crate) fn acquire(
                     durable: durable.clone(),
                     backend,
                     waited,
-                    started,
+                    started: wait.started(),
                     budget: options.budget.wait.budget(),
                 });
             }
             Try::Busy(holder) => holder,
         };
-        let elapsed = started.elapsed();
+        let elapsed = wait.elapsed();
         let who = || busy_holder.clone().or_else(|| holder::read(layout));
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if wait.deadline_passed() {
             let holder = who();
             tracing::warn!(
                 waited_ms = elapsed.as_millis() as u64,
@@ -601,8 +593,7 @@ pub(crate) fn acquire(
                 during: "waiting for the writer lock",
             });
         }
-        if !contended && elapsed >= QUIET_WAIT {
-            contended = true;
+        if wait.contention_begins(elapsed) {
             let holder = who();
             tracing::info!(
                 holder_pid = holder.as_ref().map(|h| h.pid),
@@ -631,18 +622,10 @@ pub(crate) fn acquire(
                     budget: options.budget.clone(),
                 });
             }
-        } else if contended && last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = Instant::now();
-            if let Some(o) = options.observer {
-                o.progress(elapsed, crate::durable::remaining(deadline));
-            }
+        } else {
+            wait.report_progress(elapsed, options.observer);
         }
-        let mut sleep = delay;
-        if let Some(left) = crate::durable::remaining(deadline) {
-            sleep = sleep.min(left);
-        }
-        std::thread::sleep(sleep);
-        delay = (delay * 2).min(POLL_MAX);
+        wait.back_off();
     }
 }
 

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::s3::{ETag, Object, PutOutcome, S3Client};
 use crate::error::{Error, Result};
 use crate::layout::OBJECT_LEASE;
-use crate::lock::{AcquireOptions, Backend, HolderInfo, LockState, QUIET_WAIT, WaitStarted};
+use crate::lock::{AcquireOptions, Backend, HolderInfo, LockState, Wait, WaitStarted};
 use crate::time::Timestamp;
 
 /// The grain of `Last-Modified` and `Date` (whole seconds): ages judged
@@ -48,7 +48,6 @@ const MAX_LEASE_BYTES: u64 = 16 * 1024;
 /// request; a local lock polls at 1-2 ms).
 const POLL_FIRST: Duration = Duration::from_millis(50);
 const POLL_MAX: Duration = Duration::from_millis(500);
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// The content of the lease object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -160,12 +159,7 @@ pub(crate) fn acquire(
     url: &str,
     options: &AcquireOptions<'_>,
 ) -> Result<(LeaseHold, std::time::Duration)> {
-    let started = Instant::now();
-    let deadline = options
-        .budget
-        .wait
-        .budget()
-        .and_then(|b| started.checked_add(b));
+    let mut wait = Wait::start(options.budget.wait.budget(), POLL_FIRST, POLL_MAX);
     let lease_id = random_id();
     let ttl = options.lease_ttl;
     let me = HolderInfo::this_process(options.purpose, Backend::ObjectStore);
@@ -176,24 +170,21 @@ pub(crate) fn acquire(
     }
     .encode();
     let mut seen: Option<(ETag, Instant)> = None;
-    let mut delay = POLL_FIRST;
-    let mut contended = false;
-    let mut last_progress = started;
     loop {
         let holder = match look(client, &lease_id, &body, ttl, &mut seen)? {
             Look::Got(etag) => {
-                let waited = started.elapsed();
+                let waited = wait.elapsed();
                 tracing::info!(backend = "object-store", waited_ms = waited.as_millis() as u64, url = %url, "lock_acquired");
                 if let Some(o) = options.observer {
-                    o.acquired(waited, Backend::ObjectStore, contended);
+                    o.acquired(waited, Backend::ObjectStore, wait.contended());
                 }
                 let hold = start_renewing(client, lease_id, body, etag, ttl);
                 return Ok((hold, waited));
             }
             Look::Busy(holder) => holder,
         };
-        let elapsed = started.elapsed();
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        let elapsed = wait.elapsed();
+        if wait.deadline_passed() {
             tracing::warn!(waited_ms = elapsed.as_millis() as u64, holder_pid = holder.as_ref().map(|h| h.pid), url = %url, "lock_timeout");
             if let Some(o) = options.observer {
                 o.timed_out(elapsed);
@@ -211,8 +202,7 @@ pub(crate) fn acquire(
                 during: "waiting for the writer lock",
             });
         }
-        if !contended && elapsed >= QUIET_WAIT {
-            contended = true;
+        if wait.contention_begins(elapsed) {
             tracing::info!(holder_pid = holder.as_ref().map(|h| h.pid), holder_host = holder.as_ref().map(|h| h.host.as_str()), budget = %options.budget, backend = "object-store", "lock_contended");
             if let Some(o) = options.observer {
                 o.wait_started(&WaitStarted {
@@ -221,18 +211,10 @@ pub(crate) fn acquire(
                     budget: options.budget.clone(),
                 });
             }
-        } else if contended && last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = Instant::now();
-            if let Some(o) = options.observer {
-                o.progress(elapsed, crate::durable::remaining(deadline));
-            }
+        } else {
+            wait.report_progress(elapsed, options.observer);
         }
-        let mut sleep = delay;
-        if let Some(left) = crate::durable::remaining(deadline) {
-            sleep = sleep.min(left);
-        }
-        std::thread::sleep(sleep);
-        delay = (delay * 2).min(POLL_MAX);
+        wait.back_off();
     }
 }
 

@@ -535,6 +535,26 @@ pub struct HistoryEntry {
     pub pinned: bool,
 }
 
+impl HistoryEntry {
+    /// The lines of `history` for `pointer`: its retained generations,
+    /// oldest first. Both backends list their history here.
+    pub(crate) fn all_of(pointer: &Pointer) -> Vec<Self> {
+        pointer
+            .generations
+            .iter()
+            .map(|g| HistoryEntry {
+                generation: g.generation,
+                hash: g.hash,
+                bytes: g.bytes,
+                created_at: g.created_at,
+                note: g.note.clone(),
+                current: g.generation == pointer.current,
+                pinned: g.pinned,
+            })
+            .collect()
+    }
+}
+
 /// What `rollback` did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RollbackOutcome {
@@ -1312,19 +1332,7 @@ impl Store {
         self.check_trust(Access::Read)?;
         self.ensure_readable()?;
         let pointer = self.load_pointer()?;
-        Ok(pointer
-            .generations
-            .iter()
-            .map(|g| HistoryEntry {
-                generation: g.generation,
-                hash: g.hash,
-                bytes: g.bytes,
-                created_at: g.created_at,
-                note: g.note.clone(),
-                current: g.generation == pointer.current,
-                pinned: g.pinned,
-            })
-            .collect())
+        Ok(HistoryEntry::all_of(&pointer))
     }
 
     /// Checks the pointer and every retained snapshot; lists leftovers.

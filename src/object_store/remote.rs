@@ -182,20 +182,7 @@ impl ObjectStore {
 
     /// Retained generations, oldest first.
     pub(crate) fn history(&self) -> Result<Vec<HistoryEntry>> {
-        let pointer = self.require_pointer()?;
-        Ok(pointer
-            .generations
-            .iter()
-            .map(|g| HistoryEntry {
-                generation: g.generation,
-                hash: g.hash,
-                bytes: g.bytes,
-                created_at: g.created_at,
-                note: g.note.clone(),
-                current: g.generation == pointer.current,
-                pinned: g.pinned,
-            })
-            .collect())
+        Ok(HistoryEntry::all_of(&self.require_pointer()?))
     }
 
     /// Checks the pointer and every retained snapshot object; lists what

@@ -16,23 +16,13 @@ use std::thread;
 
 use snapcache::object_store::s3::{ETag, PutOutcome, S3Client, S3Location, S3Settings};
 
+#[path = "support/s3_env.rs"]
+mod s3_env;
+
 /// A client under a fresh prefix of the test bucket, or `None` (with the
 /// reason printed) when no server is configured.
 fn client(test: &str) -> Option<S3Client> {
-    let (Ok(bucket), Ok(_)) = (
-        std::env::var("SNAPCACHE_TEST_BUCKET"),
-        std::env::var("AWS_ENDPOINT_URL"),
-    ) else {
-        eprintln!(
-            "skipping {test}: SNAPCACHE_TEST_BUCKET and AWS_ENDPOINT_URL are not set (start a server with tools/s3-server start)"
-        );
-        return None;
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let url = format!("s3://{bucket}/tests/{test}-{}-{nanos}", std::process::id());
+    let url = s3_env::fresh_url("tests", test)?;
     let location = S3Location::parse(&url).unwrap();
     Some(S3Client::new(location, S3Settings::from_env().unwrap()).unwrap())
 }

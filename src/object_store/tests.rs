@@ -12,25 +12,12 @@ use super::writer::take_unleased;
 use crate::lock::{Backend, HolderInfo, LockBudget, LockState, LockWait};
 use crate::store::{PublishOptions, Store, StoreOptions};
 
+#[path = "../../tests/support/s3_env.rs"]
+mod s3_env;
+
 /// A fresh `s3://` URL under the test bucket, or `None` (reason printed).
 fn url(test: &str) -> Option<String> {
-    let (Ok(bucket), Ok(_)) = (
-        std::env::var("SNAPCACHE_TEST_BUCKET"),
-        std::env::var("AWS_ENDPOINT_URL"),
-    ) else {
-        eprintln!(
-            "skipping {test}: SNAPCACHE_TEST_BUCKET and AWS_ENDPOINT_URL are not set (start a server with tools/s3-server start)"
-        );
-        return None;
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    Some(format!(
-        "s3://{bucket}/unit/{test}-{}-{nanos}",
-        std::process::id()
-    ))
+    s3_env::fresh_url("unit", test)
 }
 
 fn open(url: &str) -> Store {

@@ -7,6 +7,10 @@ use std::process::{Command, Stdio};
 
 use crate::common::*;
 
+#[cfg(feature = "s3")]
+#[path = "../support/s3_env.rs"]
+mod s3_env;
+
 /// `snapcache --store <url> <args>` with the test environment.
 #[cfg_attr(not(feature = "s3"), allow(dead_code))]
 fn at(url: &str, args: &[&str]) -> Command {
@@ -49,23 +53,7 @@ mod with_server {
 
     /// A fresh `s3://` URL under the test bucket, or `None` (reason printed).
     fn url(test: &str) -> Option<String> {
-        let (Ok(bucket), Ok(_)) = (
-            std::env::var("SNAPCACHE_TEST_BUCKET"),
-            std::env::var("AWS_ENDPOINT_URL"),
-        ) else {
-            eprintln!(
-                "SKIPPED {test}: SNAPCACHE_TEST_BUCKET and AWS_ENDPOINT_URL are not set (start a server with tools/s3-server start)"
-            );
-            return None;
-        };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        Some(format!(
-            "s3://{bucket}/cli/{test}-{}-{nanos}",
-            std::process::id()
-        ))
+        s3_env::fresh_url("cli", test)
     }
 
     fn ok(url: &str, args: &[&str]) -> std::process::Output {

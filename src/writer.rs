@@ -42,7 +42,7 @@ use crate::store::{
     GcOptions, GcReport, PublishOptions, PublishOutcome, RollbackOutcome, SnapshotMeta, Store,
     fault_error,
 };
-use crate::sweep::{self, LeftoverKind};
+use crate::sweep::{self, Leftover, LeftoverKind};
 use crate::time::Timestamp;
 
 /// The store's writer lock, held until this handle is dropped, and the
@@ -872,20 +872,7 @@ impl<'s> Writer<'s> {
         let scan = sweep::scan(store.layout(), Some(&HashSet::new()), spare_live_writers)
             .map_err(Error::after_commit)?;
         let removed = sweep::remove(store.durable(), scan.leftovers);
-        let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
-        let report = ClearReport {
-            previous_generation: previous,
-            removed_snapshots: count(LeftoverKind::UnreferencedSnapshot),
-            removed_temp_files: count(LeftoverKind::TempFile),
-            freed_bytes: removed.iter().map(|l| l.bytes).sum(),
-        };
-        tracing::info!(
-            previous_generation = report.previous_generation,
-            removed_snapshots = report.removed_snapshots,
-            bytes = report.freed_bytes,
-            "cleared"
-        );
-        Ok(report)
+        Ok(ClearReport::of(previous, &removed))
     }
 
     // ------------------------------------------------------------ helpers
@@ -985,6 +972,28 @@ pub struct ClearReport {
     pub removed_temp_files: usize,
     /// Bytes freed.
     pub freed_bytes: u64,
+}
+
+impl ClearReport {
+    /// The report of a clear that found `previous` current and removed
+    /// `removed`; logs it. Both backends build their report here so the
+    /// counts and the `cleared` event cannot drift apart.
+    pub(crate) fn of(previous: Option<u64>, removed: &[Leftover]) -> Self {
+        let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
+        let report = ClearReport {
+            previous_generation: previous,
+            removed_snapshots: count(LeftoverKind::UnreferencedSnapshot),
+            removed_temp_files: count(LeftoverKind::TempFile),
+            freed_bytes: removed.iter().map(|l| l.bytes).sum(),
+        };
+        tracing::info!(
+            previous_generation = report.previous_generation,
+            removed_snapshots = report.removed_snapshots,
+            bytes = report.freed_bytes,
+            "cleared"
+        );
+        report
+    }
 }
 
 /// What a pin or unpin reports, from the pointer it left.

@@ -511,20 +511,7 @@ impl Writer<'_> {
             state.etag = None;
         }
         let removed = object.remove_all_snapshots()?;
-        let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
-        let report = ClearReport {
-            previous_generation: previous,
-            removed_snapshots: count(LeftoverKind::UnreferencedSnapshot),
-            removed_temp_files: count(LeftoverKind::TempFile),
-            freed_bytes: removed.iter().map(|l| l.bytes).sum(),
-        };
-        tracing::info!(
-            previous_generation = report.previous_generation,
-            removed_snapshots = report.removed_snapshots,
-            bytes = report.freed_bytes,
-            "cleared"
-        );
-        Ok(report)
+        Ok(ClearReport::of(previous, &removed))
     }
 }
 

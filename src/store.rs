@@ -4,7 +4,9 @@
 //!
 //! 1. Take the writer lock: one writer at a time, so generation numbers and
 //!    the pointer swap never race.
-//! 2. Sweep leftovers of crashed writers (see [`crate::sweep`]).
+//! 2. Sweep leftovers of crashed writers and the snapshots that left
+//!    retention at the last publish (see [`crate::sweep`]), on a second
+//!    thread alongside steps 3 to 5, joined before step 5's rename.
 //! 3. Stream the payload into a temp file in `tmp/`, hashing as it goes.
 //! 4. Reject empty or (by default) malformed JSON: the temp file is dropped,
 //!    nothing else was touched.
@@ -1527,8 +1529,10 @@ impl Store {
     /// [`Writer`]: held until the handle is dropped, for work of the
     /// caller's own under the lock (a network fetch), then publishes,
     /// rollbacks, gc or clear through it. Waits per the lock budget
-    /// ([`StoreOptions::lock_budget`]); leftovers of crashed writers are
-    /// swept once, now.
+    /// ([`StoreOptions::lock_budget`]). Leftovers (crashed writers' temp
+    /// files, snapshots that left retention) are swept by the handle's first
+    /// operation: a publish sweeps on a second thread while it stages its
+    /// payload; a handle dropped without one leaves them to the next write.
     ///
     /// Like a first publish, it makes the store (directories, marker) where
     /// there is none, after the same trust and identity checks: a directory
@@ -1791,13 +1795,16 @@ impl Store {
         })
     }
 
-    /// Removes temp files and unreferenced snapshots (lock held).
+    /// Removes temp files and unreferenced snapshots (lock held), all but
+    /// `spare` (the temp file of a publish staging meanwhile).
     pub(crate) fn sweep_leftovers(
         &self,
         lock: &WriterLock,
         pointer: Option<&Pointer>,
+        spare: Option<&Path>,
     ) -> Result<Vec<Leftover>> {
-        let leftovers = self.leftovers(lock, pointer)?;
+        let mut leftovers = self.leftovers(lock, pointer)?;
+        leftovers.retain(|l| Some(l.path.as_path()) != spare);
         Ok(sweep::remove(&self.durable, leftovers))
     }
 

@@ -6,9 +6,12 @@
 //! A writer killed mid-publish leaves at most a temp file (killed before the
 //! snapshot rename) or an unreferenced snapshot (killed after it, before the
 //! pointer swap). Both are harmless to readers, who only follow the pointer.
-//! Every write sweeps them at its start, while holding the lock: only a lock
-//! holder creates files in `tmp/`, so nothing in there belongs to an active
-//! writer. `verify` lists the same leftovers as reclaimable without touching
+//! Every write sweeps them, while holding the lock: only a lock holder
+//! creates files in `tmp/`, so nothing in there belongs to an active writer
+//! but the sweeping one (a publish sweeps on a second thread while it stages
+//! its payload, sparing its own temp file; see `Writer::stage`). The
+//! snapshots that left retention at a publish are swept the same way, by
+//! the next write: no unlink on the publish path. `verify` lists the same leftovers as reclaimable without touching
 //! them.
 //!
 //! # Deleting by name only
@@ -234,36 +237,6 @@ pub(crate) fn remove(durable: &Durable, leftovers: Vec<Leftover>) -> Vec<Leftove
     // unreferenced file, which the next sweep removes again. Skipping it
     // saves an fsync on every publish.
     removed
-}
-
-/// Removes the snapshot files of `hashes` (the snapshots whose generations
-/// a publish just dropped from retention, none of them referenced by a
-/// retained generation), under the same rule as the sweep: a regular file
-/// or a symlink (judged without following it), unlinked by name; anything
-/// else is left alone. Runs after the pointer commit, so that it is not on
-/// the path to the new generation becoming visible; what it fails to
-/// remove is logged and left to the next write's sweep.
-pub(crate) fn remove_snapshots(
-    layout: &Layout,
-    durable: &Durable,
-    hashes: &[ContentHash],
-) -> Vec<Leftover> {
-    let mut leftovers = Vec::with_capacity(hashes.len());
-    for hash in hashes {
-        let path = layout.snapshot(hash);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_file() || m.file_type().is_symlink() => {
-                leftovers.push(Leftover {
-                    path,
-                    kind: LeftoverKind::UnreferencedSnapshot,
-                    bytes: m.len(),
-                });
-            }
-            // Gone already (removed by hand, or never there) or not ours.
-            Ok(_) | Err(_) => {}
-        }
-    }
-    remove(durable, leftovers)
 }
 
 /// How many threads unlink `n` leftovers: one below [`PARALLEL_FROM`],

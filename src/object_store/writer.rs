@@ -108,6 +108,7 @@ pub(crate) fn take_writer<'s>(
         lock,
         pointer,
         reread,
+        sweep_due: false,
         object: Some(ObjectState {
             store: Arc::clone(object),
             etag,
@@ -568,6 +569,7 @@ pub(crate) fn take_unleased<'s>(store: &'s Store) -> Result<Writer<'s>> {
         ),
         pointer,
         reread: false,
+        sweep_due: false,
         object: Some(ObjectState {
             store: Arc::clone(object),
             etag,

@@ -157,3 +157,70 @@ fn writers_killed_at_random_moments_never_damage_the_store() {
         "one final refresh leaves no temp file"
     );
 }
+
+/// With `SNAPCACHE_KEEP=1` and three payloads in turn, every publish stages
+/// content whose snapshot left retention at the publish before last and
+/// still awaits removal: its own sweep, running alongside the staging,
+/// unlinks a file of the very name it is about to rename into place.
+/// Writers are killed at moments spread over the sweep, the staging and the
+/// commit, and some run to the end; several also run at once. The store
+/// must always show a published payload and verify, and at the end hold
+/// the retained snapshots plus at most one publish's worth.
+#[test]
+fn writers_sweeping_the_snapshot_they_publish_again_never_damage_the_store() {
+    let store = TestStore::new();
+    let payloads: Vec<Vec<u8>> = (0..3)
+        .map(|i| json_payload(1_000_000 + i * 50_000, i as u64))
+        .collect();
+    let files: Vec<_> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| store.payload(&format!("p{i}"), p))
+        .collect();
+    let refresh = |i: usize| {
+        let mut cmd = store.command(&["refresh", "--from", files[i % 3].to_str().unwrap()]);
+        cmd.env("SNAPCACHE_KEEP", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    };
+    let check = |round: usize| {
+        let out = store.run(&["show"]);
+        assert_eq!(code(&out), 0, "round {round}: {}", text(&out.stderr));
+        assert!(payloads.contains(&out.stdout), "round {round}");
+        let (out, report) = store.json(&["verify"]);
+        assert_eq!(code(&out), 0, "round {round}: {report}");
+    };
+    for i in 0..3 {
+        assert_eq!(refresh(i).status().unwrap().code(), Some(0));
+    }
+    for round in 0..30usize {
+        let mut child = refresh(round).spawn().unwrap();
+        if round % 3 == 2 {
+            assert_eq!(child.wait().unwrap().code(), Some(0), "round {round}");
+        } else {
+            std::thread::sleep(Duration::from_micros(round as u64 * 700));
+            let _ = child.kill();
+            child.wait().unwrap();
+        }
+        check(round);
+    }
+    // Concurrent writers: they queue on the lock, each one sweeping what
+    // the one before it dropped while staging the next payload in turn.
+    let children: Vec<_> = (0..6).map(|i| refresh(i).spawn().unwrap()).collect();
+    for mut child in children {
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+    check(30);
+    let (_, history) = store.json(&["history"]);
+    assert_eq!(
+        history["generations"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
+    assert!(
+        store.files_in("snapshots").len() <= 3,
+        "two retained, at most one awaiting removal: {:?}",
+        store.files_in("snapshots")
+    );
+}

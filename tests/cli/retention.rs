@@ -38,21 +38,33 @@ fn the_default_keeps_five_generations_besides_the_current_one() {
     let (numbers, current) = retained(&store);
     assert_eq!(numbers, vec![2, 3, 4, 5, 6, 7], "5 + current 7");
     assert_eq!(current, 7);
-    // A dropped snapshot is removed by the publish that dropped it, after
-    // its commit: nothing is left for the next write or gc.
-    let (_, report) = store.json(&["verify"]);
+    // The publish that dropped generation 1 left its snapshot for the next
+    // write: verify lists it as reclaimable, never as a problem; each
+    // earlier one was removed by the publish after the one that dropped it.
+    let dropped = hash_hex(&json_payload(300, 1));
+    let (out, report) = store.json(&["verify"]);
+    assert_eq!(code(&out), 0, "{report}");
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
     assert_eq!(
         report["verified_generations"],
         serde_json::json!([2, 3, 4, 5, 6, 7])
     );
-    assert_eq!(report["reclaimable"], serde_json::json!([]), "{report}");
+    let reclaimable = report["reclaimable"].as_array().unwrap();
+    assert_eq!(reclaimable.len(), 1, "{report}");
     assert!(
-        !store
-            .files_in("snapshots")
-            .contains(&hash_hex(&json_payload(300, 1))),
-        "generation 1's snapshot is gone"
+        reclaimable[0]["path"].as_str().unwrap().ends_with(&dropped),
+        "{report}"
     );
-    store.ok(&["gc"]);
+    let out = store.ok(&["verify"]);
+    assert!(
+        text(&out.stdout).contains("awaiting removal by the next write or `snapcache gc`"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(store.files_in("snapshots").len(), 7);
+    let (_, gc) = store.json(&["gc"]);
+    assert_eq!(gc["removed_snapshots"], 1, "{gc}");
+    assert!(!store.files_in("snapshots").contains(&dropped));
     assert_eq!(
         store.files_in("snapshots").len(),
         6,
@@ -71,10 +83,17 @@ fn snapcache_keep_1_leaves_exactly_one_rollback_target() {
         refresh_keeping(&store, "1", &json_payload(300, i));
     }
     assert_eq!(retained(&store), (vec![3, 4], 4));
-    assert_eq!(
-        store.files_in("snapshots").len(),
-        2,
-        "1 and 2 dropped; each snapshot is removed by the publish that dropped it"
+    // 1 and 2 dropped: 1's snapshot was removed by the sweep of the publish
+    // after the one that dropped it (the 4th), 2's waits for the next write.
+    let names = store.files_in("snapshots");
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(
+        !names.contains(&hash_hex(&json_payload(300, 1))),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&hash_hex(&json_payload(300, 2))),
+        "{names:?}"
     );
     let (out, rolled) = store.json(&["rollback"]);
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));

@@ -60,7 +60,7 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         if !report.reclaimable.is_empty() {
             let bytes: u64 = report.reclaimable.iter().map(|l| l.bytes).sum();
             outln!(
-                "reclaimable: {} leftover file(s), {} (`snapcache gc` removes them)",
+                "reclaimable: {} leftover file(s), {} (not problems: awaiting removal by the next write or `snapcache gc`)",
                 report.reclaimable.len(),
                 human_bytes(bytes)
             );

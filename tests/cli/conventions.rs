@@ -195,6 +195,47 @@ fn no_escape_codes_off_a_terminal_unless_asked() {
     );
 }
 
+/// clap's own output (help, usage errors) follows `--color` too: the
+/// command line is parsed without colour first and only scanned for
+/// `--color` when clap has something to print, so that path is checked
+/// here; `--version` is one plain line either way.
+#[test]
+fn help_and_usage_errors_follow_color() {
+    let store = TestStore::new();
+    let help = store.run(&["--color", "always", "refresh", "--help"]);
+    assert_eq!(code(&help), 0);
+    let coloured = text(&help.stdout);
+    assert!(coloured.contains('\x1b'), "--color always: {coloured:?}");
+    assert!(
+        coloured.contains("--from"),
+        "the subcommand's own options: {coloured}"
+    );
+    let plain = store.run(&["refresh", "--help"]);
+    assert!(!text(&plain.stdout).contains('\x1b'), "auto into a pipe");
+    assert!(text(&plain.stdout).contains("--from"));
+    let error = store.run(&["--color", "always", "refresh", "--bogus"]);
+    assert_eq!(code(&error), 2);
+    assert!(
+        text(&error.stderr).contains('\x1b'),
+        "{:?}",
+        text(&error.stderr)
+    );
+    let error = store.run(&["refresh", "--bogus", "--color=never"]);
+    assert_eq!(code(&error), 2);
+    assert!(text(&error.stderr).contains("--bogus"));
+    assert!(!text(&error.stderr).contains('\x1b'));
+    for args in [&["--version"][..], &["--color", "always", "--version"]] {
+        let out = store.run(args);
+        assert_eq!(code(&out), 0, "{args:?}");
+        assert_eq!(
+            text(&out.stdout),
+            format!("snapcache {}\n", env!("CARGO_PKG_VERSION")),
+            "{args:?}"
+        );
+    }
+    assert!(!store.root().exists(), "parsing touches no store");
+}
+
 #[test]
 fn log_lines_only_when_asked_rust_log_too_and_snapcache_log_wins() {
     let store = TestStore::new();

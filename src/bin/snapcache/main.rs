@@ -68,7 +68,11 @@ pub struct Cli {
     command: Command,
 }
 
+// `defer`: a subcommand's arguments are defined only when clap builds it,
+// that is when the command line names it (or help, completions and the man
+// page walk the whole tree), so a run pays for its own subcommand only.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum Command {
     /// Publish a new snapshot from a file, stdin or a command's stdout
     Refresh(refresh::Args),

@@ -126,18 +126,36 @@ fn scan(args: &[OsString]) -> Early {
     early
 }
 
+/// Parses `args` with `command` into a [`Cli`].
+fn matched(command: clap::Command, args: &[OsString]) -> Result<Cli, clap::Error> {
+    let mut matches = command.try_get_matches_from(args)?;
+    Cli::from_arg_matches_mut(&mut matches)
+}
+
 /// Parses the process arguments; on `--help`/`--version` prints them and
 /// exits 0, on a usage error reports it (as JSON too with `--json`) and
 /// exits 2.
 pub fn parse() -> Result<Cli, u8> {
     let args: Vec<OsString> = std::env::args_os().collect();
+    // The common case, a command line that parses, needs neither the scan
+    // nor a colour choice: clap only builds the subcommand it parses into
+    // (the others are deferred, see `Command`), and nothing of clap's is
+    // printed. Only when clap has something to say (help or an error) is
+    // the line scanned and parsed again, with the colour asked
+    // for; parsing has no side effects, so the second parse ends in the
+    // same error.
+    let error = match matched(Cli::command(), &args) {
+        Ok(cli) => return Ok(cli),
+        Err(e) => e,
+    };
+    if error.kind() == clap::error::ErrorKind::DisplayVersion {
+        // One plain line, never coloured.
+        let _ = error.print();
+        return Err(0);
+    }
     let early = scan(&args);
-    let command = Cli::command().color(early.color.clap());
-    let error = match command.try_get_matches_from(&args) {
-        Ok(mut matches) => match Cli::from_arg_matches_mut(&mut matches) {
-            Ok(cli) => return Ok(cli),
-            Err(e) => e,
-        },
+    let error = match matched(Cli::command().color(early.color.clap()), &args) {
+        Ok(cli) => return Ok(cli),
         Err(e) => e,
     };
     use clap::error::ErrorKind;

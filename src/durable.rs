@@ -556,6 +556,13 @@ fn no_follow_options(options: &mut fs::OpenOptions) {
 ///
 /// A wrong kind of file is an error carrying [`WrongFileType`].
 pub(crate) fn open_no_follow(path: &Path) -> io::Result<File> {
+    open_no_follow_with_metadata(path).map(|(file, _)| file)
+}
+
+/// [`open_no_follow`], also returning the metadata of the opened file (the
+/// gate's own check on the descriptor), so that a caller needing its length
+/// does not ask again.
+pub(crate) fn open_no_follow_with_metadata(path: &Path) -> io::Result<(File, fs::Metadata)> {
     require_regular(&fs::symlink_metadata(path)?)?;
     let mut options = fs::OpenOptions::new();
     options.read(true);
@@ -563,8 +570,9 @@ pub(crate) fn open_no_follow(path: &Path) -> io::Result<File> {
     let file = options
         .open(path)
         .map_err(|e| explain_open_error(path, e))?;
-    require_regular(&file.metadata()?)?;
-    Ok(file)
+    let meta = file.metadata()?;
+    require_regular(&meta)?;
+    Ok((file, meta))
 }
 
 /// Opens (or, with `create`, creates) a store file for reading and

@@ -6,7 +6,7 @@
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use crate::durable::{FileKind, open_no_follow, wrong_type_of};
+use crate::durable::{FileKind, open_no_follow_with_metadata, wrong_type_of};
 use crate::hash::ContentHash;
 
 /// Why a snapshot file failed verification.
@@ -55,13 +55,13 @@ impl SnapshotFault {
 
 fn open_checked(path: &Path, expected_len: u64) -> Result<std::fs::File, SnapshotFault> {
     // The gate never follows a link, never blocks on a FIFO or device and
-    // hands out regular files only.
-    let file = open_no_follow(path).map_err(|e| match wrong_type_of(&e) {
+    // hands out regular files only; its check on the descriptor also gives
+    // the length.
+    let (file, meta) = open_no_follow_with_metadata(path).map_err(|e| match wrong_type_of(&e) {
         Some(wrong) => SnapshotFault::NotAFile(wrong.found),
         None if e.kind() == io::ErrorKind::NotFound => SnapshotFault::Missing,
         None => SnapshotFault::Io(e),
     })?;
-    let meta = file.metadata().map_err(SnapshotFault::Io)?;
     if meta.len() != expected_len {
         return Err(SnapshotFault::Length {
             expected: expected_len,
@@ -72,22 +72,32 @@ fn open_checked(path: &Path, expected_len: u64) -> Result<std::fs::File, Snapsho
 }
 
 /// Reads a whole snapshot into memory and verifies its length and hash.
+///
+/// The buffer is allocated zeroed at its final size (`calloc`: for a large
+/// snapshot fresh pages that are zero already, nothing to clear) and filled
+/// by reads of everything still missing, one `read` for the whole file in
+/// the usual case; `read_to_end` through a `Take` would instead grow its
+/// reads from 8 KiB, eight calls for 1 MiB.
 pub(crate) fn read_verified(
     path: &Path,
     hash: &ContentHash,
     expected_len: u64,
 ) -> Result<Vec<u8>, SnapshotFault> {
-    let file = open_checked(path, expected_len)?;
-    let capacity = usize::try_from(expected_len).unwrap_or(0);
-    let mut bytes = Vec::with_capacity(capacity);
-    // One byte more than expected, so a file that grew after the stat shows up.
-    file.take(expected_len + 1)
-        .read_to_end(&mut bytes)
-        .map_err(SnapshotFault::Io)?;
-    if bytes.len() as u64 != expected_len {
+    let mut file = open_checked(path, expected_len)?;
+    let len = usize::try_from(expected_len).map_err(|_| {
+        SnapshotFault::Io(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            "the snapshot is larger than this platform's address space",
+        ))
+    })?;
+    let mut bytes = vec![0u8; len];
+    let filled = fill(&mut file, &mut bytes).map_err(SnapshotFault::Io)?;
+    // One byte more than expected tells a file that grew after the stat.
+    let grew = filled == len && fill(&mut file, &mut [0u8; 1]).map_err(SnapshotFault::Io)? > 0;
+    if filled != len || grew {
         return Err(SnapshotFault::Length {
             expected: expected_len,
-            found: bytes.len() as u64,
+            found: filled as u64 + u64::from(grew),
         });
     }
     let found = ContentHash::of(&bytes);
@@ -95,6 +105,20 @@ pub(crate) fn read_verified(
         return Err(SnapshotFault::Hash { found });
     }
     Ok(bytes)
+}
+
+/// Reads into `buf` until it is full or the file ends; how much was read.
+fn fill(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Bytes hashed per read while verifying: bounded memory whatever the
@@ -151,4 +175,79 @@ pub(crate) fn verify_file(
     expected_len: u64,
 ) -> Result<(), SnapshotFault> {
     open_verified(path, hash, expected_len).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(dir: &Path, bytes: &[u8]) -> std::path::PathBuf {
+        let path = dir.join("snap");
+        std::fs::write(&path, bytes).expect("write the test file");
+        path
+    }
+
+    /// The exact-size read returns every byte, whatever the size: empty,
+    /// one byte, and several MiB (more than any single chunk of a read).
+    #[test]
+    fn read_verified_returns_exactly_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for len in [0usize, 1, 4096, 3 * 1024 * 1024 + 17] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let path = file_with(dir.path(), &bytes);
+            let read = read_verified(&path, &ContentHash::of(&bytes), len as u64)
+                .unwrap_or_else(|e| panic!("{len} bytes: {}", e.detail()));
+            assert_eq!(read, bytes, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn read_verified_refuses_a_wrong_length_or_hash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = file_with(dir.path(), b"[1,2,3]");
+        let hash = ContentHash::of(b"[1,2,3]");
+        for recorded in [6, 8, 0] {
+            match read_verified(&path, &hash, recorded) {
+                Err(SnapshotFault::Length { expected, found }) => {
+                    assert_eq!((expected, found), (recorded, 7));
+                }
+                other => panic!("recorded {recorded}: {other:?}"),
+            }
+        }
+        let other = ContentHash::of(b"[1,2,4]");
+        match read_verified(&path, &other, 7) {
+            Err(SnapshotFault::Hash { found }) => assert_eq!(found, hash),
+            other => panic!("{other:?}"),
+        }
+        match read_verified(&dir.path().join("absent"), &hash, 7) {
+            Err(SnapshotFault::Missing) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `fill` stops at the end of the file and reports how much it read, so
+    /// a file shorter than the buffer (it shrank after the stat) and one with
+    /// a byte left over (it grew) are both told.
+    #[test]
+    fn fill_reports_short_files_and_leftover_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = file_with(dir.path(), b"abcde");
+        let mut file = std::fs::File::open(&path).expect("open");
+        let mut buf = [0u8; 8];
+        assert_eq!(fill(&mut file, &mut buf).expect("fill"), 5);
+        assert_eq!(&buf[..5], b"abcde");
+        let mut file = std::fs::File::open(&path).expect("open");
+        let mut buf = [0u8; 4];
+        assert_eq!(fill(&mut file, &mut buf).expect("fill"), 4);
+        assert_eq!(
+            fill(&mut file, &mut [0u8; 1]).expect("probe"),
+            1,
+            "one byte left"
+        );
+        assert_eq!(
+            fill(&mut file, &mut [0u8; 1]).expect("probe"),
+            0,
+            "then the end"
+        );
+    }
 }

@@ -9,7 +9,7 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use crate::durable::{Durable, TempFile};
@@ -127,15 +127,25 @@ impl JsonVerdict {
 /// Bytes batched per message to the checking thread.
 const BATCH: usize = 256 * 1024;
 
+/// Batches queued for the checking thread at most (the writer waits when
+/// it is this far ahead).
+const QUEUED: usize = 4;
+
 /// The JSON check on its own thread (or inline, if no thread can be started).
 struct JsonWorker {
     pending: Vec<u8>,
     mode: CheckMode,
+    /// Batch buffers allocated so far (the rest were given back).
+    allocated: usize,
 }
 
 enum CheckMode {
     Thread {
         chunks: SyncSender<Vec<u8>>,
+        /// Checked batches coming back, emptied, to be filled again: a
+        /// publish allocates (and page-faults) a handful of buffers, not one
+        /// per 256 KiB.
+        returned: Receiver<Vec<u8>>,
         failed: Arc<AtomicBool>,
         thread: JoinHandle<Result<(), String>>,
     },
@@ -144,24 +154,31 @@ enum CheckMode {
 
 impl JsonWorker {
     fn start() -> Self {
-        let (chunks, received) = sync_channel::<Vec<u8>>(4);
+        let (chunks, received) = sync_channel::<Vec<u8>>(QUEUED);
+        // Room for every buffer in circulation (queued, being checked, being
+        // filled), so that giving one back never waits.
+        let (give_back, returned) = sync_channel::<Vec<u8>>(QUEUED + 2);
         let failed = Arc::new(AtomicBool::new(false));
         let flag = failed.clone();
         let spawned = std::thread::Builder::new()
             .name("snapcache-json-check".into())
             .spawn(move || {
                 let mut check = JsonCheck::default();
-                for chunk in received {
+                for mut chunk in received {
                     if let Err(e) = check.feed(&chunk) {
                         flag.store(true, Ordering::Relaxed);
                         return Err(e);
                     }
+                    chunk.clear();
+                    // Full or closed: the buffer is dropped, nothing lost.
+                    let _ = give_back.try_send(chunk);
                 }
                 check.finish()
             });
         let mode = match spawned {
             Ok(thread) => CheckMode::Thread {
                 chunks,
+                returned,
                 failed,
                 thread,
             },
@@ -170,6 +187,7 @@ impl JsonWorker {
         JsonWorker {
             pending: Vec::with_capacity(BATCH),
             mode,
+            allocated: 1,
         }
     }
 
@@ -187,10 +205,24 @@ impl JsonWorker {
         }
         self.pending.extend_from_slice(buf);
         if self.pending.len() >= BATCH {
-            let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
+            let next = self.empty_buffer();
+            let batch = std::mem::replace(&mut self.pending, next);
             return self.dispatch(batch);
         }
         true
+    }
+
+    /// A buffer to fill next: one the checking thread gave back, else a new one.
+    fn empty_buffer(&mut self) -> Vec<u8> {
+        let given_back = match &self.mode {
+            CheckMode::Thread { returned, .. } => returned.try_recv().ok(),
+            // Inline (no thread could be started), a fresh one each time.
+            CheckMode::Inline(..) => None,
+        };
+        given_back.unwrap_or_else(|| {
+            self.allocated += 1;
+            Vec::with_capacity(BATCH)
+        })
     }
 
     fn dispatch(&mut self, batch: Vec<u8>) -> bool {
@@ -233,4 +265,50 @@ pub(crate) fn not_json(reason: String) -> String {
     format!(
         "{NOT_JSON}: {reason} (only JSON is accepted unless the publish asks for raw bytes, PayloadFormat::Raw)"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_payload_is_checked_through_a_handful_of_recycled_batch_buffers() {
+        let mut worker = JsonWorker::start();
+        assert!(matches!(worker.mode, CheckMode::Thread { .. }));
+        // 16 MiB of JSON in 64 KiB writes: 64 batches.
+        let element = b"{\"id\": 12345, \"name\": \"temurin\"},\n";
+        let mut block = Vec::new();
+        while block.len() + element.len() <= 64 * 1024 {
+            block.extend_from_slice(element);
+        }
+        assert!(worker.send(b"["));
+        let mut sent = 1;
+        while sent < 16 * 1024 * 1024 {
+            assert!(worker.send(&block));
+            sent += block.len();
+        }
+        assert!(worker.send(b"0]"));
+        let allocated = worker.allocated;
+        assert_eq!(worker.verdict(), Ok(()));
+        // Queued, being checked, being filled, and a little slack for the
+        // moments the checker has not given one back yet.
+        assert!(
+            allocated <= QUEUED + 3,
+            "{allocated} buffers for {} batches",
+            sent / BATCH
+        );
+    }
+
+    #[test]
+    fn an_error_in_a_recycled_buffer_is_still_found() {
+        let mut worker = JsonWorker::start();
+        let mut ok = true;
+        ok &= worker.send(b"[");
+        for _ in 0..40 {
+            ok &= worker.send(&[b' '; 64 * 1024]);
+        }
+        ok &= worker.send(b"1,,]");
+        let verdict = worker.verdict();
+        assert!(verdict.is_err(), "{ok} {verdict:?}");
+    }
 }

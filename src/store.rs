@@ -48,7 +48,7 @@ use crate::time::Timestamp;
 use crate::trust::{self, Access};
 use crate::verified::VerifiedSnapshot;
 use crate::writer::{
-    ClearReport, ForgetReport, PinReport, Take, Writer, bytes_source, json_source, reader_source,
+    ClearReport, ForgetReport, PinReport, Take, Writer, json_source, reader_source,
 };
 
 /// Default number of generations retained besides the current one (6 in all).
@@ -1441,9 +1441,14 @@ impl Store {
         self.publish_with(options, reader_source(reader))
     }
 
-    /// Publishes a byte slice.
+    /// Publishes a byte slice. The JSON check (unless raw) reads the slice
+    /// on a second thread while it is written, hashed and fsynced
+    /// ([`Writer::publish_bytes`]).
     pub fn publish_bytes(&self, bytes: &[u8], options: &PublishOptions) -> Result<PublishOutcome> {
-        self.publish_with(options, bytes_source(bytes))
+        match self.writer_unless_fresh(options)? {
+            Ok((mut writer, options)) => writer.publish_bytes(bytes, &options),
+            Err(skipped) => Ok(skipped),
+        }
     }
 
     /// Serializes `value` as JSON (streamed into the temp file) and publishes it.
@@ -1512,17 +1517,34 @@ impl Store {
         options: &PublishOptions,
         source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<(), SourceError>,
     ) -> Result<PublishOutcome> {
-        let mut writer = self.lock_writer()?;
+        match self.writer_unless_fresh(options)? {
+            Ok((mut writer, options)) => writer.publish_with(&options, source).map(|(o, ())| o),
+            Err(skipped) => Ok(skipped),
+        }
+    }
+
+    /// The handle of a one-call publish, with the options for it (the
+    /// `max_age` is checked here), or the outcome of a refresh skipped
+    /// because the store is fresh.
+    fn writer_unless_fresh(
+        &self,
+        options: &PublishOptions,
+    ) -> Result<std::result::Result<(Writer<'_>, PublishOptions), PublishOutcome>> {
+        let writer = self.lock_writer()?;
         if let Some(skipped) = options.max_age.and_then(|age| writer.skip_if_fresh(age)) {
-            return Ok(skipped);
+            return Ok(Err(skipped));
         }
         #[cfg(feature = "s3")]
-        writer.set_object_max_age(options.max_age);
+        let writer = {
+            let mut writer = writer;
+            writer.set_object_max_age(options.max_age);
+            writer
+        };
         let options = PublishOptions {
             max_age: None,
             ..options.clone()
         };
-        writer.publish_with(&options, source).map(|(o, ())| o)
+        Ok(Ok((writer, options)))
     }
 
     /// Takes the store's writer lock and hands it to the caller as a

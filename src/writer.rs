@@ -35,7 +35,7 @@ use crate::durable::RenameStats;
 use crate::error::{Error, Result, SourceError};
 use crate::hash::ContentHash;
 use crate::lock::{Backend, WriterLock};
-use crate::payload::PayloadSink;
+use crate::payload::{PayloadFormat, PayloadSink};
 use crate::pointer::{self, Generation, MAX_KEEP, MAX_PINNED, Pointer};
 use crate::snapshot;
 use crate::store::{
@@ -296,7 +296,7 @@ impl<'s> Writer<'s> {
                 "max_age is checked by the Store's publish methods; on a writer handle, ask is_fresh(max_age) before fetching and publishing".into(),
             ));
         }
-        self.guarded(|w| w.publish_unguarded(options, source))
+        self.guarded(|w| w.publish_unguarded(options, None, source))
     }
 
     /// Serializes `value` as JSON (streamed into the temp file) and publishes it.
@@ -322,12 +322,21 @@ impl<'s> Writer<'s> {
     }
 
     /// Publishes a byte slice.
+    ///
+    /// The JSON check (unless `options.format` is raw) runs on a second
+    /// thread over the slice itself, from the start, while the bytes are
+    /// written, hashed and fsynced: no copy of the payload is made.
     pub fn publish_bytes(
         &mut self,
         bytes: &[u8],
         options: &PublishOptions,
     ) -> Result<PublishOutcome> {
-        self.publish_with(options, bytes_source(bytes))
+        if options.max_age.is_some() {
+            return self
+                .publish_with(options, bytes_source(bytes))
+                .map(|(o, ())| o);
+        }
+        self.guarded(|w| w.publish_unguarded(options, Some(bytes), bytes_source(bytes)))
             .map(|(o, ())| o)
     }
 
@@ -341,29 +350,36 @@ impl<'s> Writer<'s> {
             .map(|(o, ())| o)
     }
 
+    /// A publish; `slice`: the whole payload is this slice, which `source`
+    /// writes (then the JSON check reads the slice, see [`Writer::stage`]).
     fn publish_unguarded<T>(
         &mut self,
         options: &PublishOptions,
+        slice: Option<&[u8]>,
         source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<T, SourceError>,
     ) -> Result<(PublishOutcome, T)> {
         #[cfg(feature = "s3")]
         if self.object.is_some() {
             // Staged under the system temp dir: there is no store directory.
-            let staged = self.stage(&std::env::temp_dir(), options, None, source)?;
+            let alongside = Alongside { sweep: None, slice };
+            let staged = self.stage(&std::env::temp_dir(), options, alongside, source)?;
             return self.publish_object(staged, options);
         }
         let pointer = self.pointer()?;
         let store = self.store;
         // The sweep runs alongside the staging and is over when it returns;
         // should the staging fail, the next operation sweeps again.
-        let sweep = self.sweep_due.then_some(pointer.as_ref());
+        let alongside = Alongside {
+            sweep: self.sweep_due.then_some(pointer.as_ref()),
+            slice,
+        };
         let Staged {
             temp,
             hash,
             bytes,
             synced,
             value,
-        } = self.stage(&store.layout().tmp_dir(), options, sweep, source)?;
+        } = self.stage(&store.layout().tmp_dir(), options, alongside, source)?;
         self.sweep_due = false;
         let now = Timestamp::now();
         let mut rename = RenameStats::default();
@@ -436,24 +452,30 @@ impl<'s> Writer<'s> {
 
     /// Streams the payload into a temp file in `tmp` through the payload
     /// sink (hashing, the JSON check, the cancel flag): what every backend
-    /// publishes from.
+    /// publishes from. What runs alongside, on scoped threads, is in
+    /// `alongside`.
     ///
-    /// With `sweep` (`Some(pointer)`, the pointer the handle works from),
-    /// leftovers are swept meanwhile on a second thread: temp files of
-    /// crashed writers and snapshots no generation of `pointer` references
-    /// (among them those that left retention at the last publish). The
-    /// sweep spares this staging's own temp file, and it is over when
-    /// `stage` returns, which is before the new snapshot is renamed into
-    /// `snapshots/`: a sweep still running then could unlink the snapshot
-    /// just published when it has the name of one that left retention
-    /// (equal content published again). Its scan failing (a directory that
-    /// cannot be listed) fails the staging, as it fails a write elsewhere;
-    /// a leftover it cannot remove is logged and left, as always.
+    /// The sweep (`alongside.sweep`, with the pointer the handle works
+    /// from) removes temp files of crashed writers and snapshots no
+    /// generation of that pointer references (among them those that left
+    /// retention at the last publish). It spares this staging's own temp
+    /// file, and it is over when `stage` returns, which is before the new
+    /// snapshot is renamed into `snapshots/`: a sweep still running then
+    /// could unlink the snapshot just published when it has the name of one
+    /// that left retention (equal content published again). Its scan
+    /// failing (a directory that cannot be listed) fails the staging, as it
+    /// fails a write elsewhere; a leftover it cannot remove is logged and
+    /// left, as always.
+    ///
+    /// With `alongside.slice` (the whole payload, which `source` writes),
+    /// the JSON check reads that slice on its own thread from the start,
+    /// instead of copies of the written bytes sent in batches; its verdict
+    /// is awaited after the temp file's fsync, as in the streamed check.
     pub(crate) fn stage<T>(
         &self,
         tmp: &std::path::Path,
         options: &PublishOptions,
-        sweep: Option<Option<&Pointer>>,
+        alongside: Alongside<'_, '_>,
         source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<T, SourceError>,
     ) -> Result<Staged<T>> {
         let store = self.store;
@@ -461,47 +483,82 @@ impl<'s> Writer<'s> {
             .durable()
             .create_temp(tmp)
             .map_err(|e| Error::io("create a temp file in", tmp, e))?;
-        let Some(pointer) = sweep else {
-            return self.stage_into(temp, options, source);
-        };
+        let slice = alongside
+            .slice
+            .filter(|_| options.format == PayloadFormat::Json);
+        if alongside.sweep.is_none() && slice.is_none() {
+            return self.stage_into(temp, options, None, source);
+        }
         let own = temp.path().to_path_buf();
         let lock = &self.lock;
-        // The worker logs through the caller's subscriber, scoped or global.
+        // The workers log through the caller's subscriber, scoped or global.
         let dispatch = tracing::dispatcher::get_default(Clone::clone);
-        let sweep = || {
+        let sweep = |pointer: Option<&Pointer>| {
             tracing::dispatcher::with_default(&dispatch, || {
                 store.sweep_leftovers(lock, pointer, Some(&own))
             })
         };
         std::thread::scope(|scope| {
-            let worker = std::thread::Builder::new()
-                .name("snapcache-sweep".into())
-                .spawn_scoped(scope, sweep);
-            let Ok(worker) = worker else {
+            let mut swept = None;
+            let sweeper = alongside.sweep.and_then(|pointer| {
+                let spawned = std::thread::Builder::new()
+                    .name("snapcache-sweep".into())
+                    .spawn_scoped(scope, move || sweep(pointer));
                 // No thread to be had: sweep first, as on one core.
-                sweep()?;
-                return self.stage_into(temp, options, source);
+                spawned.map_err(|_| swept = Some(sweep(pointer))).ok()
+            });
+            if let Some(Err(e)) = swept {
+                return Err(e);
+            }
+            let checker = slice.map(|bytes| {
+                std::thread::Builder::new()
+                    .name("snapcache-json-check".into())
+                    .spawn_scoped(scope, move || check_slice(bytes))
+                    .map_err(|_| bytes)
+            });
+            let verdict = checker.map(|checker| -> Verdict<'_> {
+                match checker {
+                    Ok(handle) => Box::new(move || {
+                        handle
+                            .join()
+                            .unwrap_or_else(|_| Err("the JSON check failed unexpectedly".into()))
+                    }),
+                    // No thread: check after the write instead.
+                    Err(bytes) => Box::new(move || check_slice(bytes)),
+                }
+            });
+            let raw = PublishOptions {
+                format: PayloadFormat::Raw,
+                ..options.clone()
             };
-            let staged = self.stage_into(temp, options, source);
-            let swept = worker.join().unwrap_or_else(|_| {
-                // It only lists and unlinks; should it ever panic, what it
-                // did not remove waits for the next sweep.
-                tracing::warn!(
-                    "the sweep of leftovers stopped unexpectedly; the next write sweeps again"
-                );
-                Ok(Vec::new())
+            let staged = match verdict {
+                Some(verdict) => self.stage_into(temp, &raw, Some(verdict), source),
+                None => self.stage_into(temp, options, None, source),
+            };
+            let swept = sweeper.map(|worker| {
+                worker.join().unwrap_or_else(|_| {
+                    // It only lists and unlinks; should it ever panic, what
+                    // it did not remove waits for the next sweep.
+                    tracing::warn!(
+                        "the sweep of leftovers stopped unexpectedly; the next write sweeps again"
+                    );
+                    Ok(Vec::new())
+                })
             });
             let staged = staged?;
-            swept?;
+            swept.transpose()?;
             Ok(staged)
         })
     }
 
-    /// [`Writer::stage`] into the temp file `temp`.
+    /// [`Writer::stage`] into the temp file `temp`; `verdict`: the JSON
+    /// check of the payload runs elsewhere (the sink then checks nothing),
+    /// and this gives its verdict.
     fn stage_into<T>(
         &self,
         mut temp: crate::durable::TempFile,
         options: &PublishOptions,
+        verdict: Option<Verdict<'_>>,
         source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<T, SourceError>,
     ) -> Result<Staged<T>> {
         let store = self.store;
@@ -536,17 +593,22 @@ impl<'s> Writer<'s> {
         let (hash, bytes, json) = sink
             .finish()
             .map_err(|reason| Error::PayloadRejected { reason })?;
-        let synced = json.is_some();
-        if let Some(verdict) = json {
+        let verdict: Option<Verdict<'_>> = match (json, verdict) {
+            (Some(streamed), _) => Some(Box::new(move || streamed.wait())),
+            (None, Some(slice)) => {
+                Some(Box::new(move || slice().map_err(crate::payload::not_json)))
+            }
+            (None, None) => None,
+        };
+        let synced = verdict.is_some();
+        if let Some(verdict) = verdict {
             // The check usually finishes after the write: fsync the temp file
             // meanwhile instead of after it.
             store
                 .durable()
                 .sync_file(&temp)
                 .map_err(|e| Error::io("fsync the temp file", &temp_path, e))?;
-            verdict
-                .wait()
-                .map_err(|reason| Error::PayloadRejected { reason })?;
+            verdict().map_err(|reason| Error::PayloadRejected { reason })?;
         }
         // Only a JSON rejection leaves no value, and it was returned above;
         // should the check ever disagree, refuse rather than guess.
@@ -1008,6 +1070,26 @@ impl<'s> Writer<'s> {
             rename_wait_ms: rename.waited.as_millis() as u64,
         }
     }
+}
+
+/// What runs alongside a staging (see [`Writer::stage`]).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Alongside<'p, 's> {
+    /// Sweep leftovers against this pointer (`Some(None)`: no pointer).
+    pub sweep: Option<Option<&'p Pointer>>,
+    /// The whole payload, when the source writes exactly this slice.
+    pub slice: Option<&'s [u8]>,
+}
+
+/// A JSON check's verdict still to come (the error: why the payload is not
+/// JSON).
+type Verdict<'a> = Box<dyn FnOnce() -> std::result::Result<(), String> + 'a>;
+
+/// The JSON check of a whole payload held in memory.
+fn check_slice(bytes: &[u8]) -> std::result::Result<(), String> {
+    let mut check = crate::json_check::JsonCheck::default();
+    check.feed(bytes)?;
+    check.finish()
 }
 
 /// What [`Writer::forget`] dropped and removed.
@@ -1488,6 +1570,66 @@ mod tests {
         }
         let back = store.rollback(None).expect("rollback");
         assert_eq!(store.read_current().expect("read").data, b"[2]", "{back:?}");
+    }
+
+    #[test]
+    fn publish_bytes_checks_the_slice_with_the_verdicts_and_messages_of_the_streamed_check() {
+        let (_dir, store) = store();
+        let big = |tail: &str| {
+            let mut doc = String::from("[");
+            for n in 0..60_000 {
+                doc.push_str(&format!("{{\"n\": {n}, \"s\": \"x\\u00e9\"}},\n"));
+            }
+            doc.push_str(tail);
+            doc.into_bytes()
+        };
+        let cases: Vec<Vec<u8>> = vec![
+            b"[1, 2".to_vec(),
+            b"{\"a\": tru}".to_vec(),
+            b"[1] [2]".to_vec(),
+            b"\"\xff\"".to_vec(),
+            big("1]"),
+            big("1,]"),
+            big("\"unterminated]"),
+        ];
+        assert!(
+            cases[4].len() > 2 * 256 * 1024,
+            "past several streamed batches"
+        );
+        for (i, payload) in cases.iter().enumerate() {
+            let sliced = store.publish_bytes(payload, &PublishOptions::default());
+            let streamed = store.publish_reader(&payload[..], &PublishOptions::default());
+            match (&sliced, &streamed) {
+                (Ok(a), Ok(b)) => assert_eq!(a.hash, b.hash, "case {i}"),
+                (Err(a), Err(b)) => {
+                    assert!(matches!(a, Error::PayloadRejected { .. }), "case {i}: {a}");
+                    assert_eq!(a.to_string(), b.to_string(), "case {i}");
+                }
+                _ => panic!("case {i}: slice {sliced:?}, stream {streamed:?}"),
+            }
+        }
+        assert_eq!(
+            store.history().expect("history").len(),
+            1,
+            "only case 4 is JSON"
+        );
+        assert_eq!(store.read_current().expect("read").data, cases[4]);
+        let tmp = std::fs::read_dir(store.root().join("tmp"))
+            .expect("list")
+            .count();
+        assert_eq!(tmp, 0, "the rejected payloads' temp files are gone");
+        // Raw takes any bytes; max_age still skips through the Store call.
+        let raw = store
+            .publish_bytes(b"[1, 2", &PublishOptions::default().raw(true))
+            .expect("raw");
+        let skipped = store
+            .publish_bytes(
+                b"[3]",
+                &PublishOptions::default().max_age(Duration::from_secs(3600)),
+            )
+            .expect("fresh");
+        assert!(raw.changed && skipped.skipped && !skipped.changed);
+        assert_eq!(store.read_current().expect("read").data, b"[1, 2");
     }
 
     /// Fails the operations `pick` selects, once each, recording all.

@@ -98,6 +98,30 @@ impl Gap {
     }
 }
 
+impl Gap {
+    /// A state from which a string's opening quote leads to this one: not
+    /// always the one it came from (`ObjectKey` for `ObjectFirst`,
+    /// `ArrayNext` for `ArrayFirst`), but `step` treats a quote the same
+    /// way in both.
+    /// (A table look-up, not a jump table: it runs for most blocks.)
+    fn before_string(code: u8) -> u8 {
+        const BEFORE: [u8; 16] = {
+            let mut before = [0u8; 16];
+            let mut s = 0;
+            while s < 16 {
+                before[s] = s as u8;
+                s += 1;
+            }
+            before[Gap::Colon as usize] = Gap::ObjectKey as u8;
+            before[Gap::AfterArray as usize] = Gap::ArrayNext as u8;
+            before[Gap::AfterObject as usize] = Gap::ObjectValue as u8;
+            before[Gap::Done as usize] = Gap::Top as u8;
+            before
+        };
+        BEFORE[usize::from(code & 15)]
+    }
+}
+
 impl NumberState {
     /// Whether a number may end here.
     fn complete(self) -> bool {
@@ -462,46 +486,49 @@ impl JsonCheck {
             let strings = inside | quotes;
             let openings = quotes & inside;
             let mut starts = (!(c.whitespace | strings) | openings) & beyond(scalar_end, pos);
-            let mut before = gap;
+            // The state as its table row's offset while the tokens are walked.
+            let mut row = gap::row(gap);
             while starts != 0 {
-                let bit = starts.trailing_zeros() as usize;
-                starts &= starts - 1;
-                let at = pos + bit;
+                let bit = starts.trailing_zeros() as usize & (BLOCK - 1);
                 let b = block[bit];
-                let packed = gap::packed(gap, b);
-                before = gap;
-                if packed < 16 {
-                    gap = packed;
+                let next = gap::flat(row, b);
+                if next < gap::SPECIAL {
+                    row = usize::from(next);
+                    starts &= starts - 1;
                     continue;
                 }
-                gap = match packed {
-                    gap::OPEN_ARRAY => {
-                        self.stack.push(Container::Array);
-                        Gap::ArrayFirst as u8
-                    }
-                    gap::OPEN_OBJECT => {
-                        self.stack.push(Container::Object);
-                        Gap::ObjectFirst as u8
-                    }
-                    gap::CLOSE => {
-                        self.stack.pop();
-                        match self.stack.last() {
-                            Some(Container::Array) => Gap::AfterArray as u8,
-                            Some(Container::Object) => Gap::AfterObject as u8,
-                            None => Gap::Done as u8,
-                        }
-                    }
-                    gap::REJECT => break 'blocks Some((bit, at, before, c.newline)),
-                    _ => match scalar_token(chunk, at, b) {
+                starts &= starts - 1;
+                let at = pos + bit;
+                // Scalars first: they are the most common of these.
+                let packed = (next & 0xFF) as u8;
+                let state = if packed < gap::OPEN_ARRAY {
+                    match scalar_token(chunk, at, b) {
                         Some(end) => {
                             scalar_end = end;
                             starts &= beyond(end, pos);
                             packed & 15
                         }
-                        None => break 'blocks Some((bit, at, before, c.newline)),
-                    },
+                        None => break 'blocks Some((bit, at, (row >> 8) as u8, c.newline)),
+                    }
+                } else if packed == gap::OPEN_ARRAY {
+                    self.stack.push(Container::Array);
+                    Gap::ArrayFirst as u8
+                } else if packed == gap::OPEN_OBJECT {
+                    self.stack.push(Container::Object);
+                    Gap::ObjectFirst as u8
+                } else if packed == gap::CLOSE {
+                    self.stack.pop();
+                    match self.stack.last() {
+                        Some(Container::Array) => Gap::AfterArray as u8,
+                        Some(Container::Object) => Gap::AfterObject as u8,
+                        None => Gap::Done as u8,
+                    }
+                } else {
+                    break 'blocks Some((bit, at, (row >> 8) as u8, c.newline));
                 };
+                row = gap::row(state);
             }
+            gap = (row >> 8) as u8;
             if c.newline != 0 {
                 line += u64::from(c.newline.count_ones());
                 line_start =
@@ -511,7 +538,7 @@ impl JsonCheck {
             if in_string != 0 && openings != 0 {
                 // The block ends inside the string its last token opened.
                 string_at = pos + 63 - openings.leading_zeros() as usize;
-                before_string = before;
+                before_string = Gap::before_string(gap);
             }
             escape_carry = escape_out;
             pos += BLOCK;
@@ -896,6 +923,9 @@ fn ends_scalar(b: u8) -> bool {
 /// `1x` or `truex`, is left to `step`).
 #[inline]
 fn scalar_token(bytes: &[u8], i: usize, b: u8) -> Option<usize> {
+    if let Some(end) = short_scalar(bytes, i) {
+        return Some(end);
+    }
     let end = match b {
         b't' => literal_end(bytes, i, b"true")?,
         b'f' => literal_end(bytes, i, b"false")?,
@@ -903,6 +933,53 @@ fn scalar_token(bytes: &[u8], i: usize, b: u8) -> Option<usize> {
         _ => number_end(bytes, i)?,
     };
     ends_scalar(*bytes.get(end)?).then_some(end)
+}
+
+/// Whether a byte ends a number or literal, as [`ends_scalar`] says, as
+/// a table (one load instead of a chain of compares).
+static ENDS_SCALAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(
+            b as u8,
+            b' ' | b'\t' | b'\n' | b'\r' | b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"'
+        );
+        b += 1;
+    }
+    table
+};
+
+/// The end of the number or literal at `i` in its common short forms,
+/// found on one eight-byte word: `true`, `false`, `null`, or up to seven
+/// digits with no leading zero, followed by a byte that ends it. `None`
+/// means "not sure" (longer numbers, signs, fractions, exponents, the end
+/// of the chunk, errors): `scalar_token` then scans it byte by byte.
+#[inline]
+fn short_scalar(bytes: &[u8], i: usize) -> Option<usize> {
+    let word = word_at(bytes, i)?;
+    let byte = |n: usize| (word >> (8 * (n & 7))) as u8;
+    // A digit is a byte whose XOR with '0' is at most 9: adding 0x76 to
+    // that (its high bit cleared first, so that no byte carries into the
+    // next) sets the high bit of every byte above 9.
+    let x = word ^ (ONES * u64::from(b'0'));
+    let not_digit = ((x & !HIGHS).wrapping_add(ONES * 0x76) | x) & HIGHS;
+    let digits = (not_digit.trailing_zeros() / 8) as usize;
+    let number = (1..8).contains(&digits)
+        & ((byte(0) != b'0') | (digits == 1))
+        & ENDS_SCALAR[usize::from(byte(digits))];
+    if number {
+        return Some(i + digits);
+    }
+    let four = word & 0xFFFF_FFFF;
+    let literal4 = (four == u64::from(u32::from_le_bytes(*b"true")))
+        | (four == u64::from(u32::from_le_bytes(*b"null")));
+    if literal4 & ENDS_SCALAR[usize::from(byte(4))] {
+        return Some(i + 4);
+    }
+    let five = word & 0xFF_FFFF_FFFF;
+    let false5 = five == u64::from_le_bytes(*b"false\0\0\0");
+    (false5 & ENDS_SCALAR[usize::from(byte(5))]).then_some(i + 5)
 }
 
 /// Whether every escaped byte of the block at `pos` (bits of `escaped`)
@@ -1231,6 +1308,40 @@ mod run_tests {
         assert_eq!(number_end(b"1.,", 0), None);
         assert_eq!(number_end(b"1e,", 0), None);
         assert_eq!(number_end(b"-,", 0), None);
+    }
+
+    #[test]
+    fn short_scalars_end_exactly_or_are_left_to_the_full_scan() {
+        for (text, end) in [
+            (&b"7,      "[..], Some(1)),
+            (b"25]     ", Some(2)),
+            (b"1234567 ", Some(7)),
+            (b"0}      ", Some(1)),
+            (b"true,   ", Some(4)),
+            (b"null}   ", Some(4)),
+            (b"false]  ", Some(5)),
+            (b"false\"  ", Some(5)),
+            (b"12345678,", None),
+            (b"01,     ", None),
+            (b"1.5,    ", None),
+            (b"1e5,    ", None),
+            (b"-1,     ", None),
+            (b"1x      ", None),
+            (b"truex   ", None),
+            (b"fals,   ", None),
+            (b"nul     ", None),
+            (b"12", None),
+        ] {
+            assert_eq!(
+                short_scalar(text, 0),
+                end,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+            if let Some(end) = end {
+                assert_eq!(scalar_token(text, 0, text[0]), Some(end));
+            }
+        }
     }
 
     #[test]

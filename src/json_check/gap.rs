@@ -161,9 +161,44 @@ static TABLE: [[u8; 256]; 16] = {
 
 /// The packed move of the token starting with `b` in the state numbered
 /// `state` (a `Gap as u8`).
-#[inline]
-pub(super) fn packed(state: u8, b: u8) -> u8 {
+#[cfg(test)]
+fn packed(state: u8, b: u8) -> u8 {
     TABLE[state as usize & 15][b as usize]
+}
+
+/// [`TABLE`] flattened for the block walk, with each state kept as the
+/// offset of its row (`state << 8`) so that the next look-up is one OR
+/// away: a plain move is the next state's offset (below [`SPECIAL`]),
+/// anything else is `SPECIAL` plus its packed move.
+static FLAT: [u16; 16 * 256] = {
+    let mut flat = [0u16; 16 * 256];
+    let mut i = 0;
+    while i < 16 * 256 {
+        let packed = TABLE[i >> 8][i & 255];
+        flat[i] = if packed < 16 {
+            (packed as u16) << 8
+        } else {
+            SPECIAL | packed as u16
+        };
+        i += 1;
+    }
+    flat
+};
+
+/// Flags a [`FLAT`] entry that is not a plain move.
+pub(super) const SPECIAL: u16 = 0x1000;
+
+/// The state `state` as a row offset for [`flat`].
+#[inline]
+pub(super) fn row(state: u8) -> usize {
+    usize::from(state & 15) << 8
+}
+
+/// The [`FLAT`] entry of the token starting with `b` in the state whose
+/// row offset is `row`.
+#[inline]
+pub(super) fn flat(row: usize, b: u8) -> u16 {
+    FLAT[(row | usize::from(b)) & 0xFFF]
 }
 
 impl Gap {

@@ -125,17 +125,54 @@ fn fill(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
 /// snapshot's size, large enough for blake3's wide SIMD paths.
 const VERIFY_CHUNK: usize = 256 * 1024;
 
+/// A snapshot that verified, still open, with the buffer that verified it.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    /// At the start of the file when `held` is false.
+    pub(crate) file: std::fs::File,
+    /// The verification buffer, kept for the copy that follows (no second
+    /// allocation, no second round of page faults).
+    pub(crate) buf: Vec<u8>,
+    /// Whether `buf` starts with the whole verified content (a snapshot
+    /// shorter than one chunk): it is then copied from memory, unread again.
+    pub(crate) held: bool,
+}
+
 /// Opens a snapshot and verifies its length and hash by streaming it through
-/// the hasher in bounded chunks, from the one open descriptor; returns that
-/// descriptor rewound to the start. The caller can then copy exactly
-/// `expected_len` bytes out of it (see `VerifiedSnapshot::copy_to`) without
-/// holding the snapshot in memory.
+/// the hasher in bounded chunks, from the one open descriptor. The caller
+/// can then copy exactly `expected_len` bytes out (see
+/// `VerifiedSnapshot::copy_to`) without holding the snapshot in memory: from
+/// the descriptor, rewound to the start, or, for a snapshot shorter than one
+/// chunk, from the buffer it was read into.
 pub(crate) fn open_verified(
     path: &Path,
     hash: &ContentHash,
     expected_len: u64,
-) -> Result<std::fs::File, SnapshotFault> {
+) -> Result<Opened, SnapshotFault> {
     let mut file = open_checked(path, expected_len)?;
+    let short = usize::try_from(expected_len)
+        .ok()
+        .filter(|&len| len < VERIFY_CHUNK);
+    if let Some(len) = short {
+        // One byte more than expected, so a file that grew shows up.
+        let mut buf = vec![0u8; len + 1];
+        let read = fill(&mut file, &mut buf).map_err(SnapshotFault::Io)?;
+        if read != len {
+            return Err(SnapshotFault::Length {
+                expected: expected_len,
+                found: read as u64,
+            });
+        }
+        let found = ContentHash::of(&buf[..len]);
+        if found != *hash {
+            return Err(SnapshotFault::Hash { found });
+        }
+        return Ok(Opened {
+            file,
+            buf,
+            held: true,
+        });
+    }
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; VERIFY_CHUNK];
     let mut read = 0u64;
@@ -165,7 +202,11 @@ pub(crate) fn open_verified(
         return Err(SnapshotFault::Hash { found });
     }
     file.seek(SeekFrom::Start(0)).map_err(SnapshotFault::Io)?;
-    Ok(file)
+    Ok(Opened {
+        file,
+        buf,
+        held: false,
+    })
 }
 
 /// Verifies a snapshot file by streaming it through the hasher.

@@ -1020,8 +1020,8 @@ impl Store {
             |g, path, checked_at| {
                 snapshot::open_verified(path, &g.hash, g.bytes)
                     .ok()
-                    .map(|file| {
-                        VerifiedSnapshot::new(g.clone(), checked_at, path.to_path_buf(), file)
+                    .map(|opened| {
+                        VerifiedSnapshot::new(g.clone(), checked_at, path.to_path_buf(), opened)
                     })
             },
         )
@@ -1066,9 +1066,9 @@ impl Store {
             let (entry, checked_at, data) = object.read_picked(&pick)?;
             return self.spool(object, entry, checked_at, &data);
         }
-        let (entry, checked_at, file) = self.load_picked(pick, snapshot::open_verified)?;
+        let (entry, checked_at, opened) = self.load_picked(pick, snapshot::open_verified)?;
         let path = self.layout.snapshot(&entry.hash);
-        Ok(VerifiedSnapshot::new(entry, checked_at, path, file))
+        Ok(VerifiedSnapshot::new(entry, checked_at, path, opened))
     }
 
     /// A verified snapshot object's bytes in an unnamed temp file (system
@@ -1093,7 +1093,12 @@ impl Store {
         file.flush()
             .map_err(|e| Error::io("spool the snapshot into a temp file in", &dir, e))?;
         let url = object.snapshot_url(&entry.hash);
-        Ok(VerifiedSnapshot::new(entry, checked_at, url.into(), file))
+        let opened = snapshot::Opened {
+            file,
+            buf: Vec::new(),
+            held: false,
+        };
+        Ok(VerifiedSnapshot::new(entry, checked_at, url.into(), opened))
     }
 
     /// The entry `pick` chooses and what `load` made of its verified file.

@@ -1598,7 +1598,8 @@ impl Store {
         deadline: Option<Instant>,
     ) -> Result<RenameStats> {
         let dest = self.layout.snapshot(hash);
-        if snapshot::verify_file(&dest, hash, bytes).is_ok() {
+        let found = snapshot::verify_file(&dest, hash, bytes);
+        if found.is_ok() {
             tracing::debug!(hash = %hash, "dedup: the snapshot already exists and verifies");
             return Ok(RenameStats::default());
         }
@@ -1611,7 +1612,13 @@ impl Store {
         self.durable
             .make_read_only(&temp)
             .map_err(|e| Error::io("make read-only", &temp_path, e))?;
-        if let Ok(m) = std::fs::symlink_metadata(&dest) {
+        // (Nothing to look at when the name was free a moment ago: under
+        // the lock nobody else creates snapshots.)
+        let occupied = !matches!(found, Err(SnapshotFault::Missing));
+        if let Some(m) = occupied
+            .then(|| std::fs::symlink_metadata(&dest).ok())
+            .flatten()
+        {
             let ours = m.is_file() || m.file_type().is_symlink();
             if !ours {
                 // A directory (or FIFO, socket, device) on the name is not
@@ -1813,8 +1820,7 @@ impl Store {
             hashes
         });
         let spare_live_writers = lease.then_some(self.options.lease_ttl);
-        let leftovers =
-            sweep::scan(&self.layout, referenced.as_ref(), spare_live_writers)?.leftovers;
+        let leftovers = sweep::leftovers(&self.layout, referenced.as_ref(), spare_live_writers)?;
         Ok(if lease {
             crate::commit_record::spare_young_snapshots(leftovers)
         } else {

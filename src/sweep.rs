@@ -133,11 +133,33 @@ pub(crate) fn scan(
     referenced: Option<&HashSet<ContentHash>>,
     spare_live_writers: Option<Duration>,
 ) -> Result<Scan> {
+    scan_for(layout, referenced, spare_live_writers, true)
+}
+
+/// The leftovers of [`scan`] alone, for a sweep: the root and `commits/`,
+/// which hold no leftovers, are not listed (they are only looked at for
+/// foreign entries, which a sweep never touches).
+pub(crate) fn leftovers(
+    layout: &Layout,
+    referenced: Option<&HashSet<ContentHash>>,
+    spare_live_writers: Option<Duration>,
+) -> Result<Vec<Leftover>> {
+    Ok(scan_for(layout, referenced, spare_live_writers, false)?.leftovers)
+}
+
+fn scan_for(
+    layout: &Layout,
+    referenced: Option<&HashSet<ContentHash>>,
+    spare_live_writers: Option<Duration>,
+    list_foreign: bool,
+) -> Result<Scan> {
     let mut leftovers = Vec::new();
     let mut foreign = Vec::new();
-    for entry in entries(layout.root())? {
-        if !layout::is_store_name(entry.path.file_name().unwrap_or_default()) {
-            foreign.push(entry.foreign());
+    if list_foreign {
+        for entry in entries(layout.root())? {
+            if !layout::is_store_name(entry.path.file_name().unwrap_or_default()) {
+                foreign.push(entry.foreign());
+            }
         }
     }
     for entry in entries(&layout.tmp_dir())? {
@@ -150,16 +172,18 @@ pub(crate) fn scan(
             continue;
         }
         leftovers.push(Leftover {
+            bytes: entry.bytes(),
             path: entry.path,
             kind: LeftoverKind::TempFile,
-            bytes: entry.bytes,
         });
     }
     // Commit records are pruned by the commit itself (crate::commit_record);
     // here only what is not a record is listed, as foreign.
-    for entry in entries(&layout.commits_dir())? {
-        if !entry.is_candidate(layout::is_record_name) {
-            foreign.push(entry.foreign());
+    if list_foreign {
+        for entry in entries(&layout.commits_dir())? {
+            if !entry.is_candidate(layout::is_record_name) {
+                foreign.push(entry.foreign());
+            }
         }
     }
     for entry in entries(&layout.snapshots_dir())? {
@@ -177,9 +201,9 @@ pub(crate) fn scan(
             .unwrap_or("");
         if !ContentHash::parse(name).is_some_and(|h| referenced.contains(&h)) {
             leftovers.push(Leftover {
+                bytes: entry.bytes(),
                 path: entry.path,
                 kind: LeftoverKind::UnreferencedSnapshot,
-                bytes: entry.bytes,
             });
         }
     }
@@ -308,10 +332,16 @@ fn belongs_to_live_writer(path: &Path, lease: Duration) -> bool {
 struct Entry {
     path: PathBuf,
     file_type: Option<fs::FileType>,
-    bytes: u64,
 }
 
 impl Entry {
+    /// Its size (not followed through a symlink), 0 when it cannot be
+    /// read. Asked only of leftovers: the entries a scan passes over (the
+    /// retained snapshots, one per generation) cost no `stat`.
+    fn bytes(&self) -> u64 {
+        self.path.symlink_metadata().map_or(0, |m| m.len())
+    }
+
     /// A leftover candidate: snapcache's name, and a file or a symlink.
     fn is_candidate(&self, named: fn(&std::ffi::OsStr) -> bool) -> bool {
         named(self.path.file_name().unwrap_or_default())
@@ -361,8 +391,9 @@ fn describe(file_type: Option<fs::FileType>) -> &'static str {
     "unknown"
 }
 
-/// Entries directly in `dir`, sorted, with their types and sizes (neither
-/// followed through a symlink).
+/// Entries directly in `dir`, sorted, with their types (not followed
+/// through a symlink; from the directory listing itself where the
+/// filesystem gives it, else from a `stat`).
 fn entries(dir: &Path) -> Result<Vec<Entry>> {
     let read = match fs::read_dir(dir) {
         Ok(r) => r,
@@ -372,15 +403,12 @@ fn entries(dir: &Path) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     for entry in read {
         let entry = entry.map_err(|e| Error::io("list the directory", dir, e))?;
-        let meta = entry.path().symlink_metadata().ok();
-        out.push(Entry {
-            path: entry.path(),
-            file_type: entry
-                .file_type()
-                .ok()
-                .or(meta.as_ref().map(|m| m.file_type())),
-            bytes: meta.map_or(0, |m| m.len()),
-        });
+        let path = entry.path();
+        let file_type = entry
+            .file_type()
+            .ok()
+            .or_else(|| path.symlink_metadata().ok().map(|m| m.file_type()));
+        out.push(Entry { path, file_type });
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)

@@ -1002,9 +1002,9 @@ impl<'s> Writer<'s> {
         //    removes (a writer's sweep spares them while no pointer exists).
         let spare_live_writers =
             (self.lock.backend() == Backend::Lease).then_some(store.options().lease_ttl_value());
-        let scan = sweep::scan(store.layout(), Some(&HashSet::new()), spare_live_writers)
+        let leftovers = sweep::leftovers(store.layout(), Some(&HashSet::new()), spare_live_writers)
             .map_err(Error::after_commit)?;
-        let removed = sweep::remove(store.durable(), scan.leftovers);
+        let removed = sweep::remove(store.durable(), leftovers);
         self.sweep_due = false;
         Ok(ClearReport::of(previous, &removed))
     }

@@ -130,8 +130,7 @@ const VERIFY_CHUNK: usize = 256 * 1024;
 pub(crate) struct Opened {
     /// At the start of the file when `held` is false.
     pub(crate) file: std::fs::File,
-    /// The verification buffer, kept for the copy that follows (no second
-    /// allocation, no second round of page faults).
+    /// The verification buffer.
     pub(crate) buf: Vec<u8>,
     /// Whether `buf` starts with the whole verified content (a snapshot
     /// shorter than one chunk): it is then copied from memory, unread again.

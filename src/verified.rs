@@ -4,14 +4,15 @@
 //! Verification streams the file through the hasher in bounded chunks from
 //! the open descriptor; only when the whole file has verified does
 //! [`VerifiedSnapshot::copy_to`] copy it, from the same descriptor, to a
-//! writer, through the 256 KiB buffer that verified it (std's kernel copy
-//! does not serve a pipe or stdout as the destination), so memory stays
-//! bounded whatever the snapshot's size. A snapshot shorter than that
-//! buffer is still in it after verification and is written from memory.
+//! writer, through one 256 KiB buffer (std's kernel copy does not serve a
+//! pipe as the destination; a file or device still gets it), so memory
+//! stays bounded whatever the snapshot's size. A snapshot shorter than the
+//! 256 KiB verification buffer is still in it after verification and is
+//! written from memory.
 //!
 //! The bytes copied are the bytes that verified as long as the snapshot file
-//! does not change between the two passes (one held in memory has one pass). Snapshot files are immutable by
-//! design: published read-only under their hash, never rewritten, and the
+//! does not change between the two passes (one held in memory has one
+//! pass). Snapshot files are immutable by design: published read-only under their hash, never rewritten, and the
 //! store accepts only an owner-controlled directory tree (see the trust
 //! check). Only a process with the owner's rights could change one in
 //! between, and it could change the data after the copy just as well. What
@@ -57,7 +58,7 @@ pub struct VerifiedSnapshot {
     path: PathBuf,
     /// Rewound to the start after verification (unless `held`).
     file: File,
-    /// The buffer that verified it, reused by the copy.
+    /// The buffer that verified it; the copy's source when `held`.
     buf: Vec<u8>,
     /// Whether `buf` starts with the whole verified content.
     held: bool,
@@ -107,16 +108,9 @@ impl VerifiedSnapshot {
         out: &mut W,
         mut progress: impl FnMut(u64),
     ) -> io::Result<u64> {
-        // std's `io::copy` takes no kernel shortcut from a file into a pipe
-        // or stdout (measured with strace: 8 KiB reads and, through
-        // stdout's line buffering, about two writes each, 3,000 system
-        // calls for 8 MiB). The copy goes through the buffer that verified
-        // the file instead (256 KiB, already faulted in): 32 reads and 32
-        // writes for 8 MiB, and no second buffer to allocate and fault in.
-        // A snapshot shorter than one chunk is still in it: written from
-        // memory, not read again.
-        const BUFFER: usize = 256 * 1024;
         let expected = self.bytes;
+        // A snapshot shorter than one chunk is still in the buffer that
+        // verified it: written from memory, not read again.
         if self.held {
             let len = usize::try_from(expected).unwrap_or(usize::MAX);
             if let Some(bytes) = self.buf.get(..len) {
@@ -126,37 +120,33 @@ impl VerifiedSnapshot {
                 return Ok(expected);
             }
         }
-        let mut buf = self.buf;
-        if buf.len() < BUFFER {
-            buf.resize(BUFFER, 0);
-        }
-        // Progress is reported per piece of 1 MiB (and the rest at the end).
+        drop(self.buf);
         const PIECE: u64 = 1024 * 1024;
-        let mut file = &self.file;
+        // std's `io::copy` takes no kernel shortcut from a file into a pipe
+        // (measured with strace: 8 KiB reads and, through stdout's line
+        // buffering, about two writes each, 3,000 system calls for 8 MiB).
+        // Through a 256 KiB `BufWriter`, `io::copy` reads straight into its
+        // buffer: 32 reads and about as many writes. Into a file or
+        // `/dev/null` std still sees through the `BufWriter` to stdout's
+        // descriptor and lets the kernel copy (`copy_file_range`,
+        // `sendfile`), which the verification buffer, reused for a pipe,
+        // would forgo.
+        const BUFFER: usize = 256 * 1024;
         let mut copied = 0;
-        let mut unreported = 0;
+        let mut buffered = io::BufWriter::with_capacity(BUFFER, &mut *out);
         while copied < expected {
-            // Never past the verified length, nor past the end of a piece.
-            let left = (expected - copied).min(PIECE - unreported);
-            let want = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
-            let n = match file.read(&mut buf[..want]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
+            // `Take` stops at the verified length.
+            let piece = (expected - copied).min(PIECE);
+            let n = io::copy(&mut (&self.file).take(piece), &mut buffered)?;
+            copied += n;
             // Written out before it is reported as written.
-            out.write_all(&buf[..n])?;
-            copied += n as u64;
-            unreported += n as u64;
-            if unreported >= PIECE {
-                progress(unreported);
-                unreported = 0;
+            buffered.flush()?;
+            progress(n);
+            if n < piece {
+                break;
             }
         }
-        if unreported > 0 {
-            progress(unreported);
-        }
+        drop(buffered);
         if copied != expected {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

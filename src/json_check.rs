@@ -9,8 +9,9 @@
 //! Speed comes from the block fast path (`blocks`): each whole 64-byte
 //! block of the chunk is classified into bitmasks with SIMD compares
 //! (`block`), string spans follow from the quotes, and only the bytes that
-//! start a token are visited, one grammar-table look-up each (`gap`).
-//! What is left of a chunk after its last whole block goes through a
+//! start a token are visited, one grammar-table look-up each (`gap`); a
+//! number or literal is checked from its first byte, in its common short
+//! forms on one eight-byte word (`short_scalar`). What is left of a chunk after its last whole block goes through a
 //! second fast path (`tokens`: whitespace runs and whole strings scanned
 //! eight bytes at a time over `u64` words, numbers, literals and keys in
 //! tight loops). Anything neither can finish inside the current chunk (a
@@ -18,7 +19,8 @@
 //! from a clean point before it, to the byte-at-a-time state machine
 //! (`step`), which is the reference: errors therefore read the same,
 //! position included, whatever the chunking.
-//! UTF-8 is validated per chunk with `std::str::from_utf8`. Its verdicts
+//! UTF-8 is validated per chunk: its all-ASCII prefix by one OR per 16
+//! bytes (`block::ascii_prefix`), the rest with `std::str::from_utf8`. Its verdicts
 //! are checked against serde_json's by property tests, whole, pretty and
 //! chunked down to single bytes. `snapcache-bench` reports its GB/s next to
 //! serde_json's `from_slice::<IgnoredAny>` (docs/performance.md).
@@ -421,8 +423,13 @@ impl JsonCheck {
     /// `trailing_zeros` on the masks, each with one look-up in the grammar
     /// table (`gap`): whitespace and string bodies are never looked at one
     /// by one. String bodies are checked by mask (no control byte inside,
-    /// every escape valid); numbers and literals are scanned from their
-    /// first byte as in `tokens`.
+    /// every escape valid); numbers and literals are checked from their
+    /// first byte (`scalar_token`: the short forms on one eight-byte word,
+    /// the rest as in `tokens`), and the rest of their bytes masked off.
+    /// The table is walked with the state kept as its row's offset, so a
+    /// plain token (a quote, `:`, `,`, a scalar's first byte) costs one
+    /// load, one OR and one compare; brackets and scalars take the branch
+    /// out of that loop.
     ///
     /// Returns a clean point: an index with `self.state`, the stack and the
     /// line count exactly as `step` would have left them there, so that

@@ -361,7 +361,11 @@ impl<'s> Writer<'s> {
         #[cfg(feature = "s3")]
         if self.object.is_some() {
             // Staged under the system temp dir: there is no store directory.
-            let alongside = Alongside { sweep: None, slice };
+            let alongside = Alongside {
+                sweep: None,
+                slice,
+                current: None,
+            };
             let staged = self.stage(&std::env::temp_dir(), options, alongside, source)?;
             return self.publish_object(staged, options);
         }
@@ -372,6 +376,7 @@ impl<'s> Writer<'s> {
         let alongside = Alongside {
             sweep: self.sweep_due.then_some(pointer.as_ref()),
             slice,
+            current: pointer.as_ref().map(|p| p.current_entry().hash),
         };
         let Staged {
             temp,
@@ -487,7 +492,11 @@ impl<'s> Writer<'s> {
             .slice
             .filter(|_| options.format == PayloadFormat::Json);
         if alongside.sweep.is_none() && slice.is_none() {
-            return self.stage_into(temp, options, None, source);
+            let early = Early {
+                sync: false,
+                current: alongside.current,
+            };
+            return self.stage_into(temp, options, None, early, source);
         }
         let own = temp.path().to_path_buf();
         let lock = &self.lock;
@@ -531,9 +540,15 @@ impl<'s> Writer<'s> {
                 format: PayloadFormat::Raw,
                 ..options.clone()
             };
+            // With a sweep running, the temp file's fsync goes before the
+            // join, so that the sweep's unlinks overlap it too.
+            let early = Early {
+                sync: sweeper.is_some(),
+                current: alongside.current,
+            };
             let staged = match verdict {
-                Some(verdict) => self.stage_into(temp, &raw, Some(verdict), source),
-                None => self.stage_into(temp, options, None, source),
+                Some(verdict) => self.stage_into(temp, &raw, Some(verdict), early, source),
+                None => self.stage_into(temp, options, None, early, source),
             };
             let swept = sweeper.map(|worker| {
                 worker.join().unwrap_or_else(|_| {
@@ -559,6 +574,7 @@ impl<'s> Writer<'s> {
         mut temp: crate::durable::TempFile,
         options: &PublishOptions,
         verdict: Option<Verdict<'_>>,
+        early: Early,
         source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<T, SourceError>,
     ) -> Result<Staged<T>> {
         let store = self.store;
@@ -600,14 +616,19 @@ impl<'s> Writer<'s> {
             }
             (None, None) => None,
         };
-        let synced = verdict.is_some();
-        if let Some(verdict) = verdict {
-            // The check usually finishes after the write: fsync the temp file
-            // meanwhile instead of after it.
+        // The check usually finishes after the write: fsync the temp file
+        // meanwhile instead of after it (and likewise while a sweep runs).
+        // Not when the content is the current snapshot's: it is not renamed
+        // into place then (unless that snapshot is damaged, and then
+        // `commit_snapshot` fsyncs it first).
+        let synced = (verdict.is_some() || early.sync) && early.current != Some(hash);
+        if synced {
             store
                 .durable()
                 .sync_file(&temp)
                 .map_err(|e| Error::io("fsync the temp file", &temp_path, e))?;
+        }
+        if let Some(verdict) = verdict {
             verdict().map_err(|reason| Error::PayloadRejected { reason })?;
         }
         // Only a JSON rejection leaves no value, and it was returned above;
@@ -1079,6 +1100,17 @@ pub(crate) struct Alongside<'p, 's> {
     pub sweep: Option<Option<&'p Pointer>>,
     /// The whole payload, when the source writes exactly this slice.
     pub slice: Option<&'s [u8]>,
+    /// The hash of the current snapshot, whose content is not fsynced again.
+    pub current: Option<ContentHash>,
+}
+
+/// What [`Writer::stage`] tells the staging about the temp file's fsync.
+#[derive(Clone, Copy)]
+struct Early {
+    /// fsync it before returning (something runs alongside until then).
+    sync: bool,
+    /// The current snapshot's hash: content equal to it is not fsynced.
+    current: Option<ContentHash>,
 }
 
 /// A JSON check's verdict still to come (the error: why the payload is not
@@ -1630,6 +1662,103 @@ mod tests {
             .expect("fresh");
         assert!(raw.changed && skipped.skipped && !skipped.changed);
         assert_eq!(store.read_current().expect("read").data, b"[1, 2");
+    }
+
+    #[test]
+    fn the_sweep_is_joined_before_the_rename_and_unchanged_content_is_not_fsynced() {
+        use crate::crash_sim::{Rec, Recorder};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("s");
+        let plain = Store::open(StoreOptions::new(&root).keep(1)).expect("open");
+        let tmp = plain.layout().tmp_dir();
+        let temp_syncs = |log: &[Rec]| {
+            log.iter()
+                .filter(|r| matches!(r, Rec::SyncFile(p) if p.starts_with(&tmp)))
+                .count()
+        };
+        for raw in [false, true] {
+            for n in 1..=3 {
+                plain
+                    .publish_bytes(
+                        format!("[{n}, {raw}]").as_bytes(),
+                        &PublishOptions::default(),
+                    )
+                    .expect("publish");
+            }
+            // [1, raw] left retention and awaits removal.
+            let dropped = plain
+                .layout()
+                .snapshot(&ContentHash::of(format!("[1, {raw}]").as_bytes()));
+            assert!(dropped.exists());
+            let recorder = Arc::new(Recorder::default());
+            let store = plain
+                .clone()
+                .with_durable(Durable::with_hook(recorder.clone()));
+            let payload = format!("[4, {raw}]");
+            store
+                .publish_bytes(payload.as_bytes(), &PublishOptions::default().raw(raw))
+                .expect("publish");
+            let log = recorder.log();
+            let snapshot = plain
+                .layout()
+                .snapshot(&ContentHash::of(payload.as_bytes()));
+            let at = |want: &dyn Fn(&Rec) -> bool| log.iter().position(want);
+            let removed = at(&|r| matches!(r, Rec::Remove(p) if *p == dropped));
+            let synced = at(&|r| matches!(r, Rec::SyncFile(p) if p.starts_with(&tmp)));
+            let renamed = at(&|r| matches!(r, Rec::Rename(_, to) if *to == snapshot));
+            let (Some(removed), Some(synced), Some(renamed)) = (removed, synced, renamed) else {
+                panic!("raw {raw}: {log:?}");
+            };
+            assert!(removed < renamed && synced < renamed, "raw {raw}: {log:?}");
+            // The payload's temp file and the pointer's: one fsync each.
+            assert_eq!(temp_syncs(&log), 2, "raw {raw}: {log:?}");
+            // The same content again: only the pointer is written and fsynced.
+            let recorder = Arc::new(Recorder::default());
+            let store = plain
+                .clone()
+                .with_durable(Durable::with_hook(recorder.clone()));
+            let again = store
+                .publish_bytes(payload.as_bytes(), &PublishOptions::default().raw(raw))
+                .expect("publish");
+            assert!(!again.changed);
+            let log = recorder.log();
+            assert_eq!(temp_syncs(&log), 1, "raw {raw}: {log:?}");
+            assert!(
+                !log.iter()
+                    .any(|r| matches!(r, Rec::Rename(_, to) if *to == snapshot))
+            );
+            // A damaged current snapshot is rewritten, fsynced first.
+            let mut perms = std::fs::metadata(&snapshot).expect("meta").permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&snapshot, perms).expect("chmod");
+            std::fs::write(&snapshot, b"[9, 9, 9]").expect("damage");
+            let recorder = Arc::new(Recorder::default());
+            let store = plain
+                .clone()
+                .with_durable(Durable::with_hook(recorder.clone()));
+            store
+                .publish_bytes(payload.as_bytes(), &PublishOptions::default().raw(raw))
+                .expect("repair");
+            let log = recorder.log();
+            let synced = at_in(
+                &log,
+                |r| matches!(r, Rec::SyncFile(p) if p.starts_with(&tmp)),
+            );
+            let renamed = at_in(&log, |r| matches!(r, Rec::Rename(_, to) if *to == snapshot));
+            assert!(
+                synced.zip(renamed).is_some_and(|(s, r)| s < r),
+                "raw {raw}: {log:?}"
+            );
+            assert_eq!(plain.read_current().expect("read").data, payload.as_bytes());
+        }
+    }
+
+    fn at_in(
+        log: &[crate::crash_sim::Rec],
+        want: impl Fn(&crate::crash_sim::Rec) -> bool,
+    ) -> Option<usize> {
+        log.iter().position(want)
     }
 
     /// Fails the operations `pick` selects, once each, recording all.

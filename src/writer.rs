@@ -1871,4 +1871,30 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn publish_json_skips_the_check_of_what_serde_json_wrote_but_not_of_canonical_output() {
+        // serde_json's output is well-formed by construction (a serializer
+        // error fails the publish instead), so it is not checked again...
+        for options in [
+            PublishOptions::default(),
+            PublishOptions::default().pretty(true),
+        ] {
+            assert_eq!(json_options(&options).format, PayloadFormat::Raw);
+        }
+        // ...but the canonical writer is snapcache's own code: still checked.
+        let canonical = PublishOptions::default().canonical(true);
+        assert_eq!(json_options(&canonical).format, PayloadFormat::Json);
+        // And the bytes it publishes are still JSON (the option only skips the check).
+        let (_dir, store) = store();
+        store
+            .publish_json(
+                &serde_json::json!({"packages": [1, 2]}),
+                &PublishOptions::default(),
+            )
+            .expect("publish_json");
+        let read = store.read_current().expect("read");
+        let value: serde_json::Value = serde_json::from_slice(&read.data).expect("JSON");
+        assert_eq!(value["packages"][1], 2);
+    }
 }

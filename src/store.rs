@@ -1837,7 +1837,17 @@ impl Store {
         spare: Option<&Path>,
     ) -> Result<Vec<Leftover>> {
         let mut leftovers = self.leftovers(lock, pointer)?;
-        leftovers.retain(|l| Some(l.path.as_path()) != spare);
+        // By name, not by path: the temp file's path is absolute (tempfile
+        // joins a relative directory to the working directory) while the
+        // scan's paths are built on the store root as given, which may be
+        // relative (`--store cache`). Both are in `tmp/`, and the name
+        // (pid, namespace, 16 random characters) is unique there.
+        let spare = spare.and_then(Path::file_name);
+        leftovers.retain(|l| {
+            spare.is_none()
+                || l.kind != sweep::LeftoverKind::TempFile
+                || l.path.file_name() != spare
+        });
         Ok(sweep::remove(&self.durable, leftovers))
     }
 

@@ -630,3 +630,43 @@ fn concurrent_writers_adopt_a_store_of_the_earlier_release_once() {
         store.files_in("tmp")
     );
 }
+
+#[test]
+fn a_relative_store_path_publishes_on_both_backends() {
+    // The publish's sweep runs while the payload is staged and must spare
+    // that staging's own temp file. With `--store cache` the scan's paths
+    // are relative and the temp file's absolute: every publish once removed
+    // its own temp file and failed at the rename.
+    for backend in ["advisory", "lease"] {
+        let dir = tempfile::tempdir().unwrap();
+        let payload = dir.path().join("p.json");
+        for (round, body) in [&b"[1]"[..], b"[2]", b"[1]", b"[3]"].iter().enumerate() {
+            std::fs::write(&payload, body).unwrap();
+            for raw in [false, true] {
+                let mut args = vec!["--store", "cache", "--lock-backend", backend, "refresh"];
+                if raw {
+                    args.push("--raw");
+                }
+                args.extend(["--from", payload.to_str().unwrap()]);
+                let mut cmd = bare(&args);
+                cmd.current_dir(dir.path());
+                let out = run_with_timeout(cmd);
+                assert_eq!(
+                    code(&out),
+                    0,
+                    "{backend} round {round} raw {raw}: {}",
+                    text(&out.stderr)
+                );
+                let mut show = bare(&["--store", "cache", "show"]);
+                show.current_dir(dir.path());
+                let out = run_with_timeout(show);
+                assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+                assert_eq!(out.stdout, *body, "{backend} round {round} raw {raw}");
+            }
+        }
+        let tmp: Vec<_> = std::fs::read_dir(dir.path().join("cache/tmp"))
+            .unwrap()
+            .collect();
+        assert!(tmp.is_empty(), "{backend}: no temp file is left: {tmp:?}");
+    }
+}

@@ -244,9 +244,19 @@ impl Durable {
     /// Makes a temp file read-only (snapshots are immutable once published).
     pub(crate) fn make_read_only(&self, temp: &TempFile) -> io::Result<()> {
         let file = temp.inner.as_file();
-        let mut perms = file.metadata()?.permissions();
-        perms.set_readonly(true);
-        file.set_permissions(perms)
+        // A temp file is exactly 0600 (`create_temp`), so read-only is
+        // 0400: set at once, without reading the mode back first.
+        #[cfg(unix)]
+        {
+            rustix::fs::fchmod(file, rustix::fs::Mode::RUSR)?;
+            Ok(())
+        }
+        #[cfg(not(unix))]
+        {
+            let mut perms = file.metadata()?.permissions();
+            perms.set_readonly(true);
+            file.set_permissions(perms)
+        }
     }
 
     /// Renames a temp file over `dest`, retrying transient failures within

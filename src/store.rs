@@ -1142,8 +1142,9 @@ impl Store {
     }
 
     /// Refuses a store that someone other than its owner (or root) can
-    /// change, or a write by anyone but the owner (see `trust`).
-    fn check_trust(&self, access: Access) -> Result<()> {
+    /// change, or a write by anyone but the owner (see `trust`); says which
+    /// store directories it saw.
+    fn check_trust(&self, access: Access) -> Result<trust::Seen> {
         trust::check_store(&self.layout, access)
     }
 
@@ -1754,7 +1755,7 @@ impl Store {
         // Trust first: a store others can change, or a writer that is not
         // its owner, is refused before anything in it is read or created.
         // (A missing root passes; the root created below is ours.)
-        self.check_trust(Access::Write)?;
+        let seen = self.check_trust(Access::Write)?;
         let found = self.identify()?;
         match &found {
             Found::Foreign(entries) => return Err(self.not_a_store(entries.clone())),
@@ -1764,12 +1765,14 @@ impl Store {
             _ => {}
         }
         // The root may be a symlink the user chose; nothing inside may be.
+        // A directory the trust check just saw as one (judged the same way)
+        // is not looked at again.
         let dirs = [
-            (self.layout.root().to_path_buf(), true),
-            (self.layout.snapshots_dir(), false),
-            (self.layout.tmp_dir(), false),
+            (self.layout.root().to_path_buf(), true, seen.root),
+            (self.layout.snapshots_dir(), false, seen.snapshots),
+            (self.layout.tmp_dir(), false, seen.tmp),
         ];
-        for (dir, follow_link) in dirs {
+        for (dir, follow_link, _) in dirs.into_iter().filter(|(_, _, seen)| !seen) {
             self.durable
                 .create_dir(&dir, follow_link)
                 .map_err(|e| Error::io("create the store directory", &dir, e))?;

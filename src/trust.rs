@@ -51,10 +51,23 @@ pub(crate) enum Access {
     Write,
 }
 
+/// Which of the store's directories the check found to be directories: the
+/// root (followed, like the user's own symlink) and `snapshots/` and `tmp/`
+/// (not followed). A write passes this on to the creation of the store's
+/// directories, so that it does not stat again what was judged a moment
+/// ago; what was not seen (missing, or a platform without the check) is
+/// looked at and created there as before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pub(crate) root: bool,
+    pub(crate) snapshots: bool,
+    pub(crate) tmp: bool,
+}
+
 /// Checks that the store at `layout` is controlled by its owner alone (and,
 /// for `Write`, that the caller is that owner). A store that does not exist
 /// yet passes (there is nothing to trust or distrust).
-pub(crate) fn check_store(layout: &Layout, access: Access) -> Result<()> {
+pub(crate) fn check_store(layout: &Layout, access: Access) -> Result<Seen> {
     imp::check_store(layout, access)
 }
 
@@ -67,7 +80,7 @@ mod imp {
     use rustix::fs::{self as rfs, FileType, Mode, OFlags, Stat};
     use rustix::io::Errno;
 
-    use super::Access;
+    use super::{Access, Seen};
     use crate::durable::FileKind;
     use crate::error::{Error, Result};
     use crate::layout::{self, Layout};
@@ -96,13 +109,13 @@ mod imp {
         .union(OFlags::CLOEXEC)
         .union(OFlags::NONBLOCK);
 
-    pub(super) fn check_store(layout: &Layout, access: Access) -> Result<()> {
+    pub(super) fn check_store(layout: &Layout, access: Access) -> Result<Seen> {
         let root = layout.root();
         let me = rustix::process::geteuid().as_raw();
         // The root may be a symlink (the user chose it): followed here only.
         let dir = match rfs::open(root, DIR_OPEN, Mode::empty()) {
             Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(()),
+            Err(Errno::NOENT) => return Ok(Seen::default()),
             Err(Errno::NOTDIR) => {
                 return Err(match std::fs::metadata(root) {
                     // The root itself is a file (or a FIFO, ...).
@@ -129,6 +142,10 @@ mod imp {
                 ),
             ));
         }
+        let mut seen = Seen {
+            root: true,
+            ..Seen::default()
+        };
         for name in DIRS {
             let path = root.join(name);
             // By lstat relative to the checked root, like the files: the
@@ -146,6 +163,10 @@ mod imp {
                 return Err(wrong_kind(&path, found, FileKind::Directory));
             }
             judge(&path, &st, owner)?;
+            match name {
+                layout::SNAPSHOTS => seen.snapshots = true,
+                _ => seen.tmp = true,
+            }
         }
         for name in FILES {
             let path = root.join(name);
@@ -160,7 +181,7 @@ mod imp {
             }
             judge(&path, &st, owner)?;
         }
-        Ok(())
+        Ok(seen)
     }
 
     /// The status of an entry of `dir`, without following a link and
@@ -269,22 +290,50 @@ mod imp {
 
 #[cfg(not(unix))]
 mod imp {
-    use super::Access;
+    use super::{Access, Seen};
     use crate::error::Result;
     use crate::layout::Layout;
 
     /// Windows has no owner/mode bits to check; ACLs are not inspected (see
     /// docs/limitations.md). The open gate still refuses links and
     /// non-regular files.
-    pub(super) fn check_store(_layout: &Layout, _access: Access) -> Result<()> {
-        Ok(())
+    pub(super) fn check_store(_layout: &Layout, _access: Access) -> Result<Seen> {
+        Ok(Seen::default())
     }
 }
 
 #[cfg(all(test, unix))]
 mod tests {
+    use super::*;
+
     #[test]
     fn root_has_a_name_in_passwd() {
         assert_eq!(super::imp::user_name(0).as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn the_check_says_which_directories_it_saw() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(dir.path().join("store"));
+        let check = || check_store(&layout, Access::Write).expect("trusted");
+        assert_eq!(check(), Seen::default(), "no root: nothing seen");
+        std::fs::create_dir(layout.root()).expect("mkdir");
+        let seen = |root, snapshots, tmp| Seen {
+            root,
+            snapshots,
+            tmp,
+        };
+        assert_eq!(check(), seen(true, false, false));
+        std::fs::create_dir(layout.tmp_dir()).expect("mkdir");
+        assert_eq!(check(), seen(true, false, true));
+        std::fs::create_dir(layout.snapshots_dir()).expect("mkdir");
+        assert_eq!(check(), seen(true, true, true));
+        // The root through the user's symlink still counts as seen.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(layout.root(), &link).expect("symlink");
+        assert_eq!(
+            check_store(&Layout::new(link), Access::Write).expect("trusted"),
+            seen(true, true, true)
+        );
     }
 }

@@ -33,12 +33,24 @@ pub(crate) fn classify(magic: i64) -> Option<&'static str> {
 #[cfg(target_os = "linux")]
 fn filesystem_magic(path: &Path) -> Option<i64> {
     // The store may not exist yet: ask about the nearest existing ancestor.
-    let existing = path.ancestors().find(|p| p.exists())?;
-    // `f_type` is `i64` on 64-bit targets and narrower elsewhere.
-    #[allow(clippy::useless_conversion)]
-    rustix::fs::statfs(existing)
-        .ok()
-        .map(|s| i64::from(s.f_type))
+    // It usually does (a write creates it before taking the lock), so the
+    // path itself is asked first, without an existence check of its own.
+    for candidate in path.ancestors() {
+        match rustix::fs::statfs(candidate) {
+            // `f_type` is `i64` on 64-bit targets and narrower elsewhere.
+            #[allow(clippy::useless_conversion)]
+            Ok(s) => return Some(i64::from(s.f_type)),
+            // Not there (or not reachable): as `exists()` judged it
+            // before, try the parent.
+            Err(
+                rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::ACCESS,
+            ) => {
+                continue;
+            }
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Elsewhere detection is not implemented (untested platforms): advisory
@@ -80,5 +92,21 @@ mod tests {
             unreliable_lock_filesystem(&dir.path().join("not-yet-created")),
             None
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_path_not_there_yet_is_judged_by_its_nearest_existing_ancestor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("write");
+        let here = filesystem_magic(dir.path());
+        assert!(here.is_some(), "statfs of an existing directory answers");
+        assert_eq!(filesystem_magic(&dir.path().join("a/b/c")), here);
+        // A file on the way (ENOTDIR) is passed over like a missing entry.
+        assert_eq!(filesystem_magic(&file.join("below")), here);
+        // /proc is procfs, not the temp directory's filesystem: the path
+        // itself is asked, not only an ancestor.
+        assert_eq!(filesystem_magic(Path::new("/proc/self")), Some(0x9fa0));
     }
 }

@@ -177,11 +177,34 @@ pub(crate) fn this_temp_owner() -> crate::layout::TempOwner {
     }
 }
 
-/// Linux's per-boot random id; `None` elsewhere.
+/// Linux's per-boot random id (a UUID); `None` elsewhere or when it cannot
+/// be read whole. A process does not outlive the boot it started in, so it
+/// is read once, with one `read`: procfs hands out the whole 37 bytes at
+/// once, and anything that is not a whole UUID is taken as unknown (never
+/// a truncated id, which would make a live holder look rebooted).
 pub(crate) fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|s| s.trim().to_string())
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        let n = std::fs::File::open("/proc/sys/kernel/random/boot_id")
+            .and_then(|mut f| f.read(&mut buf))
+            .ok()?;
+        parse_boot_id(&buf[..n])
+    })
+    .clone()
+}
+
+/// The boot id in `bytes`: a UUID (36 characters, hex digits and dashes),
+/// surrounded by whitespace at most.
+fn parse_boot_id(bytes: &[u8]) -> Option<String> {
+    let id = std::str::from_utf8(bytes).ok()?.trim();
+    let uuid = id.len() == 36
+        && id.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    uuid.then(|| id.to_string())
 }
 
 /// Whether a process with this pid exists on this machine.
@@ -254,6 +277,34 @@ mod tests {
         info.pid_ns = ours;
         info.boot_id = boot_id();
         assert!(!info.is_dead_local_process(), "we are alive");
+    }
+
+    #[test]
+    fn a_boot_id_is_a_whole_uuid_or_unknown() {
+        let id = "1dd1a01a-99f4-4f03-a8b4-3be1cff3a057";
+        assert_eq!(
+            parse_boot_id(format!("{id}\n").as_bytes()).as_deref(),
+            Some(id)
+        );
+        // A short read must not become an id that differs from ours.
+        assert_eq!(parse_boot_id(&id.as_bytes()[..32]), None);
+        assert_eq!(parse_boot_id(b""), None);
+        assert_eq!(
+            parse_boot_id(b"1dd1a01a_99f4-4f03-a8b4-3be1cff3a057\n"),
+            None
+        );
+        assert_eq!(parse_boot_id(b"\xff\xfe"), None);
+        #[cfg(target_os = "linux")]
+        {
+            let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id");
+            if let Ok(text) = text {
+                assert_eq!(
+                    boot_id().as_deref(),
+                    Some(text.trim()),
+                    "the same as read whole"
+                );
+            }
+        }
     }
 
     #[test]

@@ -98,6 +98,7 @@ mod test_hooks;
 mod time;
 mod trust;
 mod verified;
+mod worker_log;
 mod writer;
 
 pub use durable::RenameStats;

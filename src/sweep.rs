@@ -236,14 +236,14 @@ pub(crate) fn remove(durable: &Durable, leftovers: Vec<Leftover>) -> Vec<Leftove
         }
         chunks.push(rest);
         // The workers log through the caller's subscriber, scoped or global.
-        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let dispatch = crate::worker_log::callers();
         std::thread::scope(|scope| {
             let handles: Vec<_> = chunks
                 .into_iter()
                 .map(|part| {
                     let dispatch = dispatch.clone();
                     scope.spawn(move || {
-                        tracing::dispatcher::with_default(&dispatch, || {
+                        crate::worker_log::with(dispatch.as_ref(), || {
                             remove_sequentially(durable, part)
                         })
                     })

@@ -501,9 +501,9 @@ impl<'s> Writer<'s> {
         let own = temp.path().to_path_buf();
         let lock = &self.lock;
         // The workers log through the caller's subscriber, scoped or global.
-        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let dispatch = crate::worker_log::callers();
         let sweep = |pointer: Option<&Pointer>| {
-            tracing::dispatcher::with_default(&dispatch, || {
+            crate::worker_log::with(dispatch.as_ref(), || {
                 store.sweep_leftovers(lock, pointer, Some(&own))
             })
         };

@@ -51,4 +51,37 @@ fn a_log_logger_receives_the_publish_event() {
         published.2.contains(&format!("hash={}", outcome.hash)),
         "the event's fields are in the record: {published:?}"
     );
+
+    // The sweep's worker threads (one beside the staging, several for many
+    // leftovers) must not turn the fallback to `log` off for what follows.
+    let snapshots = dir.path().join("cache").join("snapshots");
+    for i in 0..100u32 {
+        std::fs::write(
+            snapshots.join(format!("{:064x}", 0xfeed_0000_u64 + u64::from(i))),
+            b"x",
+        )
+        .unwrap();
+    }
+    let swept = store
+        .publish_json(&[4, 5, 6], &PublishOptions::default())
+        .unwrap();
+    let after = store
+        .publish_json(&[7, 8, 9], &PublishOptions::default())
+        .unwrap();
+    let left = std::fs::read_dir(&snapshots).unwrap().count();
+    assert!(
+        left <= 3,
+        "the planted leftovers were swept: {left} files left"
+    );
+    let records = RECORDS.lock().unwrap().clone();
+    for hash in [swept.hash, after.hash] {
+        assert!(
+            records
+                .iter()
+                .any(|(_, target, message)| target.starts_with("snapcache")
+                    && message.contains("published")
+                    && message.contains(&format!("hash={hash}"))),
+            "a publish after a sweep on worker threads is still logged ({hash}): {records:#?}"
+        );
+    }
 }

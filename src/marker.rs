@@ -32,7 +32,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::time::Duration;
 
-use crate::durable::{Durable, open_no_follow};
+use crate::durable::{Durable, open_no_follow_with_metadata};
 use crate::error::{Error, Result};
 use crate::layout::{self, Layout};
 use crate::pointer::FORMAT_VERSION;
@@ -80,13 +80,26 @@ pub(crate) enum Found {
 /// Identifies the directory at `layout`'s root. Reads only; creates nothing.
 /// `pointer_is_valid` is asked only when the answer depends on it.
 pub(crate) fn identify(layout: &Layout, pointer_is_valid: impl FnOnce() -> bool) -> Result<Found> {
+    identify_seen(layout, false, pointer_is_valid)
+}
+
+/// [`identify`], told whether the root was just seen to be a directory
+/// (followed, as here: the trust check's view). Then it is not looked at
+/// again; otherwise it is.
+pub(crate) fn identify_seen(
+    layout: &Layout,
+    root_is_dir: bool,
+    pointer_is_valid: impl FnOnce() -> bool,
+) -> Result<Found> {
     let root = layout.root();
     // The root itself may be a symlink: the user chose where the store lives.
-    match fs::metadata(root) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Ok(Found::Foreign(Vec::new())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
-        Err(e) => return Err(Error::io("inspect the store directory", root, e)),
+    if !root_is_dir {
+        match fs::metadata(root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Ok(Found::Foreign(Vec::new())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
+            Err(e) => return Err(Error::io("inspect the store directory", root, e)),
+        }
     }
     // The marker first: a marked store needs no listing (and a root that
     // readers may enter but not list still reads).
@@ -153,14 +166,12 @@ fn read_marker(layout: &Layout) -> Result<Option<Found>> {
             layout::MARKER
         )])))
     };
-    let file = match open_no_follow(&path) {
-        Ok(f) => f,
+    let (file, meta) = match open_no_follow_with_metadata(&path) {
+        Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("open the store marker", &path, e)),
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_MARKER_BYTES)
-        .read_to_end(&mut bytes)
+    let bytes = read_up_to(file, meta.len().min(MAX_MARKER_BYTES))
         .map_err(|e| Error::io("read the store marker", &path, e))?;
     let text = String::from_utf8_lossy(&bytes);
     let first = text.lines().next().unwrap_or("");
@@ -177,6 +188,26 @@ fn read_marker(layout: &Layout) -> Result<Option<Found>> {
         }),
         None => bad("not a snapcache marker"),
     }
+}
+
+/// The first `len` bytes of `file` (fewer at an earlier end): one `read`
+/// when the file is as long as its `fstat` said, which is what a marker
+/// (replaced whole by rename, never grown in place) always is. Only its
+/// first line counts, so bytes appended after the `fstat` would change
+/// nothing; no probe for them.
+fn read_up_to(mut file: fs::File, len: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match file.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
 }
 
 /// Entry names of a directory, sorted.
@@ -312,6 +343,46 @@ mod tests {
             identify(&layout, || true),
             Ok(Found::Foreign(found)) if found[0].starts_with("snapcache-store (")
         ));
+    }
+
+    #[test]
+    fn a_marker_reads_the_same_whatever_follows_or_is_missing() {
+        let (_dir, layout) = layout();
+        fs::create_dir_all(layout.root()).expect("mkdir");
+        let marked = |content: &[u8]| {
+            fs::write(layout.marker(), content).expect("marker");
+            identify_seen(&layout, true, || true).ok()
+        };
+        assert_eq!(marked(marker_content().as_bytes()), Some(Found::Marked));
+        // Longer than what is read: only the first line counts.
+        let mut long = b"snapcache-store 1\n".to_vec();
+        long.resize(4096, b'x');
+        assert_eq!(marked(&long), Some(Found::Marked));
+        // Empty, or cut inside the magic: not ours.
+        for content in [&b""[..], b"snapcache-st"] {
+            assert!(
+                matches!(marked(content), Some(Found::Foreign(_))),
+                "{content:?}"
+            );
+        }
+        // Told the root is a directory: the marker still decides.
+        fs::remove_file(layout.marker()).expect("rm");
+        assert_eq!(
+            identify_seen(&layout, true, || true).ok(),
+            Some(Found::Empty)
+        );
+    }
+
+    #[test]
+    fn read_up_to_stops_at_the_length_or_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        fs::write(&path, b"0123456789").expect("write");
+        let read = |len| read_up_to(fs::File::open(&path).expect("open"), len).expect("read");
+        assert_eq!(read(4), b"0123");
+        assert_eq!(read(10), b"0123456789");
+        assert_eq!(read(20), b"0123456789", "an earlier end");
+        assert_eq!(read(0), b"");
     }
 
     #[test]

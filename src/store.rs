@@ -1150,7 +1150,13 @@ impl Store {
 
     /// What the root is (reads only; creates nothing).
     fn identify(&self) -> Result<Found> {
-        marker::identify(&self.layout, || {
+        self.identify_seen(false)
+    }
+
+    /// [`Store::identify`], told whether the trust check just saw the root
+    /// as a directory (then it is not looked at again).
+    fn identify_seen(&self, root_is_dir: bool) -> Result<Found> {
+        marker::identify_seen(&self.layout, root_is_dir, || {
             matches!(self.try_load_pointer(), Ok(Some(_)))
         })
     }
@@ -1756,7 +1762,7 @@ impl Store {
         // its owner, is refused before anything in it is read or created.
         // (A missing root passes; the root created below is ours.)
         let seen = self.check_trust(Access::Write)?;
-        let found = self.identify()?;
+        let found = self.identify_seen(seen.root)?;
         match &found {
             Found::Foreign(entries) => return Err(self.not_a_store(entries.clone())),
             Found::Missing | Found::Empty | Found::Unmarked { current: false } if !create => {

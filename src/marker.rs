@@ -79,13 +79,9 @@ pub(crate) enum Found {
 
 /// Identifies the directory at `layout`'s root. Reads only; creates nothing.
 /// `pointer_is_valid` is asked only when the answer depends on it.
-pub(crate) fn identify(layout: &Layout, pointer_is_valid: impl FnOnce() -> bool) -> Result<Found> {
-    identify_seen(layout, false, pointer_is_valid)
-}
-
-/// [`identify`], told whether the root was just seen to be a directory
-/// (followed, as here: the trust check's view). Then it is not looked at
-/// again; otherwise it is.
+/// `root_is_dir`: the root was just seen to be a directory (followed, as
+/// here: the trust check's view), so it is not looked at again; otherwise
+/// it is.
 pub(crate) fn identify_seen(
     layout: &Layout,
     root_is_dir: bool,
@@ -253,6 +249,11 @@ pub(crate) fn mark(layout: &Layout, durable: &Durable, budget: Option<Duration>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As a caller that has not seen the root.
+    fn identify(layout: &Layout, pointer_is_valid: impl FnOnce() -> bool) -> Result<Found> {
+        identify_seen(layout, false, pointer_is_valid)
+    }
 
     fn layout() -> (tempfile::TempDir, Layout) {
         let dir = tempfile::tempdir().expect("tempdir");

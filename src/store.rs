@@ -940,8 +940,7 @@ impl Store {
                 .map(|(p, _)| SnapshotMeta::current_of(&p)));
         }
         // Trust first: nothing in the store is read before it passes.
-        self.check_trust(Access::Read)?;
-        self.ensure_readable()?;
+        self.check_readable()?;
         Ok(self
             .read_newest_pointer()?
             .as_ref()
@@ -973,8 +972,7 @@ impl Store {
             let entry = self.pick_generation(generation)(&pointer)?;
             return Ok(object.snapshot_url(&entry.hash).into());
         }
-        self.check_trust(Access::Read)?;
-        self.ensure_readable()?;
+        self.check_readable()?;
         let pointer = self.load_pointer()?;
         let entry = pointer
             .find(generation)
@@ -1108,8 +1106,7 @@ impl Store {
         mut load: impl FnMut(&Path, &ContentHash, u64) -> std::result::Result<T, SnapshotFault>,
     ) -> Result<(Generation, Timestamp, T)> {
         // Trust first: nothing in the store is read before it passes.
-        self.check_trust(Access::Read)?;
-        self.ensure_readable()?;
+        self.check_readable()?;
         let mut previous: Option<Pointer> = None;
         let mut last = None;
         for _ in 0..READ_ATTEMPTS {
@@ -1161,12 +1158,20 @@ impl Store {
         })
     }
 
+    /// The trust check for a read, then [`Store::ensure_readable`] told
+    /// what the check saw of the root (a directory is not stat'ed again).
+    fn check_readable(&self) -> Result<()> {
+        let seen = self.check_trust(Access::Read)?;
+        self.ensure_readable(seen.root)
+    }
+
     /// Readers refuse a directory that is not a store, before reading
     /// anything in it. A missing or empty one is `NoStore` later, and an
     /// unmarked store of an earlier release reads as it is: readers never
-    /// write, adoption is the next writer's job.
-    fn ensure_readable(&self) -> Result<()> {
-        match self.identify()? {
+    /// write, adoption is the next writer's job. `root_is_dir`: the trust
+    /// check just saw the root as a directory.
+    fn ensure_readable(&self, root_is_dir: bool) -> Result<()> {
+        match self.identify_seen(root_is_dir)? {
             Found::Foreign(found) => Err(self.not_a_store(found)),
             _ => Ok(()),
         }
@@ -1323,8 +1328,7 @@ impl Store {
             });
         }
         // Trust first: nothing in the store is read before it passes.
-        self.check_trust(Access::Read)?;
-        self.ensure_readable()?;
+        self.check_readable()?;
         let pointer = self.read_newest_pointer()?;
         Ok(Status {
             root: self.root().to_path_buf(),
@@ -1343,8 +1347,7 @@ impl Store {
             return object.history();
         }
         // Trust first: nothing in the store is read before it passes.
-        self.check_trust(Access::Read)?;
-        self.ensure_readable()?;
+        self.check_readable()?;
         let pointer = self.load_pointer()?;
         Ok(HistoryEntry::all_of(&pointer))
     }
@@ -1357,8 +1360,7 @@ impl Store {
             return object.verify();
         }
         // Trust first: nothing in the store is read before it passes.
-        self.check_trust(Access::Read)?;
-        self.ensure_readable()?;
+        self.check_readable()?;
         // Like a reader: a snapshot that vanished while a concurrent write
         // moved the pointer on is not damage; verify the new pointer instead.
         let mut attempt = 0;

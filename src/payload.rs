@@ -10,7 +10,6 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread::JoinHandle;
 
 use crate::durable::{Durable, TempFile};
 use crate::hash::ContentHash;
@@ -78,7 +77,13 @@ impl<'a> PayloadSink<'a> {
             return Err("the payload is empty (0 bytes)".into());
         }
         let hash = ContentHash::from_blake3(self.hasher.finalize());
-        Ok((hash, self.bytes, self.json.map(JsonVerdict)))
+        // The last, partial batch goes to the check now, so that it is
+        // checked while the caller makes the temp file durable, not after.
+        let json = self.json.map(|mut worker| {
+            worker.flush();
+            JsonVerdict(worker)
+        });
+        Ok((hash, self.bytes, json))
     }
 }
 
@@ -147,7 +152,10 @@ enum CheckMode {
         /// per 256 KiB.
         returned: Receiver<Vec<u8>>,
         failed: Arc<AtomicBool>,
-        thread: JoinHandle<Result<(), String>>,
+        /// The verdict, sent just before the thread ends. Not a join: the
+        /// thread's own teardown (glibc releasing its stack) need not be
+        /// waited for, and the thread touches nothing of the store.
+        verdict: Receiver<Result<(), String>>,
     },
     Inline(JsonCheck, Option<String>),
 }
@@ -158,29 +166,36 @@ impl JsonWorker {
         // Room for every buffer in circulation (queued, being checked, being
         // filled), so that giving one back never waits.
         let (give_back, returned) = sync_channel::<Vec<u8>>(QUEUED + 2);
+        let (send_verdict, verdict) = sync_channel::<Result<(), String>>(1);
         let failed = Arc::new(AtomicBool::new(false));
         let flag = failed.clone();
         let spawned = std::thread::Builder::new()
             .name("snapcache-json-check".into())
             .spawn(move || {
-                let mut check = JsonCheck::default();
-                for mut chunk in received {
-                    if let Err(e) = check.feed(&chunk) {
-                        flag.store(true, Ordering::Relaxed);
-                        return Err(e);
+                let check = move || {
+                    let mut check = JsonCheck::default();
+                    for mut chunk in received {
+                        if let Err(e) = check.feed(&chunk) {
+                            flag.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                        chunk.clear();
+                        // Full or closed: the buffer is dropped, nothing lost.
+                        let _ = give_back.try_send(chunk);
                     }
-                    chunk.clear();
-                    // Full or closed: the buffer is dropped, nothing lost.
-                    let _ = give_back.try_send(chunk);
-                }
-                check.finish()
+                    check.finish()
+                };
+                // Room for one: never blocks. A panic drops the sender,
+                // which the receiving side reports.
+                let _ = send_verdict.try_send(check());
             });
         let mode = match spawned {
-            Ok(thread) => CheckMode::Thread {
+            // Detached: the verdict comes through its channel.
+            Ok(_thread) => CheckMode::Thread {
                 chunks,
                 returned,
                 failed,
-                thread,
+                verdict,
             },
             Err(_) => CheckMode::Inline(JsonCheck::default(), None),
         };
@@ -240,14 +255,24 @@ impl JsonWorker {
     }
 
     /// Checks what is left and returns the verdict on the whole payload.
-    fn verdict(mut self) -> Result<(), String> {
+    /// Sends what is pending, however little, to the check.
+    fn flush(&mut self) {
         let rest = std::mem::take(&mut self.pending);
-        self.dispatch(rest);
+        if !rest.is_empty() {
+            // A refusal shows in the verdict: the thread stopped at an error.
+            self.dispatch(rest);
+        }
+    }
+
+    fn verdict(mut self) -> Result<(), String> {
+        self.flush();
         match self.mode {
-            CheckMode::Thread { chunks, thread, .. } => {
+            CheckMode::Thread {
+                chunks, verdict, ..
+            } => {
                 drop(chunks);
-                thread
-                    .join()
+                verdict
+                    .recv()
                     .unwrap_or_else(|_| Err("the JSON check failed unexpectedly".into()))
             }
             CheckMode::Inline(check, error) => match error {

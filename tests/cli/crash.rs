@@ -118,14 +118,7 @@ fn a_writer_killed_mid_write_leaves_the_previous_snapshot_current() {
 #[test]
 fn writers_killed_at_random_moments_never_damage_the_store() {
     let store = TestStore::new();
-    let payloads: Vec<Vec<u8>> = (0..3)
-        .map(|i| json_payload(1_500_000 + i * 100_000, i as u64))
-        .collect();
-    let files: Vec<_> = payloads
-        .iter()
-        .enumerate()
-        .map(|(i, p)| store.payload(&format!("p{i}"), p))
-        .collect();
+    let (payloads, files) = three_payloads(&store, 1_500_000, 100_000);
     store.refresh(&payloads[0], &[]);
     // Kill delays spread over the whole publish (source, hashing, fsync, rename).
     for round in 0..24u64 {
@@ -169,14 +162,7 @@ fn writers_killed_at_random_moments_never_damage_the_store() {
 #[test]
 fn writers_sweeping_the_snapshot_they_publish_again_never_damage_the_store() {
     let store = TestStore::new();
-    let payloads: Vec<Vec<u8>> = (0..3)
-        .map(|i| json_payload(1_000_000 + i * 50_000, i as u64))
-        .collect();
-    let files: Vec<_> = payloads
-        .iter()
-        .enumerate()
-        .map(|(i, p)| store.payload(&format!("p{i}"), p))
-        .collect();
+    let (payloads, files) = three_payloads(&store, 1_000_000, 50_000);
     let refresh = |i: usize| {
         let mut cmd = store.command(&["refresh", "--from", files[i % 3].to_str().unwrap()]);
         cmd.env("SNAPCACHE_KEEP", "1")
@@ -223,4 +209,22 @@ fn writers_sweeping_the_snapshot_they_publish_again_never_damage_the_store() {
         "two retained, at most one awaiting removal: {:?}",
         store.files_in("snapshots")
     );
+}
+
+/// Three JSON payloads of `first`, `first + step` and `first + 2 * step`
+/// bytes, and the files holding them (`p0`, `p1`, `p2`).
+fn three_payloads(
+    store: &TestStore,
+    first: usize,
+    step: usize,
+) -> (Vec<Vec<u8>>, Vec<std::path::PathBuf>) {
+    let payloads: Vec<Vec<u8>> = (0..3)
+        .map(|i| json_payload(first + i * step, i as u64))
+        .collect();
+    let files = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| store.payload(&format!("p{i}"), p))
+        .collect();
+    (payloads, files)
 }

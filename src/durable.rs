@@ -21,7 +21,7 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -585,6 +585,20 @@ pub(crate) fn open_no_follow_with_metadata(path: &Path) -> io::Result<(File, fs:
     Ok((file, meta))
 }
 
+/// Reads into `buf` until it is full or the file ends; how much was read.
+pub(crate) fn fill(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// Opens (or, with `create`, creates) a store file for reading and
 /// writing, with the rules of [`open_no_follow`]. A file this call creates
 /// is created exclusively and made 0600, whatever the umask.
@@ -660,6 +674,33 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `fill` stops at the end of the file and reports how much it read, so
+    /// a file shorter than the buffer (it shrank after the stat) and one with
+    /// a byte left over (it grew) are both told.
+    #[test]
+    fn fill_reports_short_files_and_leftover_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abcde").expect("write the test file");
+        let mut file = std::fs::File::open(&path).expect("open");
+        let mut buf = [0u8; 8];
+        assert_eq!(fill(&mut file, &mut buf).expect("fill"), 5);
+        assert_eq!(&buf[..5], b"abcde");
+        let mut file = std::fs::File::open(&path).expect("open");
+        let mut buf = [0u8; 4];
+        assert_eq!(fill(&mut file, &mut buf).expect("fill"), 4);
+        assert_eq!(
+            fill(&mut file, &mut [0u8; 1]).expect("probe"),
+            1,
+            "one byte left"
+        );
+        assert_eq!(
+            fill(&mut file, &mut [0u8; 1]).expect("probe"),
+            0,
+            "then the end"
+        );
+    }
     use std::cell::RefCell;
 
     fn transient() -> io::Error {

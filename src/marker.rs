@@ -29,10 +29,10 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::time::Duration;
 
-use crate::durable::{Durable, open_no_follow_with_metadata};
+use crate::durable::{Durable, fill, open_no_follow_with_metadata};
 use crate::error::{Error, Result};
 use crate::layout::{self, Layout};
 use crate::pointer::FORMAT_VERSION;
@@ -193,15 +193,7 @@ fn read_marker(layout: &Layout) -> Result<Option<Found>> {
 /// nothing; no probe for them.
 fn read_up_to(mut file: fs::File, len: u64) -> io::Result<Vec<u8>> {
     let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        match file.read(&mut bytes[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let filled = fill(&mut file, &mut bytes)?;
     bytes.truncate(filled);
     Ok(bytes)
 }

@@ -6,7 +6,7 @@
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use crate::durable::{FileKind, open_no_follow_with_metadata, wrong_type_of};
+use crate::durable::{FileKind, fill, open_no_follow_with_metadata, wrong_type_of};
 use crate::hash::ContentHash;
 
 /// Why a snapshot file failed verification.
@@ -105,20 +105,6 @@ pub(crate) fn read_verified(
         return Err(SnapshotFault::Hash { found });
     }
     Ok(bytes)
-}
-
-/// Reads into `buf` until it is full or the file ends; how much was read.
-fn fill(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Bytes hashed per read while verifying: bounded memory whatever the
@@ -263,31 +249,5 @@ mod tests {
             Err(SnapshotFault::Missing) => {}
             other => panic!("{other:?}"),
         }
-    }
-
-    /// `fill` stops at the end of the file and reports how much it read, so
-    /// a file shorter than the buffer (it shrank after the stat) and one with
-    /// a byte left over (it grew) are both told.
-    #[test]
-    fn fill_reports_short_files_and_leftover_bytes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = file_with(dir.path(), b"abcde");
-        let mut file = std::fs::File::open(&path).expect("open");
-        let mut buf = [0u8; 8];
-        assert_eq!(fill(&mut file, &mut buf).expect("fill"), 5);
-        assert_eq!(&buf[..5], b"abcde");
-        let mut file = std::fs::File::open(&path).expect("open");
-        let mut buf = [0u8; 4];
-        assert_eq!(fill(&mut file, &mut buf).expect("fill"), 4);
-        assert_eq!(
-            fill(&mut file, &mut [0u8; 1]).expect("probe"),
-            1,
-            "one byte left"
-        );
-        assert_eq!(
-            fill(&mut file, &mut [0u8; 1]).expect("probe"),
-            0,
-            "then the end"
-        );
     }
 }

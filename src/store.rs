@@ -1840,12 +1840,16 @@ impl Store {
     }
 
     /// Removes temp files and unreferenced snapshots (lock held), all but
-    /// `spare` (the temp file of a publish staging meanwhile).
+    /// `spare` (the temp file of a publish staging meanwhile). `scanned`
+    /// learns what is about to be removed before anything is: a publish
+    /// sweeping on another thread goes on with its commit once it knows
+    /// the sweep cannot touch the snapshot it renames into place.
     pub(crate) fn sweep_leftovers(
         &self,
         lock: &WriterLock,
         pointer: Option<&Pointer>,
         spare: Option<&Path>,
+        scanned: impl FnOnce(&[Leftover]),
     ) -> Result<Vec<Leftover>> {
         let mut leftovers = self.leftovers(lock, pointer)?;
         // By name, not by path: the temp file's path is absolute (tempfile
@@ -1859,6 +1863,7 @@ impl Store {
                 || l.kind != sweep::LeftoverKind::TempFile
                 || l.path.file_name() != spare
         });
+        scanned(&leftovers);
         Ok(sweep::remove(&self.durable, leftovers))
     }
 

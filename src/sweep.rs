@@ -9,7 +9,7 @@
 //! Every write sweeps them, while holding the lock: only a lock holder
 //! creates files in `tmp/`, so nothing in there belongs to an active writer
 //! but the sweeping one (a publish sweeps on a second thread while it stages
-//! its payload, sparing its own temp file; see `Writer::stage`). The
+//! and commits its payload, sparing its own temp file; see `Writer::stage`). The
 //! snapshots that left retention at a publish are swept the same way, by
 //! the next write: no unlink on the publish path. `verify` lists the same leftovers as reclaimable without touching
 //! them.

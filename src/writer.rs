@@ -129,6 +129,17 @@ pub(crate) struct Staged<T> {
     pub value: T,
 }
 
+/// A publish committed on the local backends: what the handle keeps of it.
+struct Committed<T> {
+    outcome: PublishOutcome,
+    /// The pointer as committed.
+    pointer: Pointer,
+    /// Snapshots left retention: the handle's next write sweeps them.
+    sweep_due: bool,
+    /// What the source returned.
+    value: T,
+}
+
 impl<'s> Writer<'s> {
     /// Takes the writer lock and reads the pointer; sweeps leftovers when
     /// asked. A damaged pointer is noted, not fatal (see the module docs).
@@ -366,26 +377,48 @@ impl<'s> Writer<'s> {
                 slice,
                 current: None,
             };
-            let staged = self.stage(&std::env::temp_dir(), options, alongside, source)?;
+            let staged = self.stage(&std::env::temp_dir(), options, alongside, source, Ok)?;
             return self.publish_object(staged, options);
         }
         let pointer = self.pointer()?;
         let store = self.store;
-        // The sweep runs alongside the staging and is over when it returns;
-        // should the staging fail, the next operation sweeps again.
+        // The sweep runs alongside the staging and, unless it could remove
+        // the snapshot being published, the commit; should either fail, the
+        // next operation sweeps again.
         let alongside = Alongside {
             sweep: self.sweep_due.then_some(pointer.as_ref()),
             slice,
             current: pointer.as_ref().map(|p| p.current_entry().hash),
         };
+        let committed = self.stage(
+            &store.layout().tmp_dir(),
+            options,
+            alongside,
+            source,
+            |staged| self.commit_staged(pointer.clone(), staged, options),
+        )?;
+        self.sweep_due = committed.sweep_due;
+        self.pointer = Some(committed.pointer);
+        Ok((committed.outcome, committed.value))
+    }
+
+    /// Commits a staged payload on the local backends: the snapshot renamed
+    /// into `snapshots/`, then the pointer (a new generation, or the
+    /// current one checked again when the content is equal).
+    fn commit_staged<T>(
+        &self,
+        pointer: Option<Pointer>,
+        staged: Staged<T>,
+        options: &PublishOptions,
+    ) -> Result<Committed<T>> {
+        let store = self.store;
         let Staged {
             temp,
             hash,
             bytes,
             synced,
             value,
-        } = self.stage(&store.layout().tmp_dir(), options, alongside, source)?;
-        self.sweep_due = false;
+        } = staged;
         let now = Timestamp::now();
         let mut rename = RenameStats::default();
         if let Some(mut p) = pointer.clone().filter(|p| p.current_entry().hash == hash) {
@@ -397,8 +430,12 @@ impl<'s> Writer<'s> {
             let entry = p.current_entry();
             tracing::info!(generation = entry.generation, hash = %hash, bytes, "refresh unchanged: content equals the current snapshot");
             let outcome = self.outcome(entry, false, false, rename);
-            self.pointer = Some(p);
-            return Ok((outcome, value));
+            return Ok(Committed {
+                outcome,
+                pointer: p,
+                sweep_due: false,
+                value,
+            });
         }
 
         let mut next = pointer.unwrap_or_else(|| Pointer {
@@ -443,46 +480,58 @@ impl<'s> Writer<'s> {
         // payload (`stage`), or `gc` does. The lease backend keeps them for
         // its grace period anyway.
         let referenced: HashSet<ContentHash> = next.generations.iter().map(|g| g.hash).collect();
-        if before.iter().any(|h| !referenced.contains(h)) && self.lock.backend() != Backend::Lease {
+        let sweep_due =
+            before.iter().any(|h| !referenced.contains(h)) && self.lock.backend() != Backend::Lease;
+        if sweep_due {
             tracing::debug!(
                 generation,
                 "snapshots left retention; the next write's sweep removes them"
             );
-            self.sweep_due = true;
         }
         let outcome = self.outcome(next.current_entry(), true, false, rename);
-        self.pointer = Some(next);
-        Ok((outcome, value))
+        Ok(Committed {
+            outcome,
+            pointer: next,
+            sweep_due,
+            value,
+        })
     }
 
     /// Streams the payload into a temp file in `tmp` through the payload
-    /// sink (hashing, the JSON check, the cancel flag): what every backend
-    /// publishes from. What runs alongside, on scoped threads, is in
-    /// `alongside`.
+    /// sink (hashing, the JSON check, the cancel flag), then hands it to
+    /// `commit`: what every backend publishes from. What runs alongside, on
+    /// scoped threads, is in `alongside`.
     ///
     /// The sweep (`alongside.sweep`, with the pointer the handle works
     /// from) removes temp files of crashed writers and snapshots no
     /// generation of that pointer references (among them those that left
     /// retention at the last publish). It spares this staging's own temp
-    /// file, and it is over when `stage` returns, which is before the new
-    /// snapshot is renamed into `snapshots/`: a sweep still running then
-    /// could unlink the snapshot just published when it has the name of one
-    /// that left retention (equal content published again). Its scan
-    /// failing (a directory that cannot be listed) fails the staging, as it
-    /// fails a write elsewhere; a leftover it cannot remove is logged and
-    /// left, as always.
+    /// file. It first lists what it will remove and tells this thread; once
+    /// the payload is staged, the commit waits for that list (listing
+    /// `tmp/` and `snapshots/` is quick) and, when the new snapshot's name
+    /// is not on it, goes on while the sweep unlinks: nothing the commit
+    /// creates afterwards (the snapshot, the pointer's temp file) can be
+    /// among what was listed. When the name is on it (equal content
+    /// published again after it left retention) the sweep is over before
+    /// the commit, which would otherwise lose its snapshot to it. Either
+    /// way the sweep is over when `stage` returns, with the lock still
+    /// held. Its scan failing (a directory that cannot be listed) fails the
+    /// publish before anything is committed, as it fails a write
+    /// elsewhere; a leftover it cannot remove is logged and left, as
+    /// always.
     ///
     /// With `alongside.slice` (the whole payload, which `source` writes),
     /// the JSON check reads that slice on its own thread from the start,
     /// instead of copies of the written bytes sent in batches; its verdict
     /// is awaited after the temp file's fsync, as in the streamed check.
-    pub(crate) fn stage<T>(
+    pub(crate) fn stage<T, R>(
         &self,
         tmp: &std::path::Path,
         options: &PublishOptions,
         alongside: Alongside<'_, '_>,
         source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<T, SourceError>,
-    ) -> Result<Staged<T>> {
+        commit: impl FnOnce(Staged<T>) -> Result<R>,
+    ) -> Result<R> {
         let store = self.store;
         let temp = store
             .durable()
@@ -496,26 +545,41 @@ impl<'s> Writer<'s> {
                 sync: false,
                 current: alongside.current,
             };
-            return self.stage_into(temp, options, None, early, source);
+            return commit(self.stage_into(temp, options, None, early, source)?);
         }
         let own = temp.path().to_path_buf();
         let lock = &self.lock;
         // The workers log through the caller's subscriber, scoped or global.
         let dispatch = crate::worker_log::callers();
-        let sweep = |pointer: Option<&Pointer>| {
+        // The file names of the snapshots the sweep is about to remove.
+        let (listed, doomed) = std::sync::mpsc::sync_channel::<HashSet<std::ffi::OsString>>(1);
+        let sweep = |pointer: Option<&Pointer>, listed: std::sync::mpsc::SyncSender<_>| {
             crate::worker_log::with(dispatch.as_ref(), || {
-                store.sweep_leftovers(lock, pointer, Some(&own))
+                store.sweep_leftovers(lock, pointer, Some(&own), move |found| {
+                    let names = found
+                        .iter()
+                        .filter(|l| l.kind == sweep::LeftoverKind::UnreferencedSnapshot)
+                        .filter_map(|l| l.path.file_name().map(ToOwned::to_owned))
+                        .collect();
+                    // The receiver is gone only when the staging ended.
+                    let _ = listed.send(names);
+                })
             })
         };
         std::thread::scope(|scope| {
             let mut swept = None;
             let sweeper = alongside.sweep.and_then(|pointer| {
+                let on_thread = listed.clone();
                 let spawned = std::thread::Builder::new()
                     .name("snapcache-sweep".into())
-                    .spawn_scoped(scope, move || sweep(pointer));
+                    .spawn_scoped(scope, move || sweep(pointer, on_thread));
                 // No thread to be had: sweep first, as on one core.
-                spawned.map_err(|_| swept = Some(sweep(pointer))).ok()
+                spawned
+                    .map_err(|_| swept = Some(sweep(pointer, listed.clone())))
+                    .ok()
             });
+            // Only the sweep may send: its list never comes if it failed.
+            drop(listed);
             if let Some(Err(e)) = swept {
                 return Err(e);
             }
@@ -550,7 +614,10 @@ impl<'s> Writer<'s> {
                 Some(verdict) => self.stage_into(temp, &raw, Some(verdict), early, source),
                 None => self.stage_into(temp, options, None, early, source),
             };
-            let swept = sweeper.map(|worker| {
+            let Some(worker) = sweeper else {
+                return commit(staged?);
+            };
+            let join = |worker: std::thread::ScopedJoinHandle<'_, Result<Vec<Leftover>>>| {
                 worker.join().unwrap_or_else(|_| {
                     // It only lists and unlinks; should it ever panic, what
                     // it did not remove waits for the next sweep.
@@ -559,10 +626,26 @@ impl<'s> Writer<'s> {
                     );
                     Ok(Vec::new())
                 })
+            };
+            let spared = staged.as_ref().ok().is_some_and(|staged| {
+                let name = store.layout().snapshot(&staged.hash);
+                doomed
+                    .recv()
+                    .is_ok_and(|doomed| name.file_name().is_none_or(|n| !doomed.contains(n)))
             });
-            let staged = staged?;
-            swept.transpose()?;
-            Ok(staged)
+            if !spared {
+                let swept = join(worker);
+                let staged = staged?;
+                swept?;
+                return commit(staged);
+            }
+            let committed = staged.and_then(commit);
+            if let Err(e) = join(worker) {
+                // Its scan succeeded, and after it the sweep only logs what
+                // it cannot remove: not expected, and not the publish's.
+                tracing::warn!(error = %e, "the sweep of leftovers failed after its scan");
+            }
+            committed
         })
     }
 
@@ -1038,7 +1121,7 @@ impl<'s> Writer<'s> {
         if self.sweep_due {
             let pointer = self.pointer()?;
             self.store
-                .sweep_leftovers(&self.lock, pointer.as_ref(), None)?;
+                .sweep_leftovers(&self.lock, pointer.as_ref(), None, |_| ())?;
             self.sweep_due = false;
         }
         Ok(())
@@ -1664,8 +1747,24 @@ mod tests {
         assert_eq!(store.read_current().expect("read").data, b"[1, 2");
     }
 
+    /// Records every operation, and makes each unlink wait first: a sweep
+    /// still unlinking shows in the log after what the publish did
+    /// meanwhile.
+    #[derive(Default)]
+    struct SlowRemovals(crate::crash_sim::Recorder);
+
+    impl FsHook for SlowRemovals {
+        fn before(&self, op: &Op<'_>) -> io::Result<()> {
+            if matches!(op, Op::Remove(_)) {
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            self.0.before(op)
+        }
+    }
+
     #[test]
-    fn the_sweep_is_joined_before_the_rename_and_unchanged_content_is_not_fsynced() {
+    fn the_sweep_overlaps_the_commit_but_never_takes_the_published_snapshot_and_unchanged_content_is_not_fsynced()
+     {
         use crate::crash_sim::{Rec, Recorder};
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("s");
@@ -1675,6 +1774,11 @@ mod tests {
             log.iter()
                 .filter(|r| matches!(r, Rec::SyncFile(p) if p.starts_with(&tmp)))
                 .count()
+        };
+        let snapshot_of = |payload: &str| {
+            plain
+                .layout()
+                .snapshot(&ContentHash::of(payload.as_bytes()))
         };
         for raw in [false, true] {
             for n in 1..=3 {
@@ -1686,22 +1790,16 @@ mod tests {
                     .expect("publish");
             }
             // [1, raw] left retention and awaits removal.
-            let dropped = plain
-                .layout()
-                .snapshot(&ContentHash::of(format!("[1, {raw}]").as_bytes()));
+            let dropped = snapshot_of(&format!("[1, {raw}]"));
             assert!(dropped.exists());
-            let recorder = Arc::new(Recorder::default());
-            let store = plain
-                .clone()
-                .with_durable(Durable::with_hook(recorder.clone()));
+            let slow = Arc::new(SlowRemovals::default());
+            let store = plain.clone().with_durable(Durable::with_hook(slow.clone()));
             let payload = format!("[4, {raw}]");
             store
                 .publish_bytes(payload.as_bytes(), &PublishOptions::default().raw(raw))
                 .expect("publish");
-            let log = recorder.log();
-            let snapshot = plain
-                .layout()
-                .snapshot(&ContentHash::of(payload.as_bytes()));
+            let log = slow.0.log();
+            let snapshot = snapshot_of(&payload);
             let at = |want: &dyn Fn(&Rec) -> bool| log.iter().position(want);
             let removed = at(&|r| matches!(r, Rec::Remove(p) if *p == dropped));
             let synced = at(&|r| matches!(r, Rec::SyncFile(p) if p.starts_with(&tmp)));
@@ -1709,9 +1807,34 @@ mod tests {
             let (Some(removed), Some(synced), Some(renamed)) = (removed, synced, renamed) else {
                 panic!("raw {raw}: {log:?}");
             };
-            assert!(removed < renamed && synced < renamed, "raw {raw}: {log:?}");
+            // The commit went on while the sweep was unlinking, and the
+            // sweep was over before the publish returned.
+            assert!(synced < renamed && renamed < removed, "raw {raw}: {log:?}");
+            assert!(!dropped.exists());
             // The payload's temp file and the pointer's: one fsync each.
             assert_eq!(temp_syncs(&log), 2, "raw {raw}: {log:?}");
+            // [2, raw] left retention now; published again, its snapshot is
+            // removed by the sweep before the new one is renamed into place
+            // under the same name, not after.
+            let again = format!("[2, {raw}]");
+            let doomed = snapshot_of(&again);
+            let slow = Arc::new(SlowRemovals::default());
+            let store = plain.clone().with_durable(Durable::with_hook(slow.clone()));
+            store
+                .publish_bytes(again.as_bytes(), &PublishOptions::default().raw(raw))
+                .expect("publish");
+            let log = slow.0.log();
+            let removed = at_in(&log, |r| matches!(r, Rec::Remove(p) if *p == doomed));
+            let renamed = at_in(&log, |r| matches!(r, Rec::Rename(_, to) if *to == doomed));
+            assert!(
+                removed.zip(renamed).is_some_and(|(d, r)| d < r),
+                "raw {raw}: {log:?}"
+            );
+            assert_eq!(plain.read_current().expect("read").data, again.as_bytes());
+            assert!(plain.verify().expect("verify").problems.is_empty());
+            plain
+                .publish_bytes(payload.as_bytes(), &PublishOptions::default().raw(raw))
+                .expect("publish");
             // The same content again: only the pointer is written and fsynced.
             let recorder = Arc::new(Recorder::default());
             let store = plain

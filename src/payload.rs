@@ -32,7 +32,9 @@ pub enum PayloadFormat {
 pub struct PayloadSink<'a> {
     durable: &'a Durable,
     temp: &'a mut TempFile,
-    hasher: blake3::Hasher,
+    /// `None` when the payload is hashed elsewhere (a slice in memory, on
+    /// a thread of its own: `Writer::stage`).
+    hasher: Option<blake3::Hasher>,
     bytes: u64,
     cancel: Option<Arc<AtomicBool>>,
     json: Option<JsonWorker>,
@@ -47,11 +49,12 @@ impl<'a> PayloadSink<'a> {
         temp: &'a mut TempFile,
         format: PayloadFormat,
         cancel: Option<Arc<AtomicBool>>,
+        hashing: bool,
     ) -> Self {
         PayloadSink {
             durable,
             temp,
-            hasher: blake3::Hasher::new(),
+            hasher: hashing.then(blake3::Hasher::new),
             bytes: 0,
             cancel,
             json: (format == PayloadFormat::Json).then(JsonWorker::start),
@@ -70,13 +73,16 @@ impl<'a> PayloadSink<'a> {
         self.json.as_ref().is_some_and(JsonWorker::failed)
     }
 
-    /// The hash and length, and the JSON check's verdict still to come
-    /// (`None` for raw payloads). An empty payload is rejected here.
-    pub(crate) fn finish(self) -> Result<(ContentHash, u64, Option<JsonVerdict>), String> {
+    /// The hash (`None` when it is computed elsewhere) and length, and the
+    /// JSON check's verdict still to come (`None` for raw payloads). An
+    /// empty payload is rejected here.
+    pub(crate) fn finish(self) -> Result<(Option<ContentHash>, u64, Option<JsonVerdict>), String> {
         if self.bytes == 0 {
             return Err("the payload is empty (0 bytes)".into());
         }
-        let hash = ContentHash::from_blake3(self.hasher.finalize());
+        let hash = self
+            .hasher
+            .map(|hasher| ContentHash::from_blake3(hasher.finalize()));
         // The last, partial batch goes to the check now, so that it is
         // checked while the caller makes the temp file durable, not after.
         let json = self.json.map(|mut worker| {
@@ -108,7 +114,9 @@ impl Write for PayloadSink<'_> {
             self.write_error.get_or_insert(e);
             return Err(copy);
         }
-        self.hasher.update(buf);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(buf);
+        }
         self.bytes += buf.len() as u64;
         Ok(buf.len())
     }

@@ -540,12 +540,15 @@ impl<'s> Writer<'s> {
         let slice = alongside
             .slice
             .filter(|_| options.format == PayloadFormat::Json);
-        if alongside.sweep.is_none() && slice.is_none() {
+        let hash_slice = alongside
+            .slice
+            .filter(|s| options.format == PayloadFormat::Raw && s.len() >= HASH_ALONGSIDE_FROM);
+        if alongside.sweep.is_none() && slice.is_none() && hash_slice.is_none() {
             let early = Early {
                 sync: false,
                 current: alongside.current,
             };
-            return commit(self.stage_into(temp, options, None, early, source)?);
+            return commit(self.stage_into(temp, options, None, None, early, source)?);
         }
         let own = temp.path().to_path_buf();
         let lock = &self.lock;
@@ -600,6 +603,20 @@ impl<'s> Writer<'s> {
                     Err(bytes) => Box::new(move || check_slice(bytes)),
                 }
             });
+            // A raw slice is hashed on its own thread while it is written.
+            let hashed = hash_slice.and_then(|bytes| {
+                let worker = std::thread::Builder::new()
+                    .name("snapcache-hash".into())
+                    .spawn_scoped(scope, move || ContentHash::of(bytes))
+                    .ok()?;
+                Some(Hashed {
+                    len: bytes.len() as u64,
+                    hash: Box::new(move || {
+                        // It only hashes memory; should it ever panic, hash here.
+                        worker.join().unwrap_or_else(|_| ContentHash::of(bytes))
+                    }),
+                })
+            });
             let raw = PublishOptions {
                 format: PayloadFormat::Raw,
                 ..options.clone()
@@ -611,8 +628,8 @@ impl<'s> Writer<'s> {
                 current: alongside.current,
             };
             let staged = match verdict {
-                Some(verdict) => self.stage_into(temp, &raw, Some(verdict), early, source),
-                None => self.stage_into(temp, options, None, early, source),
+                Some(verdict) => self.stage_into(temp, &raw, Some(verdict), hashed, early, source),
+                None => self.stage_into(temp, options, None, hashed, early, source),
             };
             let Some(worker) = sweeper else {
                 return commit(staged?);
@@ -657,6 +674,7 @@ impl<'s> Writer<'s> {
         mut temp: crate::durable::TempFile,
         options: &PublishOptions,
         verdict: Option<Verdict<'_>>,
+        hashed: Option<Hashed<'_>>,
         early: Early,
         source: impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<T, SourceError>,
     ) -> Result<Staged<T>> {
@@ -667,6 +685,7 @@ impl<'s> Writer<'s> {
             &mut temp,
             options.format,
             store.options().cancel_flag_ref().cloned(),
+            hashed.is_none(),
         );
         let source_result = source(&mut sink);
         if let Some(e) = sink.write_error.take() {
@@ -692,6 +711,16 @@ impl<'s> Writer<'s> {
         let (hash, bytes, json) = sink
             .finish()
             .map_err(|reason| Error::PayloadRejected { reason })?;
+        let hash = match (hash, hashed) {
+            (Some(hash), _) => hash,
+            // The slice hashed alongside is what the source wrote.
+            (None, Some(slice)) if slice.len == bytes => (slice.hash)(),
+            _ => {
+                return Err(Error::PayloadRejected {
+                    reason: "the payload's length changed while it was written".into(),
+                });
+            }
+        };
         let verdict: Option<Verdict<'_>> = match (json, verdict) {
             (Some(streamed), _) => Some(Box::new(move || streamed.wait())),
             (None, Some(slice)) => {
@@ -1196,6 +1225,20 @@ struct Early {
     current: Option<ContentHash>,
 }
 
+/// The hash of a payload slice, computed on a thread of its own while the
+/// slice is written.
+struct Hashed<'a> {
+    /// The slice's length: what the sink must have written.
+    len: u64,
+    /// Waits for the hash.
+    hash: Box<dyn FnOnce() -> ContentHash + 'a>,
+}
+
+/// Raw payload slices at least this long are hashed on a thread of their
+/// own while they are written (the JSON check's thread does not hash: it
+/// checks). Below it, starting the thread costs more than it saves.
+const HASH_ALONGSIDE_FROM: usize = 512 * 1024;
+
 /// A JSON check's verdict still to come (the error: why the payload is not
 /// JSON).
 type Verdict<'a> = Box<dyn FnOnce() -> std::result::Result<(), String> + 'a>;
@@ -1425,6 +1468,31 @@ mod tests {
             .publish_bytes(b"[1]", &PublishOptions::default())
             .expect("the lease is still ours");
         assert_eq!(outcome.generation, 1);
+    }
+
+    /// A raw slice from `HASH_ALONGSIDE_FROM` on is hashed on its own thread
+    /// while it is written: the same hash as streamed, the bytes read back.
+    #[test]
+    fn a_large_raw_slice_hashed_alongside_is_published_under_its_own_hash() {
+        let (_dir, store) = store();
+        let raw = PublishOptions::default().raw(true);
+        for len in [
+            HASH_ALONGSIDE_FROM - 1,
+            HASH_ALONGSIDE_FROM,
+            3 * 1024 * 1024 + 5,
+        ] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 11 % 253) as u8).collect();
+            let sliced = store.publish_bytes(&bytes, &raw).expect("publish");
+            assert_eq!(sliced.hash, ContentHash::of(&bytes), "len {len}");
+            assert_eq!(store.read_current().expect("read").data, bytes, "len {len}");
+            let mut other = bytes.clone();
+            other[len / 2] ^= 1;
+            let streamed = store.publish_reader(&other[..], &raw).expect("publish");
+            assert_eq!(streamed.hash, ContentHash::of(&other), "len {len}");
+            let again = store.publish_bytes(&other, &raw).expect("publish");
+            assert!(!again.changed && again.hash == streamed.hash, "len {len}");
+        }
+        assert!(store.verify().expect("verify").ok);
     }
 
     #[test]

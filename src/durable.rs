@@ -599,37 +599,6 @@ pub(crate) fn fill(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Reads into `buf` from `offset` on until it is full or the file ends,
-/// without moving the file's cursor on Unix (on Windows it moves; callers
-/// rewind before a sequential read); how much was read. Several threads may
-/// read one file this way at once.
-pub(crate) fn fill_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    #[cfg(unix)]
-    use std::os::unix::fs::FileExt;
-    #[cfg(windows)]
-    use std::os::windows::fs::FileExt;
-    let mut filled = 0;
-    while filled < buf.len() {
-        let at = offset + filled as u64;
-        #[cfg(unix)]
-        let read = file.read_at(&mut buf[filled..], at);
-        #[cfg(windows)]
-        let read = file.seek_read(&mut buf[filled..], at);
-        #[cfg(not(any(unix, windows)))]
-        let read: io::Result<usize> = {
-            let _ = (file, at);
-            Err(io::Error::from(io::ErrorKind::Unsupported))
-        };
-        match read {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
 /// Opens (or, with `create`, creates) a store file for reading and
 /// writing, with the rules of [`open_no_follow`]. A file this call creates
 /// is created exclusively and made 0600, whatever the umask.

@@ -87,7 +87,6 @@ mod lock;
 mod marker;
 #[cfg(feature = "s3")]
 pub mod object_store;
-mod parallel_hash;
 mod payload;
 mod pointer;
 mod read_only;

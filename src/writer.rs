@@ -421,22 +421,32 @@ impl<'s> Writer<'s> {
         } = staged;
         let now = Timestamp::now();
         let mut rename = RenameStats::default();
-        if let Some(mut p) = pointer.clone().filter(|p| p.current_entry().hash == hash) {
-            // Same content: no new generation. The snapshot is re-committed
-            // only if it was found damaged (a refresh repairs it).
-            rename.add(store.commit_snapshot(temp, &hash, bytes, synced, self.lock.deadline())?);
-            p.checked_at = now;
-            rename.add(store.commit_pointer(&self.lock, &mut p)?);
-            let entry = p.current_entry();
-            tracing::info!(generation = entry.generation, hash = %hash, bytes, "refresh unchanged: content equals the current snapshot");
-            let outcome = self.outcome(entry, false, false, rename);
-            return Ok(Committed {
-                outcome,
-                pointer: p,
-                sweep_due: false,
-                value,
-            });
-        }
+        let pointer = match pointer {
+            Some(mut p) if p.current_entry().hash == hash => {
+                // Same content: no new generation. The snapshot is
+                // re-committed only if it was found damaged (a refresh
+                // repairs it).
+                rename.add(store.commit_snapshot(
+                    temp,
+                    &hash,
+                    bytes,
+                    synced,
+                    self.lock.deadline(),
+                )?);
+                p.checked_at = now;
+                rename.add(store.commit_pointer(&self.lock, &mut p)?);
+                let entry = p.current_entry();
+                tracing::info!(generation = entry.generation, hash = %hash, bytes, "refresh unchanged: content equals the current snapshot");
+                let outcome = self.outcome(entry, false, false, rename);
+                return Ok(Committed {
+                    outcome,
+                    pointer: p,
+                    sweep_due: false,
+                    value,
+                });
+            }
+            other => other,
+        };
 
         let mut next = pointer.unwrap_or_else(|| Pointer {
             current: 0,
@@ -523,7 +533,9 @@ impl<'s> Writer<'s> {
     /// With `alongside.slice` (the whole payload, which `source` writes),
     /// the JSON check reads that slice on its own thread from the start,
     /// instead of copies of the written bytes sent in batches; its verdict
-    /// is awaited after the temp file's fsync, as in the streamed check.
+    /// is awaited after the temp file's fsync, as in the streamed check. A
+    /// raw slice of `HASH_ALONGSIDE_FROM` bytes or more is hashed on its own
+    /// thread the same way, and the sink only writes it.
     pub(crate) fn stage<T, R>(
         &self,
         tmp: &std::path::Path,

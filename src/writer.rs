@@ -1461,7 +1461,9 @@ mod tests {
             Store::open(
                 StoreOptions::new(plain.root())
                     .lock_backend(crate::lock::BackendChoice::Lease)
-                    .lease_ttl(Duration::from_millis(300))
+                    // Long enough that a loaded machine (two test runs on
+                    // two cores) still renews in time: 300 ms once was not.
+                    .lease_ttl(Duration::from_millis(1_000))
                     .lock_budget(LockBudget::labelled(wait, "test")),
             )
             .expect("open")
@@ -1471,7 +1473,7 @@ mod tests {
         assert_eq!(writer.backend(), Backend::Lease);
         // A "fetch" of more than three lease times: the lease is renewed
         // in the background, so nobody takes it over meanwhile.
-        std::thread::sleep(Duration::from_millis(1_000));
+        std::thread::sleep(Duration::from_millis(3_200));
         let err = lease(LockWait::TryOnce)
             .publish_bytes(b"[0]", &PublishOptions::default())
             .expect_err("still held");

@@ -73,31 +73,39 @@ fn open_checked(path: &Path, expected_len: u64) -> Result<std::fs::File, Snapsho
 
 /// Reads a whole snapshot into memory and verifies its length and hash.
 ///
-/// The buffer is allocated zeroed at its final size (`calloc`: for a large
-/// snapshot fresh pages that are zero already, nothing to clear) and filled
-/// by reads of everything still missing, one `read` for the whole file in
-/// the usual case; `read_to_end` through a `Take` would instead grow its
-/// reads from 8 KiB, eight calls for 1 MiB.
+/// The buffer is reserved at its final size and never zeroed: `read_to_end`
+/// reads into the reserved, not yet initialised part. Zeroing it first
+/// (`vec![0; len]`) costs a `memset` of the whole size whenever the
+/// allocator serves it from memory it already has, as it does in a process
+/// that reads more than once (glibc raises its mmap threshold after the
+/// first large free). The read is bounded at one byte more than expected,
+/// which tells a file that grew after the stat.
 pub(crate) fn read_verified(
     path: &Path,
     hash: &ContentHash,
     expected_len: u64,
 ) -> Result<Vec<u8>, SnapshotFault> {
-    let mut file = open_checked(path, expected_len)?;
-    let len = usize::try_from(expected_len).map_err(|_| {
-        SnapshotFault::Io(io::Error::new(
-            io::ErrorKind::OutOfMemory,
-            "the snapshot is larger than this platform's address space",
-        ))
-    })?;
-    let mut bytes = vec![0u8; len];
-    let filled = fill(&mut file, &mut bytes).map_err(SnapshotFault::Io)?;
-    // One byte more than expected tells a file that grew after the stat.
-    let grew = filled == len && fill(&mut file, &mut [0u8; 1]).map_err(SnapshotFault::Io)? > 0;
-    if filled != len || grew {
+    let file = open_checked(path, expected_len)?;
+    let len = usize::try_from(expected_len)
+        .ok()
+        .and_then(|len| len.checked_add(1).map(|_| len))
+        .ok_or_else(|| {
+            SnapshotFault::Io(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "the snapshot is larger than this platform's address space",
+            ))
+        })?;
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(len)
+        .map_err(|e| SnapshotFault::Io(io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
+    file.take(expected_len + 1)
+        .read_to_end(&mut bytes)
+        .map_err(SnapshotFault::Io)?;
+    if bytes.len() != len {
         return Err(SnapshotFault::Length {
             expected: expected_len,
-            found: filled as u64 + u64::from(grew),
+            found: bytes.len() as u64,
         });
     }
     let found = ContentHash::of(&bytes);
@@ -214,7 +222,9 @@ mod tests {
     }
 
     /// The exact-size read returns every byte, whatever the size: empty,
-    /// one byte, and several MiB (more than any single chunk of a read).
+    /// one byte, and several MiB (more than any single chunk of a read),
+    /// in a buffer of exactly that size (the probe for one byte more never
+    /// makes it grow: the read's memory stays at the snapshot's size).
     #[test]
     fn read_verified_returns_exactly_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -224,6 +234,7 @@ mod tests {
             let read = read_verified(&path, &ContentHash::of(&bytes), len as u64)
                 .unwrap_or_else(|e| panic!("{len} bytes: {}", e.detail()));
             assert_eq!(read, bytes, "{len} bytes");
+            assert_eq!(read.capacity(), len, "{len} bytes: no spare capacity");
         }
     }
 

@@ -834,6 +834,55 @@ impl JsonCheck {
     }
 }
 
+/// The JSON check's first stages alone, over the whole 64-byte blocks of
+/// `bytes`, for `snapcache-bench` (feature `bench-stages`; not an API):
+/// with `visit` false, what [`JsonCheck`]'s block walk does before it looks
+/// at any token (the classification, the string spans and the mask of
+/// token starts); with `visit` true, that and a load of every token's first
+/// byte, which is the least any check that steps from token to token does.
+/// Against the whole check they tell what its walk over the tokens costs.
+/// Returns a number that depends on every byte, so that nothing is skipped.
+///
+/// ```
+/// let doc = format!("[{}1]", "1, ".repeat(40));
+/// let classified = snapcache::json_check_stages(doc.as_bytes(), false);
+/// let visited = snapcache::json_check_stages(doc.as_bytes(), true);
+/// assert!(visited > classified, "visiting adds each token's first byte");
+/// ```
+#[cfg(feature = "bench-stages")]
+pub fn json_check_stages(bytes: &[u8], visit: bool) -> u64 {
+    let mut in_string = 0u64;
+    let mut escape_carry = false;
+    let mut sum = 0u64;
+    for block in bytes.chunks_exact(BLOCK) {
+        let Some(block) = block.first_chunk::<BLOCK>() else {
+            break;
+        };
+        let c = block::classify(block);
+        let (escaped, escape_out) = if c.backslash == 0 && !escape_carry {
+            (0, false)
+        } else {
+            block::escaped(c.backslash, escape_carry)
+        };
+        let quotes = c.quote & !escaped;
+        let inside = block::prefix_xor(quotes) ^ in_string;
+        let unusual = c.control & (inside | !c.whitespace);
+        let strings = inside | quotes;
+        let mut starts = !(c.whitespace | strings) | (quotes & inside);
+        sum = sum.wrapping_add(u64::from(starts.count_ones()) ^ unusual);
+        if visit {
+            while starts != 0 {
+                let bit = starts.trailing_zeros() as usize & (BLOCK - 1);
+                starts &= starts - 1;
+                sum = sum.wrapping_add(u64::from(block[bit]));
+            }
+        }
+        in_string = ((inside as i64) >> 63) as u64;
+        escape_carry = escape_out;
+    }
+    sum
+}
+
 const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
 const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
 
@@ -1117,6 +1166,38 @@ mod tests {
             }
             Err(_) => Some(false),
         }
+    }
+
+    /// The visiting stage loads exactly the token starts the block walk
+    /// visits: every byte outside strings that is not whitespace, and every
+    /// opening quote (so `visit − classify` is the sum of those bytes).
+    #[cfg(feature = "bench-stages")]
+    #[test]
+    fn the_visiting_stage_loads_every_token_start_and_nothing_else() {
+        let doc =
+            br#"{"name": "temurin \"lts\"", "versions": [17, 21, true, null], "x": {"y": -1.5e3}}"#;
+        let mut bytes = doc.repeat(4);
+        bytes.truncate(bytes.len() / 64 * 64);
+        let mut expected = 0u64;
+        let (mut in_string, mut escaped) = (false, false);
+        for &b in &bytes {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+            } else if b == b'"' {
+                in_string = true;
+                expected += u64::from(b);
+            } else if !is_ws(b) {
+                expected += u64::from(b);
+            }
+        }
+        let classified = json_check_stages(&bytes, false);
+        let visited = json_check_stages(&bytes, true);
+        assert_eq!(visited.wrapping_sub(classified), expected);
     }
 
     #[test]

@@ -106,6 +106,9 @@ pub use error::{Error, IoStage, Result, SourceError};
 pub use hash::ContentHash;
 pub use hint::Hint;
 pub use json_check::JsonCheck;
+#[cfg(feature = "bench-stages")]
+#[doc(hidden)]
+pub use json_check::json_check_stages;
 pub use lock::{
     Backend, BackendChoice, DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, HolderInfo, LockBudget,
     LockObserver, LockState, LockWait, QUIET_WAIT, TimeoutSource, WaitStarted,

@@ -1,6 +1,8 @@
 //! The JSON check's throughput against `serde_json::from_slice::<IgnoredAny>`
 //! on the same Kopi payloads, pretty (as Kopi writes them) and compact.
-//! The check is fed in 256 KiB chunks, as a publish feeds it.
+//! The check is fed in 256 KiB chunks, as a publish feeds it. Its first
+//! stages are timed on their own too (`snapcache::json_check_stages`), to
+//! show what its walk over the tokens costs.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,12 @@ pub struct JsonRun {
     pub check: Duration,
     /// serde_json's `from_slice::<IgnoredAny>`, median of the rounds.
     pub serde: Duration,
+    /// The check's classification of every 64-byte block alone (string
+    /// spans and token starts, no token looked at), median of the rounds.
+    pub classify: Duration,
+    /// That and a load of every token's first byte: the least a check that
+    /// steps from token to token does, median of the rounds.
+    pub visit: Duration,
 }
 
 impl JsonRun {
@@ -52,7 +60,17 @@ pub fn run(pretty: &[u8], rounds: usize) -> Result<Vec<JsonRun>> {
         check_streaming(bytes)?;
         let mut check = Samples::new();
         let mut serde = Samples::new();
+        let mut classify = Samples::new();
+        let mut visit = Samples::new();
         for _ in 0..rounds {
+            for (visiting, samples) in [(false, &mut classify), (true, &mut visit)] {
+                let t = Instant::now();
+                std::hint::black_box(snapcache::json_check_stages(
+                    std::hint::black_box(bytes),
+                    visiting,
+                ));
+                samples.push(t.elapsed());
+            }
             let t = Instant::now();
             std::hint::black_box(check_streaming(std::hint::black_box(bytes)))?;
             check.push(t.elapsed());
@@ -67,6 +85,8 @@ pub fn run(pretty: &[u8], rounds: usize) -> Result<Vec<JsonRun>> {
             bytes: bytes.len(),
             check: check.median(),
             serde: serde.median(),
+            classify: classify.median(),
+            visit: visit.median(),
         });
     }
     Ok(out)

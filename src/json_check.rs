@@ -467,14 +467,13 @@ impl JsonCheck {
             let Some(block) = chunk.get(pos..).and_then(<[u8]>::first_chunk::<BLOCK>) else {
                 break None;
             };
-            let c = block::classify(block);
-            let (escaped, escape_out) = if c.backslash == 0 && !escape_carry {
-                (0, false)
-            } else {
-                block::escaped(c.backslash, escape_carry)
-            };
-            let quotes = c.quote & !escaped;
-            let inside = block::prefix_xor(quotes) ^ in_string;
+            let block::Spans {
+                classes: c,
+                quotes,
+                inside,
+                escaped,
+                escape_out,
+            } = block::spans(block, in_string, escape_carry);
             // A control byte in a string, or one that is not whitespace.
             let mut unusual = c.control & (inside | !c.whitespace);
             if escaped != 0 || c.backslash != 0 {
@@ -858,14 +857,13 @@ pub fn json_check_stages(bytes: &[u8], visit: bool) -> u64 {
         let Some(block) = block.first_chunk::<BLOCK>() else {
             break;
         };
-        let c = block::classify(block);
-        let (escaped, escape_out) = if c.backslash == 0 && !escape_carry {
-            (0, false)
-        } else {
-            block::escaped(c.backslash, escape_carry)
-        };
-        let quotes = c.quote & !escaped;
-        let inside = block::prefix_xor(quotes) ^ in_string;
+        let block::Spans {
+            classes: c,
+            quotes,
+            inside,
+            escape_out,
+            ..
+        } = block::spans(block, in_string, escape_carry);
         let unusual = c.control & (inside | !c.whitespace);
         let strings = inside | quotes;
         let mut starts = !(c.whitespace | strings) | (quotes & inside);

@@ -82,6 +82,43 @@ pub(super) fn classify(block: &[u8; BLOCK]) -> Classes {
     c
 }
 
+/// A block's classes and its string spans, as the JSON check's block walk
+/// (and the bench's view of its first stages) starts every block.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Spans {
+    /// The byte classes.
+    pub classes: Classes,
+    /// The quotes that are not escaped: the strings' own quotes.
+    pub quotes: u64,
+    /// The bytes from each opening quote up to (not including) its closing
+    /// one, `in_string` carried in.
+    pub inside: u64,
+    /// The bytes a backslash escapes.
+    pub escaped: u64,
+    /// Whether the next block's first byte is escaped.
+    pub escape_out: bool,
+}
+
+/// Classifies `block` and finds its strings: `in_string` (all ones or
+/// zero) and `escape_carry` say how the previous block ended.
+#[inline(always)]
+pub(super) fn spans(block: &[u8; BLOCK], in_string: u64, escape_carry: bool) -> Spans {
+    let classes = classify(block);
+    let (escaped, escape_out) = if classes.backslash == 0 && !escape_carry {
+        (0, false)
+    } else {
+        escaped(classes.backslash, escape_carry)
+    };
+    let quotes = classes.quote & !escaped;
+    Spans {
+        classes,
+        quotes,
+        inside: prefix_xor(quotes) ^ in_string,
+        escaped,
+        escape_out,
+    }
+}
+
 /// Bytes per step of [`ascii_prefix`].
 const ASCII_STEP: usize = 256;
 

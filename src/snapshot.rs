@@ -86,20 +86,17 @@ pub(crate) fn read_verified(
     expected_len: u64,
 ) -> Result<Vec<u8>, SnapshotFault> {
     let file = open_checked(path, expected_len)?;
-    let len = usize::try_from(expected_len)
-        .ok()
-        .and_then(|len| len.checked_add(1).map(|_| len))
-        .ok_or_else(|| {
-            SnapshotFault::Io(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "the snapshot is larger than this platform's address space",
-            ))
-        })?;
+    let len = usize::try_from(expected_len).map_err(|_| {
+        SnapshotFault::Io(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            "the snapshot is larger than this platform's address space",
+        ))
+    })?;
     let mut bytes = Vec::new();
     bytes
         .try_reserve_exact(len)
         .map_err(|e| SnapshotFault::Io(io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
-    file.take(expected_len + 1)
+    file.take(expected_len.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(SnapshotFault::Io)?;
     if bytes.len() != len {

@@ -44,8 +44,10 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "- Filesystem of the bench directory: `stat -f -c %T` says {}; `/proc/mounts`: `{}`",
-        r.sys.fs_type, r.sys.mount
+        "- Filesystem of the bench directory: `stat -f -c %T` says {}; `/proc/mounts`: `{}`{}",
+        r.sys.fs_type,
+        r.sys.mount,
+        journal_note(&r.sys)
     );
     let _ = writeln!(s, "- Bench directory: `{}`", r.sys.bench_dir);
     let _ = writeln!(s, "- Allocator: {}", r.allocator);
@@ -569,12 +571,18 @@ fn dominant_costs(r: &Results) -> Vec<String> {
                 line,
                 " snapcache takes {}: JSON validation accounts for {} (snapcache − raw; `serde_json::from_slice` \
                  on the same bytes in memory takes {}), the rest of its gap to the floor is {} (raw − floor), \
-                 next to which the floor's untimed unlink of a superseded snapshot costs {}.",
+                 next to which the floor's untimed unlink of a superseded snapshot costs {}. \
+                 snapcache removes the snapshot that left retention inside a publish (the next one's \
+                 sweep); against the floor with that unlink counted ({}), raw publish takes {} and \
+                 publish {}.",
                 fmt_duration(sw),
                 signed(sw, rw),
                 fmt_duration(size.json_check),
                 signed(rw, fw),
-                fmt_duration(floor.cleanup.median())
+                fmt_duration(floor.cleanup.median()),
+                fmt_duration(fw + floor.cleanup.median()),
+                ratio_str(rw, fw + floor.cleanup.median()),
+                ratio_str(sw, fw + floor.cleanup.median())
             );
         }
         out.push(line);
@@ -675,6 +683,21 @@ fn dominant_costs(r: &Results) -> Vec<String> {
     out
 }
 
+/// What the ext4 journal (or its absence) means for deleting a snapshot.
+fn journal_note(sys: &crate::sysinfo::SysInfo) -> String {
+    let discard = sys.mount.contains("discard");
+    match sys.journal {
+        Some(false) if discard => "; ext4 **without a journal** (no `/proc/fs/jbd2` entry for its device) and \
+             with `discard`: an `unlink` frees the file's blocks and trims them on the device before it returns"
+            .into(),
+        Some(false) => "; ext4 **without a journal** (no `/proc/fs/jbd2` entry for its device): an `unlink` \
+             frees the file's blocks before it returns"
+            .into(),
+        Some(true) => "; ext4 with a journal".into(),
+        None => String::new(),
+    }
+}
+
 fn signed(a: Duration, b: Duration) -> String {
     if a >= b {
         format!("+{}", fmt_duration(a - b))
@@ -724,6 +747,7 @@ pub fn json(r: &Results) -> Value {
             "memory": r.sys.memory,
             "fs_type": r.sys.fs_type,
             "mount": r.sys.mount,
+            "ext4_journal": r.sys.journal,
             "load_at_start": r.sys.load_at_start,
             "load_at_end": r.load_at_end,
             "other_cpu": r.other_cpu,

@@ -19,6 +19,9 @@ pub struct SysInfo {
     pub fs_type: String,
     /// Mount entry (device, mount point, type, options) from `/proc/mounts`.
     pub mount: String,
+    /// For ext4: whether it has a journal (a `/proc/fs/jbd2/<device>-*`
+    /// entry); `None` for other filesystems or when it cannot be told.
+    pub journal: Option<bool>,
     /// Directory the contenders wrote into.
     pub bench_dir: String,
     /// `/proc/loadavg` when the run started (other load skews figures).
@@ -60,13 +63,15 @@ pub fn collect(dir: &Path) -> SysInfo {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
+    let mount = mount_of(dir);
     SysInfo {
         nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model,
         kernel,
         memory,
         fs_type,
-        mount: mount_of(dir).unwrap_or_else(|| "unknown".into()),
+        journal: mount.as_deref().and_then(ext4_journal),
+        mount: mount.unwrap_or_else(|| "unknown".into()),
         bench_dir: dir.display().to_string(),
         load_at_start: loadavg(),
     }
@@ -89,6 +94,34 @@ fn mount_of(dir: &Path) -> Option<String> {
         })
         .max_by_key(|(len, _)| *len)
         .map(|(_, s)| s)
+}
+
+/// Whether the ext4 filesystem of a `mount_of` line has a journal: jbd2
+/// lists each journal it runs as `/proc/fs/jbd2/<device>-<inode>`. It
+/// matters here because without one, ext4 frees a deleted file's blocks, and
+/// with `discard` trims them, inside the `unlink` itself (seen in off-CPU
+/// stacks: `ext4_free_blocks` → `blkdev_issue_discard`), where a journal
+/// would defer that to its commit. `None` for other filesystems or without
+/// `/proc/fs/jbd2`.
+fn ext4_journal(mount: &str) -> Option<bool> {
+    let name = ext4_device(mount)?;
+    let journals = std::fs::read_dir("/proc/fs/jbd2").ok()?;
+    let prefix = format!("{name}-");
+    Some(
+        journals
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with(&prefix)),
+    )
+}
+
+/// The device name (`vda` of `/dev/vda`) of a `mount_of` line, when its
+/// filesystem is ext4: the name jbd2 files its journal under.
+fn ext4_device(mount: &str) -> Option<&str> {
+    let mut fields = mount.split_whitespace();
+    let device = fields.next()?;
+    // `<device> on <mount point> type <fs> (<options>)`
+    (fields.nth(3)? == "ext4").then_some(())?;
+    Path::new(device).file_name()?.to_str()
 }
 
 /// CPU accounting at one instant, to tell how busy the rest of the machine
@@ -161,4 +194,24 @@ pub fn others_busy(start: CpuSnapshot, end: CpuSnapshot) -> String {
         100.0 * others as f64 / total as f64,
         own as f64 / 100.0
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ext4_device;
+
+    #[test]
+    fn only_an_ext4_mount_names_a_device_to_look_up_a_journal_for() {
+        assert_eq!(
+            ext4_device("/dev/vda on / type ext4 (rw,relatime,discard)"),
+            Some("vda")
+        );
+        assert_eq!(
+            ext4_device("/dev/nvme0n1p2 on /work type ext4 (rw)"),
+            Some("nvme0n1p2")
+        );
+        assert_eq!(ext4_device("tmpfs on /tmp type tmpfs (rw)"), None);
+        assert_eq!(ext4_device("/dev/sda1 on /data type xfs (rw)"), None);
+        assert_eq!(ext4_device("unknown"), None);
+    }
 }

@@ -70,6 +70,9 @@ pub struct Floor {
     seq: u64,
     verify: bool,
     sync: bool,
+    /// Deletes the snapshot its previous write superseded inside each write,
+    /// on a second thread from the write's start (see [`Floor::deleting`]).
+    deleting: bool,
     current: Option<String>,
 }
 
@@ -84,6 +87,7 @@ impl Floor {
             seq: 0,
             verify,
             sync: true,
+            deleting: false,
             current: None,
         })
     }
@@ -96,18 +100,20 @@ impl Floor {
         f.sync = false;
         Ok(f)
     }
-}
 
-impl Contender for Floor {
-    fn name(&self) -> &'static str {
-        match (self.verify, self.sync) {
-            (true, true) => crate::results::names::FLOOR,
-            (false, false) => crate::results::names::REFERENCE,
-            _ => "floor variant",
-        }
+    /// The floor that, like snapcache, removes the snapshot it superseded
+    /// inside a publish: each write unlinks the previous write's snapshot on
+    /// a second thread, started before anything else and joined before the
+    /// write returns (as early in a publish as an unlink can start). Not a
+    /// budget's baseline: it shows what deleting costs on this filesystem.
+    pub fn deleting(root: &Path) -> Result<Self> {
+        let mut f = Self::new(root, true)?;
+        f.deleting = true;
+        Ok(f)
     }
 
-    fn write(&mut self, payload: &[u8]) -> Result<()> {
+    /// The durable sequence itself (see the type's documentation).
+    fn write_floor(&mut self, payload: &[u8]) -> Result<()> {
         self.seq += 1;
         let hash = blake3::hash(payload).to_hex();
         let tmp = self.root.join("tmp").join(format!("snap.{}", self.seq));
@@ -126,6 +132,34 @@ impl Contender for Floor {
         }
         self.current = Some(hash.to_string());
         Ok(())
+    }
+}
+
+impl Contender for Floor {
+    fn name(&self) -> &'static str {
+        match (self.verify, self.sync) {
+            (true, true) if self.deleting => crate::results::names::FLOOR_DELETING,
+            (true, true) => crate::results::names::FLOOR,
+            (false, false) => crate::results::names::REFERENCE,
+            _ => "floor variant",
+        }
+    }
+
+    fn write(&mut self, payload: &[u8]) -> Result<()> {
+        let superseded = self
+            .current
+            .as_ref()
+            .filter(|_| self.deleting)
+            .map(|hash| self.root.join("snapshots").join(hash));
+        std::thread::scope(|scope| {
+            let unlink = superseded.map(|path| scope.spawn(move || fs::remove_file(path)));
+            let written = self.write_floor(payload);
+            match unlink.map(|t| t.join()) {
+                Some(Err(_)) => Err("floor: the unlinking thread panicked".into()),
+                Some(Ok(Err(e))) => Err(e.into()),
+                _ => written,
+            }
+        })
     }
 
     fn read(&mut self) -> Result<Vec<u8>> {
@@ -147,8 +181,9 @@ impl Contender for Floor {
 
     fn after_iteration(&mut self) -> Result<()> {
         // Keep the disk footprint bounded: drop every snapshot but the
-        // current one (untimed; the floor has no history).
-        match &self.current {
+        // current one (untimed; the floor has no history). The deleting
+        // floor does it in its next write.
+        match self.current.as_ref().filter(|_| !self.deleting) {
             Some(current) => remove_all_but(&self.root.join("snapshots"), current),
             None => Ok(()),
         }

@@ -542,6 +542,7 @@ fn latency(tmp: &Path, size: usize, warmup: usize, rounds: usize) -> Result<Size
     let mut payload = Payload::generate(size, size as u64)?;
     let mut list: Vec<Box<dyn Contender>> = vec![
         Box::new(Floor::new(&dir.join("floor"), true)?),
+        Box::new(Floor::deleting(&dir.join("floor-deleting"))?),
         Box::new(Floor::reference(&dir.join("reference"))?),
         Box::new(KopiFile::new(&dir.join("kopi"))?),
         Box::new(Cacache::new(&dir.join("cacache"))),

@@ -571,19 +571,27 @@ fn dominant_costs(r: &Results) -> Vec<String> {
                 line,
                 " snapcache takes {}: JSON validation accounts for {} (snapcache − raw; `serde_json::from_slice` \
                  on the same bytes in memory takes {}), the rest of its gap to the floor is {} (raw − floor), \
-                 next to which the floor's untimed unlink of a superseded snapshot costs {}. \
-                 snapcache removes the snapshot that left retention inside a publish (the next one's \
-                 sweep); against the floor with that unlink counted ({}), raw publish takes {} and \
-                 publish {}.",
+                 next to which the floor's untimed unlink of a superseded snapshot costs {}.",
                 fmt_duration(sw),
                 signed(sw, rw),
                 fmt_duration(size.json_check),
                 signed(rw, fw),
                 fmt_duration(floor.cleanup.median()),
-                fmt_duration(fw + floor.cleanup.median()),
-                ratio_str(rw, fw + floor.cleanup.median()),
-                ratio_str(sw, fw + floor.cleanup.median())
             );
+            if let Some(deleting) = size.get(names::FLOOR_DELETING) {
+                let dw = deleting.write.median();
+                let _ = write!(
+                    line,
+                    " snapcache removes the snapshot that left retention inside a publish (the next \
+                     one's sweep, on a second thread); the floor doing the same, its unlink on a \
+                     second thread from the start of each write, takes {} ({} the floor), and against \
+                     it raw publish takes {} and publish {}.",
+                    fmt_duration(dw),
+                    ratio_str(dw, fw),
+                    ratio_str(rw, dw),
+                    ratio_str(sw, dw)
+                );
+            }
         }
         out.push(line);
         let fr = floor.read.median();

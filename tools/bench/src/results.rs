@@ -14,6 +14,8 @@ use crate::sysinfo::SysInfo;
 pub mod names {
     /// The physical floor (verified read).
     pub const FLOOR: &str = "floor";
+    /// The floor that unlinks its superseded snapshot inside each write.
+    pub const FLOOR_DELETING: &str = "floor, deleting the superseded snapshot alongside";
     /// The floor without fsync and with a plain read.
     pub const REFERENCE: &str = "reference: no fsync, plain read";
     /// snapcache, default options.

@@ -265,51 +265,73 @@ impl Pointer {
 
     /// Parses and checks a pointer; `path` is only used in errors.
     pub fn decode(bytes: &[u8], path: &Path) -> Result<Pointer> {
-        let corrupt = |detail: String| Error::CorruptPointer {
-            path: path.to_path_buf(),
-            detail,
+        Self::decode_fault(bytes, path).map_err(|fault| fault.error)
+    }
+
+    /// [`Pointer::decode`], telling a fault that a replace in progress can
+    /// explain (empty, no header, a checksum that does not match: a file
+    /// still being written) from one it cannot: a body whose checksum
+    /// matches was written whole, by some writer, so if it does not parse
+    /// or breaks an invariant, looking again will not change it.
+    pub(crate) fn decode_fault(
+        bytes: &[u8],
+        path: &Path,
+    ) -> std::result::Result<Pointer, DecodeFault> {
+        let torn = |detail: String| DecodeFault {
+            error: Error::CorruptPointer {
+                path: path.to_path_buf(),
+                detail,
+            },
+            torn: true,
         };
         if bytes.is_empty() {
-            return Err(corrupt("the file is empty".into()));
+            return Err(torn("the file is empty".into()));
         }
         let newline = bytes
             .iter()
             .take(128)
             .position(|&b| b == b'\n')
-            .ok_or_else(|| corrupt("no header line".into()))?;
+            .ok_or_else(|| torn("no header line".into()))?;
         let header = std::str::from_utf8(&bytes[..newline])
-            .map_err(|_| corrupt("the header is not text".into()))?;
+            .map_err(|_| torn("the header is not text".into()))?;
         let mut fields = header.split(' ');
         if fields.next() != Some(MAGIC) {
-            return Err(corrupt(format!("the header does not start with {MAGIC:?}")));
+            return Err(torn(format!("the header does not start with {MAGIC:?}")));
         }
         let version: u32 = fields
             .next()
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| corrupt("the header has no format version".into()))?;
+            .ok_or_else(|| torn("the header has no format version".into()))?;
         if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                path: path.to_path_buf(),
-                found: version,
-                supported: FORMAT_VERSION,
+            return Err(DecodeFault {
+                error: Error::UnsupportedVersion {
+                    path: path.to_path_buf(),
+                    found: version,
+                    supported: FORMAT_VERSION,
+                },
+                torn: false,
             });
         }
         let sum = fields
             .next()
             .and_then(ContentHash::parse)
-            .ok_or_else(|| corrupt("the header has no valid checksum".into()))?;
+            .ok_or_else(|| torn("the header has no valid checksum".into()))?;
         if fields.next().is_some() {
-            return Err(corrupt("the header has extra fields".into()));
+            return Err(torn("the header has extra fields".into()));
         }
         let body = &bytes[newline + 1..];
         if ContentHash::of(body) != sum {
-            return Err(corrupt(
+            return Err(torn(
                 "the checksum does not match the body (torn or tampered write)".into(),
             ));
         }
+        let settled = |detail: String| DecodeFault {
+            torn: false,
+            ..torn(detail)
+        };
         let pointer: Pointer = serde_json::from_slice(body)
-            .map_err(|e| corrupt(format!("the body is not a valid pointer: {e}")))?;
-        pointer.check().map_err(corrupt)?;
+            .map_err(|e| settled(format!("the body is not a valid pointer: {e}")))?;
+        pointer.check().map_err(settled)?;
         Ok(pointer)
     }
 
@@ -345,6 +367,16 @@ impl Pointer {
         }
         Ok(())
     }
+}
+
+/// Why [`Pointer::decode_fault`] refused a pointer.
+#[derive(Debug)]
+pub(crate) struct DecodeFault {
+    /// What decoding reports.
+    pub(crate) error: Error,
+    /// Whether a replace still in progress explains it (see
+    /// [`crate::reread`]): only then is the pointer worth reading again.
+    pub(crate) torn: bool,
 }
 
 /// Reads at most [`MAX_POINTER_BYTES`] (+1, to detect oversize) from `reader`.

@@ -1282,10 +1282,12 @@ impl Store {
             Ok(bytes) => bytes,
             Err(e) => return PointerLook::Torn(e),
         };
-        match Pointer::decode(&bytes, &path) {
+        match Pointer::decode_fault(&bytes, &path) {
             Ok(p) => PointerLook::Found(p),
-            Err(e @ Error::CorruptPointer { .. }) => PointerLook::Torn(e),
-            Err(e) => PointerLook::Failed(e),
+            Err(fault) if fault.torn => PointerLook::Torn(fault.error),
+            // Checksummed but invalid (or another version): no replace in
+            // progress explains it, so it is reported at once.
+            Err(fault) => PointerLook::Failed(fault.error),
         }
     }
 

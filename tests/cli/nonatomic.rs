@@ -177,6 +177,44 @@ fn a_pointer_that_stays_damaged_is_reported_after_about_a_second() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// A pointer whose checksum matches its body was written whole: no replace
+/// in progress explains a body that does not parse or breaks an invariant,
+/// so it is reported on the first look, without the re-read window (found
+/// by the pointer fuzz target, `fuzz/`, whose every case waited a second).
+#[test]
+fn a_checksummed_pointer_that_is_invalid_is_reported_without_waiting() {
+    let store = TestStore::new();
+    store.refresh(A, &[]);
+    let pointer = pointer_path(&store);
+    for body in [
+        // Not a pointer at all.
+        r#"{"current":1}"#,
+        // A pointer that lists no generation.
+        r#"{"current":1,"last_generation":1,"checked_at":"2026-01-01T00:00:00Z","generations":[]}"#,
+    ] {
+        write_pointer_with_body(&pointer, body);
+        for args in [&["show"][..], &["history"], &["status"]] {
+            let started = Instant::now();
+            let out = store.run(args);
+            let elapsed = started.elapsed();
+            let stderr = text(&out.stderr);
+            assert_eq!(code(&out), 1, "{args:?}: {stderr}");
+            assert!(
+                stderr.contains("corrupt") || stderr.contains("damaged"),
+                "{args:?}: reports the pointer: {stderr}"
+            );
+            assert!(
+                !stderr.contains("stayed so across"),
+                "{args:?}: read once, not re-read: {stderr}"
+            );
+            assert!(
+                elapsed < Duration::from_millis(900),
+                "{args:?}: no re-read window ({elapsed:?}): {stderr}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_store_that_never_published_is_reported_empty_without_waiting() {
     let store = TestStore::new();

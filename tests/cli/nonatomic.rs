@@ -139,6 +139,22 @@ fn readers_never_fail_while_current_is_replaced_non_atomically() {
     );
 }
 
+/// `show`, `history` and `status` on a store whose pointer is damaged: each
+/// fails with exit 1; what each took and printed on stderr.
+fn failing_reads(store: &TestStore) -> Vec<(&'static [&'static str], Duration, String)> {
+    [&["show"][..], &["history"], &["status"]]
+        .into_iter()
+        .map(|args| {
+            let started = Instant::now();
+            let out = store.run(args);
+            let elapsed = started.elapsed();
+            let stderr = text(&out.stderr);
+            assert_eq!(code(&out), 1, "{args:?}: {stderr}");
+            (args, elapsed, stderr)
+        })
+        .collect()
+}
+
 #[test]
 fn a_pointer_that_stays_damaged_is_reported_after_about_a_second() {
     let store = TestStore::new();
@@ -147,12 +163,7 @@ fn a_pointer_that_stays_damaged_is_reported_after_about_a_second() {
     let pointer = pointer_path(&store);
     let bytes = std::fs::read(&pointer).unwrap();
     std::fs::write(&pointer, &bytes[..bytes.len() - 10]).unwrap();
-    for args in [&["show"][..], &["history"], &["status"]] {
-        let started = Instant::now();
-        let out = store.run(args);
-        let elapsed = started.elapsed();
-        let stderr = text(&out.stderr);
-        assert_eq!(code(&out), 1, "{args:?}: {stderr}");
+    for (args, elapsed, stderr) in failing_reads(&store) {
         assert!(
             elapsed >= Duration::from_millis(900),
             "{args:?}: re-read for the whole window first: {elapsed:?}"
@@ -193,12 +204,7 @@ fn a_checksummed_pointer_that_is_invalid_is_reported_without_waiting() {
         r#"{"current":1,"last_generation":1,"checked_at":"2026-01-01T00:00:00Z","generations":[]}"#,
     ] {
         write_pointer_with_body(&pointer, body);
-        for args in [&["show"][..], &["history"], &["status"]] {
-            let started = Instant::now();
-            let out = store.run(args);
-            let elapsed = started.elapsed();
-            let stderr = text(&out.stderr);
-            assert_eq!(code(&out), 1, "{args:?}: {stderr}");
+        for (args, elapsed, stderr) in failing_reads(&store) {
             assert!(
                 stderr.contains("corrupt") || stderr.contains("damaged"),
                 "{args:?}: reports the pointer: {stderr}"

@@ -6,7 +6,8 @@
 //! target writes the header with the body's true checksum, so the fuzzer
 //! gets past the checksum to the decoding and to the code that acts on it.
 //! The first byte of the input picks which write operation, if any, runs
-//! after the reads (writes fsync, so most cases only read).
+//! after the reads: each of the six in one case in 16 (writes fsync, so
+//! most cases only read).
 #![no_main]
 
 use std::path::PathBuf;
@@ -15,8 +16,9 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use snapcache::{ContentHash, GcOptions, PublishOptions, Store, StoreOptions, FORMAT_VERSION};
 
-/// One store for the whole run, made by three real publishes, of the payloads the seed corpus names (so that
-/// `snapshots/` holds real files the hostile pointer may name).
+/// One store for the whole run, made by three real publishes of the
+/// payloads the seed corpus names, so that `snapshots/` holds real files
+/// the hostile pointer may name.
 fn store() -> &'static (tempfile::TempDir, PathBuf) {
     static STORE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     STORE.get_or_init(|| {

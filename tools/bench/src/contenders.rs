@@ -151,13 +151,18 @@ impl Contender for Floor {
             .as_ref()
             .filter(|_| self.deleting)
             .map(|hash| self.root.join("snapshots").join(hash));
+        // The budgets' floor and the first write of the deleting one: the
+        // sequence alone, with no thread scope around it.
+        let Some(path) = superseded else {
+            return self.write_floor(payload);
+        };
         std::thread::scope(|scope| {
-            let unlink = superseded.map(|path| scope.spawn(move || fs::remove_file(path)));
+            let unlink = scope.spawn(move || fs::remove_file(path));
             let written = self.write_floor(payload);
-            match unlink.map(|t| t.join()) {
-                Some(Err(_)) => Err("floor: the unlinking thread panicked".into()),
-                Some(Ok(Err(e))) => Err(e.into()),
-                _ => written,
+            match unlink.join() {
+                Err(_) => Err("floor: the unlinking thread panicked".into()),
+                Ok(Err(e)) => Err(e.into()),
+                Ok(Ok(())) => written,
             }
         })
     }

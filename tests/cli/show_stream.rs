@@ -3,7 +3,7 @@
 //! byte, which only the end of the hash pass can see) means no byte at all
 //! on stdout.
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use crate::common::*;
 use crate::roundtrip::make_writable;
@@ -86,5 +86,68 @@ fn a_snapshot_that_grew_is_refused_without_output() {
         text(&out.stderr).contains("bytes long"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// Into a pipe on Linux, the verified snapshot goes out with `sendfile`
+/// (the kernel hands its pages to the pipe, as `cat` cannot), after the
+/// hash pass's reads and never through a `write` of snapshot bytes;
+/// whoever reads the pipe still gets every byte. Needs `strace` and the
+/// right to trace a child; skipped with the reason otherwise.
+#[cfg(target_os = "linux")]
+#[test]
+fn into_a_pipe_the_kernel_copies_the_verified_snapshot() {
+    let store = TestStore::new();
+    let payload = json_payload(BIG, 10);
+    store.refresh(&payload, &[]);
+    let log = store.scratch("strace.log");
+    let mut cmd = Command::new("strace");
+    cmd.arg("-f")
+        .arg("-e")
+        .arg("trace=sendfile,write")
+        .arg("-o")
+        .arg(&log)
+        .arg(bin())
+        .arg("--store")
+        .arg(store.root())
+        .arg("show")
+        .stdin(Stdio::null());
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("SKIPPED: strace cannot be run here: {e}");
+            return;
+        }
+    };
+    if code(&out) != 0 && !log.exists() {
+        eprintln!(
+            "SKIPPED: strace could not trace the command: {}",
+            text(&out.stderr)
+        );
+        return;
+    }
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(out.stdout == payload, "every byte through the pipe");
+    let trace = std::fs::read_to_string(&log).unwrap();
+    // `PID call(args) = result`: what each call moved.
+    let moved = |call: &str| -> usize {
+        trace
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|c| c.starts_with(call))
+            })
+            .filter_map(|l| l.rsplit("= ").next()?.trim().parse::<usize>().ok())
+            .sum()
+    };
+    assert_eq!(
+        moved("sendfile("),
+        payload.len(),
+        "every byte by sendfile:\n{trace}"
+    );
+    assert!(
+        moved("write(") < 4096,
+        "no snapshot bytes written through the process:\n{trace}"
     );
 }

@@ -446,6 +446,10 @@ const SYSCALL_GROUPS: &[(&str, &[&str])] = &[
     ("unlink (sweep, retention)", &["unlink", "unlinkat"]),
     ("rename", &["rename", "renameat", "renameat2"]),
     ("write", &["write", "pwrite64", "writev"]),
+    (
+        "kernel copy (sendfile, splice, copy_file_range)",
+        &["sendfile", "splice", "copy_file_range"],
+    ),
     ("read", &["read", "pread64", "readv"]),
     ("open/close", &["openat", "open", "close"]),
     (
@@ -494,7 +498,7 @@ fn attribution_table(s: &mut String, a: &crate::attribution::Attribution) {
     );
     let _ = writeln!(
         *s,
-        "Wall-clock time inside system calls per publish, summed over the process's threads (so a thread's wait \
+        "Wall-clock time inside system calls per command, summed over the process's threads (so a thread's wait \
          that overlaps another thread's work counts too), averaged over {} rounds; strace slows every call, so \
          compare the columns, not these figures with the untraced ones.\n",
         a.profiles.first().map_or(0, |p| p.rounds)

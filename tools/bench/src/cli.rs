@@ -219,6 +219,9 @@ pub struct RefreshRun {
     pub raw: Samples,
     /// `floor publish C F`.
     pub floor: Samples,
+    /// `floor publish --delete-superseded D F`: the floor that unlinks the
+    /// snapshot it supersedes inside the publish, as snapcache must.
+    pub floor_deleting: Samples,
     /// Payload bytes.
     pub bytes: usize,
     /// Requested payload size (label).
@@ -240,8 +243,18 @@ pub fn refresh_run(
     std::fs::create_dir_all(dir)?;
     let mut payload = Payload::generate(requested, 8080 + requested as u64)?;
     let file = dir.join("payload.json");
-    let stores = [dir.join("json"), dir.join("raw"), dir.join("floor")];
-    let mut samples = [Samples::new(), Samples::new(), Samples::new()];
+    let stores = [
+        dir.join("json"),
+        dir.join("raw"),
+        dir.join("floor"),
+        dir.join("floor-deleting"),
+    ];
+    let mut samples = [
+        Samples::new(),
+        Samples::new(),
+        Samples::new(),
+        Samples::new(),
+    ];
     let opened: Vec<snapcache::Store> = stores[..2]
         .iter()
         .map(|s| snapcache::Store::open(snapcache::StoreOptions::new(s)))
@@ -250,11 +263,18 @@ pub fn refresh_run(
         payload.stamp(7_000_000 + round as u64);
         std::fs::write(&file, &payload.bytes)?;
         let want = blake3::hash(&payload.bytes);
-        for k in 0..3 {
-            let which = (round + k) % 3;
+        for k in 0..4 {
+            let which = (round + k) % 4;
             let mut cmd = if which == 2 {
                 let mut c = command(floor_bin);
                 c.arg("publish").arg(&stores[2]).arg(&file);
+                c
+            } else if which == 3 {
+                let mut c = command(floor_bin);
+                c.arg("publish")
+                    .arg("--delete-superseded")
+                    .arg(&stores[3])
+                    .arg(&file);
                 c
             } else {
                 let mut c = command(bin);
@@ -287,18 +307,27 @@ pub fn refresh_run(
                 .into());
             }
         }
-        let pointer = std::fs::read_to_string(stores[2].join("current"))?;
-        if !pointer.starts_with(want.to_hex().as_str()) {
-            return Err("floor publish did not commit the round's payload".into());
+        for floor in &stores[2..] {
+            let pointer = std::fs::read_to_string(floor.join("current"))?;
+            if !pointer.starts_with(want.to_hex().as_str()) {
+                return Err("floor publish did not commit the round's payload".into());
+            }
+        }
+        // The deleting floor removed its own superseded snapshot, and only
+        // that one: it holds the round's snapshot alone.
+        let left = std::fs::read_dir(stores[3].join("snapshots"))?.count();
+        if left != 1 {
+            return Err(format!("the deleting floor left {left} snapshots, not 1").into());
         }
         crate::contenders::remove_all_but(&stores[2].join("snapshots"), want.to_hex().as_str())?;
     }
     let _ = std::fs::remove_dir_all(dir);
-    let [json, raw, floor] = samples;
+    let [json, raw, floor, floor_deleting] = samples;
     Ok(RefreshRun {
         json,
         raw,
         floor,
+        floor_deleting,
         bytes: payload.len(),
         requested,
     })

@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! floor publish STORE FILE   # the durable sequence of a publish, from FILE
+//! floor publish --delete-superseded STORE FILE
+//!                            # the same, unlinking the snapshot it supersedes
 //! floor read STORE           # verified read of the current snapshot to stdout
 //! ```
 //!
@@ -13,7 +15,13 @@
 //! validation, no history, no sweep, no logging. `read` reads the pointer,
 //! reads the whole snapshot into one buffer, checks length and blake3, and
 //! only then writes it to stdout. Old snapshots are the caller's to delete
-//! (the bench does it between rounds, untimed).
+//! (the bench does it between rounds, untimed), except with
+//! `--delete-superseded`: then the publish reads the pointer first and
+//! unlinks the snapshot it names on a second thread, started before the
+//! payload is read and joined before the process exits, as the library
+//! bench's deleting floor does. That is not a budget's baseline: it shows
+//! what deleting a snapshot inside a publish costs on the bench's filesystem,
+//! which snapcache's own publish cannot leave out.
 #![forbid(unsafe_code)]
 
 use std::fs::{self, File, OpenOptions};
@@ -25,9 +33,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["publish", store, file] => publish(Path::new(store), Path::new(file)),
+        ["publish", "--delete-superseded", store, file] => {
+            publish_deleting(Path::new(store), Path::new(file))
+        }
         ["read", store] => read(Path::new(store)),
         _ => Err(io::Error::other(
-            "usage: floor publish STORE FILE | floor read STORE",
+            "usage: floor publish [--delete-superseded] STORE FILE | floor read STORE",
         )),
     };
     match result {
@@ -78,6 +89,31 @@ fn publish(store: &Path, file: &Path) -> io::Result<()> {
     drop(p);
     fs::rename(&ptmp, store.join("current"))?;
     File::open(store)?.sync_all()
+}
+
+/// `publish`, with the snapshot named by the pointer it replaces unlinked
+/// on a second thread from the start (none on a store's first publish).
+fn publish_deleting(store: &Path, file: &Path) -> io::Result<()> {
+    let superseded = match fs::read_to_string(store.join("current")) {
+        Ok(pointer) => pointer
+            .split_whitespace()
+            .next()
+            .map(|hash| store.join("snapshots").join(hash)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let Some(path) = superseded else {
+        return publish(store, file);
+    };
+    std::thread::scope(|scope| {
+        let unlink = scope.spawn(move || fs::remove_file(path));
+        let written = publish(store, file);
+        match unlink.join() {
+            Err(_) => Err(io::Error::other("the unlinking thread panicked")),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => written,
+        }
+    })
 }
 
 fn read(store: &Path) -> io::Result<()> {

@@ -6,13 +6,17 @@
 //! [`VerifiedSnapshot::copy_to`] copy it, from the same descriptor, to a
 //! writer, through one 256 KiB buffer (std's kernel copy does not serve a
 //! pipe as the destination; a file or device still gets it), so memory
-//! stays bounded whatever the snapshot's size. A snapshot shorter than the
-//! 256 KiB verification buffer is still in it after verification and is
-//! written from memory.
+//! stays bounded whatever the snapshot's size.
+//! [`VerifiedSnapshot::copy_to_file_with`] copies to an open file instead,
+//! and into a pipe on Linux lets the kernel do it (`sendfile`). A snapshot
+//! shorter than the 256 KiB verification buffer is still in it after
+//! verification and is written from memory.
 //!
 //! The bytes copied are the bytes that verified as long as the snapshot file
 //! does not change between the two passes (one held in memory has one
-//! pass). Snapshot files are immutable by design: published read-only under their hash, never rewritten, and the
+//! pass), and, after `sendfile` into a pipe, until the pipe's reader has
+//! taken the pages it holds. Snapshot files are immutable by design:
+//! published read-only under their hash, never rewritten, and the
 //! store accepts only an owner-controlled directory tree (see the trust
 //! check). Only a process with the owner's rights could change one in
 //! between, and it could change the data after the copy just as well. What

@@ -55,8 +55,20 @@ enum State {
     Str { key: bool },
     /// After a backslash in a string.
     Escape { key: bool },
-    /// Inside `\uXXXX`, with this many hex digits still to come.
-    Unicode { key: bool, left: u8 },
+    /// Inside `\uXXXX`, with this many hex digits still to come: `code`
+    /// holds those read so far, `low` says it is the second half of a
+    /// surrogate pair (which must be a low surrogate).
+    Unicode {
+        key: bool,
+        left: u8,
+        code: u16,
+        low: bool,
+    },
+    /// After the `\uXXXX` of a high surrogate: the `\` (`u` false) or the
+    /// `u` (`u` true) of its low half's escape must come next. serde_json
+    /// refuses a lone surrogate in a string (it cannot be UTF-8), and so
+    /// would any program reading the published JSON into strings.
+    Surrogate { key: bool, u: bool },
     /// A literal (`true`, `false`, `null`) matched up to `at`.
     Literal { word: &'static [u8], at: u8 },
     /// Inside a number, at this point of the grammar.
@@ -139,6 +151,9 @@ impl NumberState {
 /// chunks of any size, then [`finish`](JsonCheck::finish). Memory stays
 /// bounded by the nesting depth (one byte per level), whatever the size;
 /// there is no nesting limit. Errors name the line and column (in bytes).
+/// It accepts what serde_json accepts into a `serde_json::Value` (beyond
+/// that, numbers out of f64's range and nesting deeper than serde_json's
+/// limit): a `\u` escape of a UTF-16 surrogate only as half of a pair.
 ///
 /// ```
 /// use snapcache::JsonCheck;
@@ -275,6 +290,7 @@ impl JsonCheck {
             State::Str { .. }
                 | State::Escape { .. }
                 | State::Unicode { .. }
+                | State::Surrogate { .. }
                 | State::Literal { .. }
                 | State::Number(_)
         )
@@ -731,23 +747,67 @@ impl JsonCheck {
             State::Escape { key } => {
                 self.state = match b {
                     b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => State::Str { key },
-                    b'u' => State::Unicode { key, left: 4 },
+                    b'u' => State::Unicode {
+                        key,
+                        left: 4,
+                        code: 0,
+                        low: false,
+                    },
                     _ => return Err(format!("invalid escape {}", show(b))),
                 }
             }
-            State::Unicode { key, left } => {
-                if !b.is_ascii_hexdigit() {
+            State::Unicode {
+                key,
+                left,
+                code,
+                low,
+            } => {
+                let Some(digit) = char::from(b).to_digit(16) else {
                     return Err(format!(
                         "invalid \\u escape: {} is not a hex digit",
                         show(b)
                     ));
-                }
-                self.state = if left == 1 {
-                    State::Str { key }
-                } else {
+                };
+                // At most four digits: the shifts never lose one.
+                let code = code << 4 | digit as u16;
+                self.state = if left > 1 {
                     State::Unicode {
                         key,
                         left: left - 1,
+                        code,
+                        low,
+                    }
+                } else {
+                    match (low, code) {
+                        (false, 0xD800..=0xDBFF) => State::Surrogate { key, u: false },
+                        (false, 0xDC00..=0xDFFF) => {
+                            return Err(format!(
+                                "lone low surrogate \\u{code:04X} in a string (it may only follow a high surrogate, \\uD800 to \\uDBFF)"
+                            ));
+                        }
+                        (false, _) | (true, 0xDC00..=0xDFFF) => State::Str { key },
+                        (true, _) => {
+                            return Err(format!(
+                                "unpaired high surrogate in a string: \\u{code:04X} is not a low surrogate (\\uDC00 to \\uDFFF)"
+                            ));
+                        }
+                    }
+                };
+            }
+            State::Surrogate { key, u } => {
+                self.state = match (u, b) {
+                    (false, b'\\') => State::Surrogate { key, u: true },
+                    (true, b'u') => State::Unicode {
+                        key,
+                        left: 4,
+                        code: 0,
+                        low: true,
+                    },
+                    _ => {
+                        return Err(
+                            "unpaired high surrogate in a string: the \\u escape of a low surrogate (\\uDC00 to \\uDFFF) must follow it"
+                                .into(),
+                        );
                     }
                 };
             }
@@ -940,7 +1000,8 @@ fn string_end(bytes: &[u8], mut i: usize) -> Option<usize> {
             b'\\' => match *bytes.get(i + 1)? {
                 b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
                 b'u' => {
-                    if !bytes.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) {
+                    let hex = bytes.get(i + 2..i + 6)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) || is_surrogate(hex) {
                         return None;
                     }
                     i += 6;
@@ -1039,7 +1100,8 @@ fn short_scalar(bytes: &[u8], i: usize) -> Option<usize> {
 /// Whether every escaped byte of the block at `pos` (bits of `escaped`)
 /// makes a valid escape: one of `"\/bfnrt`, or `u` and four hex digits,
 /// which must be in `bytes` (a `\u` cut by the chunk's end is left to
-/// `step`, like any invalid escape).
+/// `step`, like any invalid escape, and so is a surrogate's, whose pairing
+/// `step` checks).
 fn escapes_valid(bytes: &[u8], pos: usize, mut escaped: u64) -> bool {
     while escaped != 0 {
         let at = pos + escaped.trailing_zeros() as usize;
@@ -1047,13 +1109,22 @@ fn escapes_valid(bytes: &[u8], pos: usize, mut escaped: u64) -> bool {
         match bytes.get(at) {
             Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
             Some(b'u') => match bytes.get(at + 1..at + 5) {
-                Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => {}
+                Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) && !is_surrogate(hex) => {}
                 _ => return false,
             },
             _ => return false,
         }
     }
     true
+}
+
+/// Whether the four hex digits of a `\u` escape name a UTF-16 surrogate
+/// (`D800` to `DFFF`). The fast paths leave those to `step`, which checks
+/// that they come in pairs; they are rare.
+#[inline]
+fn is_surrogate(hex: &[u8]) -> bool {
+    matches!(hex.first(), Some(b'd' | b'D'))
+        && matches!(hex.get(1), Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
 }
 
 /// The index after `word` at `i`, if it is there in full.
@@ -1347,10 +1418,96 @@ mod tests {
             prop_assert_eq!(&whole, &check_chunked(&text, size), "{:?}", String::from_utf8_lossy(&text));
         }
 
+        /// Strings made of plain characters and escapes, surrogates among
+        /// them in any order (serialized JSON never has one, so the tests
+        /// above cannot make them): the same verdict as serde_json, in any
+        /// chunking.
+        #[test]
+        fn strings_of_escapes_agree_with_serde_json(
+            pieces in proptest::collection::vec(prop::sample::select(vec![
+                "a", "\u{e9}", "\\\\", "\\n", "\\u0041", "\\ud83d", "\\udbff", "\\ude00", "\\udc00", "\\u", "\\",
+            ]), 0..12),
+            key in any::<bool>(),
+            size in 1usize..80,
+        ) {
+            let body: String = pieces.concat();
+            let doc = if key {
+                format!("{{\"{body}\": [\"{body}\"]}}")
+            } else {
+                format!("[\"{}\", \"{body}\"]", "z".repeat(60))
+            };
+            if let Some(expected) = serde_verdict(doc.as_bytes()) {
+                prop_assert_eq!(check_chunked(doc.as_bytes(), size).is_ok(), expected, "{}", doc);
+                prop_assert_eq!(check(doc.as_bytes()).is_ok(), expected, "{}", doc);
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), size in 1usize..16) {
             let _ = check_chunked(&bytes, size);
         }
+    }
+    /// A `\u` escape of a UTF-16 surrogate must be half of a pair: a high
+    /// one (`D800`–`DBFF`) followed at once by the escape of a low one
+    /// (`DC00`–`DFFF`). serde_json refuses anything else in a string, and so
+    /// would a program reading the published JSON into strings. Checked
+    /// whole, in every chunk size, as a key and as a value, and padded so
+    /// that the escape falls on every position of a 64-byte block (the
+    /// block path leaves surrogate escapes to the state machine).
+    #[test]
+    fn surrogate_escapes_come_in_pairs_as_serde_json_requires() {
+        let cases: &[(&str, bool)] = &[
+            (r"\ud83d\ude00", true),
+            (r"\uD83D\uDE00", true),
+            (r"a\udbff\udfffb", true),
+            (r"\ud7ff\ue000", true),
+            (r"\ud807", false),
+            (r"\udc00", false),
+            (r"\ude00\ud83d", false),
+            (r"\ud83d\ud83d\ude00", false),
+            (r"\ud83d\u0041", false),
+            (r"\ud83d\n", false),
+            (r"\ud83dx", false),
+            (r"\ud83d\\ude00", false),
+            (r"\\ud83d", true),
+        ];
+        for &(body, ok) in cases {
+            for doc in [
+                format!("\"{body}\""),
+                format!("{{\"{body}\": 1}}"),
+                format!("[\"x\", \"{body}\"]"),
+            ] {
+                let bytes = doc.as_bytes();
+                assert_eq!(serde_verdict(bytes), Some(ok), "serde_json on {doc}");
+                assert_eq!(check(bytes).is_ok(), ok, "{doc}: {:?}", check(bytes));
+                for size in 1..=bytes.len() {
+                    assert_eq!(
+                        check_chunked(bytes, size).is_ok(),
+                        ok,
+                        "{doc} in chunks of {size}"
+                    );
+                }
+                for pad in 0..70 {
+                    let padded = format!("[{}{doc}, \"{}\"]", " ".repeat(pad), "y".repeat(80));
+                    let bytes = padded.as_bytes();
+                    assert_eq!(serde_verdict(bytes), Some(ok), "serde_json on {padded}");
+                    assert_eq!(check(bytes).is_ok(), ok, "{padded}: {:?}", check(bytes));
+                    assert_eq!(check_chunked(bytes, 64).is_ok(), ok, "{padded} in blocks");
+                }
+            }
+        }
+        assert!(
+            check(br#""\ud807""#)
+                .expect_err("lone")
+                .contains("unpaired high surrogate"),
+            "the error says what is wrong"
+        );
+        assert!(
+            check(br#""\udc00""#)
+                .expect_err("lone")
+                .contains("lone low surrogate \\uDC00"),
+            "and names the escape"
+        );
     }
 }
 
@@ -1519,6 +1676,9 @@ mod block_tests {
             r#""bad \x escape""#,
             r#""\u12G4""#,
             r#""\u12""#,
+            r#""\ud807""#,
+            r#""\udc00 low""#,
+            r#""\ud83d\u0041""#,
             "\"unterminated",
             "tru",
             "truex",

@@ -229,15 +229,16 @@ impl VerifiedSnapshot {
 mod pipe_send {
     use std::fs::File;
     use std::io;
-    use std::os::unix::fs::FileTypeExt;
 
     use rustix::io::Errno;
 
     use super::VerifiedSnapshot;
+    use crate::durable::FileKind;
 
     /// Whether `out` is a pipe (or FIFO).
     pub(super) fn is_pipe(out: &File) -> bool {
-        out.metadata().is_ok_and(|m| m.file_type().is_fifo())
+        out.metadata()
+            .is_ok_and(|m| FileKind::of(&m) == FileKind::Fifo)
     }
 
     /// Sends the verified bytes into the pipe `out`, from explicit offsets

@@ -47,7 +47,7 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::durable::{Durable, open_no_follow};
+use crate::durable::{Durable, open_no_follow_with_metadata};
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 use crate::layout::{self, Layout};
@@ -102,11 +102,17 @@ impl Record {
 /// Reads record `n`: `None` when there is none.
 fn read(layout: &Layout, n: u64) -> Result<Option<Record>> {
     let path = layout.commit_record(n);
-    let file = match open_no_follow(&path) {
-        Ok(f) => f,
+    let (file, meta) = match open_no_follow_with_metadata(&path) {
+        Ok(found) => found,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("open the commit record", &path, e)),
     };
+    // A record is a pointer: one that another user can write is not the
+    // owner's word, whatever it says. (Records are rare: read only when
+    // `current` is behind, so the look at the root costs nothing on the
+    // common path.)
+    let owner = crate::trust::store_owner(layout)?;
+    crate::trust::refuse_untrusted_file(&path, &meta, owner)?;
     let bytes = pointer::read_bounded(file, &path)?;
     if bytes == CLEARED {
         return Ok(Some(Record::Cleared));

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::durable::{FileKind, fill, open_no_follow_with_metadata, wrong_type_of};
 use crate::hash::ContentHash;
+use crate::trust::Owner;
 
 /// Why a snapshot file failed verification.
 #[derive(Debug)]
@@ -22,6 +23,9 @@ pub(crate) enum SnapshotFault {
     Hash { found: ContentHash },
     /// It could not be read.
     Io(io::Error),
+    /// Its group or others can write it, so its bytes could change after
+    /// they verified (`trust::refuse_writable_file`).
+    Untrusted(Box<crate::error::Error>),
 }
 
 impl SnapshotFault {
@@ -33,6 +37,7 @@ impl SnapshotFault {
             SnapshotFault::Length { .. } => "length",
             SnapshotFault::Hash { .. } => "hash",
             SnapshotFault::Io(_) => "io",
+            SnapshotFault::Untrusted(_) => "untrusted",
         }
     }
 
@@ -49,11 +54,21 @@ impl SnapshotFault {
                 format!("its content hashes to {found}, not to its name (tampered or damaged)")
             }
             SnapshotFault::Io(e) => format!("it could not be read: {e}"),
+            SnapshotFault::Untrusted(e) => match e.as_ref() {
+                crate::error::Error::UntrustedPath { mode, reason, .. } => {
+                    format!("mode {mode:04o}: {reason}")
+                }
+                other => other.to_string(),
+            },
         }
     }
 }
 
-fn open_checked(path: &Path, expected_len: u64) -> Result<std::fs::File, SnapshotFault> {
+fn open_checked(
+    path: &Path,
+    expected_len: u64,
+    owner: Owner,
+) -> Result<std::fs::File, SnapshotFault> {
     // The gate never follows a link, never blocks on a FIFO or device and
     // hands out regular files only; its check on the descriptor also gives
     // the length.
@@ -62,6 +77,10 @@ fn open_checked(path: &Path, expected_len: u64) -> Result<std::fs::File, Snapsho
         None if e.kind() == io::ErrorKind::NotFound => SnapshotFault::Missing,
         None => SnapshotFault::Io(e),
     })?;
+    // Before its length or bytes mean anything: a file another user can
+    // write may change between the hash and the copy out.
+    crate::trust::refuse_untrusted_file(path, &meta, owner)
+        .map_err(|e| SnapshotFault::Untrusted(Box::new(e)))?;
     if meta.len() != expected_len {
         return Err(SnapshotFault::Length {
             expected: expected_len,
@@ -84,8 +103,9 @@ pub(crate) fn read_verified(
     path: &Path,
     hash: &ContentHash,
     expected_len: u64,
+    owner: Owner,
 ) -> Result<Vec<u8>, SnapshotFault> {
-    let file = open_checked(path, expected_len)?;
+    let file = open_checked(path, expected_len, owner)?;
     let len = usize::try_from(expected_len).map_err(|_| {
         SnapshotFault::Io(io::Error::new(
             io::ErrorKind::OutOfMemory,
@@ -138,8 +158,9 @@ pub(crate) fn open_verified(
     path: &Path,
     hash: &ContentHash,
     expected_len: u64,
+    owner: Owner,
 ) -> Result<Opened, SnapshotFault> {
-    let mut file = open_checked(path, expected_len)?;
+    let mut file = open_checked(path, expected_len, owner)?;
     let short = usize::try_from(expected_len)
         .ok()
         .filter(|&len| len < VERIFY_CHUNK);
@@ -204,8 +225,9 @@ pub(crate) fn verify_file(
     path: &Path,
     hash: &ContentHash,
     expected_len: u64,
+    owner: Owner,
 ) -> Result<(), SnapshotFault> {
-    open_verified(path, hash, expected_len).map(drop)
+    open_verified(path, hash, expected_len, owner).map(drop)
 }
 
 #[cfg(test)]
@@ -228,8 +250,13 @@ mod tests {
         for len in [0usize, 1, 4096, 3 * 1024 * 1024 + 17] {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             let path = file_with(dir.path(), &bytes);
-            let read = read_verified(&path, &ContentHash::of(&bytes), len as u64)
-                .unwrap_or_else(|e| panic!("{len} bytes: {}", e.detail()));
+            let read = read_verified(
+                &path,
+                &ContentHash::of(&bytes),
+                len as u64,
+                Owner::this_writer(),
+            )
+            .unwrap_or_else(|e| panic!("{len} bytes: {}", e.detail()));
             assert_eq!(read, bytes, "{len} bytes");
             assert_eq!(read.capacity(), len, "{len} bytes: no spare capacity");
         }
@@ -241,7 +268,7 @@ mod tests {
         let path = file_with(dir.path(), b"[1,2,3]");
         let hash = ContentHash::of(b"[1,2,3]");
         for recorded in [6, 8, 0] {
-            match read_verified(&path, &hash, recorded) {
+            match read_verified(&path, &hash, recorded, Owner::this_writer()) {
                 Err(SnapshotFault::Length { expected, found }) => {
                     assert_eq!((expected, found), (recorded, 7));
                 }
@@ -249,11 +276,11 @@ mod tests {
             }
         }
         let other = ContentHash::of(b"[1,2,4]");
-        match read_verified(&path, &other, 7) {
+        match read_verified(&path, &other, 7, Owner::this_writer()) {
             Err(SnapshotFault::Hash { found }) => assert_eq!(found, hash),
             other => panic!("{other:?}"),
         }
-        match read_verified(&dir.path().join("absent"), &hash, 7) {
+        match read_verified(&dir.path().join("absent"), &hash, 7, Owner::this_writer()) {
             Err(SnapshotFault::Missing) => {}
             other => panic!("{other:?}"),
         }

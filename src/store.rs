@@ -843,8 +843,8 @@ impl Store {
         }
         self.with_fallback(
             || self.read_current(),
-            |g, path, checked_at| {
-                snapshot::read_verified(path, &g.hash, g.bytes)
+            |g, path, checked_at, owner| {
+                snapshot::read_verified(path, &g.hash, g.bytes, owner)
                     .ok()
                     .map(|data| Snapshot::new(g, checked_at, data))
             },
@@ -1015,8 +1015,8 @@ impl Store {
         }
         self.with_fallback(
             || self.open_current(),
-            |g, path, checked_at| {
-                snapshot::open_verified(path, &g.hash, g.bytes)
+            |g, path, checked_at, owner| {
+                snapshot::open_verified(path, &g.hash, g.bytes, owner)
                     .ok()
                     .map(|opened| {
                         VerifiedSnapshot::new(g.clone(), checked_at, path.to_path_buf(), opened)
@@ -1032,13 +1032,16 @@ impl Store {
     fn with_fallback<T>(
         &self,
         first: impl FnOnce() -> Result<T>,
-        verified: impl Fn(&Generation, &Path, Timestamp) -> Option<T>,
+        verified: impl Fn(&Generation, &Path, Timestamp, trust::Owner) -> Option<T>,
     ) -> Result<(T, Option<Error>)> {
         let damage = match first() {
             Ok(found) => return Ok((found, None)),
             Err(e @ (Error::CorruptSnapshot { .. } | Error::MissingSnapshot { .. })) => e,
             Err(other) => return Err(other),
         };
+        // `first` passed the check a moment ago; the owner it found is
+        // asked for again rather than carried out of it.
+        let owner = self.check_readable()?;
         let pointer = self.load_pointer()?;
         for g in pointer
             .generations
@@ -1047,7 +1050,7 @@ impl Store {
             .filter(|g| g.generation != pointer.current)
         {
             let path = self.layout.snapshot(&g.hash);
-            if let Some(found) = verified(g, &path, pointer.checked_at) {
+            if let Some(found) = verified(g, &path, pointer.checked_at, owner) {
                 tracing::warn!(served = g.generation, current = pointer.current, error = %damage, "served a fallback generation");
                 return Ok((found, Some(damage)));
             }
@@ -1103,17 +1106,22 @@ impl Store {
     fn load_picked<T>(
         &self,
         pick: impl Fn(&Pointer) -> Result<Generation>,
-        mut load: impl FnMut(&Path, &ContentHash, u64) -> std::result::Result<T, SnapshotFault>,
+        mut load: impl FnMut(
+            &Path,
+            &ContentHash,
+            u64,
+            trust::Owner,
+        ) -> std::result::Result<T, SnapshotFault>,
     ) -> Result<(Generation, Timestamp, T)> {
         // Trust first: nothing in the store is read before it passes.
-        self.check_readable()?;
+        let owner = self.check_readable()?;
         let mut previous: Option<Pointer> = None;
         let mut last = None;
         for _ in 0..READ_ATTEMPTS {
             let pointer = self.load_pointer()?;
             let entry = pick(&pointer)?;
             let path = self.layout.snapshot(&entry.hash);
-            match load(&path, &entry.hash, entry.bytes) {
+            match load(&path, &entry.hash, entry.bytes, owner) {
                 Ok(data) => {
                     tracing::debug!(generation = entry.generation, hash = %entry.hash, bytes = entry.bytes, "read snapshot");
                     return Ok((entry, pointer.checked_at, data));
@@ -1160,9 +1168,11 @@ impl Store {
 
     /// The trust check for a read, then [`Store::ensure_readable`] told
     /// what the check saw of the root (a directory is not stat'ed again).
-    fn check_readable(&self) -> Result<()> {
+    /// Gives whose files the store may serve.
+    fn check_readable(&self) -> Result<trust::Owner> {
         let seen = self.check_trust(Access::Read)?;
-        self.ensure_readable(seen.root)
+        self.ensure_readable(seen.root)?;
+        Ok(seen.owner)
     }
 
     /// Readers refuse a directory that is not a store, before reading
@@ -1362,13 +1372,13 @@ impl Store {
             return object.verify();
         }
         // Trust first: nothing in the store is read before it passes.
-        self.check_readable()?;
+        let owner = self.check_readable()?;
         // Like a reader: a snapshot that vanished while a concurrent write
         // moved the pointer on is not damage; verify the new pointer instead.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let report = self.verify_once()?;
+            let report = self.verify_once(owner)?;
             let raced = report.report.problems.iter().any(|p| p.kind == "missing")
                 && report.pointer.is_some()
                 && self.read_newest_pointer().ok().flatten() != report.pointer;
@@ -1378,7 +1388,7 @@ impl Store {
         }
     }
 
-    fn verify_once(&self) -> Result<VerifyPass> {
+    fn verify_once(&self, owner: trust::Owner) -> Result<VerifyPass> {
         let mut problems = Vec::new();
         let mut verified = Vec::new();
         let pointer = match self.read_newest_pointer() {
@@ -1401,7 +1411,7 @@ impl Store {
         if let Some(p) = &pointer {
             for g in &p.generations {
                 let path = self.layout.snapshot(&g.hash);
-                match snapshot::verify_file(&path, &g.hash, g.bytes) {
+                match snapshot::verify_file(&path, &g.hash, g.bytes, owner) {
                     Ok(()) => verified.push(g.generation),
                     Err(fault) => problems.push(Problem {
                         path,
@@ -1609,7 +1619,7 @@ impl Store {
         deadline: Option<Instant>,
     ) -> Result<RenameStats> {
         let dest = self.layout.snapshot(hash);
-        let found = snapshot::verify_file(&dest, hash, bytes);
+        let found = snapshot::verify_file(&dest, hash, bytes, trust::Owner::this_writer());
         if found.is_ok() {
             tracing::debug!(hash = %hash, "dedup: the snapshot already exists and verifies");
             return Ok(RenameStats::default());
@@ -2001,6 +2011,7 @@ fn referenced_hashes(pointer: &Pointer) -> HashSet<ContentHash> {
 pub(crate) fn fault_error(path: PathBuf, generation: u64, fault: SnapshotFault) -> Error {
     match fault {
         SnapshotFault::Missing => Error::MissingSnapshot { path, generation },
+        SnapshotFault::Untrusted(e) => *e,
         other => Error::CorruptSnapshot {
             path,
             generation,

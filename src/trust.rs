@@ -3,8 +3,9 @@
 //! # Rule (like OpenSSH's `StrictModes`, git's `safe.directory`)
 //!
 //! Before every read and every write, [`check_store`] looks at the store
-//! root, `snapshots/`, `tmp/` and, when present, `current`, `lock`,
-//! `lock.holder`, `lease`, `lease.break`, the marker and `CACHEDIR.TAG`:
+//! root, `snapshots/`, `tmp/`, `commits/` and, when present, `current`,
+//! `lock`, `lock.holder`, `lease`, `lease.break`, the marker and
+//! `CACHEDIR.TAG`:
 //!
 //! - none of them may be writable by group or others (a reader would
 //!   otherwise serve what another user planted, and a writer would write
@@ -39,6 +40,8 @@
 //! snapcache: error: refusing to use /tmp/shared (owner uid 1001 (mallory), mode 0777): ...
 //! ```
 
+use std::path::Path;
+
 use crate::error::Result;
 use crate::layout::Layout;
 
@@ -62,6 +65,21 @@ pub(crate) struct Seen {
     pub(crate) root: bool,
     pub(crate) snapshots: bool,
     pub(crate) tmp: bool,
+    /// Whose files the store may serve, from the root's owner.
+    pub(crate) owner: Owner,
+}
+
+/// Whose files a store may serve: its root's owner's, and root's. Unknown
+/// (`None`) where there are no owners to check (Windows) or no root yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Owner(pub(crate) Option<u32>);
+
+impl Owner {
+    /// A writer's store: the trust check made sure the writer is the
+    /// store's owner, so its own uid is the owner's.
+    pub(crate) fn this_writer() -> Owner {
+        imp::this_writer()
+    }
 }
 
 /// Checks that the store at `layout` is controlled by its owner alone (and,
@@ -69,6 +87,30 @@ pub(crate) struct Seen {
 /// yet passes (there is nothing to trust or distrust).
 pub(crate) fn check_store(layout: &Layout, access: Access) -> Result<Seen> {
     imp::check_store(layout, access)
+}
+
+/// Refuses a store file below the checked directories that its group or
+/// others can write, or that belongs to neither `owner` nor root, judged
+/// on the metadata of its opened descriptor (no extra system call).
+/// [`check_store`] cannot name these files in advance: a snapshot, whose
+/// bytes `show` copies from the file again after they verified, and a
+/// commit record, which readers follow as the pointer. Their directories
+/// being the owner's alone, nobody else can add one now; this catches one
+/// planted while a directory was open to others (its planter can still
+/// rewrite it), and a permission the owner added by hand.
+pub(crate) fn refuse_untrusted_file(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    owner: Owner,
+) -> Result<()> {
+    imp::refuse_untrusted_file(path, meta, owner)
+}
+
+/// Whose files the store at `layout` may serve (its root's owner, the
+/// root followed like the user's symlink, as [`check_store`] judges it),
+/// for a caller that did not keep [`Seen::owner`].
+pub(crate) fn store_owner(layout: &Layout) -> Result<Owner> {
+    imp::store_owner(layout.root())
 }
 
 #[cfg(unix)]
@@ -80,13 +122,17 @@ mod imp {
     use rustix::fs::{self as rfs, FileType, Mode, OFlags, Stat};
     use rustix::io::Errno;
 
-    use super::{Access, Seen};
+    use super::{Access, Owner, Seen};
     use crate::durable::FileKind;
     use crate::error::{Error, Result};
     use crate::layout::{self, Layout};
 
-    /// Directories directly in the root.
-    const DIRS: [&str; 2] = [layout::SNAPSHOTS, layout::TMP];
+    /// Directories directly in the root. `commits/` holds the lease
+    /// backend's commit records, which readers and writers follow as the
+    /// truth beyond `current`: whoever can write there could roll readers
+    /// back, or hand a writer a retention list that makes it delete the
+    /// owner's history.
+    const DIRS: [&str; 3] = [layout::SNAPSHOTS, layout::TMP, layout::COMMITS];
     /// Files directly in the root, checked when present.
     const FILES: [&str; 7] = [
         layout::CURRENT,
@@ -144,6 +190,7 @@ mod imp {
         }
         let mut seen = Seen {
             root: true,
+            owner: Owner(Some(owner)),
             ..Seen::default()
         };
         for name in DIRS {
@@ -165,7 +212,8 @@ mod imp {
             judge(&path, &st, owner)?;
             match name {
                 layout::SNAPSHOTS => seen.snapshots = true,
-                _ => seen.tmp = true,
+                layout::TMP => seen.tmp = true,
+                _ => {}
             }
         }
         for name in FILES {
@@ -213,30 +261,66 @@ mod imp {
     fn judge(path: &Path, st: &Stat, store_owner: u32) -> Result<()> {
         refuse_writable_by_others(path, st)?;
         if st.st_uid != store_owner && st.st_uid != 0 {
-            return Err(untrusted(
-                path,
-                st,
-                format!(
-                    "it belongs to {}, not to the store's owner ({}) or root, so that user controls what the store reads and writes here. If the store is yours, remove it or take it over (chown), or use another store directory",
-                    who(st.st_uid),
-                    who(store_owner),
-                ),
-            ));
+            return Err(not_the_owners(path, st.st_uid, st.st_mode, store_owner));
         }
         Ok(())
     }
 
+    fn not_the_owners(path: &Path, uid: u32, mode: u32, store_owner: u32) -> Error {
+        untrusted_parts(
+            path,
+            uid,
+            mode,
+            format!(
+                "it belongs to {}, not to the store's owner ({}) or root, so that user controls what the store reads and writes here. If the store is yours, remove it or take it over (chown), or use another store directory",
+                who(uid),
+                who(store_owner),
+            ),
+        )
+    }
+
+    pub(super) fn this_writer() -> Owner {
+        Owner(Some(rustix::process::geteuid().as_raw()))
+    }
+
+    pub(super) fn refuse_untrusted_file(
+        path: &Path,
+        meta: &std::fs::Metadata,
+        owner: Owner,
+    ) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        refuse_writable(path, meta.uid(), meta.mode())?;
+        match owner.0 {
+            Some(owner) if meta.uid() != owner && meta.uid() != 0 => {
+                Err(not_the_owners(path, meta.uid(), meta.mode(), owner))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn store_owner(root: &Path) -> Result<Owner> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(root)
+            .map(|m| Owner(Some(m.uid())))
+            .map_err(|e| Error::io("check the store directory", root, e))
+    }
+
     fn refuse_writable_by_others(path: &Path, st: &Stat) -> Result<()> {
-        let mode = st.st_mode & 0o7777;
+        refuse_writable(path, st.st_uid, st.st_mode)
+    }
+
+    fn refuse_writable(path: &Path, uid: u32, mode: u32) -> Result<()> {
+        let mode = mode & 0o7777;
         let by = match (mode & 0o020 != 0, mode & 0o002 != 0) {
             (false, false) => return Ok(()),
             (true, false) => "its group",
             (false, true) => "others",
             (true, true) => "its group and others",
         };
-        Err(untrusted(
+        Err(untrusted_parts(
             path,
-            st,
+            uid,
+            mode,
             format!(
                 "it is writable by {by}, so another user could plant what this store serves or redirect what it writes; remove that permission (chmod go-w {}), or use another store directory",
                 path.display()
@@ -245,11 +329,15 @@ mod imp {
     }
 
     fn untrusted(path: &Path, st: &Stat, reason: String) -> Error {
+        untrusted_parts(path, st.st_uid, st.st_mode, reason)
+    }
+
+    fn untrusted_parts(path: &Path, uid: u32, mode: u32, reason: String) -> Error {
         Error::UntrustedPath {
             path: path.to_path_buf(),
-            owner_uid: st.st_uid,
-            owner_name: user_name(st.st_uid),
-            mode: st.st_mode & 0o7777,
+            owner_uid: uid,
+            owner_name: user_name(uid),
+            mode: mode & 0o7777,
             reason,
         }
     }
@@ -290,13 +378,31 @@ mod imp {
 
 #[cfg(not(unix))]
 mod imp {
-    use super::{Access, Seen};
+    use std::path::Path;
+
+    use super::{Access, Owner, Seen};
     use crate::error::Result;
     use crate::layout::Layout;
 
     /// Windows has no owner/mode bits to check; ACLs are not inspected (see
     /// docs/limitations.md). The open gate still refuses links and
     /// non-regular files.
+    pub(super) fn this_writer() -> Owner {
+        Owner(None)
+    }
+
+    pub(super) fn refuse_untrusted_file(
+        _path: &Path,
+        _meta: &std::fs::Metadata,
+        _owner: Owner,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn store_owner(_root: &Path) -> Result<Owner> {
+        Ok(Owner(None))
+    }
+
     pub(super) fn check_store(_layout: &Layout, _access: Access) -> Result<Seen> {
         Ok(Seen::default())
     }
@@ -318,10 +424,13 @@ mod tests {
         let check = || check_store(&layout, Access::Write).expect("trusted");
         assert_eq!(check(), Seen::default(), "no root: nothing seen");
         std::fs::create_dir(layout.root()).expect("mkdir");
+        // The owner is the root's: this process made it.
+        let me = Owner(Some(rustix::process::geteuid().as_raw()));
         let seen = |root, snapshots, tmp| Seen {
             root,
             snapshots,
             tmp,
+            owner: me,
         };
         assert_eq!(check(), seen(true, false, false));
         std::fs::create_dir(layout.tmp_dir()).expect("mkdir");

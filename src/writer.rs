@@ -819,8 +819,13 @@ impl<'s> Writer<'s> {
                 })?,
         };
         let path = store.layout().snapshot(&target.hash);
-        snapshot::verify_file(&path, &target.hash, target.bytes)
-            .map_err(|fault| fault_error(path, target.generation, fault))?;
+        snapshot::verify_file(
+            &path,
+            &target.hash,
+            target.bytes,
+            crate::trust::Owner::this_writer(),
+        )
+        .map_err(|fault| fault_error(path, target.generation, fault))?;
         pointer.current = target.generation;
         store.commit_pointer(&self.lock, &mut pointer)?;
         tracing::info!(generation = target.generation, previous, hash = %target.hash, "rolled back");
@@ -1933,10 +1938,21 @@ mod tests {
                     .any(|r| matches!(r, Rec::Rename(_, to) if *to == snapshot))
             );
             // A damaged current snapshot is rewritten, fsynced first.
-            let mut perms = std::fs::metadata(&snapshot).expect("meta").permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perms.set_readonly(false);
-            std::fs::set_permissions(&snapshot, perms).expect("chmod");
+            // Writable by its owner only: one that others can write is
+            // refused as untrusted before its bytes are looked at.
+            #[cfg(unix)]
+            std::fs::set_permissions(
+                &snapshot,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .expect("chmod");
+            #[cfg(not(unix))]
+            {
+                let mut perms = std::fs::metadata(&snapshot).expect("meta").permissions();
+                #[allow(clippy::permissions_set_readonly_false)]
+                perms.set_readonly(false);
+                std::fs::set_permissions(&snapshot, perms).expect("chmod");
+            }
             std::fs::write(&snapshot, b"[9, 9, 9]").expect("damage");
             let recorder = Arc::new(Recorder::default());
             let store = plain

@@ -203,12 +203,9 @@ impl Backend {
             return;
         }
         let path = self.scratch.root().join(key);
-        if let Ok(meta) = std::fs::metadata(&path) {
+        if std::fs::metadata(&path).is_ok() {
             // Snapshots are read-only; damage does not care.
-            let mut perms = meta.permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perms.set_readonly(false);
-            std::fs::set_permissions(&path, perms).expect("make writable");
+            make_owner_writable(&path);
         }
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(&path, bytes).expect("write the file");

@@ -9,6 +9,26 @@ use serde_json::Value;
 /// Every spawned command must finish within this, or the test fails.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Lets the owner write a (read-only) store file, to damage it, and nobody
+/// else: a file its group or others can write is refused as untrusted, not
+/// judged on its bytes. (`Permissions::set_readonly(false)` would add write
+/// for everyone on Unix.)
+pub fn make_owner_writable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .expect("make the file writable by its owner");
+    }
+    #[cfg(not(unix))]
+    {
+        let mut perms = std::fs::metadata(path).expect("metadata").permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(path, perms).expect("make the file writable");
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_snapcache")
 }

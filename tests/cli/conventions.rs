@@ -334,10 +334,7 @@ fn a_lock_timeout_and_a_fallback_are_said_once() {
         .unwrap()
         .to_string();
     let snap = store.root().join("snapshots").join(&current);
-    let mut perms = std::fs::metadata(&snap).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&snap, perms).unwrap();
+    make_owner_writable(&snap);
     std::fs::write(&snap, b"[9]").unwrap();
     let out = store.run(&["show", "--fallback"]);
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
@@ -614,10 +611,7 @@ fn a_long_note_is_cut_at_200_bytes_including_the_ellipsis() {
 
 fn damage(store: &TestStore, hash: &str) {
     let snap = store.root().join("snapshots").join(hash);
-    let mut perms = std::fs::metadata(&snap).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&snap, perms).unwrap();
+    make_owner_writable(&snap);
     std::fs::write(&snap, b"[0]").unwrap();
 }
 

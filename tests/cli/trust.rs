@@ -288,6 +288,279 @@ fn a_planted_snapshot_and_pointer_in_a_world_writable_store_are_never_served() {
     );
 }
 
+/// A lease-backend store at `root` with generations `[1]` then `[2]`,
+/// published by `user` (`None`: this process).
+fn lease_store(root: &Path, user: Option<&TempUser>, dir: &Path) {
+    for (n, body) in [(1, b"[1]"), (2, b"[2]")] {
+        let from = payload_file(dir, &format!("lease{n}.json"), body);
+        let args = [
+            "--lock-backend",
+            "lease",
+            "refresh",
+            "--from",
+            from.to_str().unwrap(),
+        ];
+        let out = match user {
+            Some(user) => user.run(root, &args),
+            None => {
+                let mut cmd = Command::new(bin());
+                cmd.arg("--store").arg(root).args(args);
+                cmd.env_remove("SNAPCACHE_DIR");
+                run_with_timeout(cmd)
+            }
+        };
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    }
+}
+
+/// Reproduced: on the lease backend readers follow `commits/`, which the
+/// trust check did not look at. With it world-writable, another user copied
+/// in a commit record of their own (the same contents, rolled back to 1):
+/// `show` served generation 1 and `verify` said ok. Now the directory is
+/// refused like `snapshots/`; and a record planted while it was open, still
+/// its planter's, is never followed: readers pass over it, writers refuse,
+/// and nothing of the owner's history is removed.
+#[test]
+fn a_commit_record_planted_through_a_world_writable_commits_dir_is_never_followed() {
+    let (Some(mallory), Some(alice)) = (TempUser::create("m"), TempUser::create("a")) else {
+        return;
+    };
+    let dir = shared_dir();
+    let root = home_for(dir.path(), &alice);
+    lease_store(&root, Some(&alice), dir.path());
+    // Mallory's own store: the same two payloads, then a rollback, whose
+    // commit record 3 is what she plants.
+    let evil = dir.path().join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    chown(&evil, &mallory);
+    chmod(&evil, 0o700);
+    let evil_root = evil.join("store");
+    lease_store(&evil_root, Some(&mallory), dir.path());
+    let out = mallory.run(
+        &evil_root,
+        &["--lock-backend", "lease", "rollback", "--to", "1"],
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+
+    let commits = root.join("commits");
+    chmod(&commits, 0o777);
+    let planted = commits.join("3");
+    std::fs::copy(evil_root.join("commits").join("3"), &planted).unwrap();
+    chown(&planted, &mallory);
+    chmod(&planted, 0o644);
+    let snapshots_before = std::fs::read_dir(root.join("snapshots")).unwrap().count();
+
+    let from = payload_file(dir.path(), "p3.json", b"[3]");
+    for args in [
+        &["show"][..],
+        &["status"],
+        &["verify"],
+        &["history"],
+        &[
+            "--lock-backend",
+            "lease",
+            "refresh",
+            "--from",
+            from.to_str().unwrap(),
+        ],
+    ] {
+        let out = alice.run(&root, args);
+        assert_ne!(out.stdout, b"[1]", "{args:?} followed the planted record");
+        assert_untrusted(
+            &out,
+            &commits,
+            &["mode 0777", "writable by its group and others"],
+        );
+    }
+
+    // The directory fixed; the record is still mallory's, so she can still
+    // rewrite it. Readers pass over it and serve the owner's pointer...
+    chmod(&commits, 0o700);
+    let out = alice.run(&root, &["show"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(out.stdout, b"[2]", "the planted record was followed");
+    // ...and a writer refuses, naming the record and its owner.
+    let out = alice.run(
+        &root,
+        &[
+            "--lock-backend",
+            "lease",
+            "refresh",
+            "--from",
+            from.to_str().unwrap(),
+        ],
+    );
+    assert_untrusted(
+        &out,
+        &planted,
+        &[
+            &format!("uid {} ({})", mallory.uid, mallory.name),
+            "not to the store's owner",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_dir(root.join("snapshots")).unwrap().count(),
+        snapshots_before,
+        "no snapshot of the owner's history was removed"
+    );
+    // Once the owner removes it, all is well.
+    std::fs::remove_file(&planted).unwrap();
+    let out = alice.run(
+        &root,
+        &[
+            "--lock-backend",
+            "lease",
+            "refresh",
+            "--from",
+            from.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(alice.run(&root, &["show"]).stdout, b"[3]");
+}
+
+/// A snapshot file another user owns is refused even though it verifies:
+/// planted while `snapshots/` was open to others (here: over the owner's
+/// own current snapshot, with the same bytes), it stays its planter's to
+/// rewrite, for instance between `show`'s hash pass and its copy out.
+#[test]
+fn a_snapshot_file_another_user_owns_is_refused_even_when_it_verifies() {
+    let (Some(mallory), Some(alice)) = (TempUser::create("m"), TempUser::create("a")) else {
+        return;
+    };
+    let dir = shared_dir();
+    let root = home_for(dir.path(), &alice);
+    let from = payload_file(dir.path(), "good.json", b"{\"good\":true}");
+    let out = alice.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let snapshot = root.join("snapshots").join(hash_hex(b"{\"good\":true}"));
+    // What mallory did while the directory was 0777: her own copy, same
+    // bytes, writable by her.
+    let copy = std::fs::read(&snapshot).unwrap();
+    std::fs::remove_file(&snapshot).unwrap();
+    std::fs::write(&snapshot, &copy).unwrap();
+    chown(&snapshot, &mallory);
+    chmod(&snapshot, 0o644);
+
+    for args in [&["show"][..], &["show", "--generation", "1"]] {
+        let out = alice.run(&root, args);
+        assert!(out.stdout.is_empty(), "{args:?} printed a snapshot");
+        assert_untrusted(
+            &out,
+            &snapshot,
+            &[
+                &format!("uid {} ({})", mallory.uid, mallory.name),
+                "not to the store's owner",
+            ],
+        );
+    }
+    let out = alice.run(&root, &["verify"]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(said.contains("untrusted"), "{said}");
+    assert!(said.contains(&format!("uid {}", mallory.uid)), "{said}");
+    // The owner's next refresh of the same bytes replaces it with her own
+    // read-only file, and reads work again.
+    let out = alice.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let m = std::fs::symlink_metadata(&snapshot).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (alice.uid, 0o400));
+    assert_eq!(alice.run(&root, &["show"]).stdout, b"{\"good\":true}");
+}
+
+/// The same rules for the files the root check cannot name in advance, as
+/// any user: a `commits/` directory, a commit record or a snapshot file
+/// that its group or others can write is refused, with the path, the mode
+/// and `chmod go-w`; readers pass over such a record, writers refuse it.
+#[test]
+fn writable_commits_records_and_snapshot_files_are_refused() {
+    let dir = shared_dir();
+    let root = dir.path().join("store");
+    lease_store(&root, None, dir.path());
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--store").arg(&root).args(args);
+        cmd.env_remove("SNAPCACHE_DIR");
+        run_with_timeout(cmd)
+    };
+    let from = payload_file(dir.path(), "p3.json", b"[3]");
+    let refresh = [
+        "--lock-backend",
+        "lease",
+        "refresh",
+        "--from",
+        from.to_str().unwrap(),
+    ];
+
+    let commits = root.join("commits");
+    chmod(&commits, 0o702);
+    for args in [&["show"][..], &["status"], &["verify"], &refresh] {
+        let out = run(args);
+        assert_untrusted(
+            &out,
+            &commits,
+            &["mode 0702", "writable by others", "chmod go-w"],
+        );
+    }
+    chmod(&commits, 0o700);
+
+    // A record ahead of `current` (another store's rollback, same
+    // contents), made group-writable.
+    let other = dir.path().join("other");
+    lease_store(&other, None, dir.path());
+    let out = {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--store")
+            .arg(&other)
+            .args(["--lock-backend", "lease", "rollback", "--to", "1"]);
+        run_with_timeout(cmd)
+    };
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let record = commits.join("3");
+    std::fs::copy(other.join("commits").join("3"), &record).unwrap();
+    chmod(&record, 0o660);
+    let out = run(&["show"]);
+    assert_eq!(
+        out.stdout,
+        b"[2]",
+        "a writable record was followed: {}",
+        text(&out.stderr)
+    );
+    let out = run(&refresh);
+    assert_untrusted(&out, &record, &["mode 0660", "writable by its group"]);
+    // Only its mode kept it out: made the owner's alone, it is followed.
+    chmod(&record, 0o600);
+    assert_eq!(run(&["show"]).stdout, b"[1]");
+
+    let snapshot = root.join("snapshots").join(hash_hex(b"[1]"));
+    chmod(&snapshot, 0o444 | 0o022);
+    let out = run(&["show"]);
+    assert!(out.stdout.is_empty());
+    assert_untrusted(
+        &out,
+        &snapshot,
+        &["mode 0466", "writable by its group and others"],
+    );
+    let (out, report) = {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--store").arg(&root).args(["--json", "verify"]);
+        cmd.env_remove("SNAPCACHE_DIR");
+        let out = run_with_timeout(cmd);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out, report)
+    };
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p["kind"] == "untrusted"
+            && p["path"] == snapshot.to_str().unwrap()
+            && p["detail"].as_str().unwrap().contains("chmod go-w")),
+        "{report}"
+    );
+    chmod(&snapshot, 0o400);
+    assert_eq!(run(&["show"]).stdout, b"[1]");
+}
+
 /// Reproduced: root's refresh left a root-only `current` and locked the
 /// owner out. Now it refuses and leaves nothing root-owned.
 #[test]

@@ -130,6 +130,11 @@ fn advice(report: &VerifyReport, current: Option<u64>) -> String {
     if pointer_damaged {
         return "the pointer is damaged, so no rollback is possible: move it aside (keep it) and run `snapcache refresh`, which starts a new history".into();
     }
+    // Not damage: the bytes may be fine, but nobody else may be able to
+    // change them. Removing the permission is the whole fix.
+    if report.problems.iter().any(|p| p.kind == "untrusted") {
+        return "snapshot files that their group or others can write are refused, whatever they hold: run `chmod go-w` on each file named above, and they verify again".into();
+    }
     let intact = &report.verified_generations;
     let damaged: Vec<u64> = report
         .problems

@@ -428,6 +428,58 @@ fn sync_dir_impl(_dir: &Path) -> io::Result<()> {
 // - creation is exclusive (O_EXCL, which also refuses a planted link) and the
 //   mode is set to exactly 0600 on the descriptor, whatever the umask.
 
+/// One version of one file: its device and inode, size, and modification
+/// and change times to the nanosecond. Two looks that give the same
+/// `FileId` saw the same bytes, unless the file was rewritten in place,
+/// to the same size, within one tick of the filesystem's clock: snapcache
+/// never rewrites a store file in place (it renames a new one over it,
+/// which is a new inode with a new change time). `None` where the platform
+/// gives no inode (Windows): nothing is then taken as already seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    /// The identity of an lstat/fstat result.
+    #[cfg(unix)]
+    pub(crate) fn of(meta: &fs::Metadata) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        Some(FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+
+    /// The identity of an lstat/fstat result.
+    #[cfg(not(unix))]
+    pub(crate) fn of(_meta: &fs::Metadata) -> Option<FileId> {
+        None
+    }
+
+    /// The identity of a `rustix` stat, as [`FileId::of`] gives it for the
+    /// same file. (The field types differ between platforms' `stat`: the
+    /// casts are no-ops on Linux.)
+    #[cfg(unix)]
+    #[allow(clippy::unnecessary_cast)]
+    pub(crate) fn of_stat(st: &rustix::fs::Stat) -> FileId {
+        FileId {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
+    }
+}
+
 /// What was found at a store name, judged without following a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FileKind {

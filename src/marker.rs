@@ -30,9 +30,10 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::durable::{Durable, fill, open_no_follow_with_metadata};
+use crate::durable::{Durable, FileId, fill, open_no_follow_with_metadata};
 use crate::error::{Error, Result};
 use crate::layout::{self, Layout};
 use crate::pointer::FORMAT_VERSION;
@@ -82,11 +83,18 @@ pub(crate) enum Found {
 /// `root_is_dir`: the root was just seen to be a directory (followed, as
 /// here: the trust check's view), so it is not looked at again; otherwise
 /// it is.
+/// `marker`: the marker's identity as the trust check just saw it, and
+/// what this store verified before; a marker verified before under the same
+/// identity is not read again.
 pub(crate) fn identify_seen(
     layout: &Layout,
     root_is_dir: bool,
+    marker: Option<(FileId, &VerifiedMarker)>,
     pointer_is_valid: impl FnOnce() -> bool,
 ) -> Result<Found> {
+    if marker.is_some_and(|(seen, verified)| verified.is(seen)) {
+        return Ok(Found::Marked);
+    }
     let root = layout.root();
     // The root itself may be a symlink: the user chose where the store lives.
     if !root_is_dir {
@@ -99,7 +107,7 @@ pub(crate) fn identify_seen(
     }
     // The marker first: a marked store needs no listing (and a root that
     // readers may enter but not list still reads).
-    if let Some(found) = read_marker(layout)? {
+    if let Some(found) = read_marker(layout, marker)? {
         return Ok(found);
     }
     let names = list(root).map_err(|e| Error::io("list the store directory", root, e))?;
@@ -154,7 +162,10 @@ pub(crate) fn identify_seen(
 /// `Some(Marked)` for a valid marker, `Some(Foreign)` for a file with other
 /// content at the marker's name, `None` when there is none. Anything but a
 /// regular file there is refused by the open gate (never opened, no hang).
-fn read_marker(layout: &Layout) -> Result<Option<Found>> {
+fn read_marker(
+    layout: &Layout,
+    remember: Option<(FileId, &VerifiedMarker)>,
+) -> Result<Option<Found>> {
     let path = layout.marker();
     let bad = |why: &str| {
         Ok(Some(Found::Foreign(vec![format!(
@@ -176,13 +187,42 @@ fn read_marker(layout: &Layout) -> Result<Option<Found>> {
         return bad("not a snapcache marker");
     }
     match fields.next().and_then(|v| v.parse::<u32>().ok()) {
-        Some(FORMAT_VERSION) => Ok(Some(Found::Marked)),
+        Some(FORMAT_VERSION) => {
+            // Remembered only when the file read is the very one the trust
+            // check judged (not one renamed over it in between).
+            if let Some((seen, verified)) = remember {
+                if FileId::of(&meta) == Some(seen) {
+                    verified.set(seen);
+                }
+            }
+            Ok(Some(Found::Marked))
+        }
         Some(found) => Err(Error::UnsupportedVersion {
             path,
             found,
             supported: FORMAT_VERSION,
         }),
         None => bad("not a snapcache marker"),
+    }
+}
+
+/// The marker a store verified last, by identity (see
+/// [`crate::durable::FileId`]), shared by the store's clones: a read whose
+/// trust check sees that same file again skips reading it, five of a read's
+/// thirty-odd system calls. The marker never changes once written, so a
+/// store's reads go on finding it.
+#[derive(Debug, Default)]
+pub(crate) struct VerifiedMarker(Mutex<Option<FileId>>);
+
+impl VerifiedMarker {
+    fn is(&self, id: FileId) -> bool {
+        // A poisoned lock holds a value as good as any: no thread panics
+        // while holding it (a plain load or store).
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) == Some(id)
+    }
+
+    fn set(&self, id: FileId) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
     }
 }
 
@@ -244,7 +284,7 @@ mod tests {
 
     /// As a caller that has not seen the root.
     fn identify(layout: &Layout, pointer_is_valid: impl FnOnce() -> bool) -> Result<Found> {
-        identify_seen(layout, false, pointer_is_valid)
+        identify_seen(layout, false, None, pointer_is_valid)
     }
 
     fn layout() -> (tempfile::TempDir, Layout) {
@@ -344,7 +384,7 @@ mod tests {
         fs::create_dir_all(layout.root()).expect("mkdir");
         let marked = |content: &[u8]| {
             fs::write(layout.marker(), content).expect("marker");
-            identify_seen(&layout, true, || true).ok()
+            identify_seen(&layout, true, None, || true).ok()
         };
         assert_eq!(marked(marker_content().as_bytes()), Some(Found::Marked));
         // Longer than what is read: only the first line counts.
@@ -361,9 +401,38 @@ mod tests {
         // Told the root is a directory: the marker still decides.
         fs::remove_file(layout.marker()).expect("rm");
         assert_eq!(
-            identify_seen(&layout, true, || true).ok(),
+            identify_seen(&layout, true, None, || true).ok(),
             Some(Found::Empty)
         );
+    }
+
+    /// A marker verified under an identity is not read again under it (here
+    /// the file is gone and the answer is still "marked": nothing was
+    /// opened); under another identity, or before it verified, it is read.
+    #[cfg(unix)]
+    #[test]
+    fn a_verified_marker_is_not_read_again_under_the_same_identity() {
+        let (_dir, layout) = layout();
+        fs::create_dir_all(layout.root()).expect("mkdir");
+        fs::write(layout.marker(), marker_content()).expect("marker");
+        let id = FileId::of(&fs::symlink_metadata(layout.marker()).expect("lstat"))
+            .expect("an identity on Unix");
+        let verified = VerifiedMarker::default();
+        assert!(!verified.is(id));
+        let found = identify_seen(&layout, true, Some((id, &verified)), || true);
+        assert_eq!(found.ok(), Some(Found::Marked));
+        assert!(verified.is(id), "remembered once read");
+        fs::remove_file(layout.marker()).expect("rm");
+        let found = identify_seen(&layout, true, Some((id, &verified)), || true);
+        assert_eq!(found.ok(), Some(Found::Marked), "not read again");
+        // A foreign file under another identity is read, and not remembered.
+        fs::write(layout.marker(), b"someone else's\n").expect("write");
+        let other = FileId::of(&fs::symlink_metadata(layout.marker()).expect("lstat"))
+            .expect("an identity on Unix");
+        assert_ne!(other, id);
+        let found = identify_seen(&layout, true, Some((other, &verified)), || true);
+        assert!(matches!(found, Ok(Found::Foreign(_))), "{found:?}");
+        assert!(!verified.is(other) && verified.is(id));
     }
 
     #[test]

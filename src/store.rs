@@ -716,6 +716,8 @@ pub struct Store {
     durable: Durable,
     /// How long a pointer that looks mid-replace is re-read.
     reread: reread::Window,
+    /// The marker file this store (or a clone) verified last.
+    verified_marker: Arc<marker::VerifiedMarker>,
     /// The store is on an object store (`s3://...`): every operation goes
     /// there instead of to `layout`, whose root is then the URL.
     #[cfg(feature = "s3")]
@@ -753,6 +755,7 @@ impl Store {
                     options,
                     durable: Durable::default(),
                     reread: reread::Window::POINTER,
+                    verified_marker: Arc::default(),
                     object: Some(Arc::new(object)),
                 });
             }
@@ -764,6 +767,7 @@ impl Store {
             options,
             durable: Durable::default(),
             reread: reread::Window::POINTER,
+            verified_marker: Arc::default(),
             #[cfg(feature = "s3")]
             object: None,
         })
@@ -1155,13 +1159,15 @@ impl Store {
 
     /// What the root is (reads only; creates nothing).
     fn identify(&self) -> Result<Found> {
-        self.identify_seen(false)
+        self.identify_seen(trust::Seen::default())
     }
 
-    /// [`Store::identify`], told whether the trust check just saw the root
-    /// as a directory (then it is not looked at again).
-    fn identify_seen(&self, root_is_dir: bool) -> Result<Found> {
-        marker::identify_seen(&self.layout, root_is_dir, || {
+    /// [`Store::identify`], told what the trust check just saw: the root
+    /// as a directory (then it is not looked at again) and the marker (not
+    /// read again when this store verified that very file before).
+    fn identify_seen(&self, seen: trust::Seen) -> Result<Found> {
+        let marker = seen.marker.map(|id| (id, self.verified_marker.as_ref()));
+        marker::identify_seen(&self.layout, seen.root, marker, || {
             matches!(self.try_load_pointer(), Ok(Some(_)))
         })
     }
@@ -1171,17 +1177,17 @@ impl Store {
     /// Gives whose files the store may serve.
     fn check_readable(&self) -> Result<trust::Owner> {
         let seen = self.check_trust(Access::Read)?;
-        self.ensure_readable(seen.root)?;
+        self.ensure_readable(seen)?;
         Ok(seen.owner)
     }
 
     /// Readers refuse a directory that is not a store, before reading
     /// anything in it. A missing or empty one is `NoStore` later, and an
     /// unmarked store of an earlier release reads as it is: readers never
-    /// write, adoption is the next writer's job. `root_is_dir`: the trust
-    /// check just saw the root as a directory.
-    fn ensure_readable(&self, root_is_dir: bool) -> Result<()> {
-        match self.identify_seen(root_is_dir)? {
+    /// write, adoption is the next writer's job. `seen`: what the trust
+    /// check just saw (see [`Store::identify_seen`]).
+    fn ensure_readable(&self, seen: trust::Seen) -> Result<()> {
+        match self.identify_seen(seen)? {
             Found::Foreign(found) => Err(self.not_a_store(found)),
             _ => Ok(()),
         }
@@ -1776,7 +1782,7 @@ impl Store {
         // its owner, is refused before anything in it is read or created.
         // (A missing root passes; the root created below is ours.)
         let seen = self.check_trust(Access::Write)?;
-        let found = self.identify_seen(seen.root)?;
+        let found = self.identify_seen(seen)?;
         match &found {
             Found::Foreign(entries) => return Err(self.not_a_store(entries.clone())),
             Found::Missing | Found::Empty | Found::Unmarked { current: false } if !create => {
@@ -2038,6 +2044,52 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(StoreOptions::new(dir.path().join("s"))).expect("open");
         (dir, store)
+    }
+
+    /// A store reads its marker once and then goes by its identity; any
+    /// change to the file is seen at the next read: one renamed over it, one
+    /// rewritten in place to the same size (an unsupported version), one
+    /// removed (the store then reads as an earlier release's).
+    #[test]
+    fn a_changed_marker_is_read_again_by_the_same_store() {
+        let (_dir, store) = store();
+        store
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .expect("publish");
+        let clone = store.clone();
+        assert_eq!(store.read_current().expect("read").data, b"[1]");
+        let marker = store.layout.marker();
+        let content = marker::marker_content();
+
+        let temp = store.root().join("marker.new");
+        std::fs::write(&temp, b"not a marker\n").expect("write");
+        std::fs::rename(&temp, &marker).expect("rename over");
+        for s in [&store, &clone] {
+            assert!(matches!(s.read_current(), Err(Error::NotAStore { .. })));
+        }
+        std::fs::write(&temp, &content).expect("write");
+        std::fs::rename(&temp, &marker).expect("rename back");
+        assert_eq!(store.read_current().expect("read").data, b"[1]");
+
+        // The same bytes but one, in place: a new modification time.
+        let newer = content.replace(" 1\n", " 9\n");
+        assert_eq!(newer.len(), content.len());
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&marker)
+            .and_then(|mut f| f.write_all(newer.as_bytes()))
+            .expect("rewrite in place");
+        assert!(matches!(
+            clone.read_current(),
+            Err(Error::UnsupportedVersion { found: 9, .. })
+        ));
+
+        std::fs::remove_file(&marker).expect("rm");
+        assert_eq!(
+            store.read_current().expect("unmarked: still read").data,
+            b"[1]"
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@
 
 use std::path::Path;
 
+use crate::durable::FileId;
 use crate::error::Result;
 use crate::layout::Layout;
 
@@ -67,6 +68,9 @@ pub(crate) struct Seen {
     pub(crate) tmp: bool,
     /// Whose files the store may serve, from the root's owner.
     pub(crate) owner: Owner,
+    /// The marker's identity as the check saw it, when it is there (so a
+    /// reader that verified this very file before need not read it again).
+    pub(crate) marker: Option<FileId>,
 }
 
 /// Whose files a store may serve: its root's owner's, and root's. Unknown
@@ -123,7 +127,7 @@ mod imp {
     use rustix::io::Errno;
 
     use super::{Access, Owner, Seen};
-    use crate::durable::FileKind;
+    use crate::durable::{FileId, FileKind};
     use crate::error::{Error, Result};
     use crate::layout::{self, Layout};
 
@@ -228,6 +232,9 @@ mod imp {
                 return Err(wrong_kind(&path, found, FileKind::Regular));
             }
             judge(&path, &st, owner)?;
+            if name == layout::MARKER {
+                seen.marker = Some(FileId::of_stat(&st));
+            }
         }
         Ok(seen)
     }
@@ -431,6 +438,7 @@ mod tests {
             snapshots,
             tmp,
             owner: me,
+            marker: None,
         };
         assert_eq!(check(), seen(true, false, false));
         std::fs::create_dir(layout.tmp_dir()).expect("mkdir");

@@ -51,6 +51,7 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(s, "- Bench directory: `{}`", r.sys.bench_dir);
     let _ = writeln!(s, "- Allocator: {}", r.allocator);
+    let _ = writeln!(s, "- Memory: {}", memory_note(&r.sys));
     let _ = writeln!(
         s,
         "- Load average (1/5/15 min) at start: {}; at end: {}",
@@ -721,6 +722,28 @@ fn dominant_costs(r: &Results) -> Vec<String> {
     out
 }
 
+/// What fresh memory costs, and whether DAMON reclaims on its own: both
+/// move every read into a fresh buffer (the floor's as well as snapcache's)
+/// from one run to another.
+fn memory_note(sys: &crate::sysinfo::SysInfo) -> String {
+    let touch = match sys.fresh_page_ns {
+        Some(ns) => format!(
+            "first touch of freshly mapped memory {} per 4 KiB page (so {} for a 1 MiB buffer)",
+            crate::stats::fmt_duration(std::time::Duration::from_nanos(ns as u64)),
+            crate::stats::fmt_duration(std::time::Duration::from_nanos((ns * 256.0) as u64))
+        ),
+        None => "first touch of fresh memory not measured".into(),
+    };
+    if sys.damon.is_empty() {
+        format!("{touch}; no DAMON monitor running")
+    } else {
+        format!(
+            "{touch}; DAMON running: {} (a `pageout` scheme reclaims memory it finds cold, page cache included)",
+            sys.damon.join("; ")
+        )
+    }
+}
+
 /// What the ext4 journal (or its absence) means for deleting a snapshot.
 fn journal_note(sys: &crate::sysinfo::SysInfo) -> String {
     let discard = sys.mount.contains("discard");
@@ -786,6 +809,8 @@ pub fn json(r: &Results) -> Value {
             "fs_type": r.sys.fs_type,
             "mount": r.sys.mount,
             "ext4_journal": r.sys.journal,
+            "damon": r.sys.damon,
+            "fresh_page_ns": r.sys.fresh_page_ns,
             "load_at_start": r.sys.load_at_start,
             "load_at_end": r.load_at_end,
             "other_cpu": r.other_cpu,

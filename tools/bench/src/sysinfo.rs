@@ -26,6 +26,14 @@ pub struct SysInfo {
     pub bench_dir: String,
     /// `/proc/loadavg` when the run started (other load skews figures).
     pub load_at_start: String,
+    /// DAMON monitors that run (`/sys/kernel/mm/damon/admin/kdamonds`), with
+    /// what they do: one with a `pageout` scheme reclaims memory it finds
+    /// cold on its own, which changes what page cache and fresh memory cost.
+    pub damon: Vec<String>,
+    /// Measured: wall time per 4 KiB page of first touching freshly mapped
+    /// memory (a page fault, the kernel zeroing the page, then a write), in
+    /// nanoseconds. A read into a fresh buffer pays it for every page.
+    pub fresh_page_ns: Option<f64>,
 }
 
 /// The 1, 5 and 15 minute load averages from `/proc/loadavg`.
@@ -74,7 +82,73 @@ pub fn collect(dir: &Path) -> SysInfo {
         mount: mount.unwrap_or_else(|| "unknown".into()),
         bench_dir: dir.display().to_string(),
         load_at_start: loadavg(),
+        damon: damon(),
+        fresh_page_ns: fresh_page_ns(),
     }
+}
+
+/// Each running kdamond as `kdamond N: <operations> (schemes: <actions>)`.
+fn damon() -> Vec<String> {
+    let root = Path::new("/sys/kernel/mm/damon/admin/kdamonds");
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .ok()
+    };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter(|n| read(&root.join(n).join("state")).as_deref() == Some("on"))
+        .map(|n| {
+            let contexts = root.join(&n).join("contexts");
+            let mut parts = Vec::new();
+            for c in std::fs::read_dir(&contexts).into_iter().flatten().flatten() {
+                let c = c.path();
+                if !c.is_dir() {
+                    continue;
+                }
+                let ops = read(&c.join("operations")).unwrap_or_else(|| "?".into());
+                let actions: Vec<String> = std::fs::read_dir(c.join("schemes"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|s| read(&s.path().join("action")))
+                    .collect();
+                parts.push(if actions.is_empty() {
+                    ops
+                } else {
+                    format!("{ops} (schemes: {})", actions.join(", "))
+                });
+            }
+            format!("kdamond {n}: {}", parts.join("; "))
+        })
+        .collect()
+}
+
+/// The median over five tries of the time per page to fill 16 MiB of
+/// freshly allocated memory (an allocation this size is mapped fresh by
+/// glibc, whatever its threshold), per 4 KiB page.
+fn fresh_page_ns() -> Option<f64> {
+    const BYTES: usize = 16 << 20;
+    let mut tries: Vec<f64> = (0..5)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let v = std::hint::black_box(vec![1u8; BYTES]);
+            let took = start.elapsed();
+            drop(v);
+            took.as_nanos() as f64 / (BYTES / 4096) as f64
+        })
+        .collect();
+    tries.sort_by(f64::total_cmp);
+    tries.get(2).copied()
 }
 
 /// The `/proc/mounts` line whose mount point is the longest prefix of `dir`.

@@ -23,8 +23,9 @@ pub(crate) enum SnapshotFault {
     Hash { found: ContentHash },
     /// It could not be read.
     Io(io::Error),
-    /// Its group or others can write it, so its bytes could change after
-    /// they verified (`trust::refuse_writable_file`).
+    /// Its group or others can write it, or another user owns it, so its
+    /// bytes could change after they verified
+    /// (`trust::refuse_untrusted_file`).
     Untrusted(Box<crate::error::Error>),
 }
 
@@ -93,11 +94,11 @@ fn open_checked(
 /// Reads a whole snapshot into memory and verifies its length and hash.
 ///
 /// The buffer is reserved at its final size and never zeroed: the read
-/// goes into the reserved, not yet initialised part (`read_reserved`). Zeroing it first
-/// (`vec![0; len]`) costs a `memset` of the whole size whenever the
-/// allocator serves it from memory it already has, as it does in a process
-/// that reads more than once (glibc raises its mmap threshold after the
-/// first large free). The read is bounded at one byte more than expected,
+/// goes into the reserved, not yet initialised part (`read_reserved`).
+/// Zeroing it first (`vec![0; len]`) costs a `memset` of the whole size
+/// whenever the allocator serves it from memory it already has, as it does
+/// in a process that reads more than once (glibc raises its mmap threshold
+/// after the first large free). The read is bounded at one byte more than expected,
 /// which tells a file that grew after the stat.
 pub(crate) fn read_verified(
     path: &Path,

@@ -18,6 +18,10 @@
 //!   would otherwise belong to someone the owner cannot overrule, and lock
 //!   the owner out.
 //!
+//! The files the check cannot name in advance, the snapshot a read serves
+//! and a commit record that is followed, are held to the first two rules
+//! on their opened descriptor ([`refuse_untrusted_file`]).
+//!
 //! Reading someone else's store (a system-wide cache owned by root, say) is
 //! allowed when nobody but its owner can write it.
 //!

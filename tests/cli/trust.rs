@@ -227,6 +227,16 @@ fn a_refresh_refuses_store_dirs_another_user_precreated_world_writable() {
     );
 }
 
+/// A store of `user`'s own in `dir`, with `bytes` published from the file
+/// it returns alongside the root.
+fn published_by(user: &TempUser, dir: &Path, bytes: &[u8]) -> (PathBuf, PathBuf) {
+    let root = home_for(dir, user);
+    let from = payload_file(dir, "good.json", bytes);
+    let out = user.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    (root, from)
+}
+
 /// Reproduced: in a victim store with world-writable dirs the attacker
 /// planted a snapshot and a valid pointer; `show` served `{"evil":true}`
 /// and `verify` said ok.
@@ -236,10 +246,7 @@ fn a_planted_snapshot_and_pointer_in_a_world_writable_store_are_never_served() {
         return;
     };
     let dir = shared_dir();
-    let root = home_for(dir.path(), &alice);
-    let from = payload_file(dir.path(), "good.json", b"{\"good\":true}");
-    let out = alice.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let (root, _) = published_by(&alice, dir.path(), b"{\"good\":true}");
     for sub in ["", "snapshots", "tmp"] {
         chmod(&root.join(sub), 0o777);
     }
@@ -288,26 +295,31 @@ fn a_planted_snapshot_and_pointer_in_a_world_writable_store_are_never_served() {
     );
 }
 
+/// `snapcache --store <root> <args>` run as this process's user.
+fn run_here(root: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--store")
+        .arg(root)
+        .args(args)
+        .env_remove("SNAPCACHE_DIR");
+    run_with_timeout(cmd)
+}
+
+/// The arguments of a lease-backend refresh from `from`.
+fn lease_refresh(from: &Path) -> [&str; 5] {
+    let from = from.to_str().unwrap();
+    ["--lock-backend", "lease", "refresh", "--from", from]
+}
+
 /// A lease-backend store at `root` with generations `[1]` then `[2]`,
 /// published by `user` (`None`: this process).
 fn lease_store(root: &Path, user: Option<&TempUser>, dir: &Path) {
     for (n, body) in [(1, b"[1]"), (2, b"[2]")] {
         let from = payload_file(dir, &format!("lease{n}.json"), body);
-        let args = [
-            "--lock-backend",
-            "lease",
-            "refresh",
-            "--from",
-            from.to_str().unwrap(),
-        ];
+        let args = lease_refresh(&from);
         let out = match user {
             Some(user) => user.run(root, &args),
-            None => {
-                let mut cmd = Command::new(bin());
-                cmd.arg("--store").arg(root).args(args);
-                cmd.env_remove("SNAPCACHE_DIR");
-                run_with_timeout(cmd)
-            }
+            None => run_here(root, &args),
         };
         assert_eq!(code(&out), 0, "{}", text(&out.stderr));
     }
@@ -351,18 +363,13 @@ fn a_commit_record_planted_through_a_world_writable_commits_dir_is_never_followe
     let snapshots_before = std::fs::read_dir(root.join("snapshots")).unwrap().count();
 
     let from = payload_file(dir.path(), "p3.json", b"[3]");
+    let refresh = lease_refresh(&from);
     for args in [
         &["show"][..],
         &["status"],
         &["verify"],
         &["history"],
-        &[
-            "--lock-backend",
-            "lease",
-            "refresh",
-            "--from",
-            from.to_str().unwrap(),
-        ],
+        &refresh,
     ] {
         let out = alice.run(&root, args);
         assert_ne!(out.stdout, b"[1]", "{args:?} followed the planted record");
@@ -380,16 +387,7 @@ fn a_commit_record_planted_through_a_world_writable_commits_dir_is_never_followe
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
     assert_eq!(out.stdout, b"[2]", "the planted record was followed");
     // ...and a writer refuses, naming the record and its owner.
-    let out = alice.run(
-        &root,
-        &[
-            "--lock-backend",
-            "lease",
-            "refresh",
-            "--from",
-            from.to_str().unwrap(),
-        ],
-    );
+    let out = alice.run(&root, &refresh);
     assert_untrusted(
         &out,
         &planted,
@@ -405,16 +403,7 @@ fn a_commit_record_planted_through_a_world_writable_commits_dir_is_never_followe
     );
     // Once the owner removes it, all is well.
     std::fs::remove_file(&planted).unwrap();
-    let out = alice.run(
-        &root,
-        &[
-            "--lock-backend",
-            "lease",
-            "refresh",
-            "--from",
-            from.to_str().unwrap(),
-        ],
-    );
+    let out = alice.run(&root, &refresh);
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
     assert_eq!(alice.run(&root, &["show"]).stdout, b"[3]");
 }
@@ -429,10 +418,7 @@ fn a_snapshot_file_another_user_owns_is_refused_even_when_it_verifies() {
         return;
     };
     let dir = shared_dir();
-    let root = home_for(dir.path(), &alice);
-    let from = payload_file(dir.path(), "good.json", b"{\"good\":true}");
-    let out = alice.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let (root, from) = published_by(&alice, dir.path(), b"{\"good\":true}");
     let snapshot = root.join("snapshots").join(hash_hex(b"{\"good\":true}"));
     // What mallory did while the directory was 0777: her own copy, same
     // bytes, writable by her.
@@ -477,20 +463,9 @@ fn writable_commits_records_and_snapshot_files_are_refused() {
     let dir = shared_dir();
     let root = dir.path().join("store");
     lease_store(&root, None, dir.path());
-    let run = |args: &[&str]| {
-        let mut cmd = Command::new(bin());
-        cmd.arg("--store").arg(&root).args(args);
-        cmd.env_remove("SNAPCACHE_DIR");
-        run_with_timeout(cmd)
-    };
+    let run = |args: &[&str]| run_here(&root, args);
     let from = payload_file(dir.path(), "p3.json", b"[3]");
-    let refresh = [
-        "--lock-backend",
-        "lease",
-        "refresh",
-        "--from",
-        from.to_str().unwrap(),
-    ];
+    let refresh = lease_refresh(&from);
 
     let commits = root.join("commits");
     chmod(&commits, 0o702);
@@ -508,13 +483,10 @@ fn writable_commits_records_and_snapshot_files_are_refused() {
     // contents), made group-writable.
     let other = dir.path().join("other");
     lease_store(&other, None, dir.path());
-    let out = {
-        let mut cmd = Command::new(bin());
-        cmd.arg("--store")
-            .arg(&other)
-            .args(["--lock-backend", "lease", "rollback", "--to", "1"]);
-        run_with_timeout(cmd)
-    };
+    let out = run_here(
+        &other,
+        &["--lock-backend", "lease", "rollback", "--to", "1"],
+    );
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
     let record = commits.join("3");
     std::fs::copy(other.join("commits").join("3"), &record).unwrap();
@@ -541,14 +513,8 @@ fn writable_commits_records_and_snapshot_files_are_refused() {
         &snapshot,
         &["mode 0466", "writable by its group and others"],
     );
-    let (out, report) = {
-        let mut cmd = Command::new(bin());
-        cmd.arg("--store").arg(&root).args(["--json", "verify"]);
-        cmd.env_remove("SNAPCACHE_DIR");
-        let out = run_with_timeout(cmd);
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        (out, report)
-    };
+    let out = run(&["--json", "verify"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(code(&out), 1, "{}", text(&out.stderr));
     let problems = report["problems"].as_array().unwrap();
     assert!(
@@ -576,14 +542,7 @@ fn root_refuses_to_write_a_users_store_and_leaves_nothing_behind() {
     let before = walk(&root);
 
     let from2 = payload_file(dir.path(), "p2.json", b"[2]");
-    let as_root = |args: &[&str]| {
-        let mut cmd = Command::new(bin());
-        cmd.arg("--store")
-            .arg(&root)
-            .args(args)
-            .env_remove("SNAPCACHE_DIR");
-        run_with_timeout(cmd)
-    };
+    let as_root = |args: &[&str]| run_here(&root, args);
     for args in [
         &["refresh", "--from", from2.to_str().unwrap()][..],
         &[

@@ -58,7 +58,7 @@ pub struct Generation {
     /// When this generation was published.
     pub created_at: Timestamp,
     /// Free text describing the source (`--note`, or the `--exec` command).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_line_opt")]
     pub note: Option<String>,
     /// Pinned: retention and age-based collection keep it, and it cannot be
     /// forgotten until it is unpinned. Written only when true, so a pointer
@@ -395,16 +395,38 @@ pub(crate) fn read_bounded(reader: impl Read, path: &Path) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// `text` with every control character (newline, tab, the ESC that starts
+/// a terminal escape sequence, ...) turned into a space.
+pub(crate) fn one_line_of(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Deserializes text that is shown to people (a generation's note, a lock
+/// holder's host and command) as [`one_line_of`] it. snapcache writes such
+/// text that way already (see [`clip_note`]); a record written by hand or
+/// by another tool could otherwise move the cursor, recolour or retitle
+/// the terminal that prints it. The checksum covers the bytes as stored,
+/// so a pointer still verifies.
+pub(crate) fn one_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    String::deserialize(d).map(|s| one_line_of(&s))
+}
+
+/// [`one_line`] for an optional field.
+pub(crate) fn one_line_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d).map(|s| s.map(|s| one_line_of(&s)))
+}
+
 /// Cuts a note to [`MAX_NOTE_BYTES`] on a character boundary, after turning
 /// control characters (newlines, tabs, escapes) into spaces: a note is one
 /// line of description, and JSON escapes a control character as six bytes,
 /// which would let 101 long notes push the pointer past
 /// [`MAX_POINTER_BYTES`].
 pub(crate) fn clip_note(note: &str) -> String {
-    let note: String = note
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let note = one_line_of(note);
     if note.len() <= MAX_NOTE_BYTES {
         return note;
     }

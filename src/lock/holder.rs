@@ -19,7 +19,9 @@ use crate::time::Timestamp;
 pub struct HolderInfo {
     /// Process id of the holder.
     pub pid: u32,
-    /// Host name of the holder's machine.
+    /// Host name of the holder's machine (read as one line of text, see
+    /// `pointer::one_line`).
+    #[serde(deserialize_with = "crate::pointer::one_line")]
     pub host: String,
     /// Linux boot id of the holder's machine (detects a reboot), if known.
     #[serde(default)]
@@ -30,7 +32,10 @@ pub struct HolderInfo {
     /// its pid from outside.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_ns: Option<u64>,
-    /// The holder's command line or purpose string.
+    /// The holder's command line or purpose string (read as one line of
+    /// text: a record that another tool or a person wrote cannot put escape
+    /// sequences into the messages that name the holder).
+    #[serde(deserialize_with = "crate::pointer::one_line")]
     pub command: String,
     /// When it acquired the lock.
     pub since: Timestamp,

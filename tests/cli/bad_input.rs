@@ -1,7 +1,6 @@
 //! Bad input and damaged stores: each a clear error, nothing lost.
 
 use crate::common::*;
-use crate::roundtrip::make_writable;
 
 fn store_with_two_generations() -> TestStore {
     let store = TestStore::new();
@@ -238,7 +237,7 @@ fn tampered_snapshot_is_never_served() {
         .root()
         .join("snapshots")
         .join(hash_hex(&json_payload(3000, 2)));
-    make_writable(&current);
+    make_owner_writable(&current);
     let mut bytes = std::fs::read(&current).unwrap();
     bytes[100] ^= 0x20;
     std::fs::write(&current, &bytes).unwrap();

@@ -94,7 +94,7 @@ fn a_store_path_and_file_names_that_are_not_utf8_work() {
     let snapshots = std::path::PathBuf::from(&root).join("snapshots");
     for entry in std::fs::read_dir(&snapshots).unwrap() {
         let path = entry.unwrap().path();
-        crate::roundtrip::make_writable(&path);
+        make_owner_writable(&path);
         std::fs::write(&path, b"[9]").unwrap();
     }
     let out = run(&["--json", "verify"], &[]);

@@ -4,7 +4,6 @@
 use std::os::unix::fs::symlink;
 
 use crate::common::*;
-use crate::roundtrip::make_writable;
 
 fn two_generations() -> TestStore {
     let store = TestStore::new();
@@ -81,7 +80,7 @@ fn uppercase_or_short_hashes_in_the_pointer_are_rejected() {
 fn a_truncated_snapshot_is_detected() {
     let store = two_generations();
     let snap = current_snapshot(&store);
-    make_writable(&snap);
+    make_owner_writable(&snap);
     let bytes = std::fs::read(&snap).unwrap();
     std::fs::write(&snap, &bytes[..bytes.len() - 10]).unwrap();
     assert_show_fails(&store, "bytes long, the pointer recorded");
@@ -231,7 +230,7 @@ fn show_fallback_serves_the_newest_intact_generation_and_verify_still_reports() 
         .root()
         .join("snapshots")
         .join(hash_hex(&json_payload(4000, 3)));
-    make_writable(&damaged);
+    make_owner_writable(&damaged);
     std::fs::write(&damaged, json_payload(4000, 9)).unwrap();
     assert_show_fails(&store, "damaged");
     let out = store.run(&["show", "--fallback"]);
@@ -250,4 +249,86 @@ fn show_fallback_serves_the_newest_intact_generation_and_verify_still_reports() 
     assert_eq!(code(&out), 1, "verify still reports the damage");
     let out = store.run(&["show", "--fallback", "--generation", "1"]);
     assert_eq!(code(&out), 2, "--fallback and --generation do not mix");
+}
+
+/// Reproduced: a lock holder record written by hand (or by another tool)
+/// with terminal escape sequences put them, raw, into `status` and into the
+/// lock-timeout error ("cmd\e[2J\e[31mRED" cleared and recoloured the
+/// screen). A note in a hand-edited pointer (checksum recomputed) did the
+/// same in `history`. snapcache writes such text as one line already; what
+/// it reads is now turned into one line too: no control character reaches
+/// stdout, stderr or `--json`.
+#[test]
+fn escape_sequences_in_a_holder_record_or_a_note_never_reach_the_terminal() {
+    const HOSTILE: &str = "x\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[31mRED\ninjected\r";
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    crate::clocks::edit_pointer(&store, |body| {
+        body["generations"][0]["note"] = HOSTILE.into();
+    });
+    let clean = |what: &str, bytes: &[u8]| {
+        let text = text(bytes);
+        let bad = text
+            .chars()
+            .find(|&c| c.is_control() && c != '\n')
+            .or_else(|| text.contains("RED\ninjected").then_some('\n'));
+        assert_eq!(bad, None, "{what} printed a control character: {text:?}");
+    };
+    let out = store.ok(&["history"]);
+    clean("history", &out.stdout);
+    assert!(
+        text(&out.stdout).contains("RED injected"),
+        "{}",
+        text(&out.stdout)
+    );
+    let (_, history) = store.json(&["history"]);
+    let note = history["generations"][0]["note"].as_str().unwrap();
+    assert!(!note.chars().any(char::is_control), "{note:?}");
+
+    let mut holder = store
+        .command(&["refresh", "--exec", "sh", "-c", "sleep 4; echo '[2]'"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = store.wait_until_locked();
+    let mut record = status["lock"].clone();
+    record["host"] = HOSTILE.into();
+    record["command"] = HOSTILE.into();
+    record
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| !["held", "held_for_seconds"].contains(&k.as_str()));
+    let path = store.root().join("lock.holder");
+    std::fs::write(&path, record.to_string()).unwrap();
+    let payload = store.payload("p", b"[3]");
+    for args in [
+        &["status"][..],
+        &["--json", "status"],
+        &[
+            "refresh",
+            "--lock-timeout",
+            "0",
+            "--from",
+            payload.to_str().unwrap(),
+        ],
+        &[
+            "--json",
+            "refresh",
+            "--lock-timeout",
+            "0",
+            "--from",
+            payload.to_str().unwrap(),
+        ],
+    ] {
+        let out = store.run(args);
+        clean(&format!("{args:?} (stdout)"), &out.stdout);
+        clean(&format!("{args:?} (stderr)"), &out.stderr);
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            said.contains("RED injected"),
+            "{args:?} names the holder: {said}"
+        );
+    }
+    assert!(holder.wait().unwrap().success());
 }

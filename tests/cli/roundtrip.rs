@@ -270,7 +270,7 @@ fn verify_reports_damage_and_leftovers_without_changing_anything() {
         .root()
         .join("snapshots")
         .join(hash_hex(&json_payload(2000, 1)));
-    make_writable(&damaged);
+    make_owner_writable(&damaged);
     std::fs::write(&damaged, json_payload(2000, 9)).unwrap();
     let before = store.fingerprint();
     let (out, report) = store.json(&["verify"]);
@@ -358,11 +358,6 @@ fn reads_work_on_a_read_only_store() {
     assert_eq!(out.stdout, b"{\"ro\":1}");
     assert_eq!(code(&status), 0, "{}", text(&status.stderr));
     assert_eq!(code(&verify), 0, "{}", text(&verify.stderr));
-}
-
-pub fn make_writable(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn set_tree_read_only(root: &std::path::Path, read_only: bool) {

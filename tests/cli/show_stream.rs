@@ -6,7 +6,6 @@
 use std::process::{Command, Stdio};
 
 use crate::common::*;
-use crate::roundtrip::make_writable;
 
 /// Several verification chunks' worth (256 KiB each), not a multiple of it.
 const BIG: usize = 3 * 1024 * 1024 + 12_345;
@@ -47,7 +46,7 @@ fn damage_in_the_last_byte_of_a_large_snapshot_prints_nothing() {
     let payload = json_payload(BIG, 8);
     store.refresh(&payload, &[]);
     let snapshot = store.root().join("snapshots").join(hash_hex(&payload));
-    make_writable(&snapshot);
+    make_owner_writable(&snapshot);
     let mut bytes = std::fs::read(&snapshot).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
@@ -72,7 +71,7 @@ fn a_snapshot_that_grew_is_refused_without_output() {
     let payload = json_payload(BIG, 9);
     store.refresh(&payload, &[]);
     let snapshot = store.root().join("snapshots").join(hash_hex(&payload));
-    make_writable(&snapshot);
+    make_owner_writable(&snapshot);
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&snapshot)

@@ -332,3 +332,30 @@ fn escape_sequences_in_a_holder_record_or_a_note_never_reach_the_terminal() {
     }
     assert!(holder.wait().unwrap().success());
 }
+
+/// Reproduced: `verify` printed a foreign file name from the store as it
+/// was, and `diff` a payload's key (the payload comes from the network), so
+/// an ESC in either reached the terminal. Every line for people now shows a
+/// control character other than newline and tab as an escape (`\u{1b}`).
+#[test]
+fn escape_sequences_in_file_names_and_payload_keys_are_shown_escaped() {
+    let store = TestStore::new();
+    store.refresh(br#"{"k\u001b[31m":1}"#, &[]);
+    store.refresh(br#"{"k\u001b[31m":2}"#, &[]);
+    std::fs::write(store.root().join("snapshots").join("x\u{1b}]0;t\u{7}"), b"").unwrap();
+    for args in [&["verify"][..], &["diff"]] {
+        let out = store.run(args);
+        for (which, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let text = text(bytes);
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "{args:?} {which}: {text:?}"
+            );
+        }
+        let said = text(&out.stdout);
+        assert!(
+            said.contains("\\u{1b}"),
+            "{args:?} shows the escape: {said}"
+        );
+    }
+}

@@ -28,9 +28,10 @@ pub(crate) use {errln, outln};
 
 /// Writes one line on stdout, recording a failure.
 pub fn line(args: fmt::Arguments<'_>) {
+    let text = printable(args);
     let mut out = std::io::stdout().lock();
     let result = out
-        .write_fmt(args)
+        .write_all(text.as_bytes())
         .and_then(|()| out.write_all(b"\n"))
         .and_then(|()| out.flush());
     record(result);
@@ -38,8 +39,39 @@ pub fn line(args: fmt::Arguments<'_>) {
 
 /// Writes one line on stderr, ignoring failures.
 pub fn err_line(args: fmt::Arguments<'_>) {
+    let text = printable(args);
     let mut err = std::io::stderr().lock();
-    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+    let _ = err
+        .write_all(text.as_bytes())
+        .and_then(|()| err.write_all(b"\n"));
+}
+
+/// The text of a line for people, with every control character but newline
+/// and tab shown as an escape (`\u{1b}`). Some of what a line names comes
+/// from outside the program: a file name in the store (`verify`'s foreign
+/// entries), a key of a payload from the network (`diff`), a record another
+/// tool wrote. An ESC among them would otherwise move the cursor, recolour
+/// or retitle the terminal. (The progress and waiting lines, which clear
+/// their own line on a terminal, are written elsewhere, and JSON escapes
+/// control characters itself.)
+fn printable(args: fmt::Arguments<'_>) -> String {
+    let text = args.to_string();
+    if !text.chars().any(is_hidden_control) {
+        return text;
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_hidden_control(c) {
+            shown.extend(c.escape_unicode());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
+fn is_hidden_control(c: char) -> bool {
+    c.is_control() && c != '\n' && c != '\t'
 }
 
 /// Records a failed stdout write (the first one wins).

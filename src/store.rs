@@ -165,7 +165,7 @@ impl StoreOptions {
     /// values outside are clamped). A crashed holder on another host blocks
     /// writers for up to this long.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.lease_ttl = ttl.clamp(Duration::from_millis(300), Duration::from_secs(86_400));
+        self.lease_ttl = ttl.clamp(lock::MIN_LEASE_TTL, lock::MAX_LEASE_TTL);
         self
     }
 

@@ -33,14 +33,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::HolderInfo;
-use crate::durable::{Durable, open_no_follow};
+use crate::durable::{Durable, open_no_follow_with_metadata};
 use crate::layout::Layout;
-use crate::time::Timestamp;
+use crate::time::{CLOCK_SKEW_TOLERANCE, Timestamp};
 
 /// The wall clock of lease decisions (expiry, file ages). Tests of the
 /// power-loss model move it forward to see what a writer does one lease
@@ -83,17 +83,81 @@ pub(crate) mod test_clock {
 /// (one on this host is recognised at once by its dead pid).
 const BREAK_STALE: Duration = Duration::from_secs(10);
 
+/// The shortest lease time a writer may ask for.
+pub(crate) const MIN_LEASE_TTL: Duration = Duration::from_millis(300);
+
+/// The longest lease time a writer may ask for. A lease that names no lease
+/// time (one of the earlier release) is judged by this one.
+pub(crate) const MAX_LEASE_TTL: Duration = Duration::from_secs(86_400);
+
 /// The content of the lease file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LeaseRecord {
     pub lease_id: String,
     pub holder: HolderInfo,
     pub expires_at: Timestamp,
+    /// The lease time its holder renews against, every third of it. Absent
+    /// in leases of the earlier release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
 }
 
 impl LeaseRecord {
-    fn is_stale(&self) -> bool {
-        now() > self.expires_at.system_time() || self.holder.is_dead_local_process()
+    /// How long this lease may go unrenewed while its holder lives.
+    fn ttl(&self) -> Duration {
+        self.ttl_ms
+            .map_or(MAX_LEASE_TTL, Duration::from_millis)
+            .clamp(MIN_LEASE_TTL, MAX_LEASE_TTL)
+    }
+
+    /// Why this lease, last modified at `modified` (the file's mtime), no
+    /// longer holds the store, or `None` while it does.
+    ///
+    /// `expires_at` is the holder's own clock: a holder whose clock ran far
+    /// ahead (or a hand-made lease) can name a year that never comes. So a
+    /// lease also lapses once its file has gone unrenewed for longer than its
+    /// lease time: a live holder replaces the file every third of that. The
+    /// mtime is another clock again (the file server's, on NFS), hence the
+    /// tolerance on top.
+    fn stale_reason(&self, modified: Option<SystemTime>) -> Option<&'static str> {
+        if now() > self.expires_at.system_time() {
+            return Some("lease expired");
+        }
+        if self.holder.is_dead_local_process() {
+            return Some("holder process is gone");
+        }
+        let unrenewed = modified
+            .and_then(|m| now().duration_since(m).ok())
+            .is_some_and(|age| age > self.ttl().saturating_add(CLOCK_SKEW_TOLERANCE));
+        unrenewed.then_some("not renewed within its lease time (file modification time)")
+    }
+}
+
+/// What one waiter has seen of the lease files, by its own monotonic clock.
+///
+/// Every wall clock and mtime in a lease can be wrong: a holder's clock far
+/// ahead, a file server's clock that went back. What no clock can fake is a
+/// lease that does not change: a live holder replaces it every third of its
+/// lease time. A lease a waiter has seen unchanged for longer than its lease
+/// time is not being renewed, and a `lease.break` seen unchanged for longer
+/// than [`BREAK_STALE`] was left by a breaker that died. Only a waiter that
+/// waits that long benefits; every other rule still applies first.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseWatch {
+    lease: Option<(Vec<u8>, Instant)>,
+    lease_break: Option<(Vec<u8>, Instant)>,
+}
+
+impl LeaseWatch {
+    /// How long `slot` has held exactly `seen` (zero when it just changed).
+    fn unchanged_for(slot: &mut Option<(Vec<u8>, Instant)>, seen: &[u8]) -> Duration {
+        match slot {
+            Some((bytes, since)) if bytes.as_slice() == seen => since.elapsed(),
+            _ => {
+                *slot = Some((seen.to_vec(), Instant::now()));
+                Duration::ZERO
+            }
+        }
     }
 }
 
@@ -217,14 +281,45 @@ pub(crate) fn create_complete(
 
 /// Reads a lease record; `None` when absent or unreadable.
 pub(crate) fn read(path: &Path) -> Option<LeaseRecord> {
-    let file = open_no_follow(path).ok()?;
-    let bytes = crate::pointer::read_bounded(file, path).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    read_seen(path)?.record
 }
 
-/// Whether a live (not stale) lease exists.
-pub(crate) fn live_lease(layout: &Layout) -> Option<LeaseRecord> {
-    read(&layout.lease_file()).filter(|r| !r.is_stale())
+/// A lease file as one look found it.
+struct SeenLease {
+    /// Its bytes (bounded), what [`LeaseWatch`] compares.
+    bytes: Vec<u8>,
+    /// The record, when the bytes are one.
+    record: Option<LeaseRecord>,
+    modified: Option<SystemTime>,
+}
+
+/// Reads the lease file at `path`, through the open gate; `None` when there
+/// is no regular file to read.
+fn read_seen(path: &Path) -> Option<SeenLease> {
+    let (file, meta) = open_no_follow_with_metadata(path).ok()?;
+    let bytes = crate::pointer::read_bounded(file, path).ok()?;
+    Some(SeenLease {
+        record: serde_json::from_slice(&bytes).ok(),
+        bytes,
+        modified: meta.modified().ok(),
+    })
+}
+
+/// Whether a live (not stale) lease exists. A waiter passes its `watch`, so
+/// that a lease it has seen unchanged for longer than its lease time does
+/// not count.
+pub(crate) fn live_lease(layout: &Layout, watch: Option<&mut LeaseWatch>) -> Option<LeaseRecord> {
+    let seen = read_seen(&layout.lease_file())?;
+    let record = seen.record?;
+    if record.stale_reason(seen.modified).is_some() {
+        return None;
+    }
+    if let Some(watch) = watch {
+        if LeaseWatch::unchanged_for(&mut watch.lease, &seen.bytes) > record.ttl() {
+            return None;
+        }
+    }
+    Some(record)
 }
 
 /// One non-blocking attempt to take the lease. A stale lease is broken and
@@ -234,6 +329,7 @@ pub(crate) fn try_acquire(
     durable: &Durable,
     holder: &HolderInfo,
     ttl: Duration,
+    watch: &mut LeaseWatch,
 ) -> io::Result<Attempt> {
     let path = layout.lease_file();
     let mut current = None;
@@ -242,6 +338,7 @@ pub(crate) fn try_acquire(
             lease_id: random_id(),
             holder: holder.clone(),
             expires_at: Timestamp::from(now() + ttl),
+            ttl_ms: Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
         };
         let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
         match create_complete(durable, &layout.tmp_dir(), &path, &bytes) {
@@ -266,16 +363,40 @@ pub(crate) fn try_acquire(
                 }));
             }
             Ok(false) => {
-                current = read(&path);
-                let broken = match &current {
-                    Some(old) if old.is_stale() => break_stale(layout, durable, holder, old),
+                let seen = read_seen(&path);
+                let unchanged = seen.as_ref().map_or(Duration::ZERO, |s| {
+                    LeaseWatch::unchanged_for(&mut watch.lease, &s.bytes)
+                });
+                current = seen.as_ref().and_then(|s| s.record.clone());
+                let broken = match &seen {
+                    None => false,
+                    Some(SeenLease {
+                        record: Some(old),
+                        modified,
+                        ..
+                    }) => {
+                        let reason = old.stale_reason(*modified).or_else(|| {
+                            (unchanged > old.ttl())
+                                .then_some("not renewed within its lease time (seen unchanged)")
+                        });
+                        reason.is_some_and(|why| {
+                            break_stale(layout, durable, holder, old, why, watch)
+                        })
+                    }
                     // Unreadable (empty, torn, garbage): no holder can be
                     // identified. A live holder replaces its lease every
                     // third of the lease time and a new one is never visible
                     // incomplete (see create_complete), so an unreadable
-                    // file one lease time old (by mtime) has no live owner.
-                    None if is_old(&path, ttl) => break_unreadable(layout, durable, holder, ttl),
-                    _ => false,
+                    // file one lease time old (by mtime, or seen unchanged
+                    // that long) has no live owner.
+                    Some(SeenLease {
+                        record: None,
+                        bytes,
+                        ..
+                    }) => {
+                        (is_old(&path, ttl) || unchanged > ttl)
+                            && break_unreadable(layout, durable, holder, bytes, ttl, watch)
+                    }
                 };
                 if !broken {
                     break;
@@ -327,14 +448,26 @@ impl Drop for BreakGuard {
 /// Takes `lease.break`, which records its holder: a breaker that died
 /// mid-break (same host, pid gone) is recognised at once; one on another
 /// host only after [`BREAK_STALE`].
-fn take_break_lock(layout: &Layout, durable: &Durable, me: &HolderInfo) -> Option<BreakGuard> {
+fn take_break_lock(
+    layout: &Layout,
+    durable: &Durable,
+    me: &HolderInfo,
+    watch: &mut LeaseWatch,
+) -> Option<BreakGuard> {
     let path = layout.lease_break_file();
     let bytes = serde_json::to_vec(me).unwrap_or_default();
     match create_complete(durable, &layout.tmp_dir(), &path, &bytes) {
         Ok(true) => Some(BreakGuard(path, durable.clone())),
         Ok(false) => {
-            let dead_breaker = read_holder(&path).is_some_and(|h| h.is_dead_local_process());
-            if dead_breaker || is_old(&path, BREAK_STALE) {
+            let seen = read_seen(&path);
+            let dead_breaker = seen
+                .as_ref()
+                .and_then(|s| serde_json::from_slice::<HolderInfo>(&s.bytes).ok())
+                .is_some_and(|h| h.is_dead_local_process());
+            let unchanged = seen.as_ref().map_or(Duration::ZERO, |s| {
+                LeaseWatch::unchanged_for(&mut watch.lease_break, &s.bytes)
+            });
+            if dead_breaker || is_old(&path, BREAK_STALE) || unchanged > BREAK_STALE {
                 tracing::warn!(path = %path.display(), dead_breaker, "removing a lease.break left by a breaker that died");
                 let _ = durable.remove_file(&path);
             }
@@ -347,29 +480,28 @@ fn take_break_lock(layout: &Layout, durable: &Durable, me: &HolderInfo) -> Optio
     }
 }
 
-fn read_holder(path: &Path) -> Option<HolderInfo> {
-    let file = open_no_follow(path).ok()?;
-    let bytes = crate::pointer::read_bounded(file, path).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
 /// Removes the lease `old` if it is still there, under the break lock.
 /// Returns whether it was removed.
-fn break_stale(layout: &Layout, durable: &Durable, me: &HolderInfo, old: &LeaseRecord) -> bool {
-    let Some(_guard) = take_break_lock(layout, durable, me) else {
+fn break_stale(
+    layout: &Layout,
+    durable: &Durable,
+    me: &HolderInfo,
+    old: &LeaseRecord,
+    reason: &'static str,
+    watch: &mut LeaseWatch,
+) -> bool {
+    let Some(_guard) = take_break_lock(layout, durable, me, watch) else {
         return false;
     };
     let path = layout.lease_file();
     // Re-check under the break lock: another breaker may have removed the
-    // stale lease already and a new holder created a fresh one.
-    let still_stale = read(&path).is_some_and(|r| r.lease_id == old.lease_id && r.is_stale());
+    // stale lease already and a new holder created a fresh one. The lease
+    // judged is still there when its id and expiry are (a renewal moves the
+    // expiry), and then so is the verdict.
+    let still_stale =
+        read(&path).is_some_and(|r| r.lease_id == old.lease_id && r.expires_at == old.expires_at);
     let removed = still_stale && durable.remove_file(&path).is_ok();
     if removed {
-        let reason = if old.holder.is_dead_local_process() {
-            "holder process is gone"
-        } else {
-            "lease expired"
-        };
         tracing::warn!(
             old_pid = old.holder.pid,
             old_host = %old.holder.host,
@@ -382,12 +514,24 @@ fn break_stale(layout: &Layout, durable: &Durable, me: &HolderInfo, old: &LeaseR
     removed
 }
 
-fn break_unreadable(layout: &Layout, durable: &Durable, me: &HolderInfo, age: Duration) -> bool {
-    let Some(_guard) = take_break_lock(layout, durable, me) else {
+fn break_unreadable(
+    layout: &Layout,
+    durable: &Durable,
+    me: &HolderInfo,
+    judged: &[u8],
+    age: Duration,
+    watch: &mut LeaseWatch,
+) -> bool {
+    let Some(_guard) = take_break_lock(layout, durable, me, watch) else {
         return false;
     };
     let path = layout.lease_file();
-    let removed = read(&path).is_none() && is_old(&path, age) && durable.remove_file(&path).is_ok();
+    // Still the very bytes judged (a new holder's lease is never
+    // unreadable), and still old by mtime or by what this waiter saw.
+    let same = read_seen(&path).is_some_and(|s| s.record.is_none() && s.bytes == judged);
+    let removed = same
+        && (is_old(&path, age) || watch.lease.as_ref().is_some_and(|(_, t)| t.elapsed() > age))
+        && durable.remove_file(&path).is_ok();
     if removed {
         tracing::warn!(path = %path.display(), reason = "unreadable lease file", "lock_takeover");
     }
@@ -493,6 +637,7 @@ mod renewal_tests {
             lease_id: random_id(),
             holder,
             expires_at: Timestamp::from(SystemTime::now() + Duration::from_secs(30)),
+            ttl_ms: Some(30_000),
         };
         fs::write(layout.lease_file(), b"old").unwrap();
         renew(&durable, &layout.tmp_dir(), &layout.lease_file(), &record).unwrap();
@@ -515,5 +660,67 @@ mod renewal_tests {
         let back = read(&layout.lease_file()).expect("the renewed lease reads back");
         assert_eq!(back.lease_id, record.lease_id);
         assert!(fs::read_dir(layout.tmp_dir()).unwrap().next().is_none());
+    }
+}
+
+#[cfg(test)]
+// Test helpers fail loudly by design: a panic is a failed test.
+#[allow(clippy::expect_used, clippy::unwrap_used)]
+mod staleness_tests {
+    use super::*;
+
+    fn record(expires_in: Duration, ttl_ms: Option<u64>) -> LeaseRecord {
+        let mut holder = HolderInfo::this_process("test", super::super::Backend::Lease);
+        // Another host: its pid tells nothing.
+        holder.host = "elsewhere".into();
+        LeaseRecord {
+            lease_id: random_id(),
+            holder,
+            expires_at: Timestamp::from(SystemTime::now() + expires_in),
+            ttl_ms,
+        }
+    }
+
+    fn modified_ago(secs: u64) -> Option<SystemTime> {
+        Some(SystemTime::now() - Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn a_far_expiry_holds_only_while_the_file_is_renewed_within_its_lease_time() {
+        let far = Duration::from_secs(70 * 365 * 86_400);
+        let thirty = record(far, Some(30_000));
+        // Renewed just now, or as long ago as its lease time and the clock
+        // tolerance allow: a live holder (or one whose clock is off).
+        assert_eq!(thirty.stale_reason(modified_ago(0)), None);
+        assert_eq!(thirty.stale_reason(modified_ago(85)), None);
+        // Not renewed for its lease time plus the tolerance: no holder.
+        assert!(thirty.stale_reason(modified_ago(95)).is_some());
+        // An mtime in the future or unknown gives no age: only the expiry
+        // (or a waiter's own watch) decides.
+        assert_eq!(thirty.stale_reason(Some(SystemTime::now() + far)), None);
+        assert_eq!(thirty.stale_reason(None), None);
+        // A lease that names no lease time (the earlier release) is judged
+        // by the longest one there is.
+        let old = record(far, None);
+        assert_eq!(old.stale_reason(modified_ago(86_400)), None);
+        assert!(old.stale_reason(modified_ago(86_400 + 61)).is_some());
+        // The expiry still decides first.
+        let expired = record(Duration::ZERO, Some(30_000));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(expired.stale_reason(modified_ago(0)), Some("lease expired"));
+        // A lease time out of range is clamped to it.
+        assert_eq!(record(far, Some(0)).ttl(), MIN_LEASE_TTL);
+        assert_eq!(record(far, Some(u64::MAX)).ttl(), MAX_LEASE_TTL);
+    }
+
+    #[test]
+    fn a_watch_counts_only_while_the_bytes_stay_the_same() {
+        let mut slot = None;
+        assert_eq!(LeaseWatch::unchanged_for(&mut slot, b"a"), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(LeaseWatch::unchanged_for(&mut slot, b"a") >= Duration::from_millis(20));
+        // A renewal (new bytes) starts the count again.
+        assert_eq!(LeaseWatch::unchanged_for(&mut slot, b"b"), Duration::ZERO);
+        assert!(LeaseWatch::unchanged_for(&mut slot, b"b") < Duration::from_millis(20));
     }
 }

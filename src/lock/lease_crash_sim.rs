@@ -113,7 +113,13 @@ fn lifecycle(who: Who) -> Scenario {
     let recorder = Arc::new(Recorder::default());
     let durable = Durable::with_hook(recorder.clone());
     let me = holder(who, "holder");
-    let guard = acquired(lease::try_acquire(&layout, &durable, &me, TTL));
+    let guard = acquired(lease::try_acquire(
+        &layout,
+        &durable,
+        &me,
+        TTL,
+        &mut lease::LeaseWatch::default(),
+    ));
     let from = recorder.log().len();
     let claimant = lease::read(&layout.lease_file()).expect("our lease");
     let mut renewed = claimant.clone();
@@ -150,6 +156,7 @@ fn takeover(who: Who, old: Old) -> Scenario {
         lease_id: "0123456789abcdef0123456789abcdef".into(),
         holder: holder(Who::Remote, "previous holder"),
         expires_at: Timestamp::from(SystemTime::now() - Duration::from_secs(1)),
+        ttl_ms: None,
     };
     let bytes = match old {
         Old::Expired => serde_json::to_vec(&previous).expect("record"),
@@ -166,7 +173,13 @@ fn takeover(who: Who, old: Old) -> Scenario {
     let recorder = Arc::new(Recorder::default());
     let durable = Durable::with_hook(recorder.clone());
     let me = holder(who, "taking over");
-    let guard = acquired(lease::try_acquire(&layout, &durable, &me, TTL));
+    let guard = acquired(lease::try_acquire(
+        &layout,
+        &durable,
+        &me,
+        TTL,
+        &mut lease::LeaseWatch::default(),
+    ));
     let from = recorder.log().len();
     let claimant = lease::read(&layout.lease_file()).expect("our lease");
     drop(guard);
@@ -188,7 +201,13 @@ fn takeover(who: Who, old: Old) -> Scenario {
 fn next_writer_acquires(layout: &Layout) -> bool {
     let me = HolderInfo::this_process("next writer", Backend::Lease);
     for _ in 0..3 {
-        match lease::try_acquire(layout, &Durable::default(), &me, TTL) {
+        match lease::try_acquire(
+            layout,
+            &Durable::default(),
+            &me,
+            TTL,
+            &mut lease::LeaseWatch::default(),
+        ) {
             Ok(Attempt::Acquired(guard)) => {
                 drop(guard);
                 return true;

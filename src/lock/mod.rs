@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 pub use holder::HolderInfo;
 pub(crate) use holder::{process_alive, same_pid_namespace, this_temp_owner};
-pub(crate) use lease::create_complete;
+pub(crate) use lease::{MAX_LEASE_TTL, MIN_LEASE_TTL, create_complete};
 
 use crate::durable::Durable;
 use crate::error::{Error, Result};
@@ -491,6 +491,7 @@ pub(crate) fn acquire(
     let mut wait = Wait::start(options.budget.wait.budget(), POLL_FIRST, POLL_MAX);
     let mut backend = resolve_backend(options.backend, layout);
     let mut lease_guard: Option<lease::LeaseGuard> = None;
+    let mut lease_watch = lease::LeaseWatch::default();
     loop {
         let me = HolderInfo::this_process(options.purpose, backend);
         let attempt = match backend {
@@ -502,11 +503,13 @@ pub(crate) fn acquire(
                 continue;
             }
             Backend::Advisory => match advisory::try_acquire(&path) {
-                Ok(advisory::Attempt::Acquired(file)) => match lease::live_lease(layout) {
-                    // A writer on the lease backend holds the store.
-                    Some(record) => Try::Busy(Some(record.holder)),
-                    None => Try::Got(Some(file)),
-                },
+                Ok(advisory::Attempt::Acquired(file)) => {
+                    match lease::live_lease(layout, Some(&mut lease_watch)) {
+                        // A writer on the lease backend holds the store.
+                        Some(record) => Try::Busy(Some(record.holder)),
+                        None => Try::Got(Some(file)),
+                    }
+                }
                 Ok(advisory::Attempt::Busy) => Try::Busy(None),
                 Err(e)
                     if advisory::is_unsupported(&e) && options.backend == BackendChoice::Auto =>
@@ -520,7 +523,13 @@ pub(crate) fn acquire(
             Backend::Lease => {
                 let mut seen = None;
                 if lease_guard.is_none() {
-                    match lease::try_acquire(layout, durable, &me, options.lease_ttl) {
+                    match lease::try_acquire(
+                        layout,
+                        durable,
+                        &me,
+                        options.lease_ttl,
+                        &mut lease_watch,
+                    ) {
                         Ok(lease::Attempt::Acquired(guard)) => lease_guard = Some(guard),
                         Ok(lease::Attempt::Busy(record)) => seen = record.map(|r| r.holder),
                         Err(e) => {
@@ -632,7 +641,7 @@ pub(crate) fn acquire(
 /// Reports whether the lock is held, and by whom; never waits. `lease_ttl`
 /// is the lease time after which an unreadable lease is taken over.
 pub(crate) fn probe(layout: &Layout, lease_ttl: Duration) -> Result<LockState> {
-    if let Some(record) = lease::live_lease(layout) {
+    if let Some(record) = lease::live_lease(layout, None) {
         return Ok(LockState::Held(Some(record.holder)));
     }
     let path = layout.lock_file();

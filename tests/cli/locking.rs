@@ -1,8 +1,8 @@
 //! The writer lock: crashes of holders, the lease backend, churn with an
 //! exclusive marker, Ctrl-C, and wait feedback.
 
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::*;
 
@@ -104,22 +104,204 @@ fn a_killed_lease_holder_on_this_host_frees_the_lock_at_once() {
 }
 
 fn plant_foreign_lease(store: &TestStore, expires_in: Duration) {
+    let now = SystemTime::now();
+    plant_foreign_lease_at(store, now + expires_in, None, now);
+}
+
+/// A lease of a holder on another host (so no pid can be checked), expiring
+/// at `expires_at` by its holder's clock, naming `ttl_ms` as its lease time
+/// (or nothing, as the earlier release), its file last modified at
+/// `modified`.
+fn plant_foreign_lease_at(
+    store: &TestStore,
+    expires_at: SystemTime,
+    ttl_ms: Option<u64>,
+    modified: SystemTime,
+) {
     std::fs::create_dir_all(store.root()).unwrap();
-    let expires = humantime::format_rfc3339_millis(std::time::SystemTime::now() + expires_in);
-    let record = serde_json::json!({
+    let mut record = serde_json::json!({
         "lease_id": "0123456789abcdef0123456789abcdef",
         "holder": {
             "pid": 1, "host": "build-server-7", "boot_id": "00000000-0000-0000-0000-000000000000",
-            "command": "kopi cache refresh", "since": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "command": "kopi cache refresh", "since": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             "backend": "lease"
         },
-        "expires_at": expires.to_string(),
+        "expires_at": humantime::format_rfc3339_millis(expires_at).to_string(),
     });
-    std::fs::write(
-        store.root().join("lease"),
-        serde_json::to_vec(&record).unwrap(),
-    )
-    .unwrap();
+    if let Some(ms) = ttl_ms {
+        record["ttl_ms"] = ms.into();
+    }
+    let path = store.root().join("lease");
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(modified).unwrap();
+}
+
+/// A refresh on `backend` with a `timeout`-second lock budget, the takeover
+/// log on stderr.
+fn refresh_within(store: &TestStore, backend: &str, timeout: &str, payload: &[u8]) -> Output {
+    let file = store.payload("p", payload);
+    let mut cmd = store.command(&[
+        "--lock-backend",
+        backend,
+        "refresh",
+        "--lock-timeout",
+        timeout,
+        "--from",
+    ]);
+    cmd.arg(file).env("SNAPCACHE_LOG", "warn");
+    run_with_timeout(cmd)
+}
+
+/// A year that no lease's holder will live to see renewed.
+fn far_year() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(4_102_444_800) // 2100-01-01
+}
+
+/// Reproduced first: a lease whose holder's clock ran decades ahead (or a
+/// lease written by hand) expires in a year that never comes; once its
+/// holder, on another host, was gone, every writer on either backend timed
+/// out behind it for good ("retry once that writer is done"). A live holder
+/// replaces its lease every third of its lease time, so a lease file that
+/// has not changed for longer than that lease time (plus the clock
+/// tolerance, since the mtime is the file server's clock) has no holder.
+#[test]
+fn a_lease_expiring_in_a_far_year_is_taken_over_once_it_goes_unrenewed() {
+    let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86_400);
+    for backend in ["lease", "advisory"] {
+        // Of the earlier release (no lease time named): judged by the
+        // longest lease time there is, one day.
+        let store = TestStore::new();
+        store.refresh(b"[0]", &[]);
+        plant_foreign_lease_at(&store, far_year(), None, two_days_ago);
+        let (_, status) = store.json(&["status"]);
+        assert_eq!(status["lock"]["held"], false, "{backend}: {status}");
+        let out = refresh_within(&store, backend, "2", b"[1]");
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 0, "{backend}: {stderr}");
+        assert_eq!(store.show(), b"[1]", "{backend}");
+        if backend == "lease" {
+            assert!(
+                stderr.contains("lock_takeover")
+                    && stderr.contains("not renewed within its lease time")
+                    && stderr.contains("build-server-7"),
+                "the takeover is logged with its reason: {stderr}"
+            );
+        }
+    }
+
+    // Naming a 30 s lease time: two minutes without a renewal is enough.
+    let store = TestStore::new();
+    plant_foreign_lease_at(
+        &store,
+        far_year(),
+        Some(30_000),
+        SystemTime::now() - Duration::from_secs(120),
+    );
+    let out = refresh_within(&store, "lease", "2", b"[2]");
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(store.show(), b"[2]");
+
+    // The same lease just renewed still holds the store: its holder may be
+    // alive, whatever its clock says.
+    let store = TestStore::new();
+    plant_foreign_lease_at(&store, far_year(), Some(30_000), SystemTime::now());
+    let out = refresh_within(&store, "lease", "0.5", b"[3]");
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 75, "a renewed lease blocks: {stderr}");
+    assert!(stderr.contains("build-server-7"), "{stderr}");
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(status["lock"]["held"], true, "{status}");
+}
+
+/// Every time in a lease can lie, the file's mtime too (a file server's
+/// clock that went back, a `touch`). A waiter's own monotonic clock cannot:
+/// a lease it has seen unchanged for longer than the lease time it names is
+/// not being renewed, and is taken over.
+#[test]
+fn a_lease_seen_unchanged_for_longer_than_its_lease_time_is_taken_over_whatever_its_times_say() {
+    for backend in ["lease", "advisory"] {
+        let store = TestStore::new();
+        plant_foreign_lease_at(&store, far_year(), Some(1_000), far_year());
+        let started = Instant::now();
+        let out = refresh_within(&store, backend, "20", b"[1]");
+        let elapsed = started.elapsed();
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 0, "{backend}: {stderr}");
+        assert!(
+            elapsed >= Duration::from_millis(900),
+            "{backend}: waited for one lease time first: {elapsed:?}"
+        );
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "{backend}: then took over: {elapsed:?}"
+        );
+        if backend == "lease" {
+            assert!(stderr.contains("seen unchanged"), "{stderr}");
+        }
+        assert_eq!(store.show(), b"[1]");
+    }
+}
+
+/// The other side of the rule above: a live holder with a lease time far
+/// shorter than its command runs renews its lease, so a writer waiting many
+/// lease times behind it waits for it to finish, and never takes over.
+#[test]
+fn a_renewed_lease_is_never_taken_over_however_long_a_writer_waits() {
+    let store = TestStore::new();
+    let lease_env = |cmd: &mut Command| {
+        cmd.env("SNAPCACHE_LEASE_SECS", "0.5")
+            .env("SNAPCACHE_TEST_HOOKS", "1")
+            .env("SNAPCACHE_TEST_NO_ADVISORY_LOCK", "1")
+            .env("SNAPCACHE_LOG", "warn");
+    };
+    let mut holder = store.command(&[
+        "--lock-backend",
+        "lease",
+        "refresh",
+        "--exec",
+        "sh",
+        "-c",
+        "sleep 3; echo '[1]'",
+    ]);
+    lease_env(&mut holder);
+    let holder = holder
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn holder");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.root().join("lease").exists() {
+        assert!(Instant::now() < deadline, "the holder never took the lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let file = store.payload("p", b"[2]");
+    let mut waiter = store.command(&[
+        "--lock-backend",
+        "lease",
+        "refresh",
+        "--lock-timeout",
+        "20",
+        "--from",
+    ]);
+    waiter.arg(file);
+    lease_env(&mut waiter);
+    let waiter = run_with_timeout(waiter);
+    let holder = wait_output(holder, Duration::from_secs(30));
+    let (h, w) = (text(&holder.stderr), text(&waiter.stderr));
+    assert_eq!(code(&holder), 0, "the holder commits: {h}");
+    assert_eq!(code(&waiter), 0, "the waiter publishes after it: {w}");
+    assert!(
+        !w.contains("lock_takeover"),
+        "no takeover of a live lease: {w}"
+    );
+    assert_eq!(store.show(), b"[2]", "the waiter's generation is the newer");
+    let (_, history) = store.json(&["history"]);
+    assert_eq!(
+        history["generations"].as_array().map(Vec::len),
+        Some(2),
+        "{history}"
+    );
 }
 
 #[test]
@@ -519,6 +701,40 @@ fn a_dead_breakers_lease_break_does_not_stall_writers() {
         started.elapsed()
     );
     assert!(!store.root().join("lease.break").exists());
+}
+
+/// A `lease.break` left by a breaker on another host (its pid tells
+/// nothing) whose mtime lies in a far year, beside an expired lease: its age
+/// by mtime is never known, so before the waiter's own watch every writer
+/// stalled behind it for good. Now a waiter that sees it unchanged for
+/// longer than a break can take removes it and takes the lease over.
+#[test]
+fn a_lease_break_dated_in_a_far_year_does_not_stall_writers_for_good() {
+    let store = TestStore::new();
+    store.refresh(b"[0]", &[]);
+    let now = SystemTime::now();
+    plant_foreign_lease_at(&store, now - Duration::from_secs(1), Some(1_000), now);
+    let record = serde_json::json!({
+        "pid": 1, "host": "build-server-8", "boot_id": null,
+        "command": "snapcache refresh (lost mid-break)", "since": "2026-01-01T00:00:00Z", "backend": "lease"
+    });
+    let path = store.root().join("lease.break");
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(far_year()).unwrap();
+    drop(file);
+
+    let started = Instant::now();
+    let out = refresh_within(&store, "lease", "30", b"[1]");
+    let elapsed = started.elapsed();
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(
+        elapsed >= Duration::from_secs(9),
+        "a breaker gets its 10 s first: {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(25), "{elapsed:?}");
+    assert!(!path.exists(), "the dead breaker's file is gone");
+    assert_eq!(store.show(), b"[1]");
 }
 
 /// An empty lease, as a power cut during an unsynced lease write left it

@@ -196,6 +196,29 @@ pub(crate) fn newest(layout: &Layout, current: Option<Pointer>) -> Result<(Optio
     Ok((truth, behind))
 }
 
+/// Where a writer numbers its commit from, given the newest pointer it
+/// found: after that pointer's commit, or after the highest record when a
+/// record lies beyond a gap (record `commit + 1` missing, a higher one
+/// there). Readers follow records one by one from `current` and never
+/// reach such a record; a writer that numbered its commit below it would
+/// find it higher than its own and conflict, on every attempt, for good.
+/// So a writer bases its history on what readers see, `pointer`, and only
+/// its numbering goes past the orphan (logged, named). A writer that
+/// stalled while others committed still conflicts: its base was read
+/// before their records existed, and the claim checks for higher ones.
+pub(crate) fn number_past_orphans(layout: &Layout, pointer: &mut Pointer) {
+    let Some(highest) = highest_record(layout).filter(|h| *h > pointer.commit) else {
+        return;
+    };
+    tracing::warn!(
+        record = %layout.commit_record(highest).display(),
+        commit = pointer.commit,
+        highest,
+        "a commit record no reader reaches (a gap before it); numbering continues after it"
+    );
+    pointer.commit = highest;
+}
+
 /// The commit number a first pointer is based on when nothing is
 /// published: after the highest record (a clear's, on the lease backend),
 /// so that numbering goes on past it; 0 in a store without records.

@@ -93,7 +93,9 @@ pub fn is_snapshot_name(name: &OsStr) -> bool {
 }
 
 /// Whether an entry of `commits/` carries a commit record's name: a
-/// decimal number from 1 up, without leading zeros.
+/// decimal number from 1 up to 2^63 (more commits than any store will ever
+/// make; a larger number is foreign, so that numbering after the highest
+/// record always has room), without leading zeros.
 ///
 /// ```text
 /// is_record_name("42") == true; is_record_name("042") == false
@@ -108,8 +110,11 @@ pub(crate) fn record_number(name: &OsStr) -> Option<u64> {
     if n.is_empty() || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    n.parse().ok()
+    n.parse().ok().filter(|n| *n <= MAX_RECORD_NUMBER)
 }
+
+/// The highest commit number a record's name may carry.
+pub(crate) const MAX_RECORD_NUMBER: u64 = 1 << 63;
 
 /// Paths of one store.
 #[derive(Debug, Clone)]

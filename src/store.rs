@@ -1730,7 +1730,7 @@ impl Store {
     /// record and its rename); `current` is then rewritten from the record.
     pub(crate) fn try_load_newest_pointer(&self, lock: &WriterLock) -> Result<Option<Pointer>> {
         let current = self.try_load_pointer()?;
-        let (newest, behind) = crate::commit_record::newest(&self.layout, current)?;
+        let (mut newest, behind) = crate::commit_record::newest(&self.layout, current)?;
         if let (None, true) = (&newest, behind) {
             // The newest commit is a clear that did not get to remove the
             // pointer (it crashed or stalled): finish that step.
@@ -1764,6 +1764,9 @@ impl Store {
                     tracing::warn!(path = %e.path.display(), error = %e.source, "could not roll the pointer forward; the commit record stays the truth")
                 }
             }
+        }
+        if let (Some(p), Backend::Lease) = (newest.as_mut(), lock.backend()) {
+            crate::commit_record::number_past_orphans(&self.layout, p);
         }
         Ok(newest)
     }

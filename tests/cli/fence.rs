@@ -218,6 +218,46 @@ fn old_commit_records_are_pruned_by_name_and_foreign_names_stay() {
     );
 }
 
+/// Reproduced first: one commit record beyond a gap (here a clear's record
+/// at 1000 after record 1; a copy, a restore or a hand edit leaves such a
+/// thing) is never reached by readers, who follow records one by one from
+/// `current`, but every writer numbered its commit 2, found 1000 higher and
+/// reported a commit conflict, on every retry, for good. A record name
+/// beyond 2^63 did the same, with no number left after it. Now writers
+/// number their commits past the orphan, keep the history readers see, and
+/// a name beyond 2^63 is a foreign file.
+#[test]
+fn a_commit_record_beyond_a_gap_does_not_make_every_write_conflict() {
+    for orphan in ["1000", "9223372036854775809", "18446744073709551615"] {
+        let store = TestStore::new();
+        published(&run_with_timeout(refresh(&store, "p1", b"[1]")));
+        let path = store.root().join("commits").join(orphan);
+        std::fs::write(&path, b"snapcache-cleared 1\n").unwrap();
+        make_owner_writable(&path);
+        assert_eq!(store.show(), b"[1]", "{orphan}: readers never reach it");
+        for n in 2..=3u32 {
+            let payload = format!("[{n}]");
+            let out = run_with_timeout(refresh(&store, "p", payload.as_bytes()));
+            assert_eq!(code(&out), 0, "{orphan}: {}", text(&out.stderr));
+            assert_eq!(store.show(), payload.as_bytes(), "{orphan}");
+        }
+        assert_eq!(generations(&store), (vec![1, 2, 3], Some(3)), "{orphan}");
+        assert!(path.exists(), "{orphan}: left in place");
+        let (_, verify) = store.json(&["verify"]);
+        assert_eq!(verify["ok"], true, "{orphan}: {verify}");
+        let foreign = verify["foreign"].to_string();
+        if orphan == "1000" {
+            let records = store.files_in("commits");
+            assert!(
+                records.iter().any(|r| r == "1001") && records.iter().any(|r| r == "1002"),
+                "numbered past it: {records:?}"
+            );
+        } else {
+            assert!(foreign.contains(orphan), "{orphan}: foreign: {verify}");
+        }
+    }
+}
+
 #[test]
 fn on_the_lease_backend_a_dropped_generation_keeps_its_snapshot_for_the_grace_period() {
     let hashes = |bytes: &[&[u8]]| bytes.iter().map(|b| hash_hex(b)).collect::<Vec<_>>();

@@ -420,13 +420,13 @@ pub(crate) fn split_in_grace(
                 .dropped
                 .iter()
                 .filter(|d| d.hash == h)
-                .map(|d| d.dropped_at.system_time() + grace)
+                .map(|d| later_by(d.dropped_at.system_time(), grace))
                 .max()
         });
         // An unknown mtime counts as young, as the sweep treats it.
         let written_until = fs::symlink_metadata(&l.path)
             .and_then(|m| m.modified())
-            .map_or(now + grace, |t| t + grace);
+            .map_or(later_by(now, grace), |t| later_by(t, grace));
         let until = dropped_until.map_or(written_until, |d| d.max(written_until));
         if until > now {
             kept.push(InGrace {
@@ -439,6 +439,13 @@ pub(crate) fn split_in_grace(
         }
     }
     (reclaimable, kept)
+}
+
+/// `t + by`, or `t` itself where that is beyond what the clock can hold.
+/// A file's mtime is anyone's to set: tmpfs and btrfs take the largest
+/// time there is (plain `+` panicked on it).
+fn later_by(t: SystemTime, by: Duration) -> SystemTime {
+    t.checked_add(by).unwrap_or(t)
 }
 
 /// Leaves out of `leftovers` the unreferenced snapshots younger than

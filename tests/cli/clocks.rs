@@ -124,3 +124,60 @@ fn status_and_history_say_a_time_is_in_the_future() {
     assert_eq!(history["generations"][0]["created_at_in_future"], true);
     assert_eq!(history["generations"][1]["created_at_in_future"], false);
 }
+
+/// Reproduced first: on tmpfs (and btrfs), which take any mtime, an
+/// unreferenced snapshot in a lease store with its mtime at the largest
+/// time there is made `verify` panic (`overflow when adding duration to
+/// instant`, exit 101) while it worked out the snapshot's grace. Now it is
+/// kept for grace "until 9999-12-31", the furthest a time is shown.
+#[test]
+fn the_largest_mtime_there_is_on_a_snapshot_is_no_panic() {
+    let Some(shm) = Some(std::path::Path::new("/dev/shm")).filter(|p| p.is_dir()) else {
+        eprintln!(
+            "SKIPPED the_largest_mtime_there_is_on_a_snapshot_is_no_panic: no /dev/shm (tmpfs) here to hold such a time"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir_in(shm).expect("tempdir in /dev/shm");
+    let root = dir.path().join("store");
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("--store")
+            .arg(&root)
+            .arg("--lock-backend")
+            .arg("lease");
+        cmd.args(args).env_remove("SNAPCACHE_DIR");
+        run_with_timeout(cmd)
+    };
+    let payload = dir.path().join("p.json");
+    std::fs::write(&payload, b"[1]").unwrap();
+    let out = run(&["refresh", "--from", payload.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let planted = root.join("snapshots").join("a".repeat(64));
+    std::fs::write(&planted, b"hi").unwrap();
+    let file = std::fs::File::options().write(true).open(&planted).unwrap();
+    let latest = std::time::UNIX_EPOCH + std::time::Duration::from_secs(i64::MAX as u64);
+    if file.set_modified(latest).is_err()
+        || std::fs::metadata(&planted).unwrap().modified().unwrap() != latest
+    {
+        eprintln!(
+            "SKIPPED the_largest_mtime_there_is_on_a_snapshot_is_no_panic: this /dev/shm does not hold the largest mtime"
+        );
+        return;
+    }
+    drop(file);
+    make_owner_writable(&planted);
+    for args in [&["verify"][..], &["--json", "verify"], &["gc"], &["status"]] {
+        let out = run(args);
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(code(&out), 0, "{args:?}: {stderr}");
+    }
+    let out = run(&["verify"]);
+    assert!(
+        text(&out.stdout).contains("until 9999-12-31"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(planted.exists(), "kept for its grace, not removed");
+}

@@ -26,6 +26,13 @@ pub struct HolderInfo {
     /// Linux boot id of the holder's machine (detects a reboot), if known.
     #[serde(default)]
     pub boot_id: Option<String>,
+    /// The holder's machine, as a hash of its machine id (`/etc/machine-id`,
+    /// never written as it is: systemd asks applications not to reveal it),
+    /// if known. Host names are not unique; this tells a reboot of this
+    /// machine (same machine, another boot id) from another machine that
+    /// has our name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
     /// The holder's PID namespace (Linux: the inode number of
     /// `/proc/self/ns/pid`), if known. `pid` is meaningful only inside it:
     /// a holder in a container or under `unshare --pid` is never judged by
@@ -50,6 +57,7 @@ impl HolderInfo {
             pid: std::process::id(),
             host: host_name(),
             boot_id: boot_id(),
+            machine: machine_id(),
             pid_ns: pid_namespace(),
             command: command.to_string(),
             since: Timestamp::now(),
@@ -83,15 +91,26 @@ impl HolderInfo {
     /// (a container, `unshare --pid`), or one we cannot identify, the pid
     /// names some unrelated process or none, so such a holder is never
     /// judged dead by it (only a lease expiry or a reboot frees its lock).
+    ///
+    /// Host names are not unique (cloned VMs, CI images all called
+    /// `localhost`), so the name alone proves nothing. Only a holder in this
+    /// very boot (the same boot id, random per boot) is judged by its pid; a
+    /// holder with another boot id is dead only when its machine id is ours
+    /// (this machine rebooted). Anything else, another machine of our name
+    /// or a platform without boot ids, is left to its lease's expiry.
     pub(crate) fn is_dead_local_process(&self) -> bool {
         if self.host != host_name() {
             return false;
         }
         match (&self.boot_id, boot_id()) {
-            (Some(theirs), Some(ours)) if *theirs != ours => return true,
-            _ => {}
+            (Some(theirs), Some(ours)) if *theirs == ours => {
+                same_pid_namespace(self.pid_ns, pid_namespace()) && !process_alive(self.pid)
+            }
+            (Some(_), Some(_)) => {
+                matches!((&self.machine, machine_id()), (Some(theirs), Some(ours)) if *theirs == ours)
+            }
+            _ => false,
         }
-        same_pid_namespace(self.pid_ns, pid_namespace()) && !process_alive(self.pid)
     }
 }
 
@@ -200,6 +219,30 @@ pub(crate) fn boot_id() -> Option<String> {
     .clone()
 }
 
+/// This machine's identity for holder records: a hash of its machine id
+/// (`/etc/machine-id`, else `/var/lib/dbus/machine-id`: 32 hex digits),
+/// derived for snapcache alone, so that the id itself never reaches a store
+/// others may read; `None` where there is none. Read once per process.
+pub(crate) fn machine_id() -> Option<String> {
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+            .iter()
+            .find_map(|path| {
+                let text = std::fs::read_to_string(path).ok()?;
+                let id = text.trim();
+                (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| {
+                    let mut hasher = blake3::Hasher::new_derive_key(
+                        "snapcache 2026-12-03 lock holder machine identity",
+                    );
+                    hasher.update(id.to_ascii_lowercase().as_bytes());
+                    hasher.finalize().to_hex()[..32].to_string()
+                })
+            })
+    })
+    .clone()
+}
+
 /// The boot id in `bytes`: a UUID (36 characters, hex digits and dashes),
 /// surrounded by whitespace at most.
 fn parse_boot_id(bytes: &[u8]) -> Option<String> {
@@ -270,12 +313,21 @@ mod tests {
                 !info.is_dead_local_process(),
                 "an unrecorded namespace while ours is known: never by pid"
             );
-            // A reboot still frees it, whatever the namespace.
+            // A reboot of this machine still frees it, whatever the
+            // namespace; another boot id on another machine of our name
+            // does not.
             info.boot_id = Some("another-boot".into());
             assert_eq!(
                 info.is_dead_local_process(),
-                boot_id().is_some(),
-                "a changed boot id means dead"
+                boot_id().is_some() && machine_id().is_some(),
+                "a changed boot id on this machine means dead"
+            );
+            info.machine = Some("another machine".into());
+            assert!(!info.is_dead_local_process(), "another machine of our name");
+            info.machine = None;
+            assert!(
+                !info.is_dead_local_process(),
+                "a machine that cannot be told"
             );
         }
         info.pid = std::process::id();

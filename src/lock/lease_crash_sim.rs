@@ -269,7 +269,10 @@ fn check_state(
             return Some("two holders: the next writer took a live holder's lease".into());
         }
     }
+    // A reboot is told from another machine of our name by the machine id;
+    // without one here the holder waits for its expiry (checked below).
     if s.who == Who::LocalDead
+        && super::holder::machine_id().is_some()
         && (readable.is_some() || !layout.lease_file().exists())
         && !next_writer_acquires(&Layout::new(&{
             let again = dest.join("again");
@@ -354,6 +357,13 @@ fn every_crash_state_of_lease_creation_renewal_and_takeover_is_safe_and_recovers
 {
     let mut total = Report::default();
     let mut ops = 0;
+    if super::holder::machine_id().is_none() {
+        eprintln!(
+            "SKIPPED the at-once takeover from a holder that died in the power cut: no machine id \
+             (/etc/machine-id) here to tell a reboot from another machine; its lease is still \
+             checked to be taken over within one lease time"
+        );
+    }
     for who in [Who::Remote, Who::LocalDead] {
         for s in [
             lifecycle(who),

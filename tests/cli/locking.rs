@@ -214,6 +214,79 @@ fn a_lease_expiring_in_a_far_year_is_taken_over_once_it_goes_unrenewed() {
     assert_eq!(status["lock"]["held"], true, "{status}");
 }
 
+/// The lease of a live writer on another machine that has our host name
+/// (cloned VMs, CI images all called `localhost`): a different boot id there
+/// is another machine, not a reboot of this one. Reproduced first: such a
+/// lease was taken over at once ("holder process is gone"), so two writers
+/// ran at once. Now it holds until it expires, as any lease of another
+/// machine does. A reboot of this very machine (same machine id) still frees
+/// it at once.
+#[test]
+fn a_lease_of_another_machine_with_our_host_name_is_not_taken_for_a_reboot() {
+    let store = TestStore::new();
+    store.refresh(b"[0]", &[]);
+    // A real lease of this machine, to copy its holder from.
+    let mut holder = spawn_holder(&store, "lease", "sleep 1; echo '[1]'");
+    let lease_path = store.root().join("lease");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ours: serde_json::Value = loop {
+        if let Some(v) = std::fs::read(&lease_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no lease appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(holder.wait().unwrap().code(), Some(0));
+    let expires = humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(60));
+    let plant = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut lease = ours.clone();
+        lease["expires_at"] = expires.to_string().into();
+        lease["holder"]["boot_id"] = "0b0e5d1c-0000-4000-8000-00000000beef".into();
+        edit(&mut lease);
+        std::fs::write(&lease_path, serde_json::to_vec(&lease).unwrap()).unwrap();
+        make_owner_writable(&lease_path);
+    };
+    for (what, edit) in [
+        (
+            "another machine id",
+            &(|l: &mut serde_json::Value| l["holder"]["machine"] = "f".repeat(32).into())
+                as &dyn Fn(&mut serde_json::Value),
+        ),
+        (
+            "no machine id (the earlier release)",
+            &|l: &mut serde_json::Value| {
+                l["holder"].as_object_mut().unwrap().remove("machine");
+            },
+        ),
+    ] {
+        plant(edit);
+        let out = refresh_within(&store, "lease", "1", b"[2]");
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            code(&out),
+            75,
+            "{what}: a live lease elsewhere blocks: {stderr}"
+        );
+        assert!(!stderr.contains("lock_takeover"), "{what}: {stderr}");
+        let (_, status) = store.json(&["status"]);
+        assert_eq!(status["lock"]["held"], true, "{what}: {status}");
+    }
+    if ours["holder"]["machine"].is_string() {
+        plant(&|_| {});
+        let out = refresh_within(&store, "lease", "5", b"[3]");
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 0, "a reboot of this machine frees it: {stderr}");
+        assert!(stderr.contains("holder process is gone"), "{stderr}");
+    } else {
+        eprintln!(
+            "SKIPPED the reboot half of a_lease_of_another_machine_with_our_host_name_is_not_taken_for_a_reboot: no machine id (/etc/machine-id) here"
+        );
+    }
+}
+
 /// Every time in a lease can lie, the file's mtime too (a file server's
 /// clock that went back, a `touch`). A waiter's own monotonic clock cannot:
 /// a lease it has seen unchanged for longer than the lease time it names is

@@ -210,38 +210,50 @@ mod tests {
 
 /// Who created a temp file, as its name records it: `.snapcache-<pid>-…`
 /// or, where the PID namespace is known, `.snapcache-<pid>.<ns>-…` (the
-/// namespace's inode number; a pid means nothing outside its namespace).
+/// namespace's inode number; a pid means nothing outside its namespace),
+/// and where the boot is known too, `.snapcache-<pid>.<ns>.<boot>-…` (the
+/// first 8 hex digits of the Linux boot id). The initial PID namespace has
+/// the same inode number on every Linux machine, so on a store shared over
+/// NFS only the boot tells this machine's files from another's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TempOwner {
     pub pid: u32,
     pub pid_ns: Option<u64>,
+    pub boot: Option<u32>,
 }
 
 /// The name prefix of a temp file created by `owner`:
-/// `.snapcache-<pid>.<ns>-` or `.snapcache-<pid>-`.
+/// `.snapcache-<pid>.<ns>.<boot>-`, `.snapcache-<pid>.<ns>-` or
+/// `.snapcache-<pid>-`.
 pub(crate) fn temp_prefix(owner: TempOwner) -> String {
-    match owner.pid_ns {
-        Some(ns) => format!("{TEMP_PREFIX}{}.{ns}-", owner.pid),
-        None => format!("{TEMP_PREFIX}{}-", owner.pid),
+    match (owner.pid_ns, owner.boot) {
+        (Some(ns), Some(boot)) => format!("{TEMP_PREFIX}{}.{ns}.{boot:08x}-", owner.pid),
+        (Some(ns), None) => format!("{TEMP_PREFIX}{}.{ns}-", owner.pid),
+        (None, _) => format!("{TEMP_PREFIX}{}-", owner.pid),
     }
 }
 
 /// The creator recorded in a temp file's name, if the name has that shape.
 ///
 /// ```text
-/// .snapcache-42.4026531836-Ab3…  -> pid 42 in namespace 4026531836
-/// .snapcache-42-Ab3…             -> pid 42, namespace not recorded
+/// .snapcache-42.4026531836.1dd1a01a-Ab3…  -> pid 42 in namespace 4026531836, boot 1dd1a01a…
+/// .snapcache-42.4026531836-Ab3…           -> pid 42 in namespace 4026531836
+/// .snapcache-42-Ab3…                      -> pid 42, namespace not recorded
 /// ```
 pub(crate) fn temp_owner(name: &str) -> Option<TempOwner> {
     let tag = name.strip_prefix(TEMP_PREFIX)?.split('-').next()?;
-    let (pid, ns) = match tag.split_once('.') {
-        Some((pid, ns)) => (pid, Some(ns.parse().ok()?)),
-        None => (tag, None),
+    let mut parts = tag.split('.');
+    let pid = parts.next()?.parse().ok()?;
+    let pid_ns = parts.next().map(str::parse).transpose().ok()?;
+    let boot = match parts.next() {
+        Some(b) if b.len() == 8 => Some(u32::from_str_radix(b, 16).ok()?),
+        Some(_) => return None,
+        None => None,
     };
-    Some(TempOwner {
-        pid: pid.parse().ok()?,
-        pid_ns: ns,
-    })
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(TempOwner { pid, pid_ns, boot })
 }
 
 #[cfg(test)]
@@ -254,10 +266,22 @@ mod temp_owner_tests {
             TempOwner {
                 pid: 42,
                 pid_ns: Some(4_026_531_836),
+                boot: Some(0x1dd1_a01a),
+            },
+            TempOwner {
+                pid: 42,
+                pid_ns: Some(4_026_531_836),
+                boot: Some(0),
+            },
+            TempOwner {
+                pid: 42,
+                pid_ns: Some(4_026_531_836),
+                boot: None,
             },
             TempOwner {
                 pid: 7,
                 pid_ns: None,
+                boot: None,
             },
         ] {
             let name = format!("{}AbCdEf0123456789", temp_prefix(owner));
@@ -266,6 +290,9 @@ mod temp_owner_tests {
         }
         assert_eq!(temp_owner(".snapcache-x-abc"), None);
         assert_eq!(temp_owner(".snapcache-1.x-abc"), None);
+        assert_eq!(temp_owner(".snapcache-1.2.abc-abc"), None);
+        assert_eq!(temp_owner(".snapcache-1.2.0000000g-abc"), None);
+        assert_eq!(temp_owner(".snapcache-1.2.00000000.3-abc"), None);
         assert_eq!(temp_owner("other-1-abc"), None);
     }
 }

@@ -302,8 +302,10 @@ fn remove_sequentially(durable: &Durable, leftovers: Vec<Leftover>) -> Vec<Lefto
 /// Whether a temp file may belong to a live writer other than us, judged
 /// from its name (`.snapcache-<pid>.<ns>-…`, see [`crate::layout::temp_owner`]):
 ///
-/// - created in our PID namespace: when that pid is alive and not ours;
-/// - created in another PID namespace, or one the name does not record
+/// - created in our PID namespace, in this boot (or a name that does not
+///   record its boot): when that pid is alive and not ours;
+/// - created in another PID namespace or boot (another machine sharing the
+///   store, or before a reboot), or in a namespace the name does not record
 ///   (an older version, another platform): its pid cannot be checked from
 ///   here, so it is spared while it is younger than the lease time `lease`
 ///   by its mtime (a writer that stopped touching it for longer has lost
@@ -314,7 +316,11 @@ fn belongs_to_live_writer(path: &Path, lease: Duration) -> bool {
         return false;
     };
     let me = crate::lock::this_temp_owner();
-    if crate::lock::same_pid_namespace(owner.pid_ns, me.pid_ns) {
+    // A name that records its boot is judged by pid only in this boot: the
+    // same namespace number on another machine (the initial namespace's is
+    // the same everywhere) or an earlier boot names some other process.
+    let same_boot = owner.boot.is_none_or(|theirs| me.boot == Some(theirs));
+    if same_boot && crate::lock::same_pid_namespace(owner.pid_ns, me.pid_ns) {
         return owner.pid != me.pid && crate::lock::process_alive(owner.pid);
     }
     let age = fs::symlink_metadata(path)

@@ -198,7 +198,14 @@ pub(crate) fn this_temp_owner() -> crate::layout::TempOwner {
     crate::layout::TempOwner {
         pid: std::process::id(),
         pid_ns: pid_namespace(),
+        boot: boot_tag(),
     }
+}
+
+/// The first 8 hex digits of this boot's id, as temp names carry it.
+pub(crate) fn boot_tag() -> Option<u32> {
+    let id = boot_id()?;
+    u32::from_str_radix(id.get(..8)?, 16).ok()
 }
 
 /// Linux's per-boot random id (a UUID); `None` elsewhere or when it cannot

@@ -100,12 +100,14 @@ fn a_lease_holder_in_another_pid_namespace_is_not_taken_for_dead() {
         );
     }
     // The holder's temp file (created before its command runs).
-    let ns_tag = format!(".{}-", holder_ns.unwrap());
+    // `.snapcache-<pid>.<ns>.<boot>-…` (the boot tag where it is known).
+    let ns = holder_ns.unwrap();
+    let ns_tags = [format!(".{ns}."), format!(".{ns}-")];
     let holder_temps = wait_for("the holder's temp file", Duration::from_secs(10), || {
         let temps: Vec<String> = store
             .files_in("tmp")
             .into_iter()
-            .filter(|n| n.contains(&ns_tag))
+            .filter(|n| ns_tags.iter().any(|t| n.contains(t.as_str())))
             .collect();
         (!temps.is_empty()).then_some(temps)
     });
@@ -203,6 +205,13 @@ fn the_lease_sweep_spares_temp_files_it_cannot_judge_until_they_are_a_lease_time
     reaped.wait().unwrap();
     let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
     let live = sleeper.id();
+    // The boot tag temp names carry: the boot id's first 8 hex digits.
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap()[..8].to_string();
+    let other_boot = if boot == "00000000" {
+        "ffffffff"
+    } else {
+        "00000000"
+    };
     let files = [
         // Our namespace: judged by pid.
         (
@@ -229,6 +238,30 @@ fn the_lease_sweep_spares_temp_files_it_cannot_judge_until_they_are_a_lease_time
         // No namespace recorded (older version): like another namespace.
         (format!(".snapcache-{dead}-youngnons0001"), false, true),
         (format!(".snapcache-{dead}-oldnons000001"), true, false),
+        // Our namespace number and this boot: judged by pid.
+        (
+            format!(".snapcache-{live}.{ours}.{boot}-liveourboot1"),
+            false,
+            true,
+        ),
+        (
+            format!(".snapcache-{dead}.{ours}.{boot}-deadourboot1"),
+            false,
+            false,
+        ),
+        // Our namespace number in another boot: another machine sharing the
+        // store (the initial namespace has the same number everywhere) or an
+        // earlier boot. Its pid says nothing here, dead or alive: by age.
+        (
+            format!(".snapcache-{dead}.{ours}.{other_boot}-youngelsewh1"),
+            false,
+            true,
+        ),
+        (
+            format!(".snapcache-{live}.{ours}.{other_boot}-oldelsewher1"),
+            true,
+            false,
+        ),
     ];
     for (name, old, _) in &files {
         let path = tmp.join(name);

@@ -98,6 +98,16 @@ fn fresh_store() -> (tempfile::TempDir, PathBuf) {
     (dir, root)
 }
 
+/// One attempt to take the lease, by a waiter that has seen nothing yet.
+fn try_once(layout: &Layout, durable: &Durable, me: &HolderInfo) -> std::io::Result<Attempt> {
+    lease::try_acquire(layout, durable, me, TTL, &mut lease::LeaseWatch::default())
+}
+
+/// [`try_once`], which must get the lease.
+fn acquire_once(layout: &Layout, durable: &Durable, me: &HolderInfo) -> lease::LeaseGuard {
+    acquired(try_once(layout, durable, me))
+}
+
 fn acquired(attempt: std::io::Result<Attempt>) -> lease::LeaseGuard {
     match attempt.expect("try_acquire") {
         Attempt::Acquired(guard) => guard,
@@ -113,13 +123,7 @@ fn lifecycle(who: Who) -> Scenario {
     let recorder = Arc::new(Recorder::default());
     let durable = Durable::with_hook(recorder.clone());
     let me = holder(who, "holder");
-    let guard = acquired(lease::try_acquire(
-        &layout,
-        &durable,
-        &me,
-        TTL,
-        &mut lease::LeaseWatch::default(),
-    ));
+    let guard = acquire_once(&layout, &durable, &me);
     let from = recorder.log().len();
     let claimant = lease::read(&layout.lease_file()).expect("our lease");
     let mut renewed = claimant.clone();
@@ -173,13 +177,7 @@ fn takeover(who: Who, old: Old) -> Scenario {
     let recorder = Arc::new(Recorder::default());
     let durable = Durable::with_hook(recorder.clone());
     let me = holder(who, "taking over");
-    let guard = acquired(lease::try_acquire(
-        &layout,
-        &durable,
-        &me,
-        TTL,
-        &mut lease::LeaseWatch::default(),
-    ));
+    let guard = acquire_once(&layout, &durable, &me);
     let from = recorder.log().len();
     let claimant = lease::read(&layout.lease_file()).expect("our lease");
     drop(guard);
@@ -201,13 +199,7 @@ fn takeover(who: Who, old: Old) -> Scenario {
 fn next_writer_acquires(layout: &Layout) -> bool {
     let me = HolderInfo::this_process("next writer", Backend::Lease);
     for _ in 0..3 {
-        match lease::try_acquire(
-            layout,
-            &Durable::default(),
-            &me,
-            TTL,
-            &mut lease::LeaseWatch::default(),
-        ) {
+        match try_once(layout, &Durable::default(), &me) {
             Ok(Attempt::Acquired(guard)) => {
                 drop(guard);
                 return true;

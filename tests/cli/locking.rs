@@ -153,6 +153,21 @@ fn refresh_within(store: &TestStore, backend: &str, timeout: &str, payload: &[u8
     run_with_timeout(cmd)
 }
 
+/// Asserts that the writer `out` succeeded, no sooner than `at_least` after
+/// `started` (it waited for the lease to lapse) and well before its 20 s
+/// budget (it then took over); returns its stderr.
+fn took_over_after(out: &Output, started: Instant, at_least: Duration, what: &str) -> String {
+    let elapsed = started.elapsed();
+    let stderr = text(&out.stderr);
+    assert_eq!(code(out), 0, "{what}: {stderr}");
+    assert!(elapsed >= at_least, "{what}: waited first: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "{what}: then took over: {elapsed:?}"
+    );
+    stderr
+}
+
 /// A year that no lease's holder will live to see renewed.
 fn far_year() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(4_102_444_800) // 2100-01-01
@@ -298,17 +313,7 @@ fn a_lease_seen_unchanged_for_longer_than_its_lease_time_is_taken_over_whatever_
         plant_foreign_lease_at(&store, far_year(), Some(1_000), far_year());
         let started = Instant::now();
         let out = refresh_within(&store, backend, "20", b"[1]");
-        let elapsed = started.elapsed();
-        let stderr = text(&out.stderr);
-        assert_eq!(code(&out), 0, "{backend}: {stderr}");
-        assert!(
-            elapsed >= Duration::from_millis(900),
-            "{backend}: waited for one lease time first: {elapsed:?}"
-        );
-        assert!(
-            elapsed < Duration::from_secs(10),
-            "{backend}: then took over: {elapsed:?}"
-        );
+        let stderr = took_over_after(&out, started, Duration::from_millis(900), backend);
         if backend == "lease" {
             assert!(stderr.contains("seen unchanged"), "{stderr}");
         }
@@ -415,17 +420,7 @@ fn a_lease_from_another_host_is_respected_until_it_expires() {
     cmd.arg(store.payload("p", b"[2]"))
         .env("SNAPCACHE_LOG", "warn");
     let out = run_with_timeout(cmd);
-    let elapsed = started.elapsed();
-    let stderr = text(&out.stderr);
-    assert_eq!(code(&out), 0, "{stderr}");
-    assert!(
-        elapsed >= Duration::from_millis(1200),
-        "waited for the expiry: {elapsed:?}"
-    );
-    assert!(
-        elapsed < Duration::from_secs(10),
-        "took over soon after the expiry: {elapsed:?}"
-    );
+    let stderr = took_over_after(&out, started, Duration::from_millis(1200), "expiry");
     assert!(
         stderr.contains("lock_takeover")
             && stderr.contains("lease expired")

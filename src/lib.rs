@@ -110,8 +110,8 @@ pub use json_check::JsonCheck;
 #[doc(hidden)]
 pub use json_check::json_check_stages;
 pub use lock::{
-    Backend, BackendChoice, DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, HolderInfo, LockBudget,
-    LockObserver, LockState, LockWait, QUIET_WAIT, TimeoutSource, WaitStarted,
+    Backend, BackendChoice, DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, HolderInfo, LeaseView,
+    LockBudget, LockObserver, LockState, LockWait, QUIET_WAIT, TimeoutSource, WaitStarted,
 };
 pub use payload::{PayloadFormat, PayloadSink};
 pub use pointer::{FORMAT_VERSION, Generation, MAX_PINNED};

@@ -35,8 +35,8 @@ use crate::error::{Error, Result, SourceError};
 use crate::hash::ContentHash;
 use crate::layout::Layout;
 use crate::lock::{
-    self, AcquireOptions, Backend, BackendChoice, DEFAULT_LEASE_TTL, LockBudget, LockObserver,
-    LockState, LockWait, TimeoutSource, WriterLock,
+    self, AcquireOptions, Backend, BackendChoice, DEFAULT_LEASE_TTL, LeaseView, LockBudget,
+    LockObserver, LockState, LockWait, TimeoutSource, WriterLock,
 };
 use crate::marker::{self, Found};
 use crate::payload::{PayloadFormat, PayloadSink};
@@ -515,6 +515,9 @@ pub struct Status {
     pub pinned: usize,
     /// The writer lock.
     pub lock: LockState,
+    /// The times of the lease that holds the lock, when a live lease does
+    /// (the lease backend, or a store on an object store).
+    pub lease: Option<LeaseView>,
 }
 
 /// One line of `history`: a retained generation.
@@ -1336,25 +1339,29 @@ impl Store {
         #[cfg(feature = "s3")]
         if let Some(object) = &self.object {
             let pointer = object.load_pointer()?.map(|(p, _)| p);
+            let (lock, lease) = object.lock_state()?;
             return Ok(Status {
                 root: self.root().to_path_buf(),
                 current: pointer.as_ref().map(|p| p.current_entry().clone()),
                 checked_at: pointer.as_ref().map(|p| p.checked_at),
                 retained: pointer.as_ref().map_or(0, |p| p.generations.len()),
                 pinned: pointer.as_ref().map_or(0, |p| p.pinned().len()),
-                lock: object.lock_state()?,
+                lock,
+                lease,
             });
         }
         // Trust first: nothing in the store is read before it passes.
         self.check_readable()?;
         let pointer = self.read_newest_pointer()?;
+        let (lock, lease) = lock::probe(&self.layout, self.options.lease_ttl)?;
         Ok(Status {
             root: self.root().to_path_buf(),
             current: pointer.as_ref().map(|p| p.current_entry().clone()),
             checked_at: pointer.as_ref().map(|p| p.checked_at),
             retained: pointer.as_ref().map_or(0, |p| p.generations.len()),
             pinned: pointer.as_ref().map_or(0, |p| p.pinned().len()),
-            lock: lock::probe(&self.layout, self.options.lease_ttl)?,
+            lock,
+            lease,
         })
     }
 

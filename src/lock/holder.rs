@@ -67,12 +67,18 @@ impl HolderInfo {
 
     /// `pid 42 on host "box" (snapcache refresh ...) for 3.2 s`; a holder
     /// in another PID namespace on this host is `pid 42 (in another PID
-    /// namespace) on host "box" ...`.
+    /// namespace) on host "box" ...`. A start time ahead of this machine's
+    /// clock (beyond the tolerance) is not shown as "for 0.0 s": how long
+    /// it has held the lock is then unknown.
     pub fn describe(&self) -> String {
         let elsewhere =
             self.host == host_name() && !same_pid_namespace(self.pid_ns, pid_namespace());
+        let held = match self.since.known_age() {
+            Some(age) => format!("for {:.1} s", age.as_secs_f64()),
+            None => "for an unknown time (its start lies ahead of this machine's clock)".into(),
+        };
         format!(
-            "pid {}{} on host {:?} ({}) for {:.1} s",
+            "pid {}{} on host {:?} ({}) {held}",
             self.pid,
             if elsewhere {
                 " (in another PID namespace)"
@@ -81,7 +87,6 @@ impl HolderInfo {
             },
             self.host,
             self.command,
-            self.since.age().as_secs_f64()
         )
     }
 

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::HolderInfo;
+use super::{HolderInfo, LeaseView};
 use crate::durable::{Durable, open_no_follow_with_metadata};
 use crate::layout::Layout;
 use crate::time::{CLOCK_SKEW_TOLERANCE, Timestamp};
@@ -309,17 +309,37 @@ fn read_seen(path: &Path) -> Option<SeenLease> {
 /// that a lease it has seen unchanged for longer than its lease time does
 /// not count.
 pub(crate) fn live_lease(layout: &Layout, watch: Option<&mut LeaseWatch>) -> Option<LeaseRecord> {
-    let seen = read_seen(&layout.lease_file())?;
-    let record = seen.record?;
-    if record.stale_reason(seen.modified).is_some() {
-        return None;
-    }
+    let (record, seen) = read_live(&layout.lease_file())?;
     if let Some(watch) = watch {
         if LeaseWatch::unchanged_for(&mut watch.lease, &seen.bytes) > record.ttl() {
             return None;
         }
     }
     Some(record)
+}
+
+/// The lease at `path` and what was read of it, unless it is stale.
+fn read_live(path: &Path) -> Option<(LeaseRecord, SeenLease)> {
+    let mut seen = read_seen(path)?;
+    let record = seen.record.take()?;
+    record
+        .stale_reason(seen.modified)
+        .is_none()
+        .then_some((record, seen))
+}
+
+/// The live lease, as [`live_lease`] without a watch sees it, and what a
+/// status report shows of its times.
+pub(crate) fn live_lease_view(layout: &Layout) -> Option<(LeaseRecord, LeaseView)> {
+    let path = layout.lease_file();
+    let (record, seen) = read_live(&path)?;
+    let view = LeaseView {
+        path,
+        lease_time: record.ttl(),
+        renewed_at: seen.modified.map(Timestamp::from),
+        expires_at: Some(record.expires_at),
+    };
+    Some((record, view))
 }
 
 /// One non-blocking attempt to take the lease. A stale lease is broken and

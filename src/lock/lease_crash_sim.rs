@@ -234,7 +234,7 @@ fn check_state(
     materialize(state, &s.root, &now);
     let layout = Layout::new(&now);
     let status = match super::probe(&layout, TTL) {
-        Ok(status) => status,
+        Ok((status, _)) => status,
         Err(e) => return Some(format!("status failed: {e}")),
     };
     let readable = lease::read(&layout.lease_file());

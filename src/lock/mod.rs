@@ -24,6 +24,7 @@ mod holder;
 mod lease;
 #[cfg(test)]
 mod lease_crash_sim;
+mod lease_view;
 mod wait;
 
 use std::borrow::Cow;
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 pub use holder::HolderInfo;
 pub(crate) use holder::{process_alive, same_pid_namespace, this_temp_owner};
 pub(crate) use lease::{MAX_LEASE_TTL, MIN_LEASE_TTL, create_complete};
+pub use lease_view::LeaseView;
 
 use crate::durable::Durable;
 use crate::error::{Error, Result};
@@ -638,12 +640,21 @@ pub(crate) fn acquire(
     }
 }
 
-/// Reports whether the lock is held, and by whom; never waits. `lease_ttl`
-/// is the lease time after which an unreadable lease is taken over.
-pub(crate) fn probe(layout: &Layout, lease_ttl: Duration) -> Result<LockState> {
-    if let Some(record) = lease::live_lease(layout, None) {
-        return Ok(LockState::Held(Some(record.holder)));
+/// Reports whether the lock is held, and by whom, with the times of a live
+/// lease; never waits. `lease_ttl` is the lease time after which an
+/// unreadable lease is taken over.
+pub(crate) fn probe(
+    layout: &Layout,
+    lease_ttl: Duration,
+) -> Result<(LockState, Option<LeaseView>)> {
+    if let Some((record, view)) = lease::live_lease_view(layout) {
+        return Ok((LockState::Held(Some(record.holder)), Some(view)));
     }
+    Ok((probe_without_lease(layout, lease_ttl)?, None))
+}
+
+/// [`probe`] once no live lease was found.
+fn probe_without_lease(layout: &Layout, lease_ttl: Duration) -> Result<LockState> {
     let path = layout.lock_file();
     match advisory::probe(&path) {
         Ok(Some(true)) => return Ok(LockState::Held(holder::read(layout))),

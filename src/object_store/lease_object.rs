@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::s3::{ETag, Object, PutOutcome, S3Client};
 use crate::error::{Error, Result};
 use crate::layout::OBJECT_LEASE;
-use crate::lock::{AcquireOptions, Backend, HolderInfo, LockState, Wait, WaitStarted};
+use crate::lock::{AcquireOptions, Backend, HolderInfo, LeaseView, LockState, Wait, WaitStarted};
 use crate::time::Timestamp;
 
 /// The grain of `Last-Modified` and `Date` (whole seconds): ages judged
@@ -318,29 +318,44 @@ fn expired(object: &Object, ttl: Duration, seen: &mut Option<(ETag, Instant)>) -
 }
 
 /// Who holds the lease right now, for `status`; never waits.
-pub(crate) fn probe(client: &S3Client, url: &str) -> Result<LockState> {
+pub(crate) fn probe(client: &S3Client, url: &str) -> Result<(LockState, Option<LeaseView>)> {
     let Some(object) = client.get_at_most(OBJECT_LEASE, MAX_LEASE_BYTES)? else {
-        return Ok(LockState::Free);
+        return Ok((LockState::Free, None));
     };
     let age = match (object.last_modified, object.server_date) {
         (Some(modified), Some(now)) => now.duration_since(modified).ok(),
         _ => None,
     };
     Ok(match LeaseBody::decode(&object.data) {
-        Some(LeaseBody::Released { .. }) => LockState::Free,
+        Some(LeaseBody::Released { .. }) => (LockState::Free, None),
         Some(LeaseBody::Held { holder, ttl_ms, .. }) => {
-            let limit = Duration::from_millis(ttl_ms).saturating_add(SERVER_CLOCK_GRAIN);
+            let lease_time = Duration::from_millis(ttl_ms);
+            let limit = lease_time.saturating_add(SERVER_CLOCK_GRAIN);
             if age.is_some_and(|a| a > limit) || holder.is_dead_local_process() {
-                LockState::Free
+                (LockState::Free, None)
             } else {
-                LockState::Held(Some(holder))
+                // The server's clock judges this lease: its age by that
+                // clock, counted back from ours, is when it was renewed.
+                let renewed_at = age
+                    .and_then(|a| SystemTime::now().checked_sub(a))
+                    .map(Timestamp::from);
+                let view = LeaseView {
+                    path: lease_url(url).into(),
+                    lease_time,
+                    renewed_at,
+                    expires_at: None,
+                };
+                (LockState::Held(Some(holder)), Some(view))
             }
         }
-        None => LockState::UnreadableLease {
-            path: lease_url(url).into(),
-            age,
-            takeover_after: crate::lock::DEFAULT_LEASE_TTL,
-        },
+        None => (
+            LockState::UnreadableLease {
+                path: lease_url(url).into(),
+                age,
+                takeover_after: crate::lock::DEFAULT_LEASE_TTL,
+            },
+            None,
+        ),
     })
 }
 

@@ -176,7 +176,7 @@ impl ObjectStore {
     }
 
     /// Who holds the lease, for `status`.
-    pub(crate) fn lock_state(&self) -> Result<crate::lock::LockState> {
+    pub(crate) fn lock_state(&self) -> Result<(crate::lock::LockState, Option<crate::LeaseView>)> {
         super::lease_object::probe(&self.client, &self.url)
     }
 

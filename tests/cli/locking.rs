@@ -229,6 +229,94 @@ fn a_lease_expiring_in_a_far_year_is_taken_over_once_it_goes_unrenewed() {
     assert_eq!(status["lock"]["held"], true, "{status}");
 }
 
+/// `status` never waits, so it cannot see what a waiting writer sees of a
+/// lease. It shows the lease's times instead, and says when they cannot be
+/// trusted: an expiry decades ahead (the holder's clock), a renewal in the
+/// future (the file's clock), a holder that started in the future. Each is
+/// what an operator needs to see why writers wait, and for how long.
+#[test]
+fn status_shows_a_lease_s_times_and_says_when_they_cannot_be_trusted() {
+    let store = TestStore::new();
+    store.refresh(b"[0]", &[]);
+    let (_, idle) = store.json(&["status"]);
+    assert!(idle["lock"].get("lease").is_none(), "no lease: {idle}");
+
+    // A live holder of our own, lease time 30 s: its times are shown plainly.
+    let mut holder = spawn_holder(&store, "lease", "sleep 2; echo '[1]'");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.root().join("lease").exists() {
+        assert!(Instant::now() < deadline, "no lease appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (_, status) = store.json(&["status"]);
+    let lease = &status["lock"]["lease"];
+    assert_eq!(lease["lease_time_seconds"], 30.0, "{status}");
+    let left = lease["expires_in_seconds"].as_f64().unwrap();
+    assert!(left > 0.0 && left <= 30.0, "{status}");
+    assert!(
+        lease["renewed_age_seconds"].as_f64().unwrap() < 10.0,
+        "{status}"
+    );
+    assert_eq!(lease["renewed_in_future"], false, "{status}");
+    assert!(lease["expiry_ahead_seconds"].is_null(), "{status}");
+    let human = text(&store.command(&["status"]).output().unwrap().stdout);
+    assert!(
+        human.contains("lease:      renewed ")
+            && human.contains(" s ago, expires ")
+            && human.contains("lease time 30 s"),
+        "{human}"
+    );
+    assert!(!human.contains("runs ahead"), "{human}");
+    assert_eq!(holder.wait().unwrap().code(), Some(0));
+
+    // A holder whose clock runs decades ahead, started "in the future".
+    plant_foreign_lease_at(&store, far_year(), Some(30_000), SystemTime::now());
+    let path = store.root().join("lease");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    record["holder"]["since"] = humantime::format_rfc3339_millis(far_year())
+        .to_string()
+        .into();
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let (_, status) = store.json(&["status"]);
+    let ahead = status["lock"]["lease"]["expiry_ahead_seconds"]
+        .as_f64()
+        .unwrap();
+    assert!(ahead > 70.0 * 365.0 * 86_400.0, "{status}");
+    let human = text(&store.command(&["status"]).output().unwrap().stdout);
+    for needle in [
+        "held by pid 1 on host \"build-server-7\" (kopi cache refresh) for an unknown time",
+        "expires 2100-01-01T00:00:00.000Z (in ",
+        " years beyond one lease time: the holder's clock runs ahead of this machine's",
+        "a waiting writer takes it over once it has seen the lease go unrenewed for 30 s",
+    ] {
+        assert!(human.contains(needle), "{needle:?} in {human}");
+    }
+    assert!(!human.contains("for 0.0 s"), "{human}");
+
+    // A lease renewed "in the future" by the file's clock, expiring soon.
+    plant_foreign_lease_at(
+        &store,
+        SystemTime::now() + Duration::from_secs(20),
+        Some(30_000),
+        far_year(),
+    );
+    let (_, status) = store.json(&["status"]);
+    let lease = &status["lock"]["lease"];
+    assert_eq!(lease["renewed_in_future"], true, "{status}");
+    assert!(lease["renewed_age_seconds"].is_null(), "{status}");
+    assert!(lease["expiry_ahead_seconds"].is_null(), "{status}");
+    let human = text(&store.command(&["status"]).output().unwrap().stdout);
+    assert!(
+        human.contains("renewed 2100-01-01T00:00:00.000Z, in the future by this machine's clock")
+            && human.contains(
+                "a waiting writer takes it over once it has seen the lease go unrenewed for 30 s"
+            ),
+        "{human}"
+    );
+    assert!(!human.contains("runs ahead"), "{human}");
+}
+
 /// The lease of a live writer on another machine that has our host name
 /// (cloned VMs, CI images all called `localhost`): a different boot id there
 /// is another machine, not a reboot of this one. Reproduced first: such a

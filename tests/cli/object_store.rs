@@ -181,6 +181,47 @@ mod with_server {
             .unwrap_or(false)
     }
 
+    /// `status` of a store held through its lease object shows the lease
+    /// time and the last renewal, by the server's clock; no expiry (the
+    /// holder's clock does not judge an object-store lease).
+    #[test]
+    fn status_shows_the_lease_object_s_lease_time_and_renewal() {
+        let Some(url) = url("status-lease") else {
+            return;
+        };
+        let holder = at(
+            &url,
+            &["refresh", "--exec", "sh", "-c", "sleep 2; echo '[1]'"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        let status = wait_for("the lease to be held", Duration::from_secs(20), || {
+            let status = json(&url, &["status"]);
+            (status["lock"]["held"] == true).then_some(status)
+        });
+        let lease = &status["lock"]["lease"];
+        assert_eq!(lease["lease_time_seconds"], 30.0, "{status}");
+        assert!(lease["expires_at"].is_null(), "{status}");
+        assert!(
+            lease["path"].as_str().unwrap().starts_with("s3://"),
+            "{status}"
+        );
+        assert!(
+            lease["renewed_age_seconds"].as_f64().unwrap() < 20.0,
+            "{status}"
+        );
+        let human = text(&ok(&url, &["status"]).stdout);
+        assert!(
+            human.contains("(by the server's clock), lease time 30 s"),
+            "{human}"
+        );
+        let out = wait_output(holder, COMMAND_TIMEOUT);
+        assert_eq!(code(&out), 0);
+        ok(&url, &["clear"]);
+    }
+
     #[test]
     fn a_writer_stalled_past_its_lease_loses_its_put_and_rebases_without_losing_the_other() {
         let Some(url) = url("stall") else { return };

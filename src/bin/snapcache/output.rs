@@ -138,12 +138,19 @@ pub fn human_bytes(bytes: u64) -> String {
 
 /// `3 min ago`-style age.
 pub fn human_age(age: Duration) -> String {
-    let secs = age.as_secs();
+    format!("{} ago", human_span(age))
+}
+
+/// `3 min`-style length of time, in years past 1,000 days (a lease's
+/// expiry can lie decades ahead).
+pub fn human_span(span: Duration) -> String {
+    let secs = span.as_secs();
     match secs {
-        0..=59 => format!("{secs} s ago"),
-        60..=3599 => format!("{} min ago", secs / 60),
-        3600..=86_399 => format!("{:.1} h ago", secs as f64 / 3600.0),
-        _ => format!("{:.1} days ago", secs as f64 / 86_400.0),
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min", secs / 60),
+        3600..=86_399 => format!("{:.1} h", secs as f64 / 3600.0),
+        86_400..=86_399_999 => format!("{:.1} days", secs as f64 / 86_400.0),
+        _ => format!("{:.1} years", secs as f64 / 31_557_600.0),
     }
 }
 

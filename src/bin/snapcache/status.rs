@@ -1,14 +1,16 @@
 //! `snapcache status`: the current generation and the lock, without locking.
 
-use serde_json::json;
-use snapcache::{LockState, Store};
+use std::time::SystemTime;
 
-use crate::output::{human_bytes, human_time_age, json_path, outln, print_json};
+use serde_json::{Value, json};
+use snapcache::{LeaseView, LockState, Store};
+
+use crate::output::{human_bytes, human_span, human_time_age, json_path, outln, print_json};
 use crate::{Context, Failure};
 
 pub fn run(ctx: &Context) -> Result<(), Failure> {
     let status = Store::open(ctx.options.clone())?.status()?;
-    let lock = match &status.lock {
+    let mut lock = match &status.lock {
         LockState::Free => json!({ "held": false }),
         LockState::Held(None) => json!({ "held": true }),
         LockState::Held(Some(h)) => json!({
@@ -27,6 +29,9 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         }),
         _ => json!({ "held": true }),
     };
+    if let Some(view) = &status.lease {
+        lock["lease"] = lease_json(view);
+    }
     if ctx.json {
         let current = status.current.as_ref();
         print_json(&json!({
@@ -102,5 +107,78 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         ),
         _ => outln!("lock:       held"),
     }
+    if let Some(view) = &status.lease {
+        print_lease(view);
+    }
     Ok(())
+}
+
+/// Seconds from now to `t`: negative in the past.
+fn seconds_from_now(t: snapcache::Timestamp) -> f64 {
+    match t.system_time().duration_since(SystemTime::now()) {
+        Ok(ahead) => ahead.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// The `lock.lease` object of `status --json`.
+fn lease_json(view: &LeaseView) -> Value {
+    json!({
+        "path": json_path(&view.path),
+        "lease_time_seconds": view.lease_time.as_secs_f64(),
+        "renewed_at": view.renewed_at,
+        // null when unknown, or in the future beyond the tolerance.
+        "renewed_age_seconds": view.renewed_at.and_then(|t| t.known_age()).map(|a| a.as_secs_f64()),
+        "renewed_in_future": view.renewed_in_future(),
+        "expires_at": view.expires_at,
+        "expires_in_seconds": view.expires_at.map(seconds_from_now),
+        "expiry_ahead_seconds": view.expiry_ahead_by().map(|d| d.as_secs_f64()),
+    })
+}
+
+/// The `lease:` line, and why a waiting writer may not go by its times.
+fn print_lease(view: &LeaseView) {
+    let renewed = match view.renewed_at {
+        None => "last renewal unknown".to_string(),
+        Some(t) if view.renewed_in_future() => {
+            format!("renewed {t}, in the future by this machine's clock")
+        }
+        Some(t) => format!(
+            "renewed {}{}",
+            human_time_age(t),
+            if view.expires_at.is_none() {
+                " (by the server's clock)"
+            } else {
+                ""
+            }
+        ),
+    };
+    let expires = view.expires_at.map(|t| {
+        let left = seconds_from_now(t);
+        if left >= 0.0 {
+            format!(
+                ", expires {t} (in {})",
+                human_span(std::time::Duration::from_secs_f64(left))
+            )
+        } else {
+            format!(", expired {t}")
+        }
+    });
+    outln!(
+        "lease:      {renewed}{}, lease time {}",
+        expires.unwrap_or_default(),
+        human_span(view.lease_time)
+    );
+    if let Some(ahead) = view.expiry_ahead_by() {
+        outln!(
+            "            its expiry lies {} beyond one lease time: the holder's clock runs ahead of this machine's, or the lease was written by hand",
+            human_span(ahead)
+        );
+    }
+    if view.clocks_disagree() {
+        outln!(
+            "            a waiting writer takes it over once it has seen the lease go unrenewed for {}",
+            human_span(view.lease_time)
+        );
+    }
 }

@@ -345,6 +345,47 @@ fn diff_lists_json_changes_as_pointers_with_counts_and_a_bound() {
     assert_eq!(value["format"], "raw");
     assert_eq!(value["identical"], false);
     assert_eq!(value["to_bytes"], 15);
+    assert_eq!(value["both_json"], false, "{value}");
+    // JSON nested deeper than serde_json holds as a value: the store takes
+    // it (its check has no nesting limit), and diff says both are JSON
+    // instead of calling one "not JSON".
+    let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+    store.refresh(deep.as_bytes(), &[]);
+    store.refresh(br#"{"a": 1e999}"#, &[]);
+    for (args, generation, needle) in [
+        (["diff", "3", "5"], 5, "recursion limit exceeded"),
+        (["diff", "5", "6"], 5, "recursion limit exceeded"),
+        (["diff", "3", "6"], 6, "number out of range"),
+    ] {
+        let out = store.ok(&args);
+        let human = text(&out.stdout);
+        assert!(
+            human.contains(&format!(
+                "are both JSON, but generation {generation} cannot be compared value by value ("
+            )) && human.contains(needle)
+                && human.contains("compared as bytes, their bytes differ"),
+            "{args:?}: {human}"
+        );
+        assert!(!human.contains("not both JSON"), "{args:?}: {human}");
+        let (_, value) = store.json(&args);
+        assert_eq!(value["format"], "raw", "{value}");
+        assert_eq!(value["both_json"], true, "{value}");
+        assert_eq!(value["not_comparable"]["generation"], generation, "{value}");
+        assert!(
+            value["not_comparable"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{value}"
+        );
+    }
+    // Not JSON beside deep JSON is still "not both JSON".
+    let out = store.ok(&["diff", "4", "5"]);
+    assert!(
+        text(&out.stdout).contains("not both JSON"),
+        "{}",
+        text(&out.stdout)
+    );
     // Unknown generation: exit 1; a single generation: nothing to compare.
     let out = store.run(&["diff", "99"]);
     assert_eq!(code(&out), 1);

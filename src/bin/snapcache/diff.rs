@@ -4,10 +4,14 @@
 //! JSON Pointer form (RFC 6901, `/distributions/temurin/packages/3/size`)
 //! that was added, removed or changed. Objects are compared by key, arrays
 //! by index. Other snapshots are compared as bytes: sizes and whether they
-//! differ. Output is bounded by `--limit`; the counts are always complete.
+//! differ. So are JSON documents that serde_json cannot hold as values
+//! (nesting deeper than 128 levels, a number beyond f64): the store accepts
+//! them, as its JSON check has no such limits, and `diff` says why it
+//! compared them as bytes rather than calling them "not JSON". Output is
+//! bounded by `--limit`; the counts are always complete.
 
 use serde_json::{Value, json};
-use snapcache::Store;
+use snapcache::{JsonCheck, Store};
 
 use crate::output::{human_bytes, outln, print_json};
 use crate::{Context, Failure};
@@ -67,12 +71,20 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     };
     let old = store.read_generation(from)?;
     let new = store.read_generation(to)?;
-    let parsed = (
+    let (a, b) = match (
         serde_json::from_slice::<Value>(&old.data),
         serde_json::from_slice::<Value>(&new.data),
-    );
-    let (Ok(a), Ok(b)) = parsed else {
-        return raw(ctx, from, to, &old.data, &new.data);
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (a, b) => {
+            // Both JSON by the store's own check: say what kept them from
+            // being compared as values.
+            let failed = a.err().map(|e| (from, e)).or(b.err().map(|e| (to, e)));
+            let beyond = failed
+                .filter(|_| is_json(&old.data) && is_json(&new.data))
+                .map(|(generation, e)| (generation, e.to_string()));
+            return raw(ctx, from, to, &old.data, &new.data, beyond);
+        }
     };
     let mut changes = Vec::new();
     compare(&a, &b, &mut String::new(), &mut changes);
@@ -130,27 +142,51 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
-fn raw(ctx: &Context, from: u64, to: u64, a: &[u8], b: &[u8]) -> Result<(), Failure> {
+/// Whether `bytes` are one JSON value, by the store's check (no nesting
+/// limit, any number).
+fn is_json(bytes: &[u8]) -> bool {
+    let mut check = JsonCheck::default();
+    check.feed(bytes).and_then(|()| check.finish()).is_ok()
+}
+
+/// Compares as bytes. `beyond` names the generation that is JSON but could
+/// not be held as a value, and serde_json's reason, when both are JSON.
+fn raw(
+    ctx: &Context,
+    from: u64,
+    to: u64,
+    a: &[u8],
+    b: &[u8],
+    beyond: Option<(u64, String)>,
+) -> Result<(), Failure> {
     let identical = a == b;
     if ctx.json {
         print_json(&json!({
             "from": from, "to": to, "format": "raw", "identical": identical,
             "from_bytes": a.len(), "to_bytes": b.len(),
+            "both_json": beyond.is_some(),
+            "not_comparable": beyond.as_ref().map(|(g, why)| json!({ "generation": g, "reason": why })),
         }));
         return Ok(());
     }
-    outln!(
-        "generation {from} ({}, {} bytes) and {to} ({}, {} bytes) are not both JSON: {}",
+    let sizes = format!(
+        "generation {from} ({}, {} bytes) and {to} ({}, {} bytes)",
         human_bytes(a.len() as u64),
         a.len(),
         human_bytes(b.len() as u64),
         b.len(),
-        if identical {
-            "their bytes are identical"
-        } else {
-            "their bytes differ"
-        }
     );
+    let bytes = if identical {
+        "their bytes are identical"
+    } else {
+        "their bytes differ"
+    };
+    match beyond {
+        None => outln!("{sizes} are not both JSON: {bytes}"),
+        Some((generation, why)) => outln!(
+            "{sizes} are both JSON, but generation {generation} cannot be compared value by value ({why}; JSON nested deeper than 128 levels or a number beyond 64-bit floating point cannot be); compared as bytes, {bytes}"
+        ),
+    }
     Ok(())
 }
 

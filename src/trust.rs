@@ -272,7 +272,7 @@ mod imp {
     fn judge(path: &Path, st: &Stat, store_owner: u32) -> Result<()> {
         refuse_writable_by_others(path, st)?;
         if st.st_uid != store_owner && st.st_uid != 0 {
-            return Err(not_the_owners(path, st.st_uid, st.st_mode, store_owner));
+            return Err(not_the_owners(path, st.st_uid, mode_bits(st), store_owner));
         }
         Ok(())
     }
@@ -316,8 +316,14 @@ mod imp {
             .map_err(|e| Error::io("check the store directory", root, e))
     }
 
+    /// The mode of `st` as a `u32`: `st_mode` is a `u16` on macOS.
+    #[allow(clippy::useless_conversion)] // a `u32` already on Linux
+    fn mode_bits(st: &Stat) -> u32 {
+        u32::from(st.st_mode)
+    }
+
     fn refuse_writable_by_others(path: &Path, st: &Stat) -> Result<()> {
-        refuse_writable(path, st.st_uid, st.st_mode)
+        refuse_writable(path, st.st_uid, mode_bits(st))
     }
 
     fn refuse_writable(path: &Path, uid: u32, mode: u32) -> Result<()> {
@@ -340,7 +346,7 @@ mod imp {
     }
 
     fn untrusted(path: &Path, st: &Stat, reason: String) -> Error {
-        untrusted_parts(path, st.st_uid, st.st_mode, reason)
+        untrusted_parts(path, st.st_uid, mode_bits(st), reason)
     }
 
     fn untrusted_parts(path: &Path, uid: u32, mode: u32, reason: String) -> Error {

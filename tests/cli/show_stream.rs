@@ -3,7 +3,7 @@
 //! byte, which only the end of the hash pass can see) means no byte at all
 //! on stdout.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::common::*;
 
@@ -100,7 +100,7 @@ fn into_a_pipe_the_kernel_copies_the_verified_snapshot() {
     let payload = json_payload(BIG, 10);
     store.refresh(&payload, &[]);
     let log = store.scratch("strace.log");
-    let mut cmd = Command::new("strace");
+    let mut cmd = std::process::Command::new("strace");
     cmd.arg("-f")
         .arg("-e")
         .arg("trace=sendfile,write")

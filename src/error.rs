@@ -654,6 +654,11 @@ fn io_message(action: &str, path: &std::path::Path, err: &io::Error, stage: IoSt
             "the store is on a read-only filesystem: reads still work, writes need a store on a writable filesystem"
         }
         io::ErrorKind::NotFound => "check that the path exists",
+        // A rename between two of the store's directories: something is
+        // mounted inside the store (or it was assembled from several).
+        io::ErrorKind::CrossesDevices => {
+            "the store's directories are on different filesystems (something is mounted inside the store?), and a store must lie on one filesystem: remove that mount, or use another store directory"
+        }
         _ => "check the path and retry",
     };
     // Only a write has a generation to speak of; a read never changed one.

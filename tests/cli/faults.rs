@@ -10,20 +10,28 @@ use crate::common::*;
 /// A tmpfs mounted for one test; unmounted on drop.
 struct Mount {
     path: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Mount {
     fn tmpfs(size: &str) -> Option<Mount> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let mut mount = Mount::tmpfs_at(&path, size)?;
+        mount._dir = Some(dir);
+        Some(mount)
+    }
+
+    /// A tmpfs over the existing directory `path`.
+    fn tmpfs_at(path: &Path, size: &str) -> Option<Mount> {
         if !rustix::process::geteuid().is_root() {
             eprintln!(
                 "SKIPPED: mounting a tmpfs needs root (CI runs as root); run as root to exercise this test"
             );
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mnt");
-        std::fs::create_dir(&path).unwrap();
+        let path = path.to_path_buf();
         let status = Command::new("mount")
             .args([
                 "-t",
@@ -35,7 +43,7 @@ impl Mount {
             .arg(&path)
             .status();
         match status {
-            Ok(s) if s.success() => Some(Mount { path, _dir: dir }),
+            Ok(s) if s.success() => Some(Mount { path, _dir: None }),
             other => {
                 eprintln!(
                     "SKIPPED: `mount -t tmpfs` failed ({other:?}); this sandbox does not allow mounts"
@@ -122,6 +130,39 @@ fn a_full_disk_fails_the_refresh_cleanly() {
         leftovers.is_empty(),
         "the failed writer's temp file is gone: {leftovers:?}"
     );
+}
+
+/// A mount inside the store (here over `snapshots/`) puts its directories
+/// on different filesystems, where no rename between them can work. The
+/// refresh fails saying so, with the path and what to do, instead of a bare
+/// "Invalid cross-device link"; nothing is left in `tmp/`.
+#[test]
+fn a_mount_inside_the_store_is_named_as_the_cause_of_a_failed_write() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let Some(_mount) = Mount::tmpfs_at(&store.root().join("snapshots"), "1m") else {
+        return;
+    };
+    let file = store.payload("p", b"[2]");
+    let out = run_with_timeout({
+        let mut cmd = store.command(&["refresh", "--from"]);
+        cmd.arg(file);
+        cmd
+    });
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(
+        stderr.contains("are on different filesystems")
+            && stderr.contains("a store must lie on one filesystem")
+            && stderr.contains(store.root().join("snapshots").to_str().unwrap())
+            && stderr.contains("the current generation is unchanged"),
+        "{stderr}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(store.root().join("tmp"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]

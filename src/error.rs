@@ -642,8 +642,32 @@ fn object_request_message(operation: &str, url: &str, status: Option<u16>, detai
     format!("failed to {operation} {url} ({answer}: {detail}); {hint}")
 }
 
+/// Whether `err` is an open-file limit: this process's (`EMFILE`, the limit
+/// `ulimit -n` sets) or the whole system's (`ENFILE`). `std` gives these no
+/// `ErrorKind` of their own yet.
+fn is_open_file_limit(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        use rustix::io::Errno;
+        let raw = err.raw_os_error();
+        raw == Some(Errno::MFILE.raw_os_error()) || raw == Some(Errno::NFILE.raw_os_error())
+    }
+    #[cfg(windows)]
+    {
+        err.raw_os_error() == Some(4) // ERROR_TOO_MANY_OPEN_FILES
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = err;
+        false
+    }
+}
+
 fn io_message(action: &str, path: &std::path::Path, err: &io::Error, stage: IoStage) -> String {
     let hint = match err.kind() {
+        _ if is_open_file_limit(err) => {
+            "too many files are open, in this process (its open-file limit, e.g. `ulimit -n`) or in the whole system: raise the limit or close files, then retry"
+        }
         io::ErrorKind::PermissionDenied => {
             "check the permissions of the store (it is owner-only by design) or use another store directory"
         }

@@ -165,6 +165,56 @@ fn a_mount_inside_the_store_is_named_as_the_cause_of_a_failed_write() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// Under an open-file limit too low to work (`ulimit -n`), every command
+/// fails with exit 1 and says so, naming the path, and never panics; a
+/// refresh that fails leaves the current generation as it was.
+#[test]
+fn an_open_file_limit_too_low_is_named_and_changes_nothing() {
+    let store = TestStore::new();
+    store.refresh(b"[0]", &[]);
+    let mut published = b"[0]".to_vec();
+    let mut failures = 0;
+    // 3 is stdin, stdout and stderr: the dynamic loader itself fails there.
+    for limit in 4..=8 {
+        let payload = format!("[{limit}]").into_bytes();
+        let file = store.payload("p", &payload);
+        for command in ["refresh", "show", "status"] {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c")
+                .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                .arg(bin())
+                .arg("--store")
+                .arg(store.root())
+                .arg(command)
+                .env_remove("SNAPCACHE_DIR");
+            if command == "refresh" {
+                cmd.arg("--from").arg(&file);
+            }
+            let out = run_with_timeout(cmd);
+            let stderr = text(&out.stderr);
+            match code(&out) {
+                0 if command == "refresh" => published = payload.clone(),
+                0 if command == "show" => assert_eq!(out.stdout, published, "limit {limit}"),
+                0 => {}
+                1 => {
+                    failures += 1;
+                    assert!(
+                        stderr.contains("too many files are open")
+                            && stderr.contains(store.root().to_str().unwrap()),
+                        "limit {limit}, {command}: {stderr}"
+                    );
+                }
+                other => panic!("limit {limit}, {command}: exit {other}: {stderr}"),
+            }
+        }
+    }
+    assert!(failures > 0, "some limit is too low for some command");
+    // What failed changed nothing: the store verifies and holds the last
+    // payload a refresh reported as published.
+    assert_eq!(code(&store.run(&["verify"])), 0);
+    assert_eq!(store.show(), published);
+}
+
 #[test]
 fn a_read_only_store_serves_reads_and_refuses_writes_clearly() {
     let Some(mount) = Mount::tmpfs("4m") else {

@@ -678,6 +678,9 @@ fn io_message(action: &str, path: &std::path::Path, err: &io::Error, stage: IoSt
             "the store is on a read-only filesystem: reads still work, writes need a store on a writable filesystem"
         }
         io::ErrorKind::NotFound => "check that the path exists",
+        io::ErrorKind::NotADirectory => {
+            "a part of the path is a file, not a directory: check the path, or use another store directory"
+        }
         // A rename between two of the store's directories: something is
         // mounted inside the store (or it was assembled from several).
         io::ErrorKind::CrossesDevices => {

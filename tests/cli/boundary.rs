@@ -208,6 +208,19 @@ fn a_file_given_as_the_store_is_not_a_store() {
         assert!(stderr.contains("not a directory"), "{stderr}");
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
+    // A store path below that file: the message says which part is wrong.
+    let below = file.join("store");
+    for args in [vec!["show"], vec!["refresh", "--exec", "echo", "[1]"]] {
+        let out = run_with_timeout(with_store(&below, &args));
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(below.to_str().unwrap())
+                && stderr.contains("a part of the path is a file, not a directory"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
 
 #[test]

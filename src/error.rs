@@ -119,7 +119,7 @@ pub enum Error {
     },
 
     /// The writer lock could not be acquired within the budget.
-    #[error("{}", lock_timeout_message(.path, *.waited, .budget, .budget_source, .holder.as_deref()))]
+    #[error("{}", lock_timeout_message(.path, *.waited, .budget, .budget_source, .holder.as_deref(), .lease.as_deref()))]
     LockTimeout {
         /// Path of the lock.
         path: PathBuf,
@@ -131,6 +131,9 @@ pub enum Error {
         budget_source: TimeoutSource,
         /// Who held the lock when we gave up, when known.
         holder: Option<Box<HolderInfo>>,
+        /// The times of the lease that held it (lease backend), when one
+        /// was live: the message says when they cannot be trusted.
+        lease: Option<Box<crate::LeaseView>>,
     },
 
     /// The lease expired while this writer stalled and another took over.
@@ -725,13 +728,32 @@ fn lock_timeout_message(
     budget: &Duration,
     source: &TimeoutSource,
     holder: Option<&HolderInfo>,
+    lease: Option<&crate::LeaseView>,
 ) -> String {
     let who = match holder {
         Some(h) => format!("held by {}", h.describe()),
         None => "held by another process".to_string(),
     };
+    // A lease whose times lie ahead of this clock may have no holder at
+    // all: only a wait longer than its lease time can tell, so say so.
+    let clocks = match lease.filter(|l| l.clocks_disagree()) {
+        None => String::new(),
+        Some(l) => {
+            let which = match l.expiry_ahead_by() {
+                Some(ahead) => format!(
+                    "its expiry lies {} days beyond its lease time (the holder's clock runs ahead of this machine's, or the lease was written by hand)",
+                    ahead.as_secs() / 86_400
+                ),
+                None => "its last renewal lies in the future by this machine's clock".to_string(),
+            };
+            format!(
+                ". Its times cannot be trusted: {which}; a writer that sees the lease go unrenewed for its lease time ({} s) takes it over, so a wait longer than that ends it if its holder is gone",
+                l.lease_time.as_secs_f64()
+            )
+        }
+    };
     format!(
-        "gave up waiting for the writer lock {} after {:.1} s (budget {} from {source}); the lock is {who}. Retry once that writer is done, or allow a longer wait through {source}",
+        "gave up waiting for the writer lock {} after {:.1} s (budget {} from {source}); the lock is {who}{clocks}. Retry once that writer is done, or allow a longer wait through {source}",
         path.display(),
         waited.as_secs_f64(),
         crate::lock::format_budget(*budget),

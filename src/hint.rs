@@ -166,6 +166,7 @@ mod tests {
                 budget: Duration::from_secs(1),
                 budget_source: TimeoutSource::Default,
                 holder: None,
+                lease: None,
             },
             Error::LockTimeout {
                 path: "/c/lock".into(),
@@ -173,6 +174,7 @@ mod tests {
                 budget: Duration::ZERO,
                 budget_source: TimeoutSource::Caller,
                 holder: None,
+                lease: None,
             },
             Error::LeaseLost {
                 path: "/c/lease".into(),

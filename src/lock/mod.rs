@@ -597,6 +597,8 @@ pub(crate) fn acquire(
                 budget: options.budget.wait.budget().unwrap_or_default(),
                 budget_source: options.budget.source.clone(),
                 holder: holder.map(Box::new),
+                // Advisory writers back off from a live lease too.
+                lease: lease::live_lease_view(layout).map(|(_, view)| Box::new(view)),
             });
         }
         if options.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {

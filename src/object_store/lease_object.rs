@@ -195,6 +195,8 @@ pub(crate) fn acquire(
                 budget: options.budget.wait.budget().unwrap_or_default(),
                 budget_source: options.budget.source.clone(),
                 holder: holder.map(Box::new),
+                // The server's clock judges this lease: no holder's clock to doubt.
+                lease: None,
             });
         }
         if options.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {

@@ -221,12 +221,32 @@ fn a_lease_expiring_in_a_far_year_is_taken_over_once_it_goes_unrenewed() {
     // alive, whatever its clock says.
     let store = TestStore::new();
     plant_foreign_lease_at(&store, far_year(), Some(30_000), SystemTime::now());
-    let out = refresh_within(&store, "lease", "0.5", b"[3]");
-    let stderr = text(&out.stderr);
-    assert_eq!(code(&out), 75, "a renewed lease blocks: {stderr}");
-    assert!(stderr.contains("build-server-7"), "{stderr}");
+    for backend in ["lease", "advisory"] {
+        let out = refresh_within(&store, backend, "0.5", b"[3]");
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            code(&out),
+            75,
+            "{backend}: a renewed lease blocks: {stderr}"
+        );
+        assert!(stderr.contains("build-server-7"), "{stderr}");
+        // The timeout says why waiting longer may be the fix.
+        assert!(
+            stderr.contains("Its times cannot be trusted: its expiry lies ")
+                && stderr.contains("days beyond its lease time (the holder's clock runs ahead")
+                && stderr.contains("a writer that sees the lease go unrenewed for its lease time (30 s) takes it over"),
+            "{backend}: {stderr}"
+        );
+    }
     let (_, status) = store.json(&["status"]);
     assert_eq!(status["lock"]["held"], true, "{status}");
+    // A lease with believable times times out without that sentence.
+    let now = SystemTime::now();
+    plant_foreign_lease_at(&store, now + Duration::from_secs(20), Some(30_000), now);
+    let out = refresh_within(&store, "lease", "0.5", b"[4]");
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 75, "{stderr}");
+    assert!(!stderr.contains("cannot be trusted"), "{stderr}");
 }
 
 /// `status` never waits, so it cannot see what a waiting writer sees of a

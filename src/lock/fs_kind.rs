@@ -4,16 +4,88 @@
 //! NFS emulates `flock` through NLM (lost on server restarts, silently local
 //! with `nolock`), CIFS/SMB maps it to oplocks or not at all, 9p (WSL's
 //! drvfs) and FUSE (sshfs) may accept the call and lock nothing. There the
-//! lease backend is chosen. Detection uses rustix's safe `statfs` (Linux).
+//! lease backend is chosen. Detection uses rustix's safe `statfs`: its
+//! magic number on Linux, its type name on macOS. On Windows a path on a
+//! network share (`\\server\share\...`) is recognised by its prefix; a
+//! share mapped to a drive letter is not (telling that needs a Win32 call,
+//! hence `unsafe`). macOS and Windows are untested (docs/limitations.md).
 
 use std::path::Path;
 
 /// A filesystem where advisory locks cannot be trusted, by name.
 pub(crate) fn unreliable_lock_filesystem(path: &Path) -> Option<&'static str> {
+    detect(path)
+}
+
+#[cfg(target_os = "linux")]
+fn detect(path: &Path) -> Option<&'static str> {
     classify(filesystem_magic(path)?)
 }
 
-/// Maps a `statfs` magic number to the name of an unreliable filesystem.
+/// macOS names the filesystem type (`f_fstypename`), as `mount` shows it.
+#[cfg(target_vendor = "apple")]
+fn detect(path: &Path) -> Option<&'static str> {
+    for candidate in path.ancestors() {
+        match rustix::fs::statfs(candidate) {
+            Ok(s) => {
+                // A NUL-terminated C string in a fixed array; `c_char` is
+                // `i8` there, so each byte is taken as it is.
+                let name: Vec<u8> = s
+                    .f_fstypename
+                    .iter()
+                    .take_while(|&&c| c != 0)
+                    .map(|&c| c as u8)
+                    .collect();
+                return classify_name(&String::from_utf8_lossy(&name));
+            }
+            Err(
+                rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::ACCESS,
+            ) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// A path on a network share: `\\server\share\...` or its verbatim form
+/// `\\?\UNC\server\share\...` (SMB, or WebDAV through the redirector).
+#[cfg(windows)]
+fn detect(path: &Path) -> Option<&'static str> {
+    use std::path::{Component, Prefix};
+    match path.components().next() {
+        Some(Component::Prefix(p)) => match p.kind() {
+            Prefix::UNC(..) | Prefix::VerbatimUNC(..) => Some("smb"),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Elsewhere (other Unix systems, untested): advisory locks are used unless
+/// the lease backend is requested.
+#[cfg(not(any(target_os = "linux", target_vendor = "apple", windows)))]
+fn detect(_path: &Path) -> Option<&'static str> {
+    None
+}
+
+/// Maps a filesystem type name, as macOS's `statfs` gives it, to an
+/// unreliable filesystem.
+#[cfg_attr(not(target_vendor = "apple"), allow(dead_code))]
+pub(crate) fn classify_name(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "nfs" => "nfs",
+        "smbfs" => "smb",
+        "afpfs" => "afp",
+        "webdav" => "webdav",
+        // macFUSE and its predecessors: "macfuse", "osxfuse", "osxfusefs".
+        n if n.contains("fuse") => "fuse",
+        _ => return None,
+    })
+}
+
+/// Maps a `statfs` magic number (Linux) to the name of an unreliable
+/// filesystem.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn classify(magic: i64) -> Option<&'static str> {
     // Values from linux/magic.h and statfs(2).
     Some(match magic {
@@ -53,13 +125,6 @@ fn filesystem_magic(path: &Path) -> Option<i64> {
     None
 }
 
-/// Elsewhere detection is not implemented (untested platforms): advisory
-/// locks are used unless the lease backend is requested.
-#[cfg(not(target_os = "linux"))]
-fn filesystem_magic(_path: &Path) -> Option<i64> {
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +147,25 @@ mod tests {
             0x9123_683E, /* btrfs */
         ] {
             assert_eq!(classify(magic), None, "{magic:#x}");
+        }
+    }
+
+    #[test]
+    fn macos_type_names_of_network_and_fuse_filesystems_are_recognised() {
+        for (name, expected) in [
+            ("nfs", Some("nfs")),
+            ("smbfs", Some("smb")),
+            ("afpfs", Some("afp")),
+            ("webdav", Some("webdav")),
+            ("macfuse", Some("fuse")),
+            ("osxfuse", Some("fuse")),
+            ("apfs", None),
+            ("hfs", None),
+            ("msdos", None),
+            ("devfs", None),
+            ("", None),
+        ] {
+            assert_eq!(classify_name(name), expected, "{name:?}");
         }
     }
 

@@ -463,9 +463,11 @@ fn cli_hint(e: &Error) -> Option<String> {
 }
 
 /// SIGINT/SIGTERM set the cancel flag: the library stops waiting or
-/// streaming and releases the lock. A second signal exits at once.
+/// streaming and releases the lock. A second signal exits at once. On
+/// Windows (untested) the C runtime raises SIGINT for Ctrl-C, and signal-hook
+/// registers there the same way.
 fn install_signal_handlers(cancel: &Arc<AtomicBool>) {
-    #[cfg(unix)]
+    #[cfg(any(unix, windows))]
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register_conditional_shutdown(
             signal,
@@ -474,6 +476,6 @@ fn install_signal_handlers(cancel: &Arc<AtomicBool>) {
         );
         let _ = signal_hook::flag::register(signal, cancel.clone());
     }
-    #[cfg(not(unix))]
+    #[cfg(not(any(unix, windows)))]
     let _ = cancel;
 }

@@ -722,6 +722,17 @@ fn untrusted_message(
     )
 }
 
+/// A length of time in the unit that suits it: `90 s`, `5 min`, `3 h`,
+/// `26326 days`.
+fn rough_span(d: Duration) -> String {
+    match d.as_secs() {
+        s @ 0..120 => format!("{s} s"),
+        s @ 120..7_200 => format!("{} min", s / 60),
+        s @ 7_200..172_800 => format!("{} h", s / 3_600),
+        s => format!("{} days", s / 86_400),
+    }
+}
+
 fn lock_timeout_message(
     path: &std::path::Path,
     waited: Duration,
@@ -741,8 +752,8 @@ fn lock_timeout_message(
         Some(l) => {
             let which = match l.expiry_ahead_by() {
                 Some(ahead) => format!(
-                    "its expiry lies {} days beyond its lease time (the holder's clock runs ahead of this machine's, or the lease was written by hand)",
-                    ahead.as_secs() / 86_400
+                    "its expiry lies {} beyond its lease time (the holder's clock runs ahead of this machine's, or the lease was written by hand)",
+                    rough_span(ahead)
                 ),
                 None => "its last renewal lies in the future by this machine's clock".to_string(),
             };
@@ -758,4 +769,79 @@ fn lock_timeout_message(
         waited.as_secs_f64(),
         crate::lock::format_budget(*budget),
     )
+}
+
+#[cfg(test)]
+mod lock_timeout_tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn timeout_behind(lease: crate::LeaseView) -> String {
+        Error::LockTimeout {
+            path: "/c/lease".into(),
+            waited: Duration::from_secs(1),
+            budget: Duration::from_secs(1),
+            budget_source: TimeoutSource::Default,
+            holder: None,
+            lease: Some(Box::new(lease)),
+        }
+        .to_string()
+    }
+
+    fn lease(expires_in: Duration, renewed: SystemTime) -> crate::LeaseView {
+        crate::LeaseView {
+            path: "/c/lease".into(),
+            lease_time: Duration::from_secs(30),
+            renewed_at: Some(crate::Timestamp::from(renewed)),
+            expires_at: Some(crate::Timestamp::from(SystemTime::now() + expires_in)),
+        }
+    }
+
+    #[test]
+    fn an_expiry_hours_or_years_ahead_is_named_in_a_unit_that_fits() {
+        let now = SystemTime::now();
+        let hours = timeout_behind(lease(Duration::from_secs(3 * 3600 + 40), now));
+        assert!(
+            hours.contains("its expiry lies 3 h beyond its lease time"),
+            "{hours}"
+        );
+        let years = timeout_behind(lease(Duration::from_secs(400 * 86_400), now));
+        assert!(years.contains("its expiry lies 399 days beyond"), "{years}");
+        assert!(
+            years.contains(
+                "a writer that sees the lease go unrenewed for its lease time (30 s) takes it over"
+            ),
+            "{years}"
+        );
+    }
+
+    #[test]
+    fn believable_times_add_nothing_and_a_future_renewal_is_named() {
+        let now = SystemTime::now();
+        let plain = timeout_behind(lease(Duration::from_secs(20), now));
+        assert!(!plain.contains("cannot be trusted"), "{plain}");
+        let renewed = timeout_behind(lease(
+            Duration::from_secs(20),
+            now + Duration::from_secs(3600),
+        ));
+        assert!(
+            renewed.contains("Its times cannot be trusted: its last renewal lies in the future"),
+            "{renewed}"
+        );
+    }
+
+    #[test]
+    fn spans_pick_their_unit() {
+        for (secs, text) in [
+            (0, "0 s"),
+            (119, "119 s"),
+            (120, "2 min"),
+            (7_199, "119 min"),
+            (7_200, "2 h"),
+            (172_799, "47 h"),
+            (172_800, "2 days"),
+        ] {
+            assert_eq!(rough_span(Duration::from_secs(secs)), text);
+        }
+    }
 }

@@ -481,6 +481,9 @@ impl FileId {
 }
 
 /// What was found at a store name, judged without following a link.
+// Windows has no FIFOs, sockets or device files in a directory: those kinds
+// are Unix's only.
+#[cfg_attr(windows, allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FileKind {
     Regular,

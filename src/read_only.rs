@@ -42,6 +42,9 @@ pub(crate) fn clear_read_only(path: &Path) -> io::Result<bool> {
         return Ok(false);
     }
     let mut perms = meta.permissions();
+    // On Windows this clears the read-only attribute and nothing else (the
+    // lint warns of Unix, where it would make the file writable by anyone).
+    #[allow(clippy::permissions_set_readonly_false)]
     perms.set_readonly(false);
     std::fs::set_permissions(path, perms)?;
     Ok(true)

@@ -1,6 +1,10 @@
 //! Integration tests: every test drives the built `snapcache` binary in
 //! separate processes, as Kopi's users and scripts would.
-
+//!
+//! Unix only: they drive the binary through `sh`, signals, FIFOs, modes,
+//! owners and mounts. On Windows this test binary is empty (the library's
+//! unit tests still build there; docs/limitations.md).
+#![cfg(unix)]
 // Test helpers fail loudly by design: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

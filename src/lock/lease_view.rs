@@ -73,6 +73,13 @@ impl LeaseView {
     /// True when its last renewal lies more than [`CLOCK_SKEW_TOLERANCE`]
     /// ahead of this machine's clock (a file server's clock ahead, or a
     /// `touch`): its age cannot be known here.
+    ///
+    /// ```
+    /// # fn check(view: &snapcache::LeaseView) {
+    /// let age = view.renewed_at.and_then(|t| t.known_age());
+    /// assert_eq!(age.is_none() && view.renewed_at.is_some(), view.renewed_in_future());
+    /// # }
+    /// ```
     pub fn renewed_in_future(&self) -> bool {
         self.renewed_at.is_some_and(|t| t.in_future())
     }
@@ -80,6 +87,18 @@ impl LeaseView {
     /// Whether waiting writers judge this lease by its renewals alone,
     /// because no time it carries can be trusted: its expiry or its last
     /// renewal lies in the future beyond the tolerance.
+    ///
+    /// ```
+    /// # fn main() -> snapcache::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+    /// if let Some(lease) = store.status()?.lease {
+    ///     if lease.clocks_disagree() {
+    ///         eprintln!("a writer takes the lease over once it goes unrenewed for {:?}", lease.lease_time);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn clocks_disagree(&self) -> bool {
         self.expiry_ahead_by().is_some() || self.renewed_in_future()
     }

@@ -153,17 +153,13 @@ fn print_lease(view: &LeaseView) {
             }
         ),
     };
-    let expires = view.expires_at.map(|t| {
-        let left = seconds_from_now(t);
-        if left >= 0.0 {
-            format!(
-                ", expires {t} (in {})",
-                human_span(std::time::Duration::from_secs_f64(left))
-            )
-        } else {
-            format!(", expired {t}")
-        }
-    });
+    let expires =
+        view.expires_at.map(
+            |t| match t.system_time().duration_since(SystemTime::now()) {
+                Ok(left) => format!(", expires {t} (in {})", human_span(left)),
+                Err(_) => format!(", expired {t}"),
+            },
+        );
     outln!(
         "lease:      {renewed}{}, lease time {}",
         expires.unwrap_or_default(),

@@ -279,6 +279,19 @@ fn log_lines_only_when_asked_rust_log_too_and_snapcache_log_wins() {
         "an invalid filter is reported: {err}"
     );
     assert_eq!(err.lines().count(), 1, "once: {err}");
+    // A long one is quoted in part: the warning stays one short line.
+    let long = format!("snapcache[{}]=debug", "{".repeat(5000));
+    let out = run_with_timeout({
+        let mut c = store.command(&["status"]);
+        c.env("SNAPCACHE_LOG", &long);
+        c
+    });
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not a valid log filter") && err.contains("… (5017 characters in all)"),
+        "{err}"
+    );
+    assert!(err.len() < 400, "{} bytes: {err}", err.len());
     // An invalid RUST_LOG is reported the same way; then -v applies.
     let out = run_with_timeout({
         let mut c = store.command(&["-v", "rollback", "--to", "1"]);

@@ -49,6 +49,21 @@ impl ColorWhen {
 /// over `RUST_LOG` when both are set.
 pub const FILTER_VARIABLES: [&str; 2] = ["SNAPCACHE_LOG", "RUST_LOG"];
 
+/// Characters of a variable's value a warning repeats.
+const QUOTED_CHARS: usize = 100;
+
+/// `text` quoted with its control characters escaped, cut after
+/// [`QUOTED_CHARS`] characters (a variable can hold 128 KiB) with how long
+/// it was in all.
+fn quoted_start(text: &str) -> String {
+    let chars = text.chars().count();
+    if chars <= QUOTED_CHARS {
+        return format!("{text:?}");
+    }
+    let start: String = text.chars().take(QUOTED_CHARS).collect();
+    format!("{start:?}… ({chars} characters in all)")
+}
+
 /// Installs the stderr subscriber, or none at all when nothing asked for
 /// log lines. A filter variable that does not parse is reported (once) and
 /// ignored, falling back to the next variable or to `-v`.
@@ -66,7 +81,8 @@ pub fn init(verbose: u8, quiet: bool, color: bool) {
                 break;
             }
             Err(e) => errln!(
-                "snapcache: warning: {name}={text:?} is not a valid log filter ({e}); it is ignored. Use e.g. `info`, `debug` or `snapcache=debug`"
+                "snapcache: warning: {name}={} is not a valid log filter ({e}); it is ignored. Use e.g. `info`, `debug` or `snapcache=debug`",
+                quoted_start(&text)
             ),
         }
     }

@@ -58,7 +58,7 @@ pub struct Generation {
     /// When this generation was published.
     pub created_at: Timestamp,
     /// Free text describing the source (`--note`, or the `--exec` command).
-    #[serde(default, deserialize_with = "one_line_opt")]
+    #[serde(default, deserialize_with = "one_clipped_line_opt")]
     pub note: Option<String>,
     /// Pinned: retention and age-based collection keep it, and it cannot be
     /// forgotten until it is unpinned. Written only when true, so a pointer
@@ -403,21 +403,22 @@ pub(crate) fn one_line_of(text: &str) -> String {
         .collect()
 }
 
-/// Deserializes text that is shown to people (a generation's note, a lock
-/// holder's host and command) as [`one_line_of`] it. snapcache writes such
-/// text that way already (see [`clip_note`]); a record written by hand or
-/// by another tool could otherwise move the cursor, recolour or retitle
-/// the terminal that prints it. The checksum covers the bytes as stored,
-/// so a pointer still verifies.
-pub(crate) fn one_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    String::deserialize(d).map(|s| one_line_of(&s))
+/// Deserializes text that is shown to people (a lock holder's host and
+/// command) as [`clip_note`] makes a note: [`one_line_of`] it, cut to
+/// [`MAX_NOTE_BYTES`]. snapcache writes such text that way already; a
+/// record written by hand or by another tool could otherwise move the
+/// cursor, recolour or retitle the terminal that prints it, or put pages of
+/// text into every lock-wait message.
+pub(crate) fn one_clipped_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    String::deserialize(d).map(|s| clip_note(&s))
 }
 
-/// [`one_line`] for an optional field.
-pub(crate) fn one_line_opt<'de, D: serde::Deserializer<'de>>(
+/// [`one_clipped_line`] for an optional field (a generation's note). The
+/// checksum covers the bytes as stored, so a pointer still verifies.
+pub(crate) fn one_clipped_line_opt<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<String>, D::Error> {
-    Option::<String>::deserialize(d).map(|s| s.map(|s| one_line_of(&s)))
+    Option::<String>::deserialize(d).map(|s| s.map(|s| clip_note(&s)))
 }
 
 /// Cuts a note to [`MAX_NOTE_BYTES`] on a character boundary, after turning
@@ -800,6 +801,22 @@ mod tests {
     fn notes_are_clipped_on_char_boundaries() {
         let clipped = clip_note(&"é".repeat(300));
         assert!(clipped.len() <= MAX_NOTE_BYTES + "…".len());
+    }
+
+    #[test]
+    fn a_long_note_written_by_hand_is_read_clipped() {
+        let long = format!("hand\u{1b}[31m{}", "y".repeat(20_000));
+        let generation: Generation = serde_json::from_value(serde_json::json!({
+            "generation": 1, "hash": ContentHash::of(b"x").to_hex(), "bytes": 1,
+            "created_at": "2026-01-01T00:00:00Z", "note": long,
+        }))
+        .expect("a generation");
+        let note = generation.note.expect("a note");
+        assert!(note.len() <= MAX_NOTE_BYTES, "{} bytes", note.len());
+        assert!(
+            note.starts_with("hand [31myyy") && note.ends_with('…'),
+            "{note}"
+        );
     }
 
     #[test]

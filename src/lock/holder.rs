@@ -19,9 +19,10 @@ use crate::time::Timestamp;
 pub struct HolderInfo {
     /// Process id of the holder.
     pub pid: u32,
-    /// Host name of the holder's machine (read as one line of text, see
-    /// `pointer::one_line`).
-    #[serde(deserialize_with = "crate::pointer::one_line")]
+    /// Host name of the holder's machine (read as one line of text of at
+    /// most 200 bytes, see `pointer::one_clipped_line`; a real host name
+    /// has at most 64).
+    #[serde(deserialize_with = "crate::pointer::one_clipped_line")]
     pub host: String,
     /// Linux boot id of the holder's machine (detects a reboot), if known.
     #[serde(default)]
@@ -40,9 +41,10 @@ pub struct HolderInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_ns: Option<u64>,
     /// The holder's command line or purpose string (read as one line of
-    /// text: a record that another tool or a person wrote cannot put escape
-    /// sequences into the messages that name the holder).
-    #[serde(deserialize_with = "crate::pointer::one_line")]
+    /// text of at most 200 bytes: a record that another tool or a person
+    /// wrote cannot put escape sequences, or pages of text, into the
+    /// messages that name the holder).
+    #[serde(deserialize_with = "crate::pointer::one_clipped_line")]
     pub command: String,
     /// When it acquired the lock.
     pub since: Timestamp,
@@ -59,7 +61,7 @@ impl HolderInfo {
             boot_id: boot_id(),
             machine: machine_id(),
             pid_ns: pid_namespace(),
-            command: command.to_string(),
+            command: crate::pointer::clip_note(command),
             since: Timestamp::now(),
             backend,
         }
@@ -374,6 +376,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_long_host_or_command_is_read_as_one_line_of_at_most_200_bytes() {
+        let long = format!("kopi\u{1b}[2J {}", "x".repeat(10_000));
+        let record = serde_json::json!({
+            "pid": 1, "host": long, "boot_id": null, "command": long,
+            "since": "2026-01-01T00:00:00Z", "backend": "lease",
+        });
+        let info: HolderInfo = serde_json::from_value(record).expect("a record");
+        for field in [&info.host, &info.command] {
+            assert!(field.len() <= 200, "{} bytes", field.len());
+            assert!(
+                field.starts_with("kopi [2J xxx") && field.ends_with('…'),
+                "{field}"
+            );
+            assert!(!field.chars().any(char::is_control), "{field:?}");
+        }
+        let ours = HolderInfo::this_process(&long, Backend::Lease);
+        assert_eq!(ours.command, info.command, "written as it is read");
     }
 
     #[test]

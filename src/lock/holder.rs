@@ -159,19 +159,18 @@ pub(crate) fn read(layout: &Layout) -> Option<HolderInfo> {
     (!info.is_dead_local_process()).then_some(info)
 }
 
-/// This machine's host name.
+/// This machine's host name, as a holder record is read back (one line of
+/// at most 200 bytes; Linux allows 64, macOS 255), so that it compares equal
+/// to what this machine wrote.
 pub(crate) fn host_name() -> String {
     #[cfg(unix)]
-    {
-        rustix::system::uname()
-            .nodename()
-            .to_string_lossy()
-            .into_owned()
-    }
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
     #[cfg(not(unix))]
-    {
-        std::env::var("COMPUTERNAME").unwrap_or_else(|_| "unknown".into())
-    }
+    let name = std::env::var("COMPUTERNAME").unwrap_or_else(|_| "unknown".into());
+    crate::pointer::clip_note(&name)
 }
 
 /// Whether pids recorded in namespace `theirs` can be checked from `ours`:

@@ -579,9 +579,12 @@ pub(crate) fn acquire(
         let who = || busy_holder.clone().or_else(|| holder::read(layout));
         if wait.deadline_passed() {
             let holder = who();
+            // Advisory writers back off from a live lease too.
+            let lease = lease::live_lease_view(layout).map(|(_, view)| view);
             tracing::warn!(
                 waited_ms = elapsed.as_millis() as u64,
                 holder_pid = holder.as_ref().map(|h| h.pid),
+                lease_clocks_disagree = lease.as_ref().map(LeaseView::clocks_disagree),
                 "lock_timeout"
             );
             if let Some(o) = options.observer {
@@ -597,8 +600,7 @@ pub(crate) fn acquire(
                 budget: options.budget.wait.budget().unwrap_or_default(),
                 budget_source: options.budget.source.clone(),
                 holder: holder.map(Box::new),
-                // Advisory writers back off from a live lease too.
-                lease: lease::live_lease_view(layout).map(|(_, view)| Box::new(view)),
+                lease: lease.map(Box::new),
             });
         }
         if options.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {

@@ -131,8 +131,9 @@ pub enum Error {
         budget_source: TimeoutSource,
         /// Who held the lock when we gave up, when known.
         holder: Option<Box<HolderInfo>>,
-        /// The times of the lease that held it (lease backend), when one
-        /// was live: the message says when they cannot be trusted.
+        /// The times of the live lease that kept it, when one did (on
+        /// either backend: advisory writers back off from a live lease
+        /// too); the message says when they cannot be trusted.
         lease: Option<Box<crate::LeaseView>>,
     },
 
@@ -758,7 +759,7 @@ fn lock_timeout_message(
                 None => "its last renewal lies in the future by this machine's clock".to_string(),
             };
             format!(
-                ". Its times cannot be trusted: {which}; a writer that sees the lease go unrenewed for its lease time ({} s) takes it over, so a wait longer than that ends it if its holder is gone",
+                ". The lease's times cannot be trusted: {which}; a writer that sees the lease go unrenewed for its lease time ({} s) takes it over, so a wait longer than that ends it if its holder is gone",
                 l.lease_time.as_secs_f64()
             )
         }
@@ -825,7 +826,9 @@ mod lock_timeout_tests {
             now + Duration::from_secs(3600),
         ));
         assert!(
-            renewed.contains("Its times cannot be trusted: its last renewal lies in the future"),
+            renewed.contains(
+                "The lease's times cannot be trusted: its last renewal lies in the future"
+            ),
             "{renewed}"
         );
     }

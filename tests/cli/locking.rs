@@ -232,7 +232,7 @@ fn a_lease_expiring_in_a_far_year_is_taken_over_once_it_goes_unrenewed() {
         assert!(stderr.contains("build-server-7"), "{stderr}");
         // The timeout says why waiting longer may be the fix.
         assert!(
-            stderr.contains("Its times cannot be trusted: its expiry lies ")
+            stderr.contains("The lease's times cannot be trusted: its expiry lies ")
                 && stderr.contains("days beyond its lease time (the holder's clock runs ahead")
                 && stderr.contains("a writer that sees the lease go unrenewed for its lease time (30 s) takes it over"),
             "{backend}: {stderr}"

@@ -515,8 +515,9 @@ pub struct Status {
     pub pinned: usize,
     /// The writer lock.
     pub lock: LockState,
-    /// The times of the lease that holds the lock, when a live lease does
-    /// (the lease backend, or a store on an object store).
+    /// The times of the lease that holds the lock, when a live lease does:
+    /// a writer on the lease backend holds it (whichever backend this store
+    /// was opened with), or the store is on an object store.
     pub lease: Option<LeaseView>,
 }
 

@@ -181,7 +181,9 @@ impl Durable {
         }
     }
 
-    /// Creates a directory (and parents) with owner-only permissions.
+    /// Creates a directory inside the store (its parent exists) with
+    /// owner-only permissions; the root and the directories above it are
+    /// made by `store_root::create`.
     ///
     /// Inside the store a symlink or file in its place is an error: the
     /// store must never be redirected outside itself. The store root itself
@@ -203,11 +205,23 @@ impl Durable {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        self.make_dir(dir)
+    }
+
+    /// Makes the one directory `dir` (its parent exists), exactly `0700`
+    /// whatever the umask (a umask of `0177` would otherwise leave a
+    /// directory its owner cannot enter), and makes its entry durable.
+    /// `AlreadyExists` when something is there already, even a link.
+    pub(crate) fn make_dir(&self, dir: &Path) -> io::Result<()> {
         let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        }
         // A new directory's own entry must survive a power loss too, or a
         // later durable write inside it could vanish with it.
         match dir.parent() {

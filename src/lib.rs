@@ -93,6 +93,7 @@ mod read_only;
 mod reread;
 mod snapshot;
 mod store;
+mod store_root;
 mod sweep;
 mod test_hooks;
 mod time;

@@ -43,6 +43,7 @@ use crate::payload::{PayloadFormat, PayloadSink};
 use crate::pointer::{self, Generation, MAX_KEEP, Pointer};
 use crate::reread::{self, Look};
 use crate::snapshot::{self, SnapshotFault};
+use crate::store_root;
 use crate::sweep::{self, ForeignEntry, InGrace, Leftover};
 use crate::time::Timestamp;
 use crate::trust::{self, Access};
@@ -1792,18 +1793,33 @@ impl Store {
         // Trust first: a store others can change, or a writer that is not
         // its owner, is refused before anything in it is read or created.
         // (A missing root passes; the root created below is ours.)
-        let seen = self.check_trust(Access::Write)?;
-        let found = self.identify_seen(seen)?;
+        let mut seen = self.check_trust(Access::Write)?;
+        let mut found = self.identify_seen(seen)?;
+        if found == Found::Missing && create {
+            store_root::create(self.layout.root(), &self.durable)?;
+            // What was judged was nothing at all: judge what is there now,
+            // which another user may have made in the meantime.
+            seen = self.check_trust(Access::Write)?;
+            found = self.identify_seen(seen)?;
+        }
         match &found {
             Found::Foreign(entries) => return Err(self.not_a_store(entries.clone())),
             Found::Missing | Found::Empty | Found::Unmarked { current: false } if !create => {
                 return Err(self.no_store());
             }
+            // Made a moment ago, and gone again.
+            Found::Missing => {
+                return Err(Error::io(
+                    "create the store directory",
+                    self.layout.root(),
+                    io::ErrorKind::NotFound.into(),
+                ));
+            }
             _ => {}
         }
-        // The root may be a symlink the user chose; nothing inside may be.
-        // A directory the trust check just saw as one (judged the same way)
-        // is not looked at again.
+        // Nothing inside the root may be a link. A directory the trust
+        // check just saw as one (judged the same way) is not looked at
+        // again.
         let dirs = [
             (self.layout.root().to_path_buf(), true, seen.root),
             (self.layout.snapshots_dir(), false, seen.snapshots),

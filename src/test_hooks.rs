@@ -44,6 +44,23 @@ pub(crate) fn stall_before_commit() {
     }
 }
 
+/// The moment between a writer finding no store root and making it, where
+/// another user could make it first: the writer stops itself (SIGSTOP) for
+/// the test to do that, and to resume it with SIGCONT.
+pub(crate) fn stall_before_root_creation() {
+    if !on("SNAPCACHE_TEST_STOP_BEFORE_ROOT_CREATION") {
+        return;
+    }
+    tracing::warn!("test hook: stopping before creating the store root (SIGSTOP)");
+    #[cfg(unix)]
+    {
+        let me = rustix::process::getpid();
+        if let Err(e) = rustix::process::kill_process(me, rustix::process::Signal::STOP) {
+            tracing::warn!(error = %e, "test hook: could not stop");
+        }
+    }
+}
+
 /// Whether advisory locks are to fail as unsupported.
 pub(crate) fn advisory_lock_disabled() -> bool {
     on("SNAPCACHE_TEST_NO_ADVISORY_LOCK")

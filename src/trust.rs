@@ -114,6 +114,17 @@ pub(crate) fn refuse_untrusted_file(
     imp::refuse_untrusted_file(path, meta, owner)
 }
 
+/// Refuses to create a store's directories in `dir` (the nearest existing
+/// directory above a missing store root, or one that appeared there while
+/// the root was being created) unless it belongs to this process's user or
+/// to root. What a writer creates is its own: root (`sudo`) making
+/// `~/.cache/...` for a user would leave directories that user can no
+/// longer write in, and a directory another user made on the way (in a
+/// shared `/tmp`, say) is one that user can empty and refill.
+pub(crate) fn refuse_foreign_parent(dir: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    imp::refuse_foreign_parent(dir, meta)
+}
+
 /// Whose files the store at `layout` may serve (its root's owner, the
 /// root followed like the user's symlink, as [`check_store`] judges it),
 /// for a caller that did not keep [`Seen::owner`].
@@ -309,6 +320,27 @@ mod imp {
         }
     }
 
+    pub(super) fn refuse_foreign_parent(dir: &Path, meta: &std::fs::Metadata) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let me = rustix::process::geteuid().as_raw();
+        let owner = meta.uid();
+        if owner == me || owner == 0 {
+            return Ok(());
+        }
+        Err(untrusted_parts(
+            dir,
+            owner,
+            meta.mode(),
+            format!(
+                "a store would be created in it, but it belongs to {} and this process runs as {}: the directories created there would belong to {} and lock its owner out of their own directory (as running a user's write through sudo would). Run the write as {}, or choose a store directory under one of your own",
+                who(owner),
+                who(me),
+                who(me),
+                user_name(owner).unwrap_or_else(|| format!("uid {owner}")),
+            ),
+        ))
+    }
+
     pub(super) fn store_owner(root: &Path) -> Result<Owner> {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(root)
@@ -413,6 +445,10 @@ mod imp {
         _meta: &std::fs::Metadata,
         _owner: Owner,
     ) -> Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn refuse_foreign_parent(_dir: &Path, _meta: &std::fs::Metadata) -> Result<()> {
         Ok(())
     }
 

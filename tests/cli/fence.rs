@@ -58,12 +58,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// The state letter of a process in /proc (`T` when stopped).
-fn state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.chars().next()
-}
-
 fn generations(store: &TestStore) -> (Vec<u64>, Option<u64>) {
     let (out, history) = store.json(&["history"]);
     assert_eq!(code(&out), 0, "history: {}", text(&out.stderr));
@@ -105,7 +99,7 @@ fn a_writer_stalled_past_its_lease_loses_its_commit_and_nothing_is_lost() {
     wait_for(
         "writer A to stop before its commit",
         Duration::from_secs(30),
-        || (state(pid) == Some('T')).then_some(()),
+        || (process_state(pid) == Some('T')).then_some(()),
     );
 
     // B waits for A's lease to expire (A's renewer is stopped too), takes
@@ -341,7 +335,7 @@ fn a_writer_stalled_across_a_clear_cannot_bring_the_old_history_back() {
     wait_for(
         "writer A to stop before its commit",
         Duration::from_secs(30),
-        || (state(pid) == Some('T')).then_some(()),
+        || (process_state(pid) == Some('T')).then_some(()),
     );
 
     // B takes over once A's lease expired and clears the store.

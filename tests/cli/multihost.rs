@@ -104,11 +104,6 @@ fn inner_pid(unshare: &Child) -> u32 {
     )
 }
 
-fn state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.chars().next()
-}
-
 fn signal(pid: u32, sig: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
     rustix::process::kill_process(pid, sig).expect("signal");
@@ -369,7 +364,7 @@ fn a_writer_on_another_host_stalled_past_its_lease_loses_its_commit(arm: Arm) {
         wait_for(
             "host-a to stop before its commit",
             Duration::from_secs(30),
-            || (state(pid) == Some('T')).then_some(()),
+            || (process_state(pid) == Some('T')).then_some(()),
         );
         // host-b takes over once host-a's lease expired and publishes.
         let file_b = s.payload_file(format!("[\"b{round}\"]").as_bytes());
@@ -550,7 +545,7 @@ fn a_writer_stalled_across_a_clear_never_leaves_a_pointer_to_a_deleted_snapshot(
     wait_for(
         "host-a to stop before its commit",
         Duration::from_secs(30),
-        || (state(pid) == Some('T')).then_some(()),
+        || (process_state(pid) == Some('T')).then_some(()),
     );
     // host-b takes over once host-a's lease expired and clears the store.
     let mut cmd = s.command(&["--json", "clear", "--lock-timeout", "30"]);

@@ -232,3 +232,46 @@ fn a_symlink_planted_in_tmp_is_never_written_through_by_renewals() {
     refresh_under(&store, "022", "lease", 3);
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 }
+
+/// Reproduced: under `umask 0177` a first refresh made its directories
+/// `0600` (the umask took the owner's search bit), failed with "Permission
+/// denied" and left behind a parent its owner could not enter. Every
+/// directory a write makes, the missing ones above the root included, is
+/// exactly `0700`.
+#[test]
+fn a_first_write_makes_its_directories_owner_only_whatever_the_umask() {
+    for mask in ["0177", "0277", "0000"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("a/b/store");
+        let from = dir.path().join("p.json");
+        std::fs::write(&from, b"[1]").unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("umask {mask}; exec \"$0\" \"$@\""))
+            .arg(bin())
+            .arg("--store")
+            .arg(&root)
+            .args(["refresh", "--from"])
+            .arg(&from)
+            .env_remove("SNAPCACHE_DIR")
+            .stdin(Stdio::null());
+        let out = run_with_timeout(cmd);
+        assert_eq!(code(&out), 0, "umask {mask}: {}", text(&out.stderr));
+        for made in [
+            "a",
+            "a/b",
+            "a/b/store",
+            "a/b/store/snapshots",
+            "a/b/store/tmp",
+        ] {
+            assert_eq!(
+                mode(&dir.path().join(made)),
+                Some(0o700),
+                "umask {mask}: {made}"
+            );
+        }
+        let mut show = Command::new(bin());
+        show.arg("--store").arg(&root).arg("show");
+        assert_eq!(run_with_timeout(show).stdout, b"[1]", "umask {mask}");
+    }
+}

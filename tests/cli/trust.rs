@@ -698,3 +698,101 @@ fn a_store_file_owned_by_another_uid_is_refused() {
     std::os::unix::fs::lchown(&current, Some(0), Some(0)).unwrap();
     assert_eq!(store.show(), b"[1]");
 }
+
+/// Reproduced: `sudo snapcache --store ~alice/.cache/kopi/store refresh`
+/// made `.cache` and `.cache/kopi` root-owned `0700` in alice's home, so
+/// that neither she nor any other program of hers could write there again.
+/// A writer makes no directory inside one that belongs to another user
+/// (root's own and the writer's own directories are fine).
+#[test]
+fn root_makes_no_store_directories_in_another_users_directory() {
+    let Some(alice) = TempUser::create("a") else {
+        return;
+    };
+    let dir = shared_dir();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    chown(&home, &alice);
+    chmod(&home, 0o755);
+    let from = payload_file(dir.path(), "p.json", b"[1]");
+    let root = home.join(".cache/kopi/store");
+    let as_root = || run_here(&root, &["refresh", "--from", from.to_str().unwrap()]);
+    let refused_in = |out: &Output, path: &Path| {
+        assert_untrusted(
+            out,
+            path,
+            &[
+                &format!("belongs to uid {} ({})", alice.uid, alice.name),
+                "runs as uid 0 (root)",
+                &format!("Run the write as {}", alice.name),
+            ],
+        );
+    };
+    refused_in(&as_root(), &home);
+    assert_eq!(walk(&home), vec![home.clone()], "nothing made in her home");
+    // Her own `.cache`, `0700`: refused there just the same.
+    let cache = home.join(".cache");
+    std::fs::create_dir(&cache).unwrap();
+    chown(&cache, &alice);
+    chmod(&cache, 0o700);
+    refused_in(&as_root(), &cache);
+    assert_eq!(walk(&cache), vec![cache.clone()], "nothing made in .cache");
+    // She makes it herself: every directory is hers, owner-only.
+    let out = alice.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    for made in [home.join(".cache/kopi"), root.clone()] {
+        let meta = std::fs::metadata(&made).unwrap();
+        assert_eq!(meta.uid(), alice.uid, "{}", made.display());
+        assert_eq!(meta.mode() & 0o7777, 0o700, "{}", made.display());
+    }
+}
+
+/// Reproduced (8 to 40 tries of a racing loop): another user made the
+/// store root, `0777`, between the writer's look (nothing there) and its
+/// `mkdir -p`, which took the directory as it found it; the writer then
+/// published into it with exit 0. A writer judges what it finds after
+/// making the root, as it judges a store it opens: the hook stops it at
+/// that very moment, so no luck is involved.
+#[test]
+fn a_store_root_another_user_makes_while_a_writer_makes_it_is_refused() {
+    if !Path::new("/proc/self/stat").exists() {
+        eprintln!("SKIPPED: no /proc to see a stopped process");
+        return;
+    }
+    let (Some(mallory), Some(alice)) = (TempUser::create("m"), TempUser::create("a")) else {
+        return;
+    };
+    // A shared, sticky directory like /tmp.
+    let dir = shared_dir();
+    chmod(dir.path(), 0o1777);
+    let from = payload_file(dir.path(), "p.json", b"[1]");
+    for (mode, needle) in [
+        (0o777, "writable by its group and others".to_string()),
+        (
+            0o755,
+            format!("belongs to uid {} ({})", mallory.uid, mallory.name),
+        ),
+    ] {
+        let root = dir.path().join(format!("store{mode:o}"));
+        let mut cmd = alice.command(&root, &["refresh", "--from", from.to_str().unwrap()]);
+        cmd.env("SNAPCACHE_TEST_HOOKS", "1")
+            .env("SNAPCACHE_TEST_STOP_BEFORE_ROOT_CREATION", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().expect("spawn");
+        let pid = child.id();
+        wait_for(
+            "the writer to stop before it makes the root",
+            COMMAND_TIMEOUT,
+            || (process_state(pid) == Some('T')).then_some(()),
+        );
+        std::fs::create_dir(&root).unwrap();
+        chown(&root, &mallory);
+        chmod(&root, mode);
+        let cont = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+        rustix::process::kill_process(cont, rustix::process::Signal::CONT).expect("SIGCONT");
+        let out = wait_output(child, COMMAND_TIMEOUT);
+        assert_untrusted(&out, &root, &[&needle]);
+        assert_eq!(walk(&root), vec![root.clone()], "nothing made in it");
+    }
+}

@@ -396,10 +396,16 @@ pub(crate) fn read_bounded(reader: impl Read, path: &Path) -> Result<Vec<u8>> {
 }
 
 /// `text` with every control character (newline, tab, the ESC that starts
-/// a terminal escape sequence, ...) turned into a space.
+/// a terminal escape sequence, ...) and every bidirectional-text control
+/// (a right-to-left override shows the rest of a line reversed) turned into
+/// a space.
 pub(crate) fn one_line_of(text: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
     text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if hidden(c) { ' ' } else { c })
         .collect()
 }
 
@@ -822,6 +828,11 @@ mod tests {
     #[test]
     fn control_characters_in_notes_become_spaces() {
         assert_eq!(clip_note("from a\nb\tc\u{1b}[31m"), "from a b c [31m");
+        // Bidirectional-text controls too: an override reverses the rest.
+        assert_eq!(
+            clip_note("release\u{202e} cod.lmth\u{2066}x\u{200f}\u{85}"),
+            "release  cod.lmth x  "
+        );
     }
 
     mod properties {

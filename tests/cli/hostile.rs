@@ -359,3 +359,91 @@ fn escape_sequences_in_file_names_and_payload_keys_are_shown_escaped() {
         );
     }
 }
+
+/// Reproduced: `--json diff` of a payload holding U+0085 (a NEL, as a
+/// mis-decoded "…" leaves it) printed `"\u{85}"`, which is not JSON, and
+/// so did `--json verify` with a DEL in a foreign file name and `--json
+/// status` of a store whose path holds one; `verify` printed a foreign
+/// name with a newline as two lines (the second a forged `problem:`);
+/// `diff` and `history` passed a right-to-left override (U+202E) through
+/// raw, reversing the rest of the line; and `-v` wrote a planted temp
+/// file's name into its log line as it was, ESC and newline included.
+#[test]
+fn newlines_bidi_and_c1_controls_from_outside_neither_forge_lines_nor_break_json() {
+    let store = TestStore::new();
+    store.refresh(br#"{"k":1}"#, &[]);
+    store.refresh(
+        br#"{"k":1,"x\n- /forged: \"removed\"":1,"v":"Zulu\u0085 b\u202egpj.exe"}"#,
+        &["--note", "release\u{202e} cod.lmth"],
+    );
+    std::fs::write(store.root().join("snapshots/junk\nproblem: forged"), b"").unwrap();
+    std::fs::write(store.root().join("snapshots/x\u{7f}y"), b"").unwrap();
+    let raw_hostile = |t: &str| {
+        t.chars()
+            .find(|&c| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c))
+    };
+    for args in [&["diff"][..], &["verify"], &["history"]] {
+        let out = store.run(args);
+        let said = text(&out.stdout);
+        assert_eq!(raw_hostile(&said), None, "{args:?}: {said:?}");
+        for line in said.lines() {
+            assert!(
+                !line.starts_with("problem:") && !line.starts_with("- /forged"),
+                "{args:?} printed a forged line: {said}"
+            );
+        }
+    }
+    assert!(text(&store.run(&["diff"]).stdout).contains("\\u{202e}"));
+    for args in [
+        &["--json", "diff"][..],
+        &["--json", "verify"],
+        &["--json", "history"],
+    ] {
+        let out = store.run(args);
+        let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&out.stdout);
+        assert!(parsed.is_ok(), "{args:?}: {}", text(&out.stdout));
+        assert_eq!(raw_hostile(&text(&out.stdout)), None, "{args:?}");
+    }
+    let (_, diff) = store.json(&["diff"]);
+    let added = diff["added"].to_string();
+    assert!(
+        added.contains("Zulu\u{85} b\u{202e}gpj.exe"),
+        "the value is unchanged, only escaped: {added}"
+    );
+
+    // A store whose own path holds a DEL.
+    let odd = store.scratch("sd\u{7f}");
+    let from = store.payload("p", b"[1]");
+    for args in [
+        &["refresh", "--from", from.to_str().unwrap()][..],
+        &["--json", "status"],
+        &["--json", "show", "--generation", "9"],
+    ] {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("--store").arg(&odd).args(args);
+        let out = run_with_timeout(cmd);
+        if args[0] == "--json" {
+            let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&out.stdout);
+            assert!(parsed.is_ok(), "{args:?}: {}", text(&out.stdout));
+        }
+    }
+
+    // The log line of a sweep that removes a planted temp file.
+    std::fs::write(
+        store
+            .root()
+            .join("tmp/.snapcache-1\u{1b}]0;pwned\u{7}\nFAKE LOG LINE"),
+        b"",
+    )
+    .unwrap();
+    let from = store.payload("p2", b"[2]");
+    let out = store.run(&["-v", "refresh", "--from", from.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let log = text(&out.stderr);
+    assert!(log.contains("removed leftover"), "{log}");
+    assert_eq!(raw_hostile(&log), None, "{log:?}");
+    assert!(
+        log.lines().all(|l| !l.starts_with("FAKE")),
+        "a forged log line: {log}"
+    );
+}

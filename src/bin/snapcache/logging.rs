@@ -102,6 +102,28 @@ pub fn init(verbose: u8, quiet: bool, color: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(color)
+        .fmt_fields(printable_fields())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// How a log line shows its fields: as the default formatter does
+/// (`message` bare, then `name=value`, strings quoted), but with control
+/// characters, newlines included, and bidirectional-text controls escaped.
+/// A field's value may be a name from the store (`path=` of a leftover
+/// someone planted in `tmp/`): the default formatter writes a displayed
+/// value as it is, so an ESC there reached the terminal and a newline
+/// forged a log line of its own.
+fn printable_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        let text = crate::output::printable(&text, crate::output::Newlines::Escaped);
+        if field.name() == "message" {
+            write!(writer, "{text}")
+        } else {
+            write!(writer, "{field}={text}")
+        }
+    })
+    .delimited(" ")
 }

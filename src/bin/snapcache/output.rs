@@ -26,9 +26,17 @@ macro_rules! errln {
 }
 pub(crate) use {errln, outln};
 
-/// Writes one line on stdout, recording a failure.
+/// Writes one line on stdout, recording a failure. A newline inside the
+/// text is shown as an escape too: every line of stdout is one line of the
+/// result, so that a name from outside (a file planted in the store, a key
+/// of a payload) cannot forge a line of its own.
 pub fn line(args: fmt::Arguments<'_>) {
-    let text = printable(args);
+    let text = args.to_string();
+    raw_line(&printable(&text, Newlines::Escaped));
+}
+
+/// Writes `text` and a newline on stdout as it is, recording a failure.
+fn raw_line(text: &str) {
     let mut out = std::io::stdout().lock();
     let result = out
         .write_all(text.as_bytes())
@@ -37,41 +45,78 @@ pub fn line(args: fmt::Arguments<'_>) {
     record(result);
 }
 
-/// Writes one line on stderr, ignoring failures.
+/// Writes one line on stderr, ignoring failures. Newlines are kept: an
+/// error may quote several lines (the tail of a command's stderr).
 pub fn err_line(args: fmt::Arguments<'_>) {
-    let text = printable(args);
+    let text = args.to_string();
+    let text = printable(&text, Newlines::Kept);
     let mut err = std::io::stderr().lock();
     let _ = err
         .write_all(text.as_bytes())
         .and_then(|()| err.write_all(b"\n"));
 }
 
-/// The text of a line for people, with every control character but newline
-/// and tab shown as an escape (`\u{1b}`). Some of what a line names comes
-/// from outside the program: a file name in the store (`verify`'s foreign
-/// entries), a key of a payload from the network (`diff`), a record another
-/// tool wrote. An ESC among them would otherwise move the cursor, recolour
-/// or retitle the terminal. (The progress and waiting lines, which clear
-/// their own line on a terminal, are written elsewhere, and JSON escapes
-/// control characters itself.)
-fn printable(args: fmt::Arguments<'_>) -> String {
-    let text = args.to_string();
-    if !text.chars().any(is_hidden_control) {
-        return text;
+/// Whether [`printable`] keeps newlines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Newlines {
+    Kept,
+    Escaped,
+}
+
+/// `text` for people, with every control character but tab (and newline,
+/// when kept) and every bidirectional-text control shown as an escape
+/// (`\u{1b}`, `\u{202e}`). Some of what a line names comes from outside the
+/// program: a file name in the store (`verify`'s foreign entries), a key of
+/// a payload from the network (`diff`), a record another tool wrote. An ESC
+/// among them would otherwise move the cursor, recolour or retitle the
+/// terminal, and a right-to-left override would show the rest of the line
+/// reversed. (The progress and waiting lines, which clear their own line on
+/// a terminal, are written elsewhere; JSON has [`json_safe`].)
+pub fn printable(text: &str, newlines: Newlines) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        is_bidi_control(c)
+            || (c.is_control() && c != '\t' && !(c == '\n' && newlines == Newlines::Kept))
+    };
+    if !text.chars().any(hidden) {
+        return text.into();
     }
     let mut shown = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if is_hidden_control(c) {
+        if hidden(c) {
             shown.extend(c.escape_unicode());
         } else {
             shown.push(c);
         }
     }
-    shown
+    shown.into()
 }
 
-fn is_hidden_control(c: char) -> bool {
-    c.is_control() && c != '\n' && c != '\t'
+/// The characters that reorder how the text around them is displayed
+/// (Unicode's explicit directional formatting characters and marks).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Serialized JSON with DEL, the C1 controls and the bidirectional-text
+/// controls written as `\uXXXX` escapes. serde_json escapes only what JSON
+/// requires (U+0000 to U+001F); the rest would reach a terminal raw (C1's
+/// U+009B is a CSI on some). They can only stand inside a JSON string, where
+/// the escape means the same character, so the document is unchanged.
+pub fn json_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| c.is_control() || is_bidi_control(c);
+    if !text.chars().any(hidden) {
+        return text.into();
+    }
+    let mut safe = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if hidden(c) {
+            // All of them lie in the Basic Multilingual Plane: one escape.
+            safe.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            safe.push(c);
+        }
+    }
+    safe.into()
 }
 
 /// Records a failed stdout write (the first one wins).
@@ -105,7 +150,7 @@ pub fn print_json(value: &impl Serialize) {
             return;
         }
     };
-    line(format_args!("{text}"));
+    raw_line(&json_safe(&text));
 }
 
 /// A path for JSON output: its text, with bytes that are not UTF-8 replaced

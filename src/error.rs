@@ -146,6 +146,18 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The advisory lock file was removed or replaced while this writer
+    /// held it (by a temp-file cleaner, a script, a restore), so another
+    /// writer may have locked the file there now and run at the same time.
+    /// Checked right before the commit: nothing was published.
+    #[error(
+        "the writer lock file {path} was removed or replaced while this writer held it, so another writer may have been writing at the same time; nothing was published. Something deletes files in the store (a temp-file cleaner such as systemd-tmpfiles or tmpwatch, or a script): exclude the store from it, then retry"
+    )]
+    LockFileReplaced {
+        /// The lock file.
+        path: PathBuf,
+    },
+
     /// Another writer committed first (lease backend): this writer's
     /// commit record was already taken, so its pointer was not written.
     #[error("{}", commit_conflict_message(path, *generation))]
@@ -439,6 +451,12 @@ impl Error {
             },
             other => other,
         }
+    }
+
+    /// Whether this is an I/O error of a write that had not reached its
+    /// commit point.
+    pub(crate) fn is_io_before_commit(&self) -> bool {
+        matches!(self, Error::Io { stage, .. } if *stage != IoStage::AfterCommit)
     }
 
     /// The error as a write reports it when its commit point was passed.

@@ -92,6 +92,7 @@ impl Error {
             },
             Error::SourceFailed { .. }
             | Error::LeaseLost { .. }
+            | Error::LockFileReplaced { .. }
             | Error::CommitConflict { .. }
             | Error::Interrupted { .. }
             | Error::UnexpectedShape { .. }
@@ -178,6 +179,9 @@ mod tests {
             },
             Error::LeaseLost {
                 path: "/c/lease".into(),
+            },
+            Error::LockFileReplaced {
+                path: "/c/lock".into(),
             },
             Error::CommitConflict {
                 path: "/c/commits/3".into(),
@@ -279,6 +283,7 @@ mod tests {
                 | Error::SourceFailed { .. }
                 | Error::LockTimeout { .. }
                 | Error::LeaseLost { .. }
+                | Error::LockFileReplaced { .. }
                 | Error::CommitConflict { .. }
                 | Error::Interrupted { .. }
                 | Error::UnexpectedShape { .. }

@@ -1701,11 +1701,7 @@ impl Store {
         lock: &WriterLock,
         pointer: &mut Pointer,
     ) -> Result<RenameStats> {
-        if !lock.still_held() {
-            return Err(Error::LeaseLost {
-                path: self.layout.lease_file(),
-            });
-        }
+        lock.check_held()?;
         crate::test_hooks::stall_before_commit();
         crate::commit_record::commit(&self.layout, &self.durable, lock.backend(), pointer)?;
         let stats = self

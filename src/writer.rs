@@ -390,16 +390,33 @@ impl<'s> Writer<'s> {
             slice,
             current: pointer.as_ref().map(|p| p.current_entry().hash),
         };
-        let committed = self.stage(
-            &store.layout().tmp_dir(),
-            options,
-            alongside,
-            source,
-            |staged| self.commit_staged(pointer.clone(), staged, options),
-        )?;
+        let committed = self
+            .stage(
+                &store.layout().tmp_dir(),
+                options,
+                alongside,
+                source,
+                |staged| self.commit_staged(pointer.clone(), staged, options),
+            )
+            .map_err(|e| self.cause_of(e))?;
         self.sweep_due = committed.sweep_due;
         self.pointer = Some(committed.pointer);
         Ok((committed.outcome, committed.value))
+    }
+
+    /// What to report for a publish that failed before its commit: when
+    /// the lock turns out to be lost (its lock file removed, its lease
+    /// taken over), that, rather than the I/O error it caused (the other
+    /// writer's sweep removed this one's temp file: "No such file or
+    /// directory").
+    fn cause_of(&self, e: Error) -> Error {
+        if !e.is_io_before_commit() {
+            return e;
+        }
+        match self.lock.check_held() {
+            Err(lost) => lost,
+            Ok(()) => e,
+        }
     }
 
     /// Commits a staged payload on the local backends: the snapshot renamed
@@ -1106,11 +1123,7 @@ impl<'s> Writer<'s> {
             Err(e) => return Err(e),
         };
         let previous = read.as_ref().map(|p| p.current);
-        if !self.lock.still_held() {
-            return Err(Error::LeaseLost {
-                path: store.layout().lease_file(),
-            });
-        }
+        self.lock.check_held()?;
         // 0. The commit records. Lease backend: the clear is a commit of
         //    its own (a record saying "cleared"), so that a writer stalled
         //    across it finds its record's name taken and cannot bring the

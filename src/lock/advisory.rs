@@ -4,7 +4,9 @@
 //! The kernel releases the lock when the holder's process dies, however it
 //! dies, so a crashed writer never leaves a stale lock behind. The lock file
 //! itself is never deleted: deleting it would let two processes lock two
-//! different inodes under the same name.
+//! different inodes under the same name. Since others can delete it, a
+//! writer checks that the file it locked is still the one at the name, when
+//! it takes the lock and again right before it commits.
 
 use std::fs::File;
 use std::io;
@@ -30,15 +32,52 @@ fn open(path: &Path, create: bool) -> io::Result<File> {
 }
 
 /// Tries once to take the exclusive lock.
+///
+/// The lock guards the store only while the file locked is the one at
+/// `path`. Someone else may remove it (`rm`, a temp-file cleaner: the empty
+/// file's times never change): a writer that opened it just before then
+/// locks a file nobody else will ever open, while the next writer creates
+/// a new one and locks that. So the file is checked to still be at `path`
+/// once locked, and opened again if it is not.
 pub(crate) fn try_acquire(path: &Path) -> io::Result<Attempt> {
     if crate::test_hooks::advisory_lock_disabled() {
         return Err(io::Error::from(io::ErrorKind::Unsupported));
     }
-    let file = open(path, true)?;
-    match FileExt::try_lock(&file) {
-        Ok(()) => Ok(Attempt::Acquired(file)),
-        Err(TryLockError::WouldBlock) => Ok(Attempt::Busy),
-        Err(TryLockError::Error(e)) => Err(e),
+    for _ in 0..3 {
+        let file = open(path, true)?;
+        match FileExt::try_lock(&file) {
+            Ok(()) if still_at(&file, path)? => return Ok(Attempt::Acquired(file)),
+            // Removed or replaced meanwhile: this lock guards nothing.
+            Ok(()) => continue,
+            Err(TryLockError::WouldBlock) => return Ok(Attempt::Busy),
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
+    }
+    // Replaced at every try: someone keeps removing it; wait and retry.
+    Ok(Attempt::Busy)
+}
+
+/// Whether the locked `file` is still the file at `path` (same device and
+/// inode), as a holder checks again right before it commits: if not, it
+/// was removed or replaced, and another writer may hold a lock on the file
+/// there now.
+pub(crate) fn still_at(file: &File, path: &Path) -> io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let held = file.metadata()?;
+        match std::fs::symlink_metadata(path) {
+            Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    // Windows: a file std opened cannot be deleted or renamed over while it
+    // is open (no FILE_SHARE_DELETE), so it is still there.
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        Ok(true)
     }
 }
 
@@ -77,4 +116,27 @@ pub(crate) fn probe(path: &Path) -> io::Result<Option<bool>> {
 pub(crate) fn is_unsupported(err: &io::Error) -> bool {
     matches!(err.kind(), io::ErrorKind::Unsupported)
         || matches!(err.raw_os_error(), Some(37) | Some(38) | Some(95)) // ENOLCK, ENOSYS, EOPNOTSUPP on Linux
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_file_removed_or_replaced_after_locking_is_not_still_at_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lock");
+        let Attempt::Acquired(held) = try_acquire(&path).expect("lock") else {
+            panic!("a fresh lock file is free");
+        };
+        assert!(still_at(&held, &path).expect("stat"));
+        std::fs::remove_file(&path).expect("rm");
+        assert!(!still_at(&held, &path).expect("stat"), "removed");
+        // A new file there, which the next writer locks: not ours either.
+        let Attempt::Acquired(next) = try_acquire(&path).expect("lock") else {
+            panic!("the new file is free: nobody else holds it");
+        };
+        assert!(!still_at(&held, &path).expect("stat"), "replaced");
+        assert!(still_at(&next, &path).expect("stat"));
+    }
 }

@@ -416,14 +416,34 @@ impl WriterLock {
         self.backend
     }
 
-    /// Fencing check before a commit: false when a lease was lost (it
-    /// expired while we stalled and another writer took over).
-    pub(crate) fn still_held(&self) -> bool {
+    /// Fencing check before a commit: `LeaseLost` when a lease was lost (it
+    /// expired while we stalled and another writer took over),
+    /// `LockFileReplaced` when the advisory lock file was removed or
+    /// replaced while held (another writer may have locked the new one).
+    pub(crate) fn check_held(&self) -> Result<()> {
         #[cfg(feature = "s3")]
         if let Some(lease) = &self.object_lease {
-            return !lease.lost();
+            return match lease.lost() {
+                false => Ok(()),
+                true => Err(Error::LeaseLost {
+                    path: self.layout.lease_file(),
+                }),
+            };
         }
-        self.lease.as_ref().is_none_or(|l| l.still_held())
+        if self.lease.as_ref().is_some_and(|l| !l.still_held()) {
+            return Err(Error::LeaseLost {
+                path: self.layout.lease_file(),
+            });
+        }
+        if let Some(file) = &self.advisory {
+            let path = self.layout.lock_file();
+            match advisory::still_at(file, &path) {
+                Ok(true) => {}
+                Ok(false) => return Err(Error::LockFileReplaced { path }),
+                Err(e) => return Err(Error::io("check the writer lock file", path, e)),
+            }
+        }
+        Ok(())
     }
 }
 

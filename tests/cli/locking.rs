@@ -979,3 +979,48 @@ fn an_unreadable_lease_file_is_reported_and_broken_after_one_lease_time() {
     let (_, status) = store.json(&["status"]);
     assert_eq!(status["lock"]["held"], false, "{status}");
 }
+
+/// Reproduced: with `<store>/lock` removed while a writer held it (by `rm`,
+/// or a temp-file cleaner: the empty file's times never change), the next
+/// writer created a new lock file, locked it and published alongside the
+/// first; in a loop of two writers and a remover, 11 of 106 refreshes that
+/// exited 0 reported a generation another one also got, their payloads
+/// lost. The holder now checks, right before its commit, that the file it
+/// locked is still the one at `lock`: here it fails, publishing nothing,
+/// and the other writer's generation stands.
+#[test]
+fn a_writer_whose_lock_file_was_removed_while_it_held_it_publishes_nothing() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let holder = spawn_holder(&store, "advisory", "sleep 1.5; echo '[\"from A\"]'");
+    store.wait_until_locked();
+    std::fs::remove_file(store.root().join("lock")).unwrap();
+    // B finds no lock held (a new file), takes it and publishes.
+    let b = refresh_now(&store, "advisory", b"[\"from B\"]");
+    assert_eq!(code(&b), 0, "B: {}", text(&b.stderr));
+    let a = wait_output(holder, COMMAND_TIMEOUT);
+    let stderr = text(&a.stderr);
+    assert_eq!(code(&a), 1, "A must fail: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the writer lock file {} was removed or replaced while this writer held it",
+            store.root().join("lock").display()
+        )) && stderr.contains("nothing was published"),
+        "{stderr}"
+    );
+    let error: serde_json::Value = serde_json::from_slice(&a.stdout).expect("--json error");
+    assert_eq!(error["error"]["exit_code"], 1, "{error}");
+    assert_eq!(store.show(), b"[\"from B\"]".to_vec());
+    let (_, history) = store.json(&["history"]);
+    let numbers: Vec<u64> = history["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["generation"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, vec![1, 2], "{history}");
+    assert_eq!(code(&store.run(&["verify"])), 0);
+    // The next writer locks the file that is there now, and publishes.
+    assert_eq!(code(&refresh_now(&store, "advisory", b"[3]")), 0);
+    assert_eq!(store.show(), b"[3]".to_vec());
+}

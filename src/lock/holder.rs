@@ -278,10 +278,11 @@ pub(crate) fn process_alive(pid: u32) -> bool {
         else {
             return false;
         };
-        match rustix::process::test_kill_process(pid) {
+        let exists = match rustix::process::test_kill_process(pid) {
             Ok(()) => true,
             Err(e) => e == rustix::io::Errno::PERM,
-        }
+        };
+        exists && !is_zombie(pid.as_raw_nonzero().get())
     }
     #[cfg(not(unix))]
     {
@@ -290,6 +291,24 @@ pub(crate) fn process_alive(pid: u32) -> bool {
         let _ = pid;
         true
     }
+}
+
+/// Whether process `pid` has exited and only waits for its parent to reap
+/// it (state `Z` in `/proc/<pid>/stat`). A signal still reaches a zombie,
+/// so without this a holder killed under a parent that never waits (a
+/// supervisor, a shell script's background job) counted as alive, and its
+/// lease held writers off for its whole lease time. Where there is no
+/// `/proc`, nothing is known: not a zombie.
+#[cfg(unix)]
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name, in parentheses, may itself hold ") ": the state
+    // follows the last one.
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .is_some_and(|state| state == 'Z')
 }
 
 #[cfg(test)]
@@ -303,6 +322,30 @@ mod tests {
         let pid = child.id();
         let _ = child.wait();
         pid
+    }
+
+    /// Reproduced: a lease holder killed under a parent that never reaped
+    /// it held writers off for its whole lease time ("held by pid N ...
+    /// for 5.9 s"), since a signal still reaches a zombie.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !is_zombie(pid as i32) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never became a zombie"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!process_alive(pid), "exited, not yet reaped");
+        let _ = child.wait();
+        assert!(!process_alive(pid), "reaped");
+        assert!(process_alive(std::process::id()), "this process");
     }
 
     #[test]

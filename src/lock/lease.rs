@@ -295,14 +295,37 @@ struct SeenLease {
 
 /// Reads the lease file at `path`, through the open gate; `None` when there
 /// is no regular file to read.
+///
+/// A regular file that cannot be read (larger than any lease, or not
+/// readable by this user: `0000`, or root's `0600` in a user's store) is an
+/// unreadable lease like a torn one, taken over once it is one lease time
+/// old, as `status` says. It used to count as no lease at all to the
+/// writer that then failed to create its own, which waited behind it for
+/// ever. What a waiter watches of it, in place of its bytes, is its length
+/// and modification time (a holder's renewal changes both).
 fn read_seen(path: &Path) -> Option<SeenLease> {
-    let (file, meta) = open_no_follow_with_metadata(path).ok()?;
-    let bytes = crate::pointer::read_bounded(file, path).ok()?;
-    Some(SeenLease {
-        record: serde_json::from_slice(&bytes).ok(),
-        bytes,
-        modified: meta.modified().ok(),
-    })
+    let read = open_no_follow_with_metadata(path).and_then(|(file, meta)| {
+        let bytes = crate::pointer::read_bounded(file, path)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok((bytes, meta))
+    });
+    match read {
+        Ok((bytes, meta)) => Some(SeenLease {
+            record: serde_json::from_slice(&bytes).ok(),
+            bytes,
+            modified: meta.modified().ok(),
+        }),
+        Err(_) => {
+            let meta = fs::symlink_metadata(path).ok().filter(|m| m.is_file())?;
+            let modified = meta.modified().ok();
+            Some(SeenLease {
+                bytes: format!("unreadable: {} bytes, modified {modified:?}", meta.len())
+                    .into_bytes(),
+                record: None,
+                modified,
+            })
+        }
+    }
 }
 
 /// Whether a live (not stale) lease exists. A waiter passes its `watch`, so

@@ -1024,3 +1024,46 @@ fn a_writer_whose_lock_file_was_removed_while_it_held_it_publishes_nothing() {
     assert_eq!(code(&refresh_now(&store, "advisory", b"[3]")), 0);
     assert_eq!(store.show(), b"[3]".to_vec());
 }
+
+/// Reproduced: a lease file larger than any lease (70,000 bytes, or a
+/// 100 GiB sparse file) counted as no lease at all to a lease writer, which
+/// then could not create its own and waited behind it for ever (exit 75
+/// after its whole budget), while `status` said writers take it over once
+/// it is one lease time old. It is now an unreadable lease like a torn one:
+/// ten minutes old, it is taken over at once.
+#[test]
+fn a_lease_file_too_large_to_be_a_lease_is_taken_over_like_a_torn_one() {
+    for size in [70_000u64, 100 << 30] {
+        let store = TestStore::new();
+        store.refresh(b"[0]", &[]);
+        let lease = store.root().join("lease");
+        {
+            let file = std::fs::File::create(&lease).unwrap();
+            if size < 1 << 20 {
+                std::io::Write::write_all(&mut &file, &vec![b'x'; size as usize]).unwrap();
+            } else {
+                file.set_len(size).unwrap();
+            }
+            file.set_modified(SystemTime::now() - Duration::from_secs(600))
+                .unwrap();
+        }
+        let (_, status) = store.json(&["--lock-backend", "lease", "status"]);
+        assert_eq!(
+            status["lock"]["unreadable_lease"],
+            lease.to_str().unwrap(),
+            "{size}: {status}"
+        );
+        let started = Instant::now();
+        let out = refresh_within(&store, "lease", "20", b"[1]");
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 0, "{size}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{size}: taken over at once, not after the budget: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(store.show(), b"[1]".to_vec(), "{size}");
+        let (_, status) = store.json(&["status"]);
+        assert_eq!(status["lock"]["held"], false, "{size}: {status}");
+    }
+}

@@ -453,6 +453,21 @@ impl Error {
         }
     }
 
+    /// The file or directory the error is about, for the variants that
+    /// name one.
+    pub(crate) fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::CorruptPointer { path, .. }
+            | Error::UnsupportedVersion { path, .. }
+            | Error::CorruptSnapshot { path, .. }
+            | Error::MissingSnapshot { path, .. }
+            | Error::UnexpectedFileType { path, .. }
+            | Error::UntrustedPath { path, .. }
+            | Error::Io { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
     /// Whether this is an I/O error of a write that had not reached its
     /// commit point.
     pub(crate) fn is_io_before_commit(&self) -> bool {
@@ -695,6 +710,9 @@ fn io_message(action: &str, path: &std::path::Path, err: &io::Error, stage: IoSt
         }
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
             "the disk is full: free some space (collecting the store's unreferenced snapshots frees some) and retry"
+        }
+        io::ErrorKind::FileTooLarge => {
+            "the file would grow past what this process may write (its file-size limit, e.g. `ulimit -f`) or what the filesystem allows: raise the limit, or use a store on another filesystem"
         }
         io::ErrorKind::ReadOnlyFilesystem => {
             "the store is on a read-only filesystem: reads still work, writes need a store on a writable filesystem"

@@ -332,7 +332,7 @@ mod tests {
         // Every variant is there (the count of distinct variants above).
         let variants: std::collections::HashSet<_> =
             all.iter().map(std::mem::discriminant).collect();
-        assert_eq!(variants.len(), 28);
+        assert_eq!(variants.len(), 29);
         for e in &all {
             let message = e.to_string();
             for word in CLI_WORDS {
@@ -364,6 +364,7 @@ mod tests {
                 None,
                 Some(LockTimeout),
                 Some(LockTimeout),
+                None,
                 None,
                 None,
                 None,

@@ -121,7 +121,7 @@ pub use store::{
     PublishOptions, PublishOutcome, RollbackOutcome, Snapshot, SnapshotMeta, Status, Store,
     StoreOptions, VerifyReport, Versioned,
 };
-pub use sweep::{ForeignEntry, InGrace, Leftover, LeftoverKind};
+pub use sweep::{ForeignEntry, InGrace, Leftover, LeftoverKind, NotRemoved};
 pub use time::{CLOCK_SKEW_TOLERANCE, Timestamp};
 pub use verified::VerifiedSnapshot;
 pub use writer::{ClearReport, ForgetReport, PinReport, Writer};

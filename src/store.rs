@@ -112,7 +112,9 @@ impl StoreOptions {
 
     /// The default store root: `$SNAPCACHE_DIR`, else
     /// `$XDG_CACHE_HOME/snapcache`, else `~/.cache/snapcache`
-    /// (`%LOCALAPPDATA%\snapcache` on Windows).
+    /// (`%LOCALAPPDATA%\snapcache` on Windows). `XDG_CACHE_HOME`, `HOME`
+    /// and `LOCALAPPDATA` count only when absolute; `None` when none is
+    /// set (or all are relative).
     pub fn default_root() -> Option<PathBuf> {
         let env = |k: &str| {
             std::env::var_os(k)
@@ -127,11 +129,15 @@ impl StoreOptions {
         if let Some(dir) = env("XDG_CACHE_HOME").filter(|d| d.is_absolute()) {
             return Some(dir.join("snapcache"));
         }
+        // A relative home would put the store under whatever directory the
+        // program happens to run in: ignored like a relative XDG path.
         #[cfg(windows)]
-        if let Some(dir) = env("LOCALAPPDATA") {
+        if let Some(dir) = env("LOCALAPPDATA").filter(|d| d.is_absolute()) {
             return Some(dir.join("snapcache"));
         }
-        env("HOME").map(|h| h.join(".cache").join("snapcache"))
+        env("HOME")
+            .filter(|h| h.is_absolute())
+            .map(|h| h.join(".cache").join("snapcache"))
     }
 
     /// The store root these options point at.
@@ -642,6 +648,8 @@ pub struct GcReport {
     pub dropped_generations: Vec<u64>,
     /// Whether this was a dry run.
     pub dry_run: bool,
+    /// What was to be removed but could not be, and why (left in place).
+    pub not_removed: Vec<sweep::NotRemoved>,
 }
 
 impl GcReport {
@@ -649,7 +657,12 @@ impl GcReport {
     /// `removed` and dropped the generations `dropped`; logs it. Both
     /// backends build their report here so the counts and the `gc` event
     /// cannot drift apart.
-    pub(crate) fn of(removed: &[Leftover], dropped: Vec<u64>, dry_run: bool) -> Self {
+    pub(crate) fn of(
+        removed: &[Leftover],
+        not_removed: Vec<sweep::NotRemoved>,
+        dropped: Vec<u64>,
+        dry_run: bool,
+    ) -> Self {
         let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
         let report = GcReport {
             removed_snapshots: count(sweep::LeftoverKind::UnreferencedSnapshot),
@@ -657,12 +670,14 @@ impl GcReport {
             freed_bytes: removed.iter().map(|l| l.bytes).sum(),
             dropped_generations: dropped,
             dry_run,
+            not_removed,
         };
         tracing::info!(
             removed_snapshots = report.removed_snapshots,
             removed_temp_files = report.removed_temp_files,
             bytes = report.freed_bytes,
             dry_run = report.dry_run,
+            not_removed = report.not_removed.len(),
             "gc"
         );
         report
@@ -1227,6 +1242,14 @@ impl Store {
     /// forward. A record that cannot be read is logged and passed over (the
     /// next writer reports it): a planted name must not stop readers.
     fn read_newest_pointer(&self) -> Result<Option<Pointer>> {
+        self.read_newest_pointer_noting()
+            .map(|(pointer, _)| pointer)
+    }
+
+    /// [`Store::read_newest_pointer`], with the error of a commit record
+    /// it passed over: `verify` reports it, since every writer refuses the
+    /// store until the record is removed.
+    fn read_newest_pointer_noting(&self) -> Result<(Option<Pointer>, Option<Error>)> {
         let current = self.try_load_pointer()?;
         match crate::commit_record::newest(&self.layout, current.clone()) {
             Ok((newest, behind)) => {
@@ -1236,11 +1259,11 @@ impl Store {
                         "the pointer is behind a commit record; reading the record's generation"
                     );
                 }
-                Ok(newest)
+                Ok((newest, None))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "a commit record after the pointer cannot be read; reading the pointer's generation");
-                Ok(current)
+                Ok((current, Some(e)))
             }
         }
     }
@@ -1406,9 +1429,30 @@ impl Store {
     fn verify_once(&self, owner: trust::Owner) -> Result<VerifyPass> {
         let mut problems = Vec::new();
         let mut verified = Vec::new();
-        let pointer = match self.read_newest_pointer() {
-            Ok(Some(p)) => Some(p),
-            Ok(None) => {
+        let pointer = match self.read_newest_pointer_noting() {
+            Ok((pointer, Some(record_error))) => {
+                // Readers pass over it; writers stop at it.
+                problems.push(Problem {
+                    path: record_error
+                        .path()
+                        .map_or_else(|| self.layout.commits_dir(), Path::to_path_buf),
+                    kind: "pointer".into(),
+                    detail: format!(
+                        "{record_error}. Readers pass over this commit record and serve the pointer's generation, but every write refuses the store until it is removed"
+                    ),
+                    generation: None,
+                });
+                match pointer {
+                    Some(p) => Some(p),
+                    None => {
+                        return Err(Error::NoStore {
+                            root: self.root().to_path_buf(),
+                        });
+                    }
+                }
+            }
+            Ok((Some(p), None)) => Some(p),
+            Ok((None, None)) => {
                 return Err(Error::NoStore {
                     root: self.root().to_path_buf(),
                 });
@@ -1905,7 +1949,7 @@ impl Store {
                 || l.path.file_name() != spare
         });
         scanned(&leftovers);
-        Ok(sweep::remove(&self.durable, leftovers))
+        Ok(sweep::remove(&self.durable, leftovers).removed)
     }
 
     /// Makes an earlier retained generation current (the one before the

@@ -210,9 +210,42 @@ fn scan_for(
     Ok(Scan { leftovers, foreign })
 }
 
-/// Removes the given leftovers (unlink only: never a directory) and returns
-/// what was removed, in the order given. One that cannot be removed is
-/// logged and skipped.
+/// A leftover a removal was to unlink but could not (made immutable, in a
+/// directory without write permission, ...): it was left in place. `gc`,
+/// `forget` and `clear` report these, so that a removal that did nothing
+/// does not look like one that had nothing to do.
+///
+/// ```
+/// # fn main() -> Result<(), snapcache::Error> {
+/// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+/// let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path()))?;
+/// store.publish_bytes(b"[1]", &Default::default())?;
+/// let report = store.gc(&Default::default())?;
+/// assert!(report.not_removed.is_empty());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotRemoved {
+    /// The file (in JSON, its text with bytes that are not UTF-8 replaced).
+    #[serde(serialize_with = "lossy_path")]
+    pub path: PathBuf,
+    /// What the system said when asked to remove it.
+    pub error: String,
+}
+
+fn lossy_path<S: serde::Serializer>(path: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
+/// What [`remove`] removed, in the order given, and what it could not.
+#[derive(Debug, Default)]
+pub(crate) struct Removal {
+    pub(crate) removed: Vec<Leftover>,
+    pub(crate) not_removed: Vec<NotRemoved>,
+}
+
+/// Removes the given leftovers (unlink only: never a directory). One that
+/// cannot be removed is logged and skipped, and listed in the result.
 ///
 /// Many leftovers (a `gc` after a long time, thousands of crashed writers'
 /// files) are unlinked by several threads at once. An unlink of a file with
@@ -221,7 +254,7 @@ fn scan_for(
 /// the bench runs on, 10,000 sequential unlinks of 1 KiB files took about
 /// 8 s of wall time for 0.24 s of CPU, while a few unlinks in flight at once
 /// share those waits. A short list stays on the calling thread.
-pub(crate) fn remove(durable: &Durable, leftovers: Vec<Leftover>) -> Vec<Leftover> {
+pub(crate) fn remove(durable: &Durable, leftovers: Vec<Leftover>) -> Removal {
     let workers = removal_workers(leftovers.len());
     let removed = if workers <= 1 {
         remove_sequentially(durable, leftovers)
@@ -251,10 +284,12 @@ pub(crate) fn remove(durable: &Durable, leftovers: Vec<Leftover>) -> Vec<Leftove
                 .collect();
             // A worker only unlinks and logs; should one ever panic, what it
             // removed is not reported (the files are gone either way).
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
+            let mut all = Removal::default();
+            for part in handles.into_iter().map(|h| h.join().unwrap_or_default()) {
+                all.removed.extend(part.removed);
+                all.not_removed.extend(part.not_removed);
+            }
+            all
         })
     };
     // No directory fsync: a removal lost in a crash only brings back an
@@ -283,20 +318,27 @@ const PARALLEL_FROM: usize = 64;
 /// burst of threads for an embedder, and only for 2,048 leftovers or more.
 const MAX_REMOVAL_WORKERS: usize = 32;
 
-fn remove_sequentially(durable: &Durable, leftovers: Vec<Leftover>) -> Vec<Leftover> {
-    let mut removed = Vec::with_capacity(leftovers.len());
+fn remove_sequentially(durable: &Durable, leftovers: Vec<Leftover>) -> Removal {
+    let mut done = Removal {
+        removed: Vec::with_capacity(leftovers.len()),
+        not_removed: Vec::new(),
+    };
     for leftover in leftovers {
         match durable.remove_file(&leftover.path) {
             Ok(()) => {
                 tracing::info!(path = %leftover.path.display(), kind = ?leftover.kind, bytes = leftover.bytes, "removed leftover");
-                removed.push(leftover);
+                done.removed.push(leftover);
             }
             Err(e) => {
                 tracing::warn!(path = %leftover.path.display(), kind = ?leftover.kind, error = %e, "could not remove a leftover; it was left in place");
+                done.not_removed.push(NotRemoved {
+                    path: leftover.path,
+                    error: e.to_string(),
+                });
             }
         }
     }
-    removed
+    done
 }
 
 /// Whether a temp file may belong to a live writer other than us, judged
@@ -454,7 +496,10 @@ mod tests {
             .filter(|(i, _)| *i != 500)
             .map(|(_, l)| l)
             .collect();
-        assert_eq!(removed, expected);
+        assert_eq!(removed.removed, expected);
+        // The directory at 00500 is not unlinked, and is said so.
+        let not: Vec<_> = removed.not_removed.iter().map(|n| n.path.clone()).collect();
+        assert_eq!(not, [dir.path().join("00500")]);
         let left: Vec<_> = fs::read_dir(dir.path())
             .expect("list")
             .map(|e| e.expect("entry").file_name())

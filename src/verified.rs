@@ -176,6 +176,11 @@ impl VerifiedSnapshot {
         if !self.held && pipe_send::is_pipe(out) {
             return pipe_send::copy(self, out, progress);
         }
+        if is_non_blocking(out) {
+            return self.copy_to_with(&mut Waiting(out), progress);
+        }
+        // As the `File` it is, so that std can let the kernel copy into a
+        // file (`copy_file_range`).
         let mut out = out;
         self.copy_to_with(&mut out, progress)
     }
@@ -224,6 +229,58 @@ impl VerifiedSnapshot {
     }
 }
 
+/// A file written as if it blocked. A descriptor the program inherits may
+/// have been set non-blocking by whoever shares it (a parent that polls its
+/// end of the pipe): writes then fail with `EAGAIN` whenever the pipe is
+/// full, and `show` stopped after 64 KiB, "Resource temporarily
+/// unavailable", a cut payload sent. Clearing the flag would change it for
+/// the parent too (it belongs to the shared open file); waiting until the
+/// descriptor is writable changes nothing for anyone.
+struct Waiting<'a>(&'a File);
+
+impl Write for Waiting<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match (&mut &*self.0).write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(self.0)?,
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&mut &*self.0).flush()
+    }
+}
+
+/// Whether `out` was opened (or set) non-blocking.
+#[cfg(unix)]
+fn is_non_blocking(out: &File) -> bool {
+    rustix::fs::fcntl_getfl(out).is_ok_and(|flags| flags.contains(rustix::fs::OFlags::NONBLOCK))
+}
+
+#[cfg(not(unix))]
+fn is_non_blocking(_out: &File) -> bool {
+    false
+}
+
+/// Waits until `out` can take more bytes (after a write said `EAGAIN`).
+#[cfg(unix)]
+fn wait_writable(out: &File) -> io::Result<()> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut fds = [PollFd::new(out, PollFlags::OUT)];
+    match poll(&mut fds, None) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Elsewhere a file handle never says "would block": the error stands.
+#[cfg(not(unix))]
+fn wait_writable(_out: &File) -> io::Result<()> {
+    Err(io::ErrorKind::WouldBlock.into())
+}
+
 /// The copy into a pipe with `sendfile(2)` (Linux).
 #[cfg(target_os = "linux")]
 mod pipe_send {
@@ -259,6 +316,7 @@ mod pipe_send {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(Errno::INTR) => {}
+                    Err(Errno::AGAIN) => super::wait_writable(out)?,
                     Err(e @ (Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP)) if at == 0 => {
                         refused = true;
                         return Err(e.into());
@@ -271,8 +329,7 @@ mod pipe_send {
         if refused {
             // Nothing was sent and the file's position is still at its
             // start: the ordinary copy from there.
-            let mut out = out;
-            return snapshot.copy_to_with(&mut out, progress);
+            return snapshot.copy_to_with(&mut super::Waiting(out), progress);
         }
         result
     }

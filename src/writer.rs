@@ -42,7 +42,7 @@ use crate::store::{
     GcOptions, GcReport, PublishOptions, PublishOutcome, RollbackOutcome, SnapshotMeta, Store,
     fault_error,
 };
-use crate::sweep::{self, Leftover, LeftoverKind};
+use crate::sweep::{self, Leftover, LeftoverKind, NotRemoved};
 use crate::time::Timestamp;
 
 /// The store's writer lock, held until this handle is dropped, and the
@@ -891,14 +891,22 @@ impl<'s> Writer<'s> {
             }
         }
         let leftovers = store.leftovers(&self.lock, pointer.as_ref())?;
-        let removed = if options.dry_run {
-            leftovers
+        let removal = if options.dry_run {
+            sweep::Removal {
+                removed: leftovers,
+                not_removed: Vec::new(),
+            }
         } else {
             // Everything the handle's sweep would remove, it removes.
             self.sweep_due = false;
             sweep::remove(store.durable(), leftovers)
         };
-        Ok(GcReport::of(&removed, dropped, options.dry_run))
+        Ok(GcReport::of(
+            &removal.removed,
+            removal.not_removed,
+            dropped,
+            options.dry_run,
+        ))
     }
 
     /// Drops the listed generations from the store's history. Their
@@ -971,11 +979,12 @@ impl<'s> Writer<'s> {
             .into_iter()
             .filter(|l| l.kind == LeftoverKind::UnreferencedSnapshot)
             .collect();
-        let removed = sweep::remove(store.durable(), snapshots);
+        let removal = sweep::remove(store.durable(), snapshots);
         let report = ForgetReport {
             forgotten,
-            removed_snapshots: removed.len(),
-            freed_bytes: removed.iter().map(|l| l.bytes).sum(),
+            removed_snapshots: removal.removed.len(),
+            freed_bytes: removal.removed.iter().map(|l| l.bytes).sum(),
+            not_removed: removal.not_removed,
         };
         tracing::info!(
             forgotten = ?report.forgotten,
@@ -1167,9 +1176,13 @@ impl<'s> Writer<'s> {
             (self.lock.backend() == Backend::Lease).then_some(store.options().lease_ttl_value());
         let leftovers = sweep::leftovers(store.layout(), Some(&HashSet::new()), spare_live_writers)
             .map_err(Error::after_commit)?;
-        let removed = sweep::remove(store.durable(), leftovers);
+        let removal = sweep::remove(store.durable(), leftovers);
         self.sweep_due = false;
-        Ok(ClearReport::of(previous, &removed))
+        Ok(ClearReport::of(
+            previous,
+            &removal.removed,
+            removal.not_removed,
+        ))
     }
 
     // ------------------------------------------------------------ helpers
@@ -1289,6 +1302,9 @@ pub struct ForgetReport {
     pub removed_snapshots: usize,
     /// Bytes freed.
     pub freed_bytes: u64,
+    /// Snapshots that were to be removed but could not be, and why (left
+    /// in place).
+    pub not_removed: Vec<NotRemoved>,
 }
 
 /// What [`Writer::pin`] or [`Writer::unpin`] did.
@@ -1326,24 +1342,33 @@ pub struct ClearReport {
     pub removed_temp_files: usize,
     /// Bytes freed.
     pub freed_bytes: u64,
+    /// Files that were to be removed but could not be, and why (left in
+    /// place, unreferenced: a later gc or clear removes them once it can).
+    pub not_removed: Vec<NotRemoved>,
 }
 
 impl ClearReport {
     /// The report of a clear that found `previous` current and removed
     /// `removed`; logs it. Both backends build their report here so the
     /// counts and the `cleared` event cannot drift apart.
-    pub(crate) fn of(previous: Option<u64>, removed: &[Leftover]) -> Self {
+    pub(crate) fn of(
+        previous: Option<u64>,
+        removed: &[Leftover],
+        not_removed: Vec<NotRemoved>,
+    ) -> Self {
         let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
         let report = ClearReport {
             previous_generation: previous,
             removed_snapshots: count(LeftoverKind::UnreferencedSnapshot),
             removed_temp_files: count(LeftoverKind::TempFile),
             freed_bytes: removed.iter().map(|l| l.bytes).sum(),
+            not_removed,
         };
         tracing::info!(
             previous_generation = report.previous_generation,
             removed_snapshots = report.removed_snapshots,
             bytes = report.freed_bytes,
+            not_removed = report.not_removed.len(),
             "cleared"
         );
         report

@@ -345,9 +345,10 @@ impl ObjectStore {
     }
 
     /// Deletes collectable objects by name; one that cannot be deleted is
-    /// logged and left. Returns what was deleted.
-    pub(crate) fn remove(&self, leftovers: Vec<Leftover>) -> Vec<Leftover> {
+    /// logged and left. Returns what was deleted, and what was not.
+    pub(crate) fn remove(&self, leftovers: Vec<Leftover>) -> crate::sweep::Removal {
         let mut removed = Vec::new();
+        let mut not_removed = Vec::new();
         for leftover in leftovers {
             let url = leftover.path.to_string_lossy().into_owned();
             let Some(key) = url.strip_prefix(&self.url) else {
@@ -359,16 +360,23 @@ impl ObjectStore {
                     removed.push(leftover);
                 }
                 Err(e) => {
-                    tracing::warn!(url = %url, error = %e, "could not delete an unreferenced object; the next gc tries again")
+                    tracing::warn!(url = %url, error = %e, "could not delete an unreferenced object; the next gc tries again");
+                    not_removed.push(crate::sweep::NotRemoved {
+                        path: leftover.path,
+                        error: e.to_string(),
+                    });
                 }
             }
         }
-        removed
+        crate::sweep::Removal {
+            removed,
+            not_removed,
+        }
     }
 
     /// Deletes every snapshot object (and probe leftover), whatever its
     /// age: what `clear` does once the pointer is gone.
-    pub(crate) fn remove_all_snapshots(&self) -> Result<Vec<Leftover>> {
+    pub(crate) fn remove_all_snapshots(&self) -> Result<crate::sweep::Removal> {
         let mut all = Vec::new();
         for info in self.client.list("")? {
             let kind = if info

@@ -414,8 +414,9 @@ impl Writer<'_> {
         );
         let report = ForgetReport {
             forgotten,
-            removed_snapshots: removed.len(),
-            freed_bytes: removed.iter().map(|l| l.bytes).sum(),
+            removed_snapshots: removed.removed.len(),
+            freed_bytes: removed.removed.iter().map(|l| l.bytes).sum(),
+            not_removed: removed.not_removed,
         };
         tracing::info!(forgotten = ?report.forgotten, removed_snapshots = report.removed_snapshots, bytes = report.freed_bytes, "forgot generations");
         Ok(report)
@@ -487,12 +488,20 @@ impl Writer<'_> {
             }
         }
         let collectable = object.scan(self.pointer.as_ref())?.collectable;
-        let removed = if options.dry_run {
-            collectable
+        let removal = if options.dry_run {
+            crate::sweep::Removal {
+                removed: collectable,
+                not_removed: Vec::new(),
+            }
         } else {
             object.remove(collectable)
         };
-        Ok(GcReport::of(&removed, dropped, options.dry_run))
+        Ok(GcReport::of(
+            &removal.removed,
+            removal.not_removed,
+            dropped,
+            options.dry_run,
+        ))
     }
 
     pub(crate) fn clear_object(&mut self) -> Result<ClearReport> {
@@ -511,8 +520,12 @@ impl Writer<'_> {
         if let Some(state) = self.object.as_mut() {
             state.etag = None;
         }
-        let removed = object.remove_all_snapshots()?;
-        Ok(ClearReport::of(previous, &removed))
+        let removal = object.remove_all_snapshots()?;
+        Ok(ClearReport::of(
+            previous,
+            &removal.removed,
+            removal.not_removed,
+        ))
     }
 }
 

@@ -109,6 +109,14 @@ fn failing_exec_publishes_nothing_and_shows_its_stderr() {
         "foojay is down",
     );
     assert!(stderr.contains("exited with status 7"), "{stderr}");
+    // A signal is named as people know it (it read `("Signal::KILL")`).
+    let stderr = assert_rejected(
+        &store,
+        &["refresh", "--exec", "sh", "-c", "kill -9 $$"],
+        1,
+        "was killed by signal 9 (SIGKILL)",
+    );
+    assert!(!stderr.contains("Signal::"), "{stderr}");
     assert_rejected(
         &store,
         &["refresh", "--exec", "/nonexistent/tool"],

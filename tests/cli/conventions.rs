@@ -716,6 +716,49 @@ fn a_relative_xdg_cache_home_is_ignored() {
     assert!(!work.path().join("relative").exists());
 }
 
+/// Reproduced: `HOME=relhome snapcache refresh` made its store under the
+/// working directory (`./relhome/.cache/snapcache`), and with only relative
+/// variables the error told the user to set `XDG_CACHE_HOME`, which was
+/// set. A relative `HOME` is ignored like a relative `XDG_CACHE_HOME`, and
+/// the error names what it ignored.
+#[test]
+fn a_relative_home_is_ignored_and_the_error_says_so() {
+    let work = tempfile::tempdir().unwrap();
+    let from = work.path().join("p.json");
+    std::fs::write(&from, b"[1]").unwrap();
+    for (xdg, home) in [(None, "relhome"), (Some("rel/cache"), "relhome")] {
+        let mut cmd = Command::new(bin());
+        cmd.args(["--json", "refresh", "--from"])
+            .arg(&from)
+            .current_dir(work.path())
+            .env_remove("SNAPCACHE_DIR")
+            .env_remove("XDG_CACHE_HOME")
+            .env("HOME", home);
+        if let Some(xdg) = xdg {
+            cmd.env("XDG_CACHE_HOME", xdg);
+        }
+        let out = run_with_timeout(cmd);
+        assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let message = value["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("HOME=\"relhome\"") && message.contains("not an absolute path"),
+            "{message}"
+        );
+        if xdg.is_some() {
+            assert!(
+                message.contains("XDG_CACHE_HOME=\"rel/cache\""),
+                "{message}"
+            );
+        }
+        assert!(
+            !work.path().join("relhome").exists(),
+            "nothing made under the working directory"
+        );
+        assert!(!work.path().join("rel").exists());
+    }
+}
+
 #[test]
 fn status_json_has_the_note_and_both_ages() {
     let store = TestStore::new();

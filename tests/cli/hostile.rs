@@ -447,3 +447,66 @@ fn newlines_bidi_and_c1_controls_from_outside_neither_forge_lines_nor_break_json
         "a forged log line: {log}"
     );
 }
+
+/// Reproduced: with a damaged commit record after `current` (garbage, or
+/// empty, at `commits/4` of a lease-backend store), `verify` said ok, exit
+/// 0, while every refresh, `gc`, `rollback` and `pin` failed on it (readers
+/// pass over such a record on purpose). `verify` now reports it as a
+/// pointer problem naming the record, and says that writes refuse the
+/// store until it is removed.
+#[test]
+fn verify_reports_a_damaged_commit_record_that_blocks_every_write() {
+    for planted in [&b"garbage\n"[..], b""] {
+        let store = TestStore::new();
+        for i in 1..=3 {
+            store.refresh(format!("[{i}]").as_bytes(), &[]);
+        }
+        // Three lease-backend commits, so that commits/ exists.
+        for i in 4..=6 {
+            let p = store.payload("p", format!("[{i}]").as_bytes());
+            let out = store.run(&[
+                "--lock-backend",
+                "lease",
+                "refresh",
+                "--from",
+                p.to_str().unwrap(),
+            ]);
+            assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        }
+        let (_, status) = store.json(&["status"]);
+        let next = status["commit"].as_u64().map_or_else(
+            || {
+                // The highest record + 1.
+                store
+                    .files_in("commits")
+                    .iter()
+                    .filter_map(|n| n.parse::<u64>().ok())
+                    .max()
+                    .unwrap()
+                    + 1
+            },
+            |c| c + 1,
+        );
+        let record = store.root().join("commits").join(next.to_string());
+        std::fs::write(&record, planted).unwrap();
+        let p = store.payload("p", b"[9]");
+        let write = store.run(&["refresh", "--from", p.to_str().unwrap()]);
+        assert_eq!(code(&write), 1, "writes refuse it: {}", text(&write.stderr));
+        let out = store.run(&["--json", "verify"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["ok"], false, "{report}");
+        assert_ne!(code(&out), 0, "{report}");
+        let problem = &report["problems"][0];
+        assert_eq!(problem["kind"], "pointer", "{report}");
+        assert_eq!(problem["path"], record.to_str().unwrap(), "{report}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("every write refuses the store"),
+            "{report}"
+        );
+        // Readers still serve the pointer's generation.
+        assert_eq!(store.show(), b"[6]".to_vec());
+    }
+}

@@ -2,7 +2,7 @@
 
 use snapcache::Store;
 
-use crate::output::{human_bytes, outln, print_json};
+use crate::output::{human_bytes, outln, print_json, warn_not_removed};
 use crate::{Context, Failure, LockTimeoutArg};
 
 #[derive(Debug, clap::Args)]
@@ -14,6 +14,7 @@ pub struct Args {
 pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     let options = args.lock_timeout.apply(&ctx.options)?;
     let report = Store::open(options)?.clear()?;
+    warn_not_removed(ctx.quiet, &report.not_removed);
     if ctx.json {
         print_json(&report);
         return Ok(());

@@ -2,7 +2,7 @@
 
 use snapcache::{GcOptions, Store};
 
-use crate::output::{human_bytes, outln, print_json};
+use crate::output::{human_bytes, outln, print_json, warn_not_removed};
 use crate::{Context, Failure, LockTimeoutArg};
 
 #[derive(Debug, clap::Args)]
@@ -30,6 +30,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
         gc = gc.older_than(age);
     }
     let report = Store::open(options)?.gc(&gc)?;
+    warn_not_removed(ctx.quiet, &report.not_removed);
     if ctx.json {
         print_json(&report);
         return Ok(());

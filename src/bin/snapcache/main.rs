@@ -218,9 +218,26 @@ fn build_context(cli: &Cli, cancel: Arc<AtomicBool>) -> Result<Context, Failure>
     let root = match &cli.store {
         Some(dir) => dir.clone(),
         None => StoreOptions::default_root().ok_or_else(|| {
-            Failure::Usage(
-                "no store location: set --store DIR, SNAPCACHE_DIR, XDG_CACHE_HOME or HOME".into(),
-            )
+            // Say which were set but ignored, or the advice reads as if
+            // they were not set at all.
+            let relative: Vec<String> = ["XDG_CACHE_HOME", "HOME"]
+                .into_iter()
+                .filter_map(|name| {
+                    let value = std::env::var_os(name).filter(|v| !v.is_empty())?;
+                    let shown = value.to_string_lossy();
+                    Some(format!("{name}={shown:?}"))
+                })
+                .collect();
+            let ignored = match relative.is_empty() {
+                true => String::new(),
+                false => format!(
+                    " ({} ignored: not an absolute path)",
+                    relative.join(" and ")
+                ),
+            };
+            Failure::Usage(format!(
+                "no store location: set --store DIR, SNAPCACHE_DIR, or an absolute XDG_CACHE_HOME or HOME{ignored}"
+            ))
         })?,
     };
     let mut options = StoreOptions::new(root).cancel_flag(cancel.clone());
@@ -476,6 +493,15 @@ fn install_signal_handlers(cancel: &Arc<AtomicBool>) {
         );
         let _ = signal_hook::flag::register(signal, cancel.clone());
     }
+    // A file-size limit (`ulimit -f`) kills a process that writes past it
+    // with SIGXFSZ, silently (exit 153, no message, a temp file left).
+    // Caught instead, the write fails with EFBIG and is reported like a
+    // full disk, with the path, and the temp file goes.
+    #[cfg(unix)]
+    let _ = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(AtomicBool::new(false)),
+    );
     #[cfg(not(any(unix, windows)))]
     let _ = cancel;
 }

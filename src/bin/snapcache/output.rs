@@ -37,12 +37,41 @@ pub fn line(args: fmt::Arguments<'_>) {
 
 /// Writes `text` and a newline on stdout as it is, recording a failure.
 fn raw_line(text: &str) {
+    let mut line = String::with_capacity(text.len() + 1);
+    line.push_str(text);
+    line.push('\n');
+    record(write_stdout(line.as_bytes()));
+}
+
+/// Writes `bytes` to stdout's descriptor. Not through std's `Stdout`,
+/// which takes `EBADF` for a closed stdout and reports success: a stdout
+/// open read-only (`1<file`) then lost the whole result with exit 0.
+/// (std reopens a stdout closed at start as `/dev/null`, so `EBADF` here
+/// always means a descriptor that cannot be written.)
+#[cfg(unix)]
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
     let mut out = std::io::stdout().lock();
-    let result = out
-        .write_all(text.as_bytes())
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush());
-    record(result);
+    // Whatever went through std's buffer (clap's help) goes first.
+    out.flush()?;
+    // One duplicate of the descriptor for the whole run, not one a line.
+    static FILE: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    let file = FILE.get_or_init(|| {
+        out.as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(std::fs::File::from)
+    });
+    match file {
+        Some(file) => (&mut &*file).write_all(bytes),
+        None => out.write_all(bytes).and_then(|()| out.flush()),
+    }
+}
+
+#[cfg(not(unix))]
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|()| out.flush())
 }
 
 /// Writes one line on stderr, ignoring failures. Newlines are kept: an
@@ -216,4 +245,27 @@ pub fn short_hash(hash: &snapcache::ContentHash) -> String {
     let mut hex = hash.to_hex();
     hex.truncate(12);
     hex
+}
+
+/// Warns on stderr (unless `quiet`) about files a `gc`, `forget` or
+/// `clear` was to remove but could not: otherwise "removed 0 ..." read as
+/// if there had been nothing to remove. At most five are named.
+pub fn warn_not_removed(quiet: bool, not_removed: &[snapcache::NotRemoved]) {
+    if quiet || not_removed.is_empty() {
+        return;
+    }
+    const NAMED: usize = 5;
+    let mut named: Vec<String> = not_removed
+        .iter()
+        .take(NAMED)
+        .map(|n| format!("{} ({})", n.path.display(), n.error))
+        .collect();
+    if not_removed.len() > NAMED {
+        named.push(format!("and {} more", not_removed.len() - NAMED));
+    }
+    errln!(
+        "snapcache: warning: could not remove {} file(s), left in place: {}. Make them removable (an immutable flag: `lsattr`, `chattr -i`; a directory without write permission), then run `snapcache gc`",
+        not_removed.len(),
+        named.join(", ")
+    );
 }

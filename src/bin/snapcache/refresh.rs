@@ -360,8 +360,15 @@ pub fn describe_exit(status: ExitStatus) -> String {
     }
     #[cfg(unix)]
     if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        // rustix has no name to display, only a `Debug` that varies by
+        // version (`"Signal::KILL"`, `KILL`): its last word, as `SIGKILL`.
         let name = rustix::process::Signal::from_named_raw(signal)
-            .map(|s| format!(" ({s:?})"))
+            .map(|s| {
+                let debug = format!("{s:?}");
+                let debug = debug.trim_matches('"');
+                let bare = debug.rsplit("::").next().unwrap_or(debug);
+                format!(" (SIG{})", bare.trim_start_matches("SIG"))
+            })
             .unwrap_or_default();
         return format!("was killed by signal {signal}{name}");
     }

@@ -150,8 +150,7 @@ pub fn parse() -> Result<Cli, u8> {
     };
     if error.kind() == clap::error::ErrorKind::DisplayVersion {
         // One plain line, never coloured.
-        let _ = error.print();
-        return Err(0);
+        return Err(printed(&error));
     }
     let early = scan(&args);
     let error = match matched(Cli::command().color(early.color.clap()), &args) {
@@ -160,10 +159,7 @@ pub fn parse() -> Result<Cli, u8> {
     };
     use clap::error::ErrorKind;
     match error.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = error.print();
-            Err(0)
-        }
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Err(printed(&error)),
         _ => {
             let _ = error.print();
             if early.json {
@@ -196,6 +192,21 @@ pub fn parse() -> Result<Cli, u8> {
             }
             Err(exit::USAGE)
         }
+    }
+}
+
+/// Prints clap's help or version text on stdout; the exit code: 0, or 1
+/// when it could not be written (`--help > /dev/full` said nothing and
+/// exited 0). A reader that went away (`--help | head -1`) is no failure.
+fn printed(error: &clap::Error) -> u8 {
+    use std::io::Write;
+    let result = error.print().and_then(|()| std::io::stdout().flush());
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            crate::output::errln!("snapcache: error: could not write to stdout: {e}");
+            1
+        }
+        _ => 0,
     }
 }
 

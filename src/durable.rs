@@ -189,23 +189,34 @@ impl Durable {
     /// store must never be redirected outside itself. The store root itself
     /// may be a symlink (`follow_link`): the user chose where it lives.
     pub(crate) fn create_dir(&self, dir: &Path, follow_link: bool) -> io::Result<()> {
-        let found = if follow_link {
-            fs::metadata(dir)
-        } else {
-            fs::symlink_metadata(dir)
-        };
-        match found {
-            Ok(m) if m.is_dir() => return Ok(()),
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "exists but is not a directory (a file or a symlink); remove it so the store can recreate it",
-                ));
+        let found = || {
+            if follow_link {
+                fs::metadata(dir)
+            } else {
+                fs::symlink_metadata(dir)
             }
+        };
+        let not_a_dir = || {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "exists but is not a directory (a file or a symlink); remove it so the store can recreate it",
+            )
+        };
+        match found() {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => return Err(not_a_dir()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        self.make_dir(dir)
+        match self.make_dir(dir) {
+            // Another writer of the store made it meanwhile (two first
+            // refreshes at once): the same directory, judged the same way.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match found() {
+                Ok(m) if m.is_dir() => Ok(()),
+                _ => Err(not_a_dir()),
+            },
+            other => other,
+        }
     }
 
     /// Makes the one directory `dir` (its parent exists), exactly `0700`

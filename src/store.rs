@@ -766,7 +766,7 @@ impl Store {
                 "the store root is an empty path".into(),
             ));
         }
-        if let Some(url) = options.root.to_str().filter(|r| r.starts_with("s3://")) {
+        if let Some(url) = location_url(&options.root)?.as_deref() {
             #[cfg(feature = "s3")]
             {
                 let object = crate::object_store::ObjectStore::open(url, options.snapshot_grace)?;
@@ -2100,6 +2100,37 @@ pub(crate) fn command_line() -> String {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     pointer::clip_note(&args.join(" "))
+}
+
+/// The object-store URL `root` names, if it names one: `s3://...`, the
+/// scheme in any case (URL schemes are case-insensitive; `S3://bucket`
+/// used to become a local directory `S3:/bucket` under the working
+/// directory). Any other `scheme://` is refused rather than taken for a
+/// directory: a mistyped URL would otherwise make a store where nobody
+/// looks for one.
+fn location_url(root: &Path) -> Result<Option<String>> {
+    let Some(text) = root.to_str() else {
+        return Ok(None);
+    };
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Ok(None);
+    };
+    let is_scheme = scheme
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return Ok(None);
+    }
+    if scheme.eq_ignore_ascii_case("s3") {
+        return Ok(Some(format!("s3://{rest}")));
+    }
+    Err(Error::InvalidOption(format!(
+        "the store location {text} looks like a URL ({scheme}://), but the only URLs a store can live at are s3://BUCKET/PREFIX; nothing was created. For a local directory of that name, write it as ./{text}"
+    )))
 }
 
 #[cfg(test)]

@@ -342,16 +342,22 @@ fn remove_sequentially(durable: &Durable, leftovers: Vec<Leftover>) -> Removal {
 }
 
 /// Whether a temp file may belong to a live writer other than us, judged
-/// from its name (`.snapcache-<pid>.<ns>-…`, see [`crate::layout::temp_owner`]):
+/// from its name (`.snapcache-<pid>.<ns>-…`, see [`crate::layout::temp_owner`])
+/// and its age:
 ///
 /// - created in our PID namespace, in this boot (or a name that does not
-///   record its boot): when that pid is alive and not ours;
-/// - created in another PID namespace or boot (another machine sharing the
-///   store, or before a reboot), or in a namespace the name does not record
-///   (an older version, another platform): its pid cannot be checked from
-///   here, so it is spared while it is younger than the lease time `lease`
-///   by its mtime (a writer that stopped touching it for longer has lost
-///   its lease anyway).
+///   record its boot): not when that pid is gone (or is ours);
+/// - otherwise only while it is younger than the lease time `lease` by its
+///   mtime. A writer that stopped touching it for longer has lost its
+///   lease anyway (the sweeper holds it now), and a pid alone is no proof:
+///   reused by a long-lived process (pid 1, a daemon), it used to keep a
+///   crashed writer's temp file, a whole payload, for as long as that
+///   process lived.
+///
+/// An mtime in the future (a clock that ran ahead, `touch -d 2099`) is not
+/// taken as "just written" for ever: the age is then counted from the
+/// status-change time, which the kernel sets and `touch` cannot move
+/// (Unix; elsewhere, or if that lies ahead too, the file counts as young).
 fn belongs_to_live_writer(path: &Path, lease: Duration) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let Some(owner) = crate::layout::temp_owner(name) else {
@@ -362,18 +368,35 @@ fn belongs_to_live_writer(path: &Path, lease: Duration) -> bool {
     // same namespace number on another machine (the initial namespace's is
     // the same everywhere) or an earlier boot names some other process.
     let same_boot = owner.boot.is_none_or(|theirs| me.boot == Some(theirs));
-    if same_boot && crate::lock::same_pid_namespace(owner.pid_ns, me.pid_ns) {
-        return owner.pid != me.pid && crate::lock::process_alive(owner.pid);
+    if same_boot
+        && crate::lock::same_pid_namespace(owner.pid_ns, me.pid_ns)
+        && (owner.pid == me.pid || !crate::lock::process_alive(owner.pid))
+    {
+        return false;
     }
-    let age = fs::symlink_metadata(path)
-        .and_then(|m| m.modified())
-        .map(|t| {
-            SystemTime::now()
-                .duration_since(t)
-                .unwrap_or(Duration::ZERO)
-        });
     // An unknown age (no mtime) is treated as young: keep it.
-    !age.is_ok_and(|age| age >= lease)
+    file_age(path).is_none_or(|age| age < lease)
+}
+
+/// How long ago the file at `path` was last written, by its mtime, or by
+/// its status-change time when the mtime lies in the future.
+fn file_age(path: &Path) -> Option<Duration> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let now = SystemTime::now();
+    if let Ok(age) = now.duration_since(meta.modified().ok()?) {
+        return Some(age);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let changed = SystemTime::UNIX_EPOCH
+            .checked_add(Duration::new(u64::try_from(meta.ctime()).ok()?, 0))?;
+        now.duration_since(changed).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// One directory entry, typed without following it.
@@ -465,6 +488,61 @@ fn entries(dir: &Path) -> Result<Vec<Entry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reproduced: a crashed writer's temp file whose pid now belongs to a
+    /// long-lived process (pid 1 here) was spared for as long as that
+    /// process lived, and one with its mtime set to 2099 until 2099, while
+    /// `verify` called both reclaimable. Both go once a lease time old.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_reused_pid_or_a_future_mtime_does_not_keep_a_temp_file_for_ever() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let me = crate::lock::this_temp_owner();
+        let name = |pid| {
+            crate::layout::temp_prefix(crate::layout::TempOwner { pid, ..me }) + "AAAAAAAAAAAAAAAA"
+        };
+        let lease = Duration::from_secs(1);
+        let reused = dir.path().join(name(1));
+        // Another PID namespace: judged by age alone.
+        let future = dir.path().join(
+            crate::layout::temp_prefix(crate::layout::TempOwner {
+                pid: 4242,
+                pid_ns: Some(123),
+                ..me
+            }) + "DDDDDDDDDDDDDDDD",
+        );
+        fs::write(&reused, b"x").expect("write");
+        fs::write(&future, b"x").expect("write");
+        let year_2099 = SystemTime::UNIX_EPOCH + Duration::from_secs(4_070_908_800);
+        fs::File::options()
+            .write(true)
+            .open(&future)
+            .and_then(|f| f.set_modified(year_2099))
+            .expect("set mtime");
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(&reused)
+            .and_then(|f| f.set_modified(old))
+            .expect("set mtime");
+        assert!(crate::lock::process_alive(1), "pid 1 lives");
+        assert!(
+            !belongs_to_live_writer(&reused, lease),
+            "pid 1, written an hour ago"
+        );
+        // Just touched, the future mtime's file is young by its ctime; a
+        // lease time later it is not.
+        assert!(belongs_to_live_writer(&future, lease), "changed just now");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(
+            !belongs_to_live_writer(&future, lease),
+            "changed a lease time ago"
+        );
+        // A temp file of a live writer that is writing it is still spared.
+        let live = dir.path().join(name(1));
+        fs::write(&live, b"y").expect("rewrite");
+        assert!(belongs_to_live_writer(&live, Duration::from_secs(30)));
+    }
 
     fn leftover(path: PathBuf) -> Leftover {
         Leftover {

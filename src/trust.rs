@@ -366,13 +366,31 @@ mod imp {
             (false, true) => "others",
             (true, true) => "its group and others",
         };
+        let me = rustix::process::geteuid().as_raw();
+        // `chmod go-w /tmp` would break every other user of a shared
+        // directory, and a directory of someone else's is theirs to change.
+        let fix = if mode & 0o1000 != 0 {
+            format!(
+                "it is a shared directory (sticky, like /tmp), not one for a store: use a directory of your own inside it (mkdir -m 700 {}/NAME)",
+                path.display()
+            )
+        } else if uid != me && me != 0 {
+            format!(
+                "it belongs to {}, so only they can remove that permission: use a directory of your own",
+                who(uid)
+            )
+        } else {
+            format!(
+                "remove that permission (chmod go-w {}), or use another store directory",
+                path.display()
+            )
+        };
         Err(untrusted_parts(
             path,
             uid,
             mode,
             format!(
-                "it is writable by {by}, so another user could plant what this store serves or redirect what it writes; remove that permission (chmod go-w {}), or use another store directory",
-                path.display()
+                "it is writable by {by}, so another user could plant what this store serves or redirect what it writes; {fix}"
             ),
         ))
     }

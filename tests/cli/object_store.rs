@@ -45,6 +45,48 @@ fn an_s3_store_without_the_feature_exits_1_with_a_rebuild_hint() {
     );
 }
 
+/// Reproduced: `--store S3://bucket/kopi` (URL schemes are
+/// case-insensitive) made a local directory tree `./S3:/bucket/kopi` and
+/// published into it, exit 0; any other `scheme://` did the same. An `s3`
+/// scheme in any case is the object store; another scheme is refused, and
+/// nothing local is made.
+#[test]
+fn a_url_store_location_is_never_taken_for_a_local_directory() {
+    let work = tempfile::tempdir().unwrap();
+    let from = work.path().join("p.json");
+    std::fs::write(&from, b"[1]").unwrap();
+    for url in [
+        "S3://bucket/kopi",
+        "https://example.com/cache",
+        "file:///tmp/x",
+    ] {
+        let mut cmd = at(
+            url,
+            &["--json", "refresh", "--from", from.to_str().unwrap()],
+        );
+        cmd.current_dir(work.path());
+        let out = run_with_timeout(cmd);
+        let err = text(&out.stderr);
+        if url.starts_with("S3") {
+            // The object store: not built in, or (with the feature) a
+            // bucket of the test server's, or none.
+            #[cfg(not(feature = "s3"))]
+            assert!(err.contains("s3://bucket/kopi"), "{url}: {err}");
+        } else {
+            assert_eq!(code(&out), 1, "{url}: {err}");
+            assert!(
+                err.contains("looks like a URL") && err.contains("./"),
+                "{url}: {err}"
+            );
+        }
+        let made: Vec<_> = std::fs::read_dir(work.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(made, ["p.json"], "{url}: nothing local was made");
+    }
+}
+
 #[cfg(feature = "s3")]
 mod with_server {
     use std::time::{Duration, Instant};

@@ -199,9 +199,15 @@ fn a_refresh_refuses_store_dirs_another_user_precreated_world_writable() {
         &[
             &format!("uid {} ({})", mallory.uid, mallory.name),
             "mode 0777",
-            "chmod go-w",
+            // Not `chmod go-w`: alice cannot change mallory's directory.
+            "so only they can remove that permission",
             "--store",
         ],
+    );
+    assert!(
+        !text(&out.stderr).contains("chmod go-w"),
+        "{}",
+        text(&out.stderr)
     );
     assert!(
         !root.join("current").exists(),
@@ -794,5 +800,26 @@ fn a_store_root_another_user_makes_while_a_writer_makes_it_is_refused() {
         let out = wait_output(child, COMMAND_TIMEOUT);
         assert_untrusted(&out, &root, &[&needle]);
         assert_eq!(walk(&root), vec![root.clone()], "nothing made in it");
+    }
+}
+
+/// Reproduced: `--store /tmp` (or `/`, whose `tmp/` is `/tmp`) was refused
+/// with the advice `chmod go-w /tmp`, which would break every other user of
+/// it. A sticky shared directory gets the advice to make a directory of
+/// one's own inside it.
+#[test]
+fn a_shared_sticky_directory_is_not_advised_to_be_chmodded() {
+    let dir = shared_dir();
+    let sticky = dir.path().join("shared");
+    std::fs::create_dir(&sticky).unwrap();
+    chmod(&sticky, 0o1777);
+    for args in [&["status"][..], &["refresh", "--from", "-"]] {
+        let out = run_here(&sticky, args);
+        assert_untrusted(&out, &sticky, &["shared directory (sticky", "mkdir -m 700"]);
+        assert!(
+            !text(&out.stderr).contains("chmod go-w"),
+            "{}",
+            text(&out.stderr)
+        );
     }
 }

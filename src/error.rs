@@ -297,6 +297,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// A reader found a store that belongs to another user (not root),
+    /// whom the caller has not said it trusts: what the store serves is
+    /// whatever that user put there. Nothing was read.
+    #[error("{}", owner_not_trusted_message(.path, *.owner_uid, .owner_name.as_deref(), *.reader_uid))]
+    OwnerNotTrusted {
+        /// The store root.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner_uid: u32,
+        /// Its owner's user name, when known.
+        owner_name: Option<String>,
+        /// The uid this process reads as.
+        reader_uid: u32,
+    },
+
     /// The store location is an object-store URL (`s3://...`), but this
     /// build of the library has no object-store support (its cargo feature
     /// `s3` is off). Nothing was sent anywhere.
@@ -463,6 +478,7 @@ impl Error {
             | Error::MissingSnapshot { path, .. }
             | Error::UnexpectedFileType { path, .. }
             | Error::UntrustedPath { path, .. }
+            | Error::OwnerNotTrusted { path, .. }
             | Error::Io { path, .. } => Some(path),
             _ => None,
         }
@@ -592,7 +608,10 @@ impl Error {
     /// A store directory or file failed the ownership and permission check,
     /// or a writer is not the store's owner (CLI exit code 1).
     pub fn is_untrusted(&self) -> bool {
-        matches!(self, Error::UntrustedPath { .. })
+        matches!(
+            self,
+            Error::UntrustedPath { .. } | Error::OwnerNotTrusted { .. }
+        )
     }
 
     /// A FIFO, socket, device, link or directory sits at a store name
@@ -738,6 +757,22 @@ fn io_message(action: &str, path: &std::path::Path, err: &io::Error, stage: IoSt
     };
     format!(
         "failed to {action} {}: {err}; {hint}{outcome}",
+        path.display()
+    )
+}
+
+fn owner_not_trusted_message(
+    path: &std::path::Path,
+    owner_uid: u32,
+    owner_name: Option<&str>,
+    reader_uid: u32,
+) -> String {
+    let owner = match owner_name {
+        Some(name) => format!("uid {owner_uid} ({name})"),
+        None => format!("uid {owner_uid}"),
+    };
+    format!(
+        "refusing to read {}: it belongs to {owner} and this process runs as uid {reader_uid}, and a store of another user (not root) serves whatever that user put there; nothing was read. Read it only if you trust that user (then allow stores of that owner), or use a store of your own",
         path.display()
     )
 }

@@ -45,6 +45,9 @@ pub enum Hint {
     /// wrong file type, newer format, no permission, read-only): choose
     /// another store directory.
     ChooseStore,
+    /// The store belongs to another user, whom the caller does not trust:
+    /// trust that owner if that is right, or choose a store of one's own.
+    TrustOwner,
     /// The disk is full: collect unreferenced snapshots (gc), free space.
     FreeSpace,
     /// The payload is not JSON: publish it as raw bytes if that is intended.
@@ -80,6 +83,7 @@ impl Error {
             | Error::UnsupportedVersion { .. }
             | Error::UnexpectedFileType { .. }
             | Error::UntrustedPath { .. } => Some(Hint::ChooseStore),
+            Error::OwnerNotTrusted { .. } => Some(Hint::TrustOwner),
             Error::PayloadRejected { reason } => reason
                 .contains(crate::payload::NOT_JSON)
                 .then_some(Hint::PublishRaw),
@@ -183,6 +187,12 @@ mod tests {
             Error::LockFileReplaced {
                 path: "/c/lock".into(),
             },
+            Error::OwnerNotTrusted {
+                path: "/srv/cache".into(),
+                owner_uid: 1001,
+                owner_name: Some("ci".into()),
+                reader_uid: 1000,
+            },
             Error::CommitConflict {
                 path: "/c/commits/3".into(),
                 generation: 3,
@@ -284,6 +294,7 @@ mod tests {
                 | Error::LockTimeout { .. }
                 | Error::LeaseLost { .. }
                 | Error::LockFileReplaced { .. }
+                | Error::OwnerNotTrusted { .. }
                 | Error::CommitConflict { .. }
                 | Error::Interrupted { .. }
                 | Error::UnexpectedShape { .. }
@@ -332,7 +343,7 @@ mod tests {
         // Every variant is there (the count of distinct variants above).
         let variants: std::collections::HashSet<_> =
             all.iter().map(std::mem::discriminant).collect();
-        assert_eq!(variants.len(), 29);
+        assert_eq!(variants.len(), 30);
         for e in &all {
             let message = e.to_string();
             for word in CLI_WORDS {
@@ -366,6 +377,7 @@ mod tests {
                 Some(LockTimeout),
                 None,
                 None,
+                Some(TrustOwner),
                 None,
                 None,
                 None,

@@ -77,6 +77,7 @@ pub struct StoreOptions {
     cancel: Option<Arc<AtomicBool>>,
     purpose: Option<String>,
     snapshot_grace: Duration,
+    trusted_owners: Vec<u32>,
 }
 
 /// How long a store on an object store keeps a snapshot object that no
@@ -107,6 +108,7 @@ impl StoreOptions {
             cancel: None,
             purpose: None,
             snapshot_grace: DEFAULT_SNAPSHOT_GRACE,
+            trusted_owners: Vec::new(),
         }
     }
 
@@ -165,6 +167,27 @@ impl StoreOptions {
     /// Chooses the lock backend (default: detect from the filesystem).
     pub fn lock_backend(mut self, choice: BackendChoice) -> Self {
         self.backend = choice;
+        self
+    }
+
+    /// Reads stores that belong to the user with this uid, as well as this
+    /// process's own and root's (Unix; one call per user).
+    ///
+    /// By default a store that belongs to another user is not read, like
+    /// a git repository outside `safe.directory`: whatever it serves, that
+    /// user put there, and a cache's content decides what its program
+    /// downloads and runs. A team's shared cache, written by one account
+    /// and read by others, names that account here. Whoever is trusted,
+    /// nobody but the owner may be able to write the store.
+    ///
+    /// ```
+    /// let options = snapcache::StoreOptions::new("/srv/cache/kopi").trust_owner(1001);
+    /// # let _ = options;
+    /// ```
+    pub fn trust_owner(mut self, uid: u32) -> Self {
+        if !self.trusted_owners.contains(&uid) {
+            self.trusted_owners.push(uid);
+        }
         self
     }
 
@@ -1174,7 +1197,7 @@ impl Store {
     /// change, or a write by anyone but the owner (see `trust`); says which
     /// store directories it saw.
     fn check_trust(&self, access: Access) -> Result<trust::Seen> {
-        trust::check_store(&self.layout, access)
+        trust::check_store(&self.layout, access, &self.options.trusted_owners)
     }
 
     /// What the root is (reads only; creates nothing).

@@ -22,8 +22,10 @@
 //! and a commit record that is followed, are held to the first two rules
 //! on their opened descriptor ([`refuse_untrusted_file`]).
 //!
-//! Reading someone else's store (a system-wide cache owned by root, say) is
-//! allowed when nobody but its owner can write it.
+//! Reading a store of root's (a system-wide cache) is allowed when nobody
+//! but root can write it; a store of another user's is read only when the
+//! caller trusts that user (`StoreOptions::trust_owner`), as git reads a
+//! repository of another user's only when `safe.directory` lists it.
 //!
 //! The root is judged on an opened descriptor (`O_DIRECTORY`; `O_PATH` on
 //! Linux, which needs no read permission), and every entry below it by
@@ -93,8 +95,8 @@ impl Owner {
 /// Checks that the store at `layout` is controlled by its owner alone (and,
 /// for `Write`, that the caller is that owner). A store that does not exist
 /// yet passes (there is nothing to trust or distrust).
-pub(crate) fn check_store(layout: &Layout, access: Access) -> Result<Seen> {
-    imp::check_store(layout, access)
+pub(crate) fn check_store(layout: &Layout, access: Access, trusted: &[u32]) -> Result<Seen> {
+    imp::check_store(layout, access, trusted)
 }
 
 /// Refuses a store file below the checked directories that its group or
@@ -174,7 +176,7 @@ mod imp {
         .union(OFlags::CLOEXEC)
         .union(OFlags::NONBLOCK);
 
-    pub(super) fn check_store(layout: &Layout, access: Access) -> Result<Seen> {
+    pub(super) fn check_store(layout: &Layout, access: Access, trusted: &[u32]) -> Result<Seen> {
         let root = layout.root();
         let me = rustix::process::geteuid().as_raw();
         // The root may be a symlink (the user chose it): followed here only.
@@ -195,6 +197,16 @@ mod imp {
         let st = stat_fd(&dir, root)?;
         let owner = st.st_uid;
         refuse_writable_by_others(root, &st)?;
+        // Like git's `safe.directory`: another user's store serves what
+        // that user put there; it is read only when they are trusted.
+        if access == Access::Read && owner != me && owner != 0 && !trusted.contains(&owner) {
+            return Err(Error::OwnerNotTrusted {
+                path: root.to_path_buf(),
+                owner_uid: owner,
+                owner_name: user_name(owner),
+                reader_uid: me,
+            });
+        }
         if access == Access::Write && me != owner {
             return Err(untrusted(
                 root,
@@ -474,7 +486,7 @@ mod imp {
         Ok(Owner(None))
     }
 
-    pub(super) fn check_store(_layout: &Layout, _access: Access) -> Result<Seen> {
+    pub(super) fn check_store(_layout: &Layout, _access: Access, _trusted: &[u32]) -> Result<Seen> {
         Ok(Seen::default())
     }
 }
@@ -492,7 +504,7 @@ mod tests {
     fn the_check_says_which_directories_it_saw() {
         let dir = tempfile::tempdir().expect("tempdir");
         let layout = Layout::new(dir.path().join("store"));
-        let check = || check_store(&layout, Access::Write).expect("trusted");
+        let check = || check_store(&layout, Access::Write, &[]).expect("trusted");
         assert_eq!(check(), Seen::default(), "no root: nothing seen");
         std::fs::create_dir(layout.root()).expect("mkdir");
         // The owner is the root's: this process made it.
@@ -513,7 +525,7 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(layout.root(), &link).expect("symlink");
         assert_eq!(
-            check_store(&Layout::new(link), Access::Write).expect("trusted"),
+            check_store(&Layout::new(link), Access::Write, &[]).expect("trusted"),
             seen(true, true, true)
         );
     }

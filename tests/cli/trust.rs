@@ -572,8 +572,16 @@ fn root_refuses_to_write_a_users_store_and_leaves_nothing_behind() {
             ],
         );
     }
-    // Root may still read it (nobody but alice can write it).
+    // Root reads it only when it trusts alice (like git's safe.directory).
     let out = as_root(&["show"]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    let mut cmd = Command::new(bin());
+    cmd.arg("--store")
+        .arg(&root)
+        .arg("show")
+        .env_remove("SNAPCACHE_DIR")
+        .env("SNAPCACHE_TRUSTED_OWNERS", &alice.name);
+    let out = run_with_timeout(cmd);
     assert_eq!(out.stdout, b"[1]", "{}", text(&out.stderr));
     let after = walk(&root);
     assert_eq!(before, after, "root's refused writes created nothing");
@@ -822,4 +830,73 @@ fn a_shared_sticky_directory_is_not_advised_to_be_chmodded() {
             text(&out.stderr)
         );
     }
+}
+
+/// Reproduced: bob's `show` of a store alice made in `/tmp` (`0755`/`0644`,
+/// so nobody but alice can write it) served alice's payload, exit 0: a
+/// reader such as Kopi then acts on whatever alice put there (a JDK's
+/// download URL). Like git's `safe.directory`, another user's store is
+/// read only when the reader trusts that user (`SNAPCACHE_TRUSTED_OWNERS`,
+/// names or uids); root's stores are read as before.
+#[test]
+fn a_store_of_another_user_is_read_only_when_its_owner_is_trusted() {
+    let (Some(alice), Some(bob)) = (TempUser::create("a"), TempUser::create("b")) else {
+        return;
+    };
+    let dir = shared_dir();
+    let root = home_for(dir.path(), &alice);
+    let from = payload_file(dir.path(), "p.json", br#"{"jdk_url":"http://alice"}"#);
+    let out = alice.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    // Readable by all, writable by alice alone.
+    for p in walk(&root) {
+        let dir = std::fs::symlink_metadata(&p).unwrap().is_dir();
+        chmod(&p, if dir { 0o755 } else { 0o644 });
+    }
+    for args in [
+        &["show"][..],
+        &["status"],
+        &["history"],
+        &["verify"],
+        &["--json", "show"],
+    ] {
+        let out = bob.run(&root, args);
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 1, "{args:?}: {stderr}");
+        assert!(
+            out.stdout.is_empty() || args[0] == "--json",
+            "{args:?} served it"
+        );
+        assert!(
+            stderr.contains(&format!("refusing to read {}", root.display()))
+                && stderr.contains(&format!("uid {} ({})", alice.uid, alice.name))
+                && stderr.contains(&format!("SNAPCACHE_TRUSTED_OWNERS={}", alice.name)),
+            "{args:?}: {stderr}"
+        );
+    }
+    let out = bob.run(&root, &["--json", "show"]);
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"]["kind"], "untrusted-path", "{error}");
+    // Trusted by name or by uid: read as before.
+    for trusted in [alice.name.clone(), format!("nobody,{}", alice.uid)] {
+        let mut cmd = bob.command(&root, &["show"]);
+        cmd.env("SNAPCACHE_TRUSTED_OWNERS", &trusted);
+        let out = run_with_timeout(cmd);
+        assert_eq!(
+            out.stdout,
+            br#"{"jdk_url":"http://alice"}"#,
+            "{trusted}: {}",
+            text(&out.stderr)
+        );
+    }
+    // A name that is no user is a usage error, not silently nobody.
+    let mut cmd = bob.command(&root, &["show"]);
+    cmd.env("SNAPCACHE_TRUSTED_OWNERS", "no-such-user-here");
+    let out = run_with_timeout(cmd);
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    // Trusting alice does not let bob write her store.
+    let mut cmd = bob.command(&root, &["refresh", "--from", from.to_str().unwrap()]);
+    cmd.env("SNAPCACHE_TRUSTED_OWNERS", &alice.name);
+    let out = run_with_timeout(cmd);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
 }

@@ -15,6 +15,8 @@ Environment:
   SNAPCACHE_LOCK_BACKEND  auto, advisory or lease (below --lock-backend)
   SNAPCACHE_LEASE_SECS    lease time of the lease backend and of object stores,
                           0.3-86400 (default 30)
+  SNAPCACHE_TRUSTED_OWNERS  users whose stores are read besides yours and root's
+                          (names or uids, comma-separated; like git's safe.directory)
   AWS_ENDPOINT_URL        object store (s3://, built with the s3 feature): a
                           self-hosted server, path-style; AWS_ACCESS_KEY_ID,
                           AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION

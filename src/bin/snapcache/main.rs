@@ -254,6 +254,11 @@ fn build_context(cli: &Cli, cancel: Arc<AtomicBool>) -> Result<Context, Failure>
             })?;
         options = options.keep(n);
     }
+    if let Some(list) = env_value("SNAPCACHE_TRUSTED_OWNERS")? {
+        for uid in trusted_owners(&list)? {
+            options = options.trust_owner(uid);
+        }
+    }
     let backend_text = match cli.lock_backend.clone() {
         Some(v) => Some((v, "--lock-backend")),
         None => env_value("SNAPCACHE_LOCK_BACKEND")?.map(|v| (v, "SNAPCACHE_LOCK_BACKEND")),
@@ -320,6 +325,41 @@ pub const MAX_LOCK_TIMEOUT_SECS: f64 = 1e9;
 
 /// A non-empty environment variable; one that is not UTF-8 is a usage
 /// error (silently ignoring it would apply a default the user did not ask for).
+/// The uids of `SNAPCACHE_TRUSTED_OWNERS`: user names (from /etc/passwd)
+/// or uids, separated by commas.
+fn trusted_owners(list: &str) -> Result<Vec<u32>, Failure> {
+    let mut uids = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let uid = entry.parse::<u32>().ok().or_else(|| uid_of_user(entry));
+        match uid {
+            Some(uid) => uids.push(uid),
+            None => {
+                return Err(Failure::Usage(format!(
+                    "SNAPCACHE_TRUSTED_OWNERS names {entry:?}, which is neither a uid nor a user in /etc/passwd; give user names or uids, separated by commas"
+                )));
+            }
+        }
+    }
+    Ok(uids)
+}
+
+/// The uid of user `name` from /etc/passwd (users of NSS directories are
+/// given by uid).
+fn uid_of_user(name: &str) -> Option<u32> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open("/etc/passwd")
+        .ok()?
+        .take(4 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
+}
+
 fn env_value(name: &str) -> Result<Option<String>, Failure> {
     match std::env::var(name) {
         Ok(v) if v.is_empty() => Ok(None),
@@ -467,6 +507,17 @@ fn cli_hint(e: &Error) -> Option<String> {
         Hint::History => "run `snapcache history` to list the retained generations".into(),
         Hint::LockTimeout => "wait longer with --lock-timeout SECS (or `infinite`) or SNAPCACHE_LOCK_TIMEOUT, or see who holds the lock with `snapcache status`".into(),
         Hint::ChooseStore => "choose another store with --store DIR or SNAPCACHE_DIR".into(),
+        Hint::TrustOwner => match e {
+            Error::OwnerNotTrusted {
+                owner_uid,
+                owner_name,
+                ..
+            } => format!(
+                "if you trust that user's data, set SNAPCACHE_TRUSTED_OWNERS={} (user names or uids, comma-separated); otherwise choose a store of your own with --store DIR or SNAPCACHE_DIR",
+                owner_name.clone().unwrap_or_else(|| owner_uid.to_string())
+            ),
+            _ => "choose another store with --store DIR or SNAPCACHE_DIR".into(),
+        },
         Hint::FreeSpace => "`snapcache gc` removes unreferenced snapshots".into(),
         Hint::PublishRaw => "pass --raw to store bytes that are not JSON".into(),
         Hint::Unpin => match e {

@@ -224,6 +224,8 @@ impl Durable {
     /// directory its owner cannot enter), and makes its entry durable.
     /// `AlreadyExists` when something is there already, even a link.
     pub(crate) fn make_dir(&self, dir: &Path) -> io::Result<()> {
+        // Only Unix sets a mode on the builder.
+        #[cfg_attr(not(unix), allow(unused_mut))]
         let mut builder = fs::DirBuilder::new();
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);

@@ -170,7 +170,7 @@ pub enum Error {
     },
 
     /// The operation was interrupted (Ctrl-C, SIGTERM, or a cancel flag).
-    #[error("interrupted while {during}; nothing was published and the lock was released")]
+    #[error("{}", interrupted_message(during))]
     Interrupted {
         /// What was going on.
         during: &'static str,
@@ -719,6 +719,24 @@ fn is_open_file_limit(err: &io::Error) -> bool {
     }
 }
 
+/// `ENAMETOOLONG` (std's `InvalidFilename` kind is newer than this crate's
+/// minimum Rust).
+fn is_name_too_long(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        err.raw_os_error() == Some(rustix::io::Errno::NAMETOOLONG.raw_os_error())
+    }
+    #[cfg(windows)]
+    {
+        err.raw_os_error() == Some(206) // ERROR_FILENAME_EXCED_RANGE
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = err;
+        false
+    }
+}
+
 fn io_message(action: &str, path: &std::path::Path, err: &io::Error, stage: IoStage) -> String {
     let hint = match err.kind() {
         _ if is_open_file_limit(err) => {
@@ -729,6 +747,9 @@ fn io_message(action: &str, path: &std::path::Path, err: &io::Error, stage: IoSt
         }
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
             "the disk is full: free some space (collecting the store's unreferenced snapshots frees some) and retry"
+        }
+        _ if is_name_too_long(err) => {
+            "a name in the path is too long for the filesystem (most allow 255 bytes a name and 4096 a path): use a shorter store path"
         }
         io::ErrorKind::FileTooLarge => {
             "the file would grow past what this process may write (its file-size limit, e.g. `ulimit -f`) or what the filesystem allows: raise the limit, or use a store on another filesystem"
@@ -759,6 +780,15 @@ fn io_message(action: &str, path: &std::path::Path, err: &io::Error, stage: IoSt
         "failed to {action} {}: {err}; {hint}{outcome}",
         path.display()
     )
+}
+
+fn interrupted_message(during: &str) -> String {
+    // A waiter never held the lock: nothing of it to release.
+    if during.starts_with("waiting") {
+        format!("interrupted while {during}; nothing was published, and the lock was never taken")
+    } else {
+        format!("interrupted while {during}; nothing was published and the lock was released")
+    }
 }
 
 fn owner_not_trusted_message(

@@ -2108,6 +2108,12 @@ pub(crate) fn fault_error(path: PathBuf, generation: u64, fault: SnapshotFault) 
     match fault {
         SnapshotFault::Missing => Error::MissingSnapshot { path, generation },
         SnapshotFault::Untrusted(e) => *e,
+        // Not damage: the file may be intact, only this user may not read
+        // it (mode 0000, another owner). Rolling back or publishing again,
+        // what damage calls for, would not help; the permissions would.
+        SnapshotFault::Io(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            Error::io("read the snapshot", path, e)
+        }
         other => Error::CorruptSnapshot {
             path,
             generation,

@@ -514,6 +514,9 @@ pub(crate) fn acquire(
     let mut backend = resolve_backend(options.backend, layout);
     let mut lease_guard: Option<lease::LeaseGuard> = None;
     let mut lease_watch = lease::LeaseWatch::default();
+    // A lease writer holding its lease but not the advisory lock, which a
+    // writer on the advisory backend holds: what it waits for is `lock`.
+    let mut blocked_on_advisory = false;
     loop {
         let me = HolderInfo::this_process(options.purpose, backend);
         let attempt = match backend {
@@ -566,7 +569,10 @@ pub(crate) fn acquire(
                     // excluded too (it backs off when it sees our lease).
                     Some(_) => match advisory::try_acquire(&path) {
                         Ok(advisory::Attempt::Acquired(file)) => Try::Got(Some(file)),
-                        Ok(advisory::Attempt::Busy) => Try::Busy(None),
+                        Ok(advisory::Attempt::Busy) => {
+                            blocked_on_advisory = true;
+                            Try::Busy(None)
+                        }
                         Err(_) => Try::Got(None),
                     },
                 }
@@ -611,7 +617,7 @@ pub(crate) fn acquire(
                 o.timed_out(elapsed);
             }
             return Err(Error::LockTimeout {
-                path: if backend == Backend::Lease {
+                path: if backend == Backend::Lease && !blocked_on_advisory {
                     layout.lease_file()
                 } else {
                     path
@@ -672,6 +678,18 @@ pub(crate) fn probe(
     lease_ttl: Duration,
 ) -> Result<(LockState, Option<LeaseView>)> {
     if let Some((record, view)) = lease::live_lease_view(layout) {
+        // A lease writer takes its lease first, then the advisory lock: one
+        // that waits for an advisory writer holds a live lease but not the
+        // store. The holder record is written by whoever holds both, so a
+        // held advisory lock with another process's record names the
+        // holder (it read "held by" the waiting lease writer).
+        if matches!(advisory::probe(&layout.lock_file()), Ok(Some(true))) {
+            if let Some(holder) = holder::read(layout) {
+                if holder.pid != record.holder.pid || holder.host != record.holder.host {
+                    return Ok((LockState::Held(Some(holder)), None));
+                }
+            }
+        }
         return Ok((LockState::Held(Some(record.holder)), Some(view)));
     }
     Ok((probe_without_lease(layout, lease_ttl)?, None))

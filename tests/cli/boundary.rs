@@ -223,6 +223,28 @@ fn a_file_given_as_the_store_is_not_a_store() {
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
 
+/// A store path with a name longer than the filesystem allows failed with
+/// "File name too long; check the path and retry"; it now says which limit
+/// and what to do, and nothing is made.
+#[test]
+fn a_store_path_with_a_name_too_long_says_so() {
+    let store = TestStore::new();
+    let long = store.scratch(&"n".repeat(300)).join("store");
+    let from = store.payload("p", b"[1]");
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("--store")
+        .arg(&long)
+        .args(["refresh", "--from"])
+        .arg(&from);
+    let out = run_with_timeout(cmd);
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(
+        stderr.contains("too long for the filesystem") && stderr.contains("shorter store path"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_new_store_carries_a_marker_and_a_cache_directory_tag() {
     let store = TestStore::new();

@@ -1067,3 +1067,54 @@ fn a_lease_file_too_large_to_be_a_lease_is_taken_over_like_a_torn_one() {
         assert_eq!(status["lock"]["held"], false, "{size}: {status}");
     }
 }
+
+/// Reproduced: while an advisory writer held the lock and a lease writer
+/// waited for it (holding its own lease, as lease writers take the lease
+/// first), `status` named the waiting lease writer as the holder, and the
+/// waiter's timeout named `lease` as the lock it waited for. Both now name
+/// the advisory writer and `lock`.
+#[test]
+fn status_names_the_advisory_holder_while_a_lease_writer_waits_for_it() {
+    let store = TestStore::new();
+    store.refresh(b"[0]", &[]);
+    let holder = spawn_holder(&store, "advisory", "sleep 4; echo '[1]'");
+    let holder_pid = holder.id();
+    let (_, status) = {
+        store.wait_until_locked();
+        store.json(&["status"])
+    };
+    assert_eq!(status["lock"]["pid"], holder_pid, "{status}");
+    let file = store.payload("w", b"[2]");
+    let waiter = store
+        .command(&[
+            "--lock-backend",
+            "lease",
+            "refresh",
+            "--lock-timeout",
+            "2",
+            "--from",
+            file.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lease = store.root().join("lease");
+    wait_for("the waiter's lease", Duration::from_secs(10), || {
+        lease.exists().then_some(())
+    });
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(
+        status["lock"]["pid"], holder_pid,
+        "the advisory writer holds the store, not the waiter: {status}"
+    );
+    let out = wait_output(waiter, COMMAND_TIMEOUT);
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 75, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}", store.root().join("lock").display()))
+            && stderr.contains(&format!("pid {holder_pid}")),
+        "{stderr}"
+    );
+    assert_eq!(code(&wait_output(holder, COMMAND_TIMEOUT)), 0);
+}

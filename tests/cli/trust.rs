@@ -900,3 +900,33 @@ fn a_store_of_another_user_is_read_only_when_its_owner_is_trusted() {
     let out = run_with_timeout(cmd);
     assert_eq!(code(&out), 1, "{}", text(&out.stderr));
 }
+
+/// Reproduced: a snapshot its owner could not read (mode `0000`) was
+/// reported as damaged ("it could not be read: Permission denied", kind
+/// `corrupt-store`), with advice to roll back or publish again, which
+/// cannot help. It is a permission error, named as one.
+#[test]
+fn a_snapshot_its_owner_cannot_read_is_a_permission_error_not_damage() {
+    let Some(alice) = TempUser::create("a") else {
+        return;
+    };
+    let dir = shared_dir();
+    let root = home_for(dir.path(), &alice);
+    let from = payload_file(dir.path(), "p.json", b"[1]");
+    let out = alice.run(&root, &["refresh", "--from", from.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let snapshots: Vec<PathBuf> = std::fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    chmod(&snapshots[0], 0o000);
+    let out = alice.run(&root, &["--json", "show"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(
+        stderr.contains("Permission denied") && !stderr.contains("damaged"),
+        "{stderr}"
+    );
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"]["kind"], "error", "{error}");
+}

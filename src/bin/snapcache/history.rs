@@ -88,8 +88,14 @@ pub fn relative_age(age: std::time::Duration) -> String {
         1_209_600..5_184_000 => unit((secs + 7 * DAY / 2) / (7 * DAY), "week"),
         5_184_000..31_536_000 => unit((secs + 15 * DAY) / (30 * DAY), "month"),
         _ => {
-            let years = secs / (365 * DAY);
-            let months = (secs - years * 365 * DAY + 15 * DAY) / (30 * DAY);
+            let mut years = secs / (365 * DAY);
+            let mut months = (secs - years * 365 * DAY + 15 * DAY) / (30 * DAY);
+            // The rest of a year rounds to 12 months at its end (715 days
+            // read "1 year, 12 months"): that is the next year.
+            if months >= 12 {
+                years += 1;
+                months = 0;
+            }
             if months == 0 {
                 unit(years, "year")
             } else {
@@ -98,4 +104,28 @@ pub fn relative_age(age: std::time::Duration) -> String {
         }
     };
     format!("{ago} ago")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_age;
+    use std::time::Duration;
+
+    const DAY: u64 = 86_400;
+
+    #[test]
+    fn ages_read_like_git_and_never_say_12_months() {
+        let at = |secs| relative_age(Duration::from_secs(secs));
+        assert_eq!(at(5), "5 seconds ago");
+        assert_eq!(at(3 * 60), "3 minutes ago");
+        assert_eq!(at(2 * DAY), "2 days ago");
+        assert_eq!(at(400 * DAY), "1 year, 1 month ago");
+        // Reproduced: 715 days read "1 year, 12 months ago".
+        assert_eq!(at(715 * DAY), "2 years ago");
+        assert_eq!(at(730 * DAY), "2 years ago");
+        for days in 365..(60 * 365) {
+            let text = at(days * DAY);
+            assert!(!text.contains("12 months"), "{days} days: {text}");
+        }
+    }
 }

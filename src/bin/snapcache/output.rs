@@ -220,7 +220,9 @@ pub fn human_age(age: Duration) -> String {
 pub fn human_span(span: Duration) -> String {
     let secs = span.as_secs();
     match secs {
-        0..=59 => format!("{secs} s"),
+        // A 0.3 s lease read "lease time 0 s".
+        0..=9 => format!("{:.1} s", span.as_secs_f64()),
+        10..=59 => format!("{secs} s"),
         60..=3599 => format!("{} min", secs / 60),
         3600..=86_399 => format!("{:.1} h", secs as f64 / 3600.0),
         86_400..=86_399_999 => format!("{:.1} days", secs as f64 / 86_400.0),

@@ -41,6 +41,9 @@ pub struct PayloadSink<'a> {
     /// The first error of our own side (the temp file), kept so that a
     /// source that swallows it cannot hide a full disk.
     pub(crate) write_error: Option<io::Error>,
+    /// The largest payload accepted, and whether the source went past it.
+    limit: Option<u64>,
+    over_limit: bool,
 }
 
 impl<'a> PayloadSink<'a> {
@@ -50,6 +53,7 @@ impl<'a> PayloadSink<'a> {
         format: PayloadFormat,
         cancel: Option<Arc<AtomicBool>>,
         hashing: bool,
+        limit: Option<u64>,
     ) -> Self {
         PayloadSink {
             durable,
@@ -59,7 +63,15 @@ impl<'a> PayloadSink<'a> {
             cancel,
             json: (format == PayloadFormat::Json).then(JsonWorker::start),
             write_error: None,
+            limit,
+            over_limit: false,
         }
+    }
+
+    /// The limit the source went past, if it did (then that is why it
+    /// stopped, whatever it says).
+    pub(crate) fn exceeded_limit(&self) -> Option<u64> {
+        self.limit.filter(|_| self.over_limit)
     }
 
     /// Bytes written so far.
@@ -102,6 +114,14 @@ impl Write for PayloadSink<'_> {
         {
             // Not ErrorKind::Interrupted: `write_all` and `io::copy` retry those forever.
             return Err(io::Error::other("cancelled"));
+        }
+        if let Some(limit) = self.limit {
+            if self.bytes.saturating_add(buf.len() as u64) > limit {
+                self.over_limit = true;
+                return Err(io::Error::other(format!(
+                    "payload rejected: larger than the limit of {limit} bytes"
+                )));
+            }
         }
         if let Some(json) = &mut self.json {
             if !json.send(buf) {

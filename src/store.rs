@@ -291,6 +291,9 @@ pub struct PublishOptions {
     /// [`Store::publish_json`] writes serde_json's pretty layout (2-space
     /// indent), for a snapshot file a person reads.
     pub pretty: bool,
+    /// The largest payload accepted, in bytes (`None`: no limit; see
+    /// [`PublishOptions::max_bytes`]).
+    pub max_bytes: Option<u64>,
 }
 
 impl PublishOptions {
@@ -373,6 +376,28 @@ impl PublishOptions {
     /// ```
     pub fn pretty(mut self, pretty: bool) -> Self {
         self.pretty = pretty;
+        self
+    }
+
+    /// Rejects a payload larger than `bytes` as soon as its source goes
+    /// past it ([`Error::PayloadRejected`]; nothing is published, the temp
+    /// file goes). A payload costs its size on disk while it is staged and,
+    /// for the JSON check, up to one byte of memory per level of nesting
+    /// still open: a source gone wrong (an endless stream, a server sending
+    /// the wrong file) is otherwise stopped only by a full disk.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// # let dir = tempfile::tempdir().map_err(|e| snapcache::Error::InvalidOption(e.to_string()))?;
+    /// # let store = snapcache::Store::open(snapcache::StoreOptions::new(dir.path().join("m")))?;
+    /// let limited = snapcache::PublishOptions::default().max_bytes(4);
+    /// assert!(store.publish_bytes(b"[1]", &limited).is_ok());
+    /// let err = store.publish_bytes(b"[1,2,3]", &limited).unwrap_err();
+    /// assert!(err.is_payload_rejected());
+    /// # Ok(()) }
+    /// ```
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
         self
     }
 }

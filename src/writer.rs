@@ -715,8 +715,17 @@ impl<'s> Writer<'s> {
             options.format,
             store.options().cancel_flag_ref().cloned(),
             hashed.is_none(),
+            options.max_bytes,
         );
         let source_result = source(&mut sink);
+        if let Some(limit) = sink.exceeded_limit() {
+            return Err(Error::PayloadRejected {
+                reason: format!(
+                    "the payload is larger than the limit of {limit} bytes set for it (stopped after {} bytes, nothing was published); raise the limit if it is meant to be this large",
+                    sink.bytes_written()
+                ),
+            });
+        }
         if let Some(e) = sink.write_error.take() {
             return Err(Error::io(
                 "write the payload to the temp file",

@@ -265,3 +265,65 @@ fn tampered_snapshot_is_never_served() {
     assert_eq!(store.show(), json_payload(3000, 2));
     store.ok(&["verify"]);
 }
+
+/// Reproduced: nothing bounded a payload. `refresh --raw --from - </dev/zero`
+/// (or `--exec cat /dev/zero`) filled the filesystem before failing, and a
+/// 300 MB payload of `[` took 299 MB of memory for the JSON check's
+/// nesting. `--max-size` (or `SNAPCACHE_MAX_SIZE`) rejects a payload as
+/// soon as it goes past the limit: exit 65, nothing published, no temp file.
+#[test]
+fn a_payload_larger_than_max_size_is_rejected_as_soon_as_it_passes_it() {
+    let store = store_with_two_generations();
+    let big = store.payload("big", &json_payload(5000, 9));
+    let stderr = assert_rejected(
+        &store,
+        &[
+            "refresh",
+            "--max-size",
+            "1K",
+            "--from",
+            big.to_str().unwrap(),
+        ],
+        65,
+        "larger than the limit of 1024 bytes",
+    );
+    assert!(stderr.contains("nothing was published"), "{stderr}");
+    // An endless source is stopped at the limit, not at a full disk.
+    let started = std::time::Instant::now();
+    assert_rejected(
+        &store,
+        &[
+            "refresh",
+            "--raw",
+            "--max-size",
+            "2M",
+            "--exec",
+            "cat",
+            "/dev/zero",
+        ],
+        65,
+        "larger than the limit of 2097152 bytes",
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // The variable, below the flag.
+    let mut cmd = store.command(&["refresh", "--from", big.to_str().unwrap()]);
+    cmd.env("SNAPCACHE_MAX_SIZE", "1k");
+    assert_eq!(code(&run_with_timeout(cmd)), 65);
+    let mut cmd = store.command(&[
+        "refresh",
+        "--max-size",
+        "1M",
+        "--from",
+        big.to_str().unwrap(),
+    ]);
+    cmd.env("SNAPCACHE_MAX_SIZE", "1k");
+    let out = run_with_timeout(cmd);
+    assert_eq!(code(&out), 0, "the flag wins: {}", text(&out.stderr));
+    for bad in ["0", "12X", "-1", "99999999999T"] {
+        let mut cmd = store.command(&["refresh", "--from", big.to_str().unwrap()]);
+        cmd.env("SNAPCACHE_MAX_SIZE", bad);
+        let out = run_with_timeout(cmd);
+        assert_eq!(code(&out), 2, "{bad}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("SNAPCACHE_MAX_SIZE"), "{bad}");
+    }
+}

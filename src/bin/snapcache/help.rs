@@ -12,6 +12,7 @@ Environment:
   XDG_CACHE_HOME          base of the default root, if absolute (else ~/.cache)
   SNAPCACHE_LOCK_TIMEOUT  lock budget, seconds or `infinite` (below --lock-timeout)
   SNAPCACHE_KEEP          generations kept besides the current one, 1-100 (default 5)
+  SNAPCACHE_MAX_SIZE      largest payload a refresh accepts, e.g. 64M (below --max-size)
   SNAPCACHE_LOCK_BACKEND  auto, advisory or lease (below --lock-backend)
   SNAPCACHE_LEASE_SECS    lease time of the lease backend and of object stores,
                           0.3-86400 (default 30)

@@ -360,7 +360,7 @@ fn uid_of_user(name: &str) -> Option<u32> {
     })
 }
 
-fn env_value(name: &str) -> Result<Option<String>, Failure> {
+pub(crate) fn env_value(name: &str) -> Result<Option<String>, Failure> {
     match std::env::var(name) {
         Ok(v) if v.is_empty() => Ok(None),
         Ok(v) => Ok(Some(v)),

@@ -53,8 +53,41 @@ pub struct Args {
     /// A note recorded with the new generation (default: the source; bytes that are not UTF-8 are replaced)
     #[arg(long, value_name = "TEXT")]
     note: Option<OsString>,
+    /// Reject a payload larger than SIZE (bytes, or with K, M, G, T: binary multiples, e.g. 64M) [default: $SNAPCACHE_MAX_SIZE, else no limit]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_size: Option<u64>,
     #[command(flatten)]
     lock_timeout: LockTimeoutArg,
+}
+
+/// `--max-size` and `SNAPCACHE_MAX_SIZE`: a number of bytes, with an
+/// optional binary suffix `K`, `M`, `G` or `T` (`KiB`, `MB`, ... read the
+/// same: a cache is sized in binary units).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let unit = unit.trim().to_ascii_uppercase();
+    let shift = match unit.trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size: give bytes, or a number with K, M, G or T (e.g. 64M)"
+            ));
+        }
+    };
+    let n: u64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a size: give bytes, or a number with K, M, G or T (e.g. 64M)")
+    })?;
+    if n == 0 {
+        return Err("a size limit of 0 would reject every payload".into());
+    }
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is larger than any payload could be"))
 }
 
 /// `--max-age` (and `gc --older-than`): a humantime duration up to [`MAX_AGE_LIMIT`].
@@ -73,6 +106,16 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     let options = args.lock_timeout.apply(&ctx.options)?;
     let mut publish = PublishOptions::default().raw(args.raw);
     publish.max_age = args.max_age;
+    publish.max_bytes = match args.max_size {
+        Some(limit) => Some(limit),
+        None => match crate::env_value("SNAPCACHE_MAX_SIZE")? {
+            Some(text) => Some(
+                parse_size(&text)
+                    .map_err(|e| Failure::Usage(format!("SNAPCACHE_MAX_SIZE: {e}")))?,
+            ),
+            None => None,
+        },
+    };
     let outcome = match (&args.from, &args.exec) {
         (Some(path), _) => {
             publish.note =
@@ -477,4 +520,21 @@ fn print_outcome(ctx: &Context, outcome: &PublishOutcome) {
         short_hash(&outcome.hash),
         ctx.options.root().display()
     );
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_refuse_the_rest() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1 gb"), Ok(1 << 30));
+        assert_eq!(parse_size("2k"), Ok(2048));
+        for bad in ["", "0", "M", "1.5M", "-1", "12X", "18446744073709551615T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -226,6 +226,19 @@ pub(crate) fn base_without_pointer(layout: &Layout) -> u64 {
     highest_record(layout).unwrap_or(0)
 }
 
+/// The commit number after `commit`. The commit counter, not the
+/// generation numbers, is what ran out when there is none (it read "handed
+/// out every generation number (last generation 2^64-1)" of a pointer at
+/// generation 1): only a damaged or edited pointer gets there.
+pub(crate) fn next_commit(layout: &Layout, commit: u64) -> Result<u64> {
+    commit.checked_add(1).ok_or_else(|| Error::CorruptPointer {
+        path: layout.current(),
+        detail: format!(
+            "its commit counter is at its maximum ({commit}), which no store reaches by publishing: the pointer was damaged or edited"
+        ),
+    })
+}
+
 /// `clear`'s commit on the lease backend: creates the record after `base`
 /// (the commit number of the newest pointer this writer read, or of the
 /// highest record when it could not read one) saying that the store was
@@ -234,12 +247,7 @@ pub(crate) fn base_without_pointer(layout: &Layout) -> u64 {
 /// commit; the records stay, so a writer stalled across the clear cannot
 /// commit after it.
 pub(crate) fn commit_cleared(layout: &Layout, durable: &Durable, base: u64) -> Result<()> {
-    let n = base
-        .checked_add(1)
-        .ok_or_else(|| Error::GenerationsExhausted {
-            path: layout.current(),
-            last: base,
-        })?;
+    let n = next_commit(layout, base)?;
     claim(layout, durable, n, CLEARED)?;
     prune(layout, durable, n);
     Ok(())
@@ -265,13 +273,7 @@ pub(crate) fn commit(
     backend: Backend,
     pointer: &mut Pointer,
 ) -> Result<()> {
-    let n = pointer
-        .commit
-        .checked_add(1)
-        .ok_or_else(|| Error::GenerationsExhausted {
-            path: layout.current(),
-            last: pointer.commit,
-        })?;
+    let n = next_commit(layout, pointer.commit)?;
     if backend == Backend::Advisory {
         pointer.dropped.clear();
         pointer.commit = n;

@@ -484,6 +484,9 @@ impl<'s> Writer<'s> {
                     path: store.layout().current(),
                     last: next.last_generation,
                 })?;
+        // The commit counter likewise (only an edited pointer is at its
+        // end), before the snapshot is renamed into place.
+        crate::commit_record::next_commit(store.layout(), next.commit)?;
         rename.add(store.commit_snapshot(temp, &hash, bytes, synced, self.lock.deadline())?);
         next.generations.push(Generation {
             generation,

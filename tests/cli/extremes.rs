@@ -272,3 +272,37 @@ fn verify_json_shows_planted_names_that_are_not_utf8() {
         "both shown lossily: {listed}"
     );
 }
+
+/// Reproduced: a pointer whose commit counter was at its maximum (edited;
+/// its generation 1) made writes fail with "handed out every generation
+/// number (last generation 18446744073709551615)", naming the wrong
+/// counter. It is a damaged pointer, named as one, and nothing changes.
+#[test]
+fn an_exhausted_commit_counter_is_a_damaged_pointer_not_exhausted_generations() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    edit_pointer(&store, |body| {
+        body["commit"] = u64::MAX.into();
+    });
+    let before = store.fingerprint();
+    let payload = store.payload("new.json", b"[2]");
+    for backend in ["advisory", "lease"] {
+        let out = store.run(&[
+            "--lock-backend",
+            backend,
+            "refresh",
+            "--from",
+            payload.to_str().unwrap(),
+        ]);
+        assert_no_panic(&out, "exhausted commit counter");
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 1, "{backend}: {stderr}");
+        assert!(
+            stderr.contains("commit counter is at its maximum")
+                && !stderr.contains("every generation number"),
+            "{backend}: {stderr}"
+        );
+    }
+    assert_eq!(store.fingerprint(), before, "the store is unchanged");
+    assert_eq!(store.show(), b"[1]");
+}

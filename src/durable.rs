@@ -230,10 +230,19 @@ impl Durable {
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(dir)?;
+        // On the directory just made, opened without following a link: by
+        // path, a link another user swapped in between the mkdir and the
+        // chmod (in a parent others can write) made root chmod the file it
+        // pointed at. A swapped-in directory is theirs, and is judged later.
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+            use rustix::fs::{Mode, OFlags};
+            let fd = rustix::fs::open(
+                dir,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700))?;
         }
         // A new directory's own entry must survive a power loss too, or a
         // later durable write inside it could vanish with it.

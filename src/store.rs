@@ -1997,7 +1997,10 @@ impl Store {
                 || l.path.file_name() != spare
         });
         scanned(&leftovers);
-        Ok(sweep::remove(&self.durable, leftovers).removed)
+        let removed =
+            sweep::remove(&self.durable, leftovers, &|| lock.check_held().is_ok()).removed;
+        lock.check_held()?;
+        Ok(removed)
     }
 
     /// Makes an earlier retained generation current (the one before the

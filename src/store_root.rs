@@ -40,6 +40,7 @@ pub(crate) fn create(root: &Path, durable: &Durable) -> Result<()> {
                 // Made by someone else since it was found missing (or a
                 // link planted there): judge it like the existing parent.
                 let meta = existing_dir(dir)?;
+                trust::refuse_foreign_link(dir)?;
                 if dir != root {
                     trust::refuse_foreign_parent(dir, &meta)?;
                 }
@@ -59,6 +60,7 @@ fn missing_below_existing(root: &Path) -> Result<Vec<PathBuf>> {
     loop {
         match fs::metadata(&at) {
             Ok(meta) if meta.is_dir() => {
+                trust::refuse_foreign_link(&at)?;
                 trust::refuse_foreign_parent(&at, &meta)?;
                 return Ok(missing);
             }

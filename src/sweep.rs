@@ -254,10 +254,20 @@ pub(crate) struct Removal {
 /// the bench runs on, 10,000 sequential unlinks of 1 KiB files took about
 /// 8 s of wall time for 0.24 s of CPU, while a few unlinks in flight at once
 /// share those waits. A short list stays on the calling thread.
-pub(crate) fn remove(durable: &Durable, leftovers: Vec<Leftover>) -> Removal {
+///
+/// `held` is asked before every unlink: a writer whose lock was lost (its
+/// lock file removed, and another writer in) must stop deleting at once,
+/// since the other writer may have just made one of these files current
+/// again (reproduced: a `gc` stalled mid-way deleted the snapshot another
+/// writer had reused and committed). The caller then reports the loss.
+pub(crate) fn remove(
+    durable: &Durable,
+    leftovers: Vec<Leftover>,
+    held: &(dyn Fn() -> bool + Sync),
+) -> Removal {
     let workers = removal_workers(leftovers.len());
     let removed = if workers <= 1 {
-        remove_sequentially(durable, leftovers)
+        remove_sequentially(durable, leftovers, held)
     } else {
         let chunk = leftovers.len().div_ceil(workers);
         let mut chunks = Vec::with_capacity(workers);
@@ -277,7 +287,7 @@ pub(crate) fn remove(durable: &Durable, leftovers: Vec<Leftover>) -> Removal {
                     let dispatch = dispatch.clone();
                     scope.spawn(move || {
                         crate::worker_log::with(dispatch.as_ref(), || {
-                            remove_sequentially(durable, part)
+                            remove_sequentially(durable, part, held)
                         })
                     })
                 })
@@ -318,12 +328,20 @@ const PARALLEL_FROM: usize = 64;
 /// burst of threads for an embedder, and only for 2,048 leftovers or more.
 const MAX_REMOVAL_WORKERS: usize = 32;
 
-fn remove_sequentially(durable: &Durable, leftovers: Vec<Leftover>) -> Removal {
+fn remove_sequentially(
+    durable: &Durable,
+    leftovers: Vec<Leftover>,
+    held: &(dyn Fn() -> bool + Sync),
+) -> Removal {
     let mut done = Removal {
         removed: Vec::with_capacity(leftovers.len()),
         not_removed: Vec::new(),
     };
     for leftover in leftovers {
+        if !held() {
+            tracing::warn!(path = %leftover.path.display(), "the writer lock was lost: removing nothing more");
+            break;
+        }
         match durable.remove_file(&leftover.path) {
             Ok(()) => {
                 tracing::info!(path = %leftover.path.display(), kind = ?leftover.kind, bytes = leftover.bytes, "removed leftover");
@@ -489,6 +507,30 @@ fn entries(dir: &Path) -> Result<Vec<Entry>> {
 mod tests {
     use super::*;
 
+    /// A removal stops at once when the lock is lost, mid-way: the next
+    /// file may be one another writer just made current again.
+    #[test]
+    fn a_removal_stops_when_the_lock_is_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list: Vec<Leftover> = (0..4)
+            .map(|i| {
+                let path = dir.path().join(format!("f{i}"));
+                fs::write(&path, b"x").expect("write");
+                Leftover {
+                    path,
+                    kind: LeftoverKind::TempFile,
+                    bytes: 1,
+                }
+            })
+            .collect();
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let removal = remove(&Durable::default(), list, &|| {
+            asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 2
+        });
+        assert_eq!(removal.removed.len(), 2, "two while held, then none");
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 2);
+    }
+
     /// Reproduced: a crashed writer's temp file whose pid now belongs to a
     /// long-lived process (pid 1 here) was spared for as long as that
     /// process lived, and one with its mtime set to 2099 until 2099, while
@@ -567,7 +609,7 @@ mod tests {
             list.push(leftover(path));
         }
         assert!(removal_workers(list.len()) > 1);
-        let removed = remove(&Durable::default(), list.clone());
+        let removed = remove(&Durable::default(), list.clone(), &|| true);
         let expected: Vec<Leftover> = list
             .into_iter()
             .enumerate()

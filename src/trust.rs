@@ -127,6 +127,14 @@ pub(crate) fn refuse_foreign_parent(dir: &Path, meta: &std::fs::Metadata) -> Res
     imp::refuse_foreign_parent(dir, meta)
 }
 
+/// Refuses a symbolic link at `path` that belongs to another user (not
+/// root): a store is never made where someone else's link points (one in a
+/// shared `/tmp`, to a directory of root's, made root create the store
+/// there). The user's own links are followed, as the user chose them.
+pub(crate) fn refuse_foreign_link(path: &Path) -> Result<()> {
+    imp::refuse_foreign_link(path)
+}
+
 /// Whose files the store at `layout` may serve (its root's owner, the
 /// root followed like the user's symlink, as [`check_store`] judges it),
 /// for a caller that did not keep [`Seen::owner`].
@@ -353,6 +361,26 @@ mod imp {
         ))
     }
 
+    pub(super) fn refuse_foreign_link(path: &Path) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return Ok(());
+        };
+        let me = rustix::process::geteuid().as_raw();
+        if !meta.file_type().is_symlink() || meta.uid() == me || meta.uid() == 0 {
+            return Ok(());
+        }
+        Err(untrusted_parts(
+            path,
+            meta.uid(),
+            meta.mode(),
+            format!(
+                "it is a symbolic link of {}, not yours, so that user chose where a store made through it would go; use a path without it, or a directory of your own",
+                who(meta.uid())
+            ),
+        ))
+    }
+
     pub(super) fn store_owner(root: &Path) -> Result<Owner> {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(root)
@@ -479,6 +507,10 @@ mod imp {
     }
 
     pub(super) fn refuse_foreign_parent(_dir: &Path, _meta: &std::fs::Metadata) -> Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn refuse_foreign_link(_path: &Path) -> Result<()> {
         Ok(())
     }
 

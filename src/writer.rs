@@ -911,7 +911,11 @@ impl<'s> Writer<'s> {
         } else {
             // Everything the handle's sweep would remove, it removes.
             self.sweep_due = false;
-            sweep::remove(store.durable(), leftovers)
+            let removal = sweep::remove(store.durable(), leftovers, &|| {
+                self.lock.check_held().is_ok()
+            });
+            self.lock.check_held()?;
+            removal
         };
         Ok(GcReport::of(
             &removal.removed,
@@ -991,7 +995,10 @@ impl<'s> Writer<'s> {
             .into_iter()
             .filter(|l| l.kind == LeftoverKind::UnreferencedSnapshot)
             .collect();
-        let removal = sweep::remove(store.durable(), snapshots);
+        let removal = sweep::remove(store.durable(), snapshots, &|| {
+            self.lock.check_held().is_ok()
+        });
+        self.lock.check_held()?;
         let report = ForgetReport {
             forgotten,
             removed_snapshots: removal.removed.len(),
@@ -1188,7 +1195,10 @@ impl<'s> Writer<'s> {
             (self.lock.backend() == Backend::Lease).then_some(store.options().lease_ttl_value());
         let leftovers = sweep::leftovers(store.layout(), Some(&HashSet::new()), spare_live_writers)
             .map_err(Error::after_commit)?;
-        let removal = sweep::remove(store.durable(), leftovers);
+        let removal = sweep::remove(store.durable(), leftovers, &|| {
+            self.lock.check_held().is_ok()
+        });
+        self.lock.check_held().map_err(Error::after_commit)?;
         self.sweep_due = false;
         Ok(ClearReport::of(
             previous,

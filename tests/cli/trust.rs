@@ -930,3 +930,34 @@ fn a_snapshot_its_owner_cannot_read_is_a_permission_error_not_damage() {
     let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(error["error"]["kind"], "error", "{error}");
 }
+
+/// Reproduced: another user's symbolic link in a directory anyone can
+/// write, pointing at a directory of root's, made root's refresh create
+/// the store there (the parent judged was the target, root's own). A store
+/// is never made through another user's link.
+#[test]
+fn a_store_is_never_made_through_another_users_link() {
+    let Some(mallory) = TempUser::create("m") else {
+        return;
+    };
+    let dir = shared_dir();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    let target = dir.path().join("rootonly");
+    std::fs::create_dir(&target).unwrap();
+    let link = open.join("x");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(mallory.uid), Some(mallory.gid)).unwrap();
+    let from = payload_file(dir.path(), "p.json", b"[1]");
+    let out = run_here(
+        &link.join("y/store"),
+        &["refresh", "--from", from.to_str().unwrap()],
+    );
+    assert_untrusted(&out, &link, &["symbolic link of", &mallory.name]);
+    assert_eq!(
+        walk(&target),
+        vec![target.clone()],
+        "nothing made where it points"
+    );
+}

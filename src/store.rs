@@ -77,7 +77,7 @@ pub struct StoreOptions {
     cancel: Option<Arc<AtomicBool>>,
     purpose: Option<String>,
     snapshot_grace: Duration,
-    trusted_owners: Vec<u32>,
+    pub(crate) trusted_owners: Vec<u32>,
 }
 
 /// How long a store on an object store keeps a snapshot object that no
@@ -189,6 +189,34 @@ impl StoreOptions {
             self.trusted_owners.push(uid);
         }
         self
+    }
+
+    /// Like [`trust_owner`](Self::trust_owner), for a user given by name
+    /// (looked up in `/etc/passwd`) or by uid written as digits.
+    ///
+    /// Fails with [`Error::InvalidOption`] when no such user is known.
+    /// Where ownership is not checked (Windows) any name is accepted and
+    /// changes nothing.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// let options = snapcache::StoreOptions::new("/srv/cache/kopi").trust_owner_named("root")?;
+    /// # let _ = options;
+    /// # Ok(()) }
+    /// ```
+    pub fn trust_owner_named(self, name: &str) -> Result<Self> {
+        if let Ok(uid) = name.parse::<u32>() {
+            return Ok(self.trust_owner(uid));
+        }
+        if cfg!(not(unix)) {
+            return Ok(self);
+        }
+        match trust::uid_of_user(name) {
+            Some(uid) => Ok(self.trust_owner(uid)),
+            None => Err(Error::InvalidOption(format!(
+                "no user named {name:?} is listed in /etc/passwd, so their stores cannot be trusted by name; give that user's uid instead"
+            ))),
+        }
     }
 
     /// Lease time of the lease backend (default 30 s; 300 ms to 1 day,

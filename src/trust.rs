@@ -142,6 +142,13 @@ pub(crate) fn store_owner(layout: &Layout) -> Result<Owner> {
     imp::store_owner(layout.root())
 }
 
+/// The uid of user `name` (Unix: from `/etc/passwd`; users of NSS
+/// directories are given by uid). `None` where the user is unknown, and on
+/// platforms without uids.
+pub(crate) fn uid_of_user(name: &str) -> Option<u32> {
+    imp::uid_of_user(name)
+}
+
 #[cfg(unix)]
 mod imp {
     use std::io::Read;
@@ -468,18 +475,39 @@ mod imp {
     /// The user name of `uid` from `/etc/passwd` (only for messages; users
     /// from NSS directories are shown by uid alone).
     pub(super) fn user_name(uid: u32) -> Option<String> {
+        passwd_entries()?
+            .into_iter()
+            .find_map(|(name, id)| (id == uid).then_some(name))
+    }
+
+    /// The uid of the user called `name` in `/etc/passwd`.
+    pub(super) fn uid_of_user(name: &str) -> Option<u32> {
+        passwd_entries()?
+            .into_iter()
+            .find_map(|(entry, uid)| (entry == name).then_some(uid))
+    }
+
+    /// `(name, uid)` of each well-formed line of `/etc/passwd`. Read whole,
+    /// but at most 4 MiB of it: the file is the system's, yet a bound keeps
+    /// a replaced or endless one (a FIFO, `/dev/zero` bind-mounted) from
+    /// stalling a message.
+    fn passwd_entries() -> Option<Vec<(String, u32)>> {
         let mut text = String::new();
         std::fs::File::open("/etc/passwd")
             .ok()?
             .take(4 << 20)
             .read_to_string(&mut text)
             .ok()?;
-        text.lines().find_map(|line| {
-            let mut fields = line.split(':');
-            let name = fields.next()?;
-            let uid_field = fields.nth(1)?;
-            (uid_field.parse::<u32>().ok()? == uid).then(|| name.to_string())
-        })
+        Some(
+            text.lines()
+                .filter_map(|line| {
+                    let mut fields = line.split(':');
+                    let name = fields.next()?;
+                    let uid = fields.nth(1)?.parse::<u32>().ok()?;
+                    Some((name.to_string(), uid))
+                })
+                .collect(),
+        )
     }
 }
 
@@ -496,6 +524,10 @@ mod imp {
     /// non-regular files.
     pub(super) fn this_writer() -> Owner {
         Owner(None)
+    }
+
+    pub(super) fn uid_of_user(_name: &str) -> Option<u32> {
+        None
     }
 
     pub(super) fn refuse_untrusted_file(
@@ -526,6 +558,25 @@ mod imp {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_owner_is_trusted_by_name_or_uid_and_an_unknown_name_is_refused() {
+        assert_eq!(uid_of_user("root"), Some(0));
+        let options = crate::StoreOptions::new("/nonexistent")
+            .trust_owner_named("root")
+            .unwrap()
+            .trust_owner_named("4242")
+            .unwrap();
+        assert_eq!(options.trusted_owners, vec![0, 4242]);
+        let err = crate::StoreOptions::new("/nonexistent")
+            .trust_owner_named("no-such-user-snapcache")
+            .unwrap_err();
+        assert!(matches!(err, crate::Error::InvalidOption(_)), "{err}");
+        assert!(
+            err.to_string().contains("\"no-such-user-snapcache\""),
+            "{err}"
+        );
+    }
 
     #[test]
     fn root_has_a_name_in_passwd() {

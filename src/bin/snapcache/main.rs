@@ -255,8 +255,12 @@ fn build_context(cli: &Cli, cancel: Arc<AtomicBool>) -> Result<Context, Failure>
         options = options.keep(n);
     }
     if let Some(list) = env_value("SNAPCACHE_TRUSTED_OWNERS")? {
-        for uid in trusted_owners(&list)? {
-            options = options.trust_owner(uid);
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            options = options.trust_owner_named(entry).map_err(|_| {
+                Failure::Usage(format!(
+                    "SNAPCACHE_TRUSTED_OWNERS names {entry:?}, which is neither a uid nor a user in /etc/passwd; give user names or uids, separated by commas"
+                ))
+            })?;
         }
     }
     let backend_text = match cli.lock_backend.clone() {
@@ -325,41 +329,6 @@ pub const MAX_LOCK_TIMEOUT_SECS: f64 = 1e9;
 
 /// A non-empty environment variable; one that is not UTF-8 is a usage
 /// error (silently ignoring it would apply a default the user did not ask for).
-/// The uids of `SNAPCACHE_TRUSTED_OWNERS`: user names (from /etc/passwd)
-/// or uids, separated by commas.
-fn trusted_owners(list: &str) -> Result<Vec<u32>, Failure> {
-    let mut uids = Vec::new();
-    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let uid = entry.parse::<u32>().ok().or_else(|| uid_of_user(entry));
-        match uid {
-            Some(uid) => uids.push(uid),
-            None => {
-                return Err(Failure::Usage(format!(
-                    "SNAPCACHE_TRUSTED_OWNERS names {entry:?}, which is neither a uid nor a user in /etc/passwd; give user names or uids, separated by commas"
-                )));
-            }
-        }
-    }
-    Ok(uids)
-}
-
-/// The uid of user `name` from /etc/passwd (users of NSS directories are
-/// given by uid).
-fn uid_of_user(name: &str) -> Option<u32> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open("/etc/passwd")
-        .ok()?
-        .take(4 << 20)
-        .read_to_string(&mut text)
-        .ok()?;
-    text.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next()? == name).then_some(())?;
-        fields.nth(1)?.parse().ok()
-    })
-}
-
 pub(crate) fn env_value(name: &str) -> Result<Option<String>, Failure> {
     match std::env::var(name) {
         Ok(v) if v.is_empty() => Ok(None),

@@ -139,7 +139,7 @@ pub enum Error {
 
     /// The lease expired while this writer stalled and another took over.
     #[error(
-        "lost the writer lease {path} before committing (it expired while this writer was stalled and another writer took over); nothing was published, retry the command"
+        "lost the writer lease {path} (it expired while this writer was stalled and another writer took over); this writer stopped before changing anything more: nothing was published, and nothing still referenced was removed. Retry the command"
     )]
     LeaseLost {
         /// The lease file.
@@ -149,9 +149,10 @@ pub enum Error {
     /// The advisory lock file was removed or replaced while this writer
     /// held it (by a temp-file cleaner, a script, a restore), so another
     /// writer may have locked the file there now and run at the same time.
-    /// Checked right before the commit: nothing was published.
+    /// Checked right before the commit and before each file a cleanup
+    /// removes: nothing was published.
     #[error(
-        "the writer lock file {path} was removed or replaced while this writer held it, so another writer may have been writing at the same time; nothing was published. Something deletes files in the store (a temp-file cleaner such as systemd-tmpfiles or tmpwatch, or a script): exclude the store from it, then retry"
+        "the writer lock file {path} was removed or replaced while this writer held it, so another writer may have been writing at the same time; this writer stopped before changing anything more: nothing was published, and nothing still referenced was removed. Something deletes files in the store (a temp-file cleaner such as systemd-tmpfiles or tmpwatch, or a script): exclude the store from it, then retry"
     )]
     LockFileReplaced {
         /// The lock file.

@@ -455,8 +455,13 @@ impl Drop for WriterLock {
             tracing::debug!(backend = %self.backend, "lock_released");
             return;
         }
-        // Remove our record first: once unlocked, the next holder writes its own.
-        holder::remove(&self.layout, &self.durable);
+        // Remove our record first: once unlocked, the next holder writes its
+        // own. Only while we still hold the lock: a writer whose lock file
+        // was removed or whose lease was taken over would otherwise remove
+        // the record of whoever holds the lock now.
+        if self.check_held().is_ok() {
+            holder::remove(&self.layout, &self.durable);
+        }
         self.lease.take();
         if let Some(file) = &self.advisory {
             advisory::release(file, &self.layout.lock_file());

@@ -1025,6 +1025,49 @@ fn a_writer_whose_lock_file_was_removed_while_it_held_it_publishes_nothing() {
     assert_eq!(store.show(), b"[3]".to_vec());
 }
 
+/// Reproduced: a writer whose lock file was removed, failing once another
+/// writer had locked the new one, removed that writer's holder record as it
+/// exited, so `status` said the lock was held by an unknown process. A
+/// writer that no longer holds the lock leaves the record alone.
+#[test]
+fn a_writer_that_lost_its_lock_leaves_the_new_holders_record() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let gate = |name: &str| {
+        let path = store.root().parent().unwrap().join(name);
+        let wait = format!("while [ ! -e '{}' ]; do sleep 0.02; done", path.display());
+        (path, wait)
+    };
+    let (go_a, wait_a) = gate("go-a");
+    let (go_b, wait_b) = gate("go-b");
+    let a = spawn_holder(&store, "advisory", &format!("{wait_a}; echo '[\"A\"]'"));
+    let a_pid = store.wait_until_locked()["lock"]["pid"].as_u64().unwrap();
+    std::fs::remove_file(store.root().join("lock")).unwrap();
+    let b = spawn_holder(&store, "advisory", &format!("{wait_b}; echo '[\"B\"]'"));
+    let b_pid = u64::from(b.id());
+    wait_for(
+        "B to hold the new lock file",
+        Duration::from_secs(20),
+        || {
+            let (_, status) = store.json(&["status"]);
+            (status["lock"]["pid"].as_u64() == Some(b_pid)).then_some(())
+        },
+    );
+    std::fs::write(&go_a, b"").unwrap();
+    let a = wait_output(a, COMMAND_TIMEOUT);
+    assert_eq!(code(&a), 1, "A must fail: {}", text(&a.stderr));
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(
+        status["lock"]["pid"].as_u64(),
+        Some(b_pid),
+        "A (pid {a_pid}) removed B's record: {status}"
+    );
+    std::fs::write(&go_b, b"").unwrap();
+    let b = wait_output(b, COMMAND_TIMEOUT);
+    assert_eq!(code(&b), 0, "B: {}", text(&b.stderr));
+    assert_eq!(store.show(), b"[\"B\"]\n".to_vec());
+}
+
 /// Reproduced: a lease file larger than any lease (70,000 bytes, or a
 /// 100 GiB sparse file) counted as no lease at all to a lease writer, which
 /// then could not create its own and waited behind it for ever (exit 75

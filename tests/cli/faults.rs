@@ -430,6 +430,14 @@ fn files_that_cannot_be_removed_are_reported_by_gc_forget_and_clear() {
             stderr.contains("could not remove") && stderr.contains("chattr -i"),
             "{args:?}: {stderr}"
         );
+        // The command advised is one that removes them: after a clear
+        // there is no pointer, and gc never removes a snapshot it cannot
+        // prove unreferenced.
+        let advised = if args[0] == "clear" { "clear" } else { "gc" };
+        assert!(
+            stderr.contains(&format!("then run `snapcache {advised}`")),
+            "{args:?}: {stderr}"
+        );
         let named = snapshots
             .iter()
             .any(|p| stderr.contains(p.to_str().unwrap()));
@@ -453,4 +461,10 @@ fn files_that_cannot_be_removed_are_reported_by_gc_forget_and_clear() {
         snapshots.len(),
         "nothing removed"
     );
+    // Made removable, the advised command removes what clear left.
+    snapshots.iter().for_each(|p| {
+        set_immutable(p, false);
+    });
+    assert_eq!(code(&store.run(&["clear"])), 0);
+    assert!(store.files_in("snapshots").is_empty(), "clear removed them");
 }

@@ -14,7 +14,7 @@ pub struct Args {
 pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
     let options = args.lock_timeout.apply(&ctx.options)?;
     let report = Store::open(options)?.clear()?;
-    warn_not_removed(ctx.quiet, &report.not_removed);
+    warn_not_removed(ctx.quiet, &report.not_removed, "snapcache clear");
     if ctx.json {
         print_json(&report);
         return Ok(());

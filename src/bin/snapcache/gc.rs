@@ -30,7 +30,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
         gc = gc.older_than(age);
     }
     let report = Store::open(options)?.gc(&gc)?;
-    warn_not_removed(ctx.quiet, &report.not_removed);
+    warn_not_removed(ctx.quiet, &report.not_removed, "snapcache gc");
     if ctx.json {
         print_json(&report);
         return Ok(());

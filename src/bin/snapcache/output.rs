@@ -252,7 +252,7 @@ pub fn short_hash(hash: &snapcache::ContentHash) -> String {
 /// Warns on stderr (unless `quiet`) about files a `gc`, `forget` or
 /// `clear` was to remove but could not: otherwise "removed 0 ..." read as
 /// if there had been nothing to remove. At most five are named.
-pub fn warn_not_removed(quiet: bool, not_removed: &[snapcache::NotRemoved]) {
+pub fn warn_not_removed(quiet: bool, not_removed: &[snapcache::NotRemoved], then_run: &str) {
     if quiet || not_removed.is_empty() {
         return;
     }
@@ -266,7 +266,7 @@ pub fn warn_not_removed(quiet: bool, not_removed: &[snapcache::NotRemoved]) {
         named.push(format!("and {} more", not_removed.len() - NAMED));
     }
     errln!(
-        "snapcache: warning: could not remove {} file(s), left in place: {}. Make them removable (an immutable flag: `lsattr`, `chattr -i`; a directory without write permission), then run `snapcache gc`",
+        "snapcache: warning: could not remove {} file(s), left in place: {}. Make them removable (an immutable flag: `lsattr`, `chattr -i`; a directory without write permission), then run `{then_run}`",
         not_removed.len(),
         named.join(", ")
     );

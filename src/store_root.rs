@@ -31,7 +31,30 @@ const ACTION: &str = "create the store directory";
 /// missing directory above it. Returns with `root` a directory, made here
 /// or by someone else meanwhile: the caller judges it again either way.
 pub(crate) fn create(root: &Path, durable: &Durable) -> Result<()> {
+    // `newdir/.` names `newdir`; made as written, its `mkdir` would fail
+    // (the `.` of a directory not made yet). Components drop such dots.
+    let root: PathBuf = root.components().collect();
+    let root = root.as_path();
     let missing = missing_below_existing(root)?;
+    // `newdir/..` would make `newdir`, then find its `..` (the directory
+    // above) and leave `newdir` behind whatever became of the store. A
+    // `..` is only meaningful through a directory that exists.
+    if let Some(dir) = missing
+        .iter()
+        .find(|d| d.components().next_back() == Some(std::path::Component::ParentDir))
+    {
+        return Err(Error::io(
+            ACTION,
+            root,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the path goes up (`..`) from {}, which does not exist, so nothing was created; give the store's path without `..`",
+                    dir.parent().map_or(dir.as_path(), |p| p).display()
+                ),
+            ),
+        ));
+    }
     crate::test_hooks::stall_before_root_creation();
     for dir in missing.iter().rev() {
         match durable.make_dir(dir) {
@@ -131,6 +154,21 @@ mod tests {
 
     fn durable() -> Durable {
         Durable::default()
+    }
+
+    #[test]
+    fn dot_components_of_a_missing_path_are_understood_and_dot_dot_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dotted = dir.path().join("new/./store/.");
+        create(&dotted, &durable()).expect("created");
+        assert!(dir.path().join("new/store").is_dir());
+        for up in ["other/..", "up/../store"] {
+            let err = create(&dir.path().join(up), &durable()).unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains("without `..`"), "{up}: {message}");
+            let first = up.split('/').next().unwrap();
+            assert!(!dir.path().join(first).exists(), "{up}: {first} made");
+        }
     }
 
     #[test]

@@ -1558,8 +1558,13 @@ impl Store {
             }
         }
         let referenced = pointer.as_ref().map(referenced_hashes);
-        let scan = sweep::scan(&self.layout, referenced.as_ref(), None)?;
-        let (reclaimable, in_grace) = if self.grace_applies(pointer.as_ref()) {
+        let grace = self.grace_applies(pointer.as_ref());
+        // Where lease writers sweep, a temp file younger than a lease time
+        // may be a live writer's on another machine: their sweep keeps it,
+        // so it is not called reclaimable here either.
+        let spare_live_writers = grace.then_some(self.options.lease_ttl);
+        let scan = sweep::scan(&self.layout, referenced.as_ref(), spare_live_writers)?;
+        let (reclaimable, in_grace) = if grace {
             crate::commit_record::split_in_grace(pointer.as_ref(), scan.leftovers)
         } else {
             (scan.leftovers, Vec::new())
@@ -2227,6 +2232,55 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(StoreOptions::new(dir.path().join("s"))).expect("open");
         (dir, store)
+    }
+
+    /// Reproduced: on the lease backend `verify` called a temp file of a
+    /// writer still within its lease time reclaimable, while the lease
+    /// writers' sweep (and `gc`) kept it. Both now go by the same rule.
+    #[test]
+    fn verify_calls_reclaimable_only_the_temp_files_a_lease_sweep_removes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            StoreOptions::new(dir.path().join("s"))
+                .lock_backend(BackendChoice::Lease)
+                .lease_ttl(Duration::from_secs(30)),
+        )
+        .expect("open");
+        store
+            .publish_bytes(b"[1]", &PublishOptions::default())
+            .expect("publish");
+        // A writer on another machine (another boot, so judged by age).
+        let owner = crate::layout::TempOwner {
+            pid: 4242,
+            pid_ns: Some(123),
+            ..crate::lock::this_temp_owner()
+        };
+        let name = |tail: &str| crate::layout::temp_prefix(owner) + tail;
+        let young = store.layout.tmp_dir().join(name("YYYYYYYYYYYYYYYY"));
+        let old = store.layout.tmp_dir().join(name("OOOOOOOOOOOOOOOO"));
+        std::fs::write(&young, b"x").expect("write");
+        std::fs::File::create(&old)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)))
+            .expect("old temp file");
+        let report = store.verify().expect("verify");
+        let listed: Vec<&Path> = report
+            .reclaimable
+            .iter()
+            .map(|l| l.path.as_path())
+            .collect();
+        assert!(
+            listed.iter().any(|p| p.ends_with(old.file_name().unwrap())),
+            "{listed:?}"
+        );
+        assert!(
+            !listed
+                .iter()
+                .any(|p| p.ends_with(young.file_name().unwrap())),
+            "{listed:?}"
+        );
+        let gc = store.gc(&GcOptions::default()).expect("gc");
+        assert_eq!(gc.removed_temp_files, 1, "{gc:?}");
+        assert!(young.exists() && !old.exists());
     }
 
     /// A store reads its marker once and then goes by its identity; any

@@ -44,6 +44,10 @@ pub struct PayloadSink<'a> {
     /// The largest payload accepted, and whether the source went past it.
     limit: Option<u64>,
     over_limit: bool,
+    /// Whether a write was refused because the cancel flag was set: then
+    /// the payload has a hole and is never committed, even if the source
+    /// ignored the error and the host cleared its flag since.
+    cancelled: bool,
 }
 
 impl<'a> PayloadSink<'a> {
@@ -65,6 +69,7 @@ impl<'a> PayloadSink<'a> {
             write_error: None,
             limit,
             over_limit: false,
+            cancelled: false,
         }
     }
 
@@ -72,6 +77,17 @@ impl<'a> PayloadSink<'a> {
     /// stopped, whatever it says).
     pub(crate) fn exceeded_limit(&self) -> Option<u64> {
         self.limit.filter(|_| self.over_limit)
+    }
+
+    /// Whether the cancel flag stopped a write, or is set now.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancelled || self.cancel_requested()
+    }
+
+    fn cancel_requested(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     /// Bytes written so far.
@@ -107,11 +123,8 @@ impl<'a> PayloadSink<'a> {
 
 impl Write for PayloadSink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
-        {
+        if self.cancelled || self.cancel_requested() {
+            self.cancelled = true;
             // Not ErrorKind::Interrupted: `write_all` and `io::copy` retry those forever.
             return Err(io::Error::other("cancelled"));
         }

@@ -2283,6 +2283,87 @@ mod tests {
         assert!(young.exists() && !old.exists());
     }
 
+    fn cancellable_store() -> (tempfile::TempDir, Store, Arc<std::sync::atomic::AtomicBool>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let options = StoreOptions::new(dir.path().join("s")).cancel_flag(flag.clone());
+        (dir, Store::open(options).expect("open"), flag)
+    }
+
+    /// Found by an embedder's audit: a reader failing with `Interrupted`
+    /// for ever (EINTR from a blocked read when Ctrl-C lands) made the
+    /// publish spin with the lock held; io::copy retried it at once and
+    /// never looked at the cancel flag.
+    #[test]
+    fn a_reader_interrupted_for_ever_stops_when_the_cancel_flag_is_set() {
+        use std::sync::atomic::Ordering;
+        struct Eintr(u64, Arc<std::sync::atomic::AtomicBool>);
+        impl Read for Eintr {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                self.0 += 1;
+                if self.0 == 1000 {
+                    self.1.store(true, Ordering::SeqCst);
+                }
+                Err(io::ErrorKind::Interrupted.into())
+            }
+        }
+        let (_dir, store, flag) = cancellable_store();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let result = store.publish_reader(Eintr(0, flag), &PublishOptions::default());
+            let _ = tx.send(result.map(|o| o.generation));
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the publish returned");
+        assert!(
+            matches!(result, Err(Error::Interrupted { .. })),
+            "{result:?}"
+        );
+    }
+
+    /// Found by an embedder's audit: a chunk the sink refused because the
+    /// flag was set, ignored by the source, then the flag cleared (a
+    /// reused Ctrl-C flag): the rest was committed, a hole in the middle.
+    #[test]
+    fn a_payload_with_a_chunk_refused_on_cancel_is_never_committed() {
+        use std::sync::atomic::Ordering;
+        let (_dir, store, flag) = cancellable_store();
+        let result = store.publish_with(&PublishOptions::default(), |sink| {
+            for (i, item) in ["[\"temurin-21\",", "\"zulu-17\",", "\"corretto-11\"]"]
+                .iter()
+                .enumerate()
+            {
+                flag.store(i == 1, Ordering::SeqCst);
+                let _ = sink.write_all(item.as_bytes());
+            }
+            Ok(())
+        });
+        assert!(
+            matches!(result, Err(Error::Interrupted { .. })),
+            "{result:?}"
+        );
+        assert!(matches!(store.read_current(), Err(Error::NoStore { .. })));
+    }
+
+    /// A `Read` that claims more bytes than the buffer it was given is a
+    /// failed source, not a panic.
+    #[test]
+    fn a_reader_claiming_more_than_its_buffer_fails_the_publish() {
+        struct Liar;
+        impl Read for Liar {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                Ok(buf.len() + 1)
+            }
+        }
+        let (_dir, store) = store();
+        let result = store.publish_reader(Liar, &PublishOptions::default().raw(true));
+        assert!(
+            matches!(result, Err(Error::SourceFailed { .. })),
+            "{result:?}"
+        );
+    }
+
     /// A store reads its marker once and then goes by its identity; any
     /// change to the file is seen at the next read: one renamed over it, one
     /// rewritten in place to the same size (an unsupported version), one

@@ -736,7 +736,7 @@ impl<'s> Writer<'s> {
                 e,
             ));
         }
-        if crate::lock::cancelled(store.options().cancel_flag_ref()) {
+        if sink.cancelled() {
             return Err(Error::Interrupted {
                 during: "reading the payload",
             });
@@ -1463,10 +1463,36 @@ pub(crate) fn reader_source(
     reader: impl Read,
 ) -> impl FnOnce(&mut PayloadSink<'_>) -> std::result::Result<(), SourceError> {
     move |sink| {
-        // Large reads: fewer write syscalls and checker batches than io::copy's 8 KiB.
-        let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
-        io::copy(&mut reader, sink)?;
-        Ok(())
+        // Large reads: fewer write syscalls and checker batches than
+        // io::copy's 8 KiB. Our own loop rather than io::copy, which
+        // retries `Interrupted` at once and for ever: a read that keeps
+        // failing with EINTR (a blocked socket read when Ctrl-C lands,
+        // without SA_RESTART) would spin with the lock held and never see
+        // the cancel flag.
+        let mut reader = reader;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if sink.cancelled() {
+                        return Err(e.into());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // A reader claiming more than the buffer (a broken `Read`
+            // impl) is its error, not a panic here.
+            let chunk = buf.get(..n).ok_or_else(|| {
+                io::Error::other(format!(
+                    "the payload reader claimed {n} bytes from a buffer of {}",
+                    buf.len()
+                ))
+            })?;
+            sink.write_all(chunk)?;
+        }
     }
 }
 

@@ -31,7 +31,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -720,9 +719,4 @@ fn probe_without_lease(layout: &Layout, lease_ttl: Duration) -> Result<LockState
         });
     }
     Ok(LockState::Free)
-}
-
-/// Whether a cancel flag is set.
-pub(crate) fn cancelled(flag: Option<&Arc<AtomicBool>>) -> bool {
-    flag.is_some_and(|c| c.load(Ordering::Relaxed))
 }

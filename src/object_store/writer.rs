@@ -197,7 +197,12 @@ impl Writer<'_> {
                     .as_secs_f64(),
             });
         }
-        if crate::lock::cancelled(self.store.options().cancel_flag_ref()) {
+        if self
+            .store
+            .options()
+            .cancel_flag_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
             return Err(Error::Interrupted {
                 during: "committing to the object store",
             });

@@ -239,6 +239,12 @@ mod imp {
             owner: Owner(Some(owner)),
             ..Seen::default()
         };
+        if holds_foreign_names_and_no_marker(&dir, root) {
+            // Not a store at all (a project directory, `/`): the caller
+            // says so, naming what is there. Judging its `tmp/` first would
+            // advise making a store inside that directory's own tmp.
+            return Ok(seen);
+        }
         for name in DIRS {
             let path = root.join(name);
             // By lstat relative to the checked root, like the files: the
@@ -279,6 +285,21 @@ mod imp {
             }
         }
         Ok(seen)
+    }
+
+    /// Whether the root has no marker and holds a name a store never
+    /// has. Stores this release made have a marker, so the listing is
+    /// only for unmarked directories; one that cannot be listed is judged
+    /// entry by entry as usual.
+    fn holds_foreign_names_and_no_marker(dir: &OwnedFd, root: &Path) -> bool {
+        if !matches!(stat_entry(dir, layout::MARKER), Err(Errno::NOENT)) {
+            return false;
+        }
+        std::fs::read_dir(root).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| !layout::is_store_name(&e.file_name()))
+        })
     }
 
     /// The status of an entry of `dir`, without following a link and

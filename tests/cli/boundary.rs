@@ -170,6 +170,36 @@ fn every_command_refuses_a_home_like_directory_and_touches_nothing() {
     assert_eq!(fingerprint(&home), before);
 }
 
+/// Found by an embedder's audit: a project directory with a shared,
+/// sticky `tmp/` of its own (`1777`) was refused for that `tmp/`, with
+/// advice to make a store inside it, before anyone said it is not a store
+/// at all. An unmarked directory with entries a store never has is now
+/// refused as not a store first.
+#[test]
+fn a_directory_that_is_not_a_store_is_called_that_before_its_tmp_is_judged() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("proj");
+    std::fs::create_dir_all(project.join("tmp")).unwrap();
+    std::fs::set_permissions(project.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(project.join("README"), b"hi\n").unwrap();
+    let before = fingerprint(&project);
+    for args in [vec!["show"], vec!["refresh", "--exec", "echo", "[1]"]] {
+        let mut all = vec!["--json"];
+        all.extend(args.iter().copied());
+        let out = run_with_timeout(with_store(&project, &all));
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(value["error"]["kind"], "not-a-store", "{args:?}: {value}");
+        let out = run_with_timeout(with_store(&project, &args));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("\"README\"") && !stderr.contains("mkdir -m 700"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(fingerprint(&project), before, "nothing changed");
+}
+
 #[test]
 fn a_directory_holding_only_snapcache_names_with_foreign_contents_is_refused() {
     // Root names are all snapcache's, but tmp/ and snapshots/ hold a user's

@@ -858,8 +858,15 @@ impl Store {
             #[cfg(not(feature = "s3"))]
             return Err(Error::ObjectStoreUnsupported { url: url.into() });
         }
+        // Resolved against the working directory once, here: a relative
+        // root followed later changes of the working directory (an
+        // embedder's `set_current_dir`), so one `Store` wrote in two places
+        // and its lock checks looked at another directory's lock file.
+        // Lexical only: links are followed where the store is used.
+        let root = std::path::absolute(&options.root)
+            .map_err(|e| Error::io("resolve the store directory", &options.root, e))?;
         Ok(Store {
-            layout: Layout::new(options.root.clone()),
+            layout: Layout::new(root),
             options,
             durable: Durable::default(),
             reread: reread::Window::POINTER,
@@ -2362,6 +2369,18 @@ mod tests {
             matches!(result, Err(Error::SourceFailed { .. })),
             "{result:?}"
         );
+    }
+
+    /// Found by an embedder's audit: a relative root followed the working
+    /// directory, so after `set_current_dir` one `Store` wrote to a second
+    /// place and blamed a temp-file cleaner for its own lock file. It is
+    /// resolved once, when the store is opened.
+    #[test]
+    fn a_relative_root_is_resolved_when_the_store_is_opened() {
+        let store = Store::open(StoreOptions::new("relative/store")).expect("open");
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(store.root(), cwd.join("relative/store"));
+        assert_eq!(store.layout.lock_file(), cwd.join("relative/store/lock"));
     }
 
     /// A store reads its marker once and then goes by its identity; any

@@ -485,3 +485,55 @@ fn a_writer_handle_holds_the_lease_and_a_second_writer_times_out_naming_it() {
     store.clear().unwrap();
     raw.delete("lease").unwrap();
 }
+
+/// Found by a hostile audit: with no pointer (deleted by a co-user, or
+/// moved aside as the advice for a damaged one says) the next write's sweep
+/// deleted every snapshot object, those the kept pointer names too; and
+/// any key under `.snapcache-probe/`, not only the probe names snapcache
+/// writes, was deleted as a leftover.
+#[test]
+fn without_a_pointer_no_snapshot_is_swept_and_only_probe_names_are_leftovers() {
+    let grace = Duration::from_secs(1);
+    let Some((store, raw)) = store_at("store-no-pointer", grace) else {
+        return;
+    };
+    raw.put(".snapcache-probe/users-backup/important.tar", b"precious")
+        .unwrap();
+    raw.put(".snapcache-probe/README", b"x").unwrap();
+    store
+        .publish_bytes(b"[1]", &PublishOptions::default())
+        .unwrap();
+    store
+        .publish_bytes(b"[2]", &PublishOptions::default())
+        .unwrap();
+    let kept: Vec<String> = store
+        .history()
+        .unwrap()
+        .iter()
+        .map(|h| format!("snapshots/{}", h.hash))
+        .collect();
+    assert_eq!(kept.len(), 2);
+    std::thread::sleep(grace + Duration::from_secs(2));
+    let report = store.gc(&GcOptions::default()).unwrap();
+    assert_eq!(report.removed_temp_files, 0, "{report:?}");
+    let left = keys(&raw, "");
+    for foreign in [
+        ".snapcache-probe/users-backup/important.tar",
+        ".snapcache-probe/README",
+    ] {
+        assert!(left.contains(&foreign.to_string()), "{foreign}: {left:?}");
+    }
+    // The pointer moved aside, then a publish: its sweep, which ran with no
+    // pointer, leaves the old snapshots.
+    raw.delete("current").unwrap();
+    store
+        .publish_bytes(b"[3]", &PublishOptions::default())
+        .unwrap();
+    let left = keys(&raw, "snapshots/");
+    for key in &kept {
+        assert!(left.contains(key), "{key} deleted: {left:?}");
+    }
+    for key in keys(&raw, "") {
+        raw.delete(&key).unwrap();
+    }
+}

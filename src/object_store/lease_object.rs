@@ -243,7 +243,7 @@ fn look(
     let (free, holder, why) = match LeaseBody::decode(&object.data) {
         Some(LeaseBody::Released { .. }) => (true, None, "released"),
         Some(LeaseBody::Held { holder, ttl_ms, .. }) => {
-            let theirs = Duration::from_millis(ttl_ms);
+            let theirs = recorded_lease_time(ttl_ms);
             if holder.is_dead_local_process() {
                 (
                     true,
@@ -331,7 +331,7 @@ pub(crate) fn probe(client: &S3Client, url: &str) -> Result<(LockState, Option<L
     Ok(match LeaseBody::decode(&object.data) {
         Some(LeaseBody::Released { .. }) => (LockState::Free, None),
         Some(LeaseBody::Held { holder, ttl_ms, .. }) => {
-            let lease_time = Duration::from_millis(ttl_ms);
+            let lease_time = recorded_lease_time(ttl_ms);
             let limit = lease_time.saturating_add(SERVER_CLOCK_GRAIN);
             if age.is_some_and(|a| a > limit) || holder.is_dead_local_process() {
                 (LockState::Free, None)
@@ -456,9 +456,24 @@ fn random_id() -> String {
     hasher.finalize().to_hex()[..32].to_string()
 }
 
+/// The lease time a lease record states, held to what any writer can set
+/// (300 ms to a day, as a local lease): a record from anyone who can
+/// write the bucket claiming `u64::MAX` ms would otherwise lock every
+/// writer out for ever.
+fn recorded_lease_time(ttl_ms: u64) -> Duration {
+    Duration::from_millis(ttl_ms).clamp(crate::lock::MIN_LEASE_TTL, crate::lock::MAX_LEASE_TTL)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recorded_lease_time_is_held_to_what_a_writer_can_set() {
+        assert_eq!(recorded_lease_time(u64::MAX), crate::lock::MAX_LEASE_TTL);
+        assert_eq!(recorded_lease_time(0), crate::lock::MIN_LEASE_TTL);
+        assert_eq!(recorded_lease_time(30_000), Duration::from_secs(30));
+    }
 
     fn object(modified: u64, date: u64) -> Object {
         let at = |s| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s));

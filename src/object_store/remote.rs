@@ -305,7 +305,11 @@ impl ObjectStore {
             {
                 let retained =
                     pointer.is_some_and(|p| p.generations.iter().any(|g| g.hash == hash));
-                if retained {
+                // Without a pointer (deleted, or moved aside as the advice
+                // for a damaged one says) no snapshot can be proven
+                // unreferenced: the pointer kept aside may name any of
+                // them. Like a local store's sweep, keep them all.
+                if retained || pointer.is_none() {
                     continue;
                 }
                 if !referenced.contains(&hash) && old(&info) {
@@ -330,7 +334,7 @@ impl ObjectStore {
                         until: Timestamp::from(until),
                     });
                 }
-            } else if key.starts_with(OBJECT_PROBE_DIR) {
+            } else if is_probe_key(key) {
                 if old(&info) {
                     scan.collectable.push(leftover(LeftoverKind::TempFile));
                 }
@@ -386,7 +390,7 @@ impl ObjectStore {
                 .is_some()
             {
                 LeftoverKind::UnreferencedSnapshot
-            } else if info.key.starts_with(OBJECT_PROBE_DIR) {
+            } else if is_probe_key(&info.key) {
                 LeftoverKind::TempFile
             } else {
                 continue;
@@ -399,4 +403,13 @@ impl ObjectStore {
         }
         Ok(self.remove(all))
     }
+}
+
+/// Whether `key` is a probe object snapcache writes: `.snapcache-probe/`
+/// and 32 lowercase hex digits, nothing else. Any other key under that
+/// directory (another user's backup, a nested store) is foreign.
+fn is_probe_key(key: &str) -> bool {
+    key.strip_prefix(OBJECT_PROBE_DIR).is_some_and(|name| {
+        name.len() == 32 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
 }

@@ -568,14 +568,7 @@ impl S3Client {
             .as_reader()
             .take(2048)
             .read_to_end(&mut bytes);
-        let text = String::from_utf8_lossy(&bytes);
-        let text = text.trim();
-        // S3 error bodies are XML: the <Code> says most.
-        match (text.find("<Code>"), text.find("</Code>")) {
-            (Some(start), Some(end)) if start + 6 <= end => text[start + 6..end].to_string(),
-            _ if text.is_empty() => "no error text".to_string(),
-            _ => text.chars().take(200).collect(),
-        }
+        server_words(&bytes)
     }
 
     fn etag_of(
@@ -1003,6 +996,22 @@ fn flip_first(tag: &str) -> String {
 }
 
 /// A name no other probe picks: pid, time and a counter, hashed.
+/// What a server's error body says, on one line: the `<Code>` of an S3
+/// XML error, else the first 200 characters. A line break (or any control)
+/// in it would let a server forge lines of output, so each becomes a space.
+fn server_words(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    let said: String = match (text.find("<Code>"), text.find("</Code>")) {
+        (Some(start), Some(end)) if start + 6 <= end => text[start + 6..end].to_string(),
+        _ if text.is_empty() => "no error text".to_string(),
+        _ => text.chars().take(200).collect(),
+    };
+    said.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 fn probe_name() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -1021,6 +1030,19 @@ fn probe_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_servers_error_text_stays_on_one_line() {
+        let forged = b"<Error><Code>AccessDenied\nsnapcache: published: generation 99 is current\x1b[2J</Code></Error>";
+        let said = server_words(forged);
+        assert!(!said.contains('\n') && !said.contains('\x1b'), "{said:?}");
+        assert!(
+            said.starts_with("AccessDenied snapcache: published"),
+            "{said:?}"
+        );
+        assert_eq!(server_words(b"  "), "no error text");
+        assert_eq!(server_words(b"plain\r\ntext").as_str(), "plain  text");
+    }
 
     #[test]
     fn locations_parse_and_normalize() {

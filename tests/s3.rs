@@ -537,3 +537,32 @@ fn without_a_pointer_no_snapshot_is_swept_and_only_probe_names_are_leftovers() {
         raw.delete(&key).unwrap();
     }
 }
+
+/// Found by a hostile audit: a snapshot object that existed under the
+/// payload's name was reused when its size matched. A co-user planted other
+/// bytes of that size there; the publish reported success, readers then
+/// found the snapshot damaged, and publishing the same content again could
+/// not repair it. It is reused only when it holds exactly these bytes.
+#[test]
+fn a_planted_object_of_the_right_size_under_the_payloads_name_is_rewritten() {
+    let Some((store, raw)) = store_at("store-planted-dedup", Duration::from_secs(600)) else {
+        return;
+    };
+    store
+        .publish_bytes(b"[1]", &PublishOptions::default())
+        .unwrap();
+    let hash = store.history().unwrap()[0].hash;
+    store
+        .publish_bytes(b"[2]", &PublishOptions::default())
+        .unwrap();
+    raw.put(&format!("snapshots/{hash}"), b"[7]").unwrap();
+    let outcome = store
+        .publish_bytes(b"[1]", &PublishOptions::default())
+        .unwrap();
+    assert_eq!(outcome.hash, hash);
+    assert_eq!(store.read_current().unwrap().data, b"[1]");
+    assert!(store.verify().unwrap().ok);
+    for key in keys(&raw, "") {
+        raw.delete(&key).unwrap();
+    }
+}

@@ -2,7 +2,8 @@
 //! named by their hash.
 //!
 //! Uploaded with `If-None-Match: *`. When one with that name exists it is
-//! reused if its size is right and it is younger than half the snapshot
+//! reused if it holds exactly these bytes (read back: a co-user can plant
+//! other bytes of the same size) and it is younger than half the snapshot
 //! grace by the server's clock; otherwise (damaged, or old enough that a gc
 //! elsewhere could judge it unreferenced and delete it before our pointer
 //! names it) the same bytes are written over it, which refreshes its age.
@@ -32,15 +33,25 @@ pub(crate) fn upload(
         }
         PutOutcome::ConditionFailed | PutOutcome::Indeterminate { .. } => {}
     }
-    let reusable = client.head(&key)?.is_some_and(|info| {
-        let young = match (info.last_modified, client.server_now()) {
-            (Some(modified), Some(now)) => now
-                .duration_since(modified)
-                .is_ok_and(|age| age < grace / 2),
-            _ => false,
-        };
-        info.size == data.len() as u64 && young
-    });
+    // Reused only when it holds exactly these bytes: a size check alone let
+    // anyone who can write the bucket plant other bytes of the same length
+    // under the name, and a publish then committed a pointer no reader can
+    // verify (and a refresh with the same content could not repair it).
+    // Reading it back costs one download, on this path only.
+    let reusable = client
+        .get_at_most(&key, data.len() as u64)?
+        .is_some_and(|object| {
+            let young = match (
+                object.last_modified,
+                object.server_date.or_else(|| client.server_now()),
+            ) {
+                (Some(modified), Some(now)) => now
+                    .duration_since(modified)
+                    .is_ok_and(|age| age < grace / 2),
+                _ => false,
+            };
+            object.data == data && young
+        });
     if reusable {
         tracing::debug!(hash = %hash, "dedup: the snapshot object exists");
         return Ok(());
@@ -48,7 +59,7 @@ pub(crate) fn upload(
     // Same name, same bytes: rewriting is safe for readers (they verify) and
     // makes the object young again for gc's age rule.
     client.put(&key, data)?;
-    tracing::debug!(hash = %hash, bytes = data.len(), "snapshot object rewritten (old, or not the right size)");
+    tracing::debug!(hash = %hash, bytes = data.len(), "snapshot object rewritten (old, or not these bytes)");
     Ok(())
 }
 

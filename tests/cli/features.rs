@@ -459,3 +459,36 @@ fn clear_removes_every_generation_and_creates_no_store() {
     assert_eq!(value["error"]["kind"], "no-store", "{value}");
     assert!(!missing.root().exists());
 }
+
+/// Found by a hostile audit: `diff` kept every difference, each with a
+/// copy of its path, and printed only `--limit` of them. Two 360 KB
+/// payloads (a 300 KB key above 20,000 changed elements) needed 6 GB and
+/// aborted under a 3 GB limit with no JSON. Only the first `limit` are
+/// kept now; all are counted. Run under a 1 GB address-space limit.
+#[test]
+fn diff_of_many_changes_under_a_long_path_keeps_only_what_it_prints() {
+    let store = TestStore::new();
+    let key = "k".repeat(300_000);
+    let payload =
+        |v: u8| serde_json::to_vec(&serde_json::json!({ &key: vec![v; 20_000] })).unwrap();
+    store.refresh(&payload(0), &[]);
+    store.refresh(&payload(1), &[]);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -v 1000000 && exec \"$0\" \"$@\"")
+        .arg(bin())
+        .args([
+            "--store",
+            store.root().to_str().unwrap(),
+            "--json",
+            "diff",
+            "--limit",
+            "1",
+        ]);
+    let out = run_with_timeout(cmd);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(value["counts"]["changed"], 20_000, "every change counted");
+    assert_eq!(value["changed"].as_array().map(Vec::len), Some(1));
+    assert_eq!(value["omitted"], 19_999);
+}

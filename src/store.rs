@@ -1429,15 +1429,20 @@ impl Store {
         }
     }
 
-    /// Whether `snapshots/` holds at least one snapshot-named file: the
+    /// Whether `snapshots/` holds at least one snapshot-named regular file: the
     /// evidence that a pointer exists (or is about to, mid first publish).
     fn has_snapshots(&self) -> bool {
+        // A regular file, as the sweep judges its candidates: a directory or
+        // FIFO planted under a hash name is foreign, never removed, and
+        // would otherwise make every look at a store without a pointer
+        // wait out the whole re-read window.
         std::fs::read_dir(self.layout.snapshots_dir()).is_ok_and(|entries| {
             entries.flatten().any(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(ContentHash::parse)
-                    .is_some()
+                e.file_type().is_ok_and(|t| t.is_file())
+                    && e.file_name()
+                        .to_str()
+                        .and_then(ContentHash::parse)
+                        .is_some()
             })
         })
     }

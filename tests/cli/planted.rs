@@ -433,3 +433,27 @@ fn a_fifo_replacing_the_lock_mid_wait_is_a_clear_error() {
     let _ = holder.kill();
     let _ = holder.wait();
 }
+
+/// Found by a hostile audit: a directory under a snapshot's name in
+/// `snapshots/` of a store without a pointer (after `clear`) counted as a
+/// snapshot, so every command took it for a pointer being replaced and
+/// re-read for the whole window (1 s each); nothing ever removes such an
+/// entry. Only a regular file counts now.
+#[test]
+fn a_directory_under_a_snapshot_name_does_not_make_reads_wait_for_a_pointer() {
+    let store = TestStore::new();
+    store.refresh(b"[0]", &[]);
+    assert_eq!(code(&store.run(&["clear"])), 0);
+    std::fs::create_dir(store.root().join("snapshots").join("a".repeat(64))).unwrap();
+    for args in [["status"], ["show"]] {
+        let mut cmd = store.command(&args);
+        cmd.env("SNAPCACHE_LOG", "snapcache=info");
+        let out = run_with_timeout(cmd);
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("pointer_reread"), "{args:?}: {stderr}");
+    }
+    assert!(
+        store.root().join("snapshots").join("a".repeat(64)).is_dir(),
+        "left in place"
+    );
+}

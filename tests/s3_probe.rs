@@ -27,6 +27,9 @@ enum Honours {
     /// Both, as Amazon S3 and Ceph RGW do: the control that shows the fake
     /// is a server the probe accepts when the headers are enforced.
     Both,
+    /// Both, but every put of a pointer (`.../current`) is answered
+    /// `503 SlowDown` and not written: a server failing, nobody else writing.
+    PointerPutsFail,
 }
 
 /// One request as the fake saw it: method, path (no query) and the
@@ -187,7 +190,7 @@ fn answer(
     let (status, headers, body) = match request.method.as_str() {
         "PUT" => {
             let enforce_absent = honours != Honours::Nothing;
-            let enforce_match = honours == Honours::Both;
+            let enforce_match = matches!(honours, Honours::Both | Honours::PointerPutsFail);
             let absent_failed =
                 enforce_absent && if_none_match.as_deref() == Some("*") && existing.is_some();
             let match_failed = enforce_match
@@ -196,7 +199,9 @@ fn answer(
                         .as_ref()
                         .is_none_or(|(_, etag)| wanted.trim_matches('"') != etag)
                 });
-            if absent_failed || match_failed {
+            if honours == Honours::PointerPutsFail && request.path.ends_with("/current") {
+                (503, Vec::new(), error_xml("SlowDown"))
+            } else if absent_failed || match_failed {
                 (412, Vec::new(), error_xml("PreconditionFailed"))
             } else {
                 state.writes += 1;
@@ -209,7 +214,8 @@ fn answer(
         }
         "GET" | "HEAD" if request.query.contains("list-type=2") => {
             // A listing of the bucket: only `GET /bucket?list-type=2`.
-            let listing = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><IsTruncated>false</IsTruncated><KeyCount>0</KeyCount></ListBucketResult>";
+            // Only what a store of these tests needs: nothing listed.
+            let listing = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>bucket</Name><Prefix></Prefix><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated><KeyCount>0</KeyCount></ListBucketResult>";
             (
                 200,
                 vec![("Content-Type", "application/xml".to_string())],
@@ -479,5 +485,49 @@ mod cli {
     #[test]
     fn refresh_on_a_server_ignoring_if_match_exits_1_and_publishes_nothing() {
         refresh_is_refused(Honours::NoneMatchOnly, true);
+    }
+
+    /// Found by a hostile audit: a pointer put the server answered with a
+    /// 5xx, nobody else writing, was reported as "other writers committed
+    /// N times" after retrying for the whole lock budget (for ever with
+    /// `infinite`), and the server's answer was never shown.
+    #[test]
+    fn a_pointer_put_the_server_fails_is_reported_with_its_status_not_as_a_conflict() {
+        let fake = FakeS3::start(Honours::PointerPutsFail);
+        let dir = tempfile::tempdir().unwrap();
+        let payload = dir.path().join("payload.json");
+        std::fs::write(&payload, br#"{"jdks":[]}"#).unwrap();
+        let out = snapcache(
+            &fake,
+            &[
+                "--store",
+                "s3://bucket/p",
+                "--json",
+                "refresh",
+                "--lock-timeout",
+                "infinite",
+                "--from",
+                payload.to_str().unwrap(),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        let error = &v["error"];
+        assert_ne!(error["kind"], "commit-conflict", "{v}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains("503")
+                && message.contains("SlowDown")
+                && message.contains("s3://bucket/p/current"),
+            "{message}"
+        );
+        let pointer_puts = fake
+            .seen()
+            .iter()
+            .filter(|s| s.method == "PUT" && s.path.ends_with("/current"))
+            .count();
+        assert_eq!(pointer_puts, 1, "no retries as if for a conflict");
     }
 }

@@ -50,7 +50,13 @@ pub(crate) fn load(client: &S3Client, url: &str) -> Result<Option<Read>> {
 }
 
 /// Commits `pointer` over the version `base` (`None`: there is none yet).
-pub(crate) fn put(client: &S3Client, pointer: &Pointer, base: Option<&ETag>) -> Result<Put> {
+/// `url` is the pointer's `s3://` URL, for errors.
+pub(crate) fn put(
+    client: &S3Client,
+    pointer: &Pointer,
+    base: Option<&ETag>,
+    url: &str,
+) -> Result<Put> {
     let bytes = pointer.encode();
     // A test hook can stop the process here, after every check and right
     // before the commit, to stage a writer stalled past its lease.
@@ -65,14 +71,25 @@ pub(crate) fn put(client: &S3Client, pointer: &Pointer, base: Option<&ETag>) -> 
         PutOutcome::Indeterminate { status, detail } => {
             // Learn whether our put landed: never commit twice, never
             // report a commit that did not happen.
-            let landed = client
-                .get_at_most(OBJECT_POINTER, MAX_POINTER_BYTES)?
-                .filter(|o| o.data == bytes);
-            tracing::info!(status, detail = %detail, landed = landed.is_some(), "pointer put answered with a server error; read back");
-            Ok(match landed {
-                Some(object) => Put::Committed(object.etag),
-                None => Put::Conflict,
-            })
+            let there = client.get_at_most(OBJECT_POINTER, MAX_POINTER_BYTES)?;
+            let landed = there.as_ref().is_some_and(|o| o.data == bytes);
+            tracing::info!(status, detail = %detail, landed, "pointer put answered with a server error; read back");
+            match there {
+                Some(object) if landed => Ok(Put::Committed(object.etag)),
+                // Still the version we based on (or still none): nobody
+                // else committed, the server failed our put. Reporting a
+                // conflict would say "other writers committed" and retry
+                // for the whole budget; the server's answer is the news.
+                there if there.as_ref().map(|o| &o.etag) == base => {
+                    Err(crate::error::Error::ObjectStoreRequest {
+                        operation: "put",
+                        url: url.to_string(),
+                        status: Some(status),
+                        detail,
+                    })
+                }
+                _ => Ok(Put::Conflict),
+            }
         }
     }
 }

@@ -163,7 +163,7 @@ impl Writer<'_> {
         // are forgotten (gc's age rule still guards their objects).
         let grace = object.grace();
         next.dropped.retain(|d| d.dropped_at.age() < grace);
-        match pointer_object::put(object.client(), next, base.as_ref())? {
+        match pointer_object::put(object.client(), next, base.as_ref(), &object.pointer_url())? {
             Put::Committed(etag) => {
                 self.pointer = Some(next.clone());
                 if let Some(state) = self.object.as_mut() {

@@ -549,9 +549,25 @@ pub(crate) fn acquire(
                 }
                 Err(e) => return Err(Error::io("open or lock the writer lock file", &path, e)),
             },
-            Backend::Lease => {
-                let mut seen = None;
-                if lease_guard.is_none() {
+            // The advisory lock first, where it works, then the lease: every
+            // writer takes `lock` before anything else, so a writer forced
+            // onto the advisory backend is excluded too, and a lease holder
+            // stopped (SIGSTOP, a paused VM) past its lease on a filesystem
+            // where flock works keeps its lease instead of losing it to a
+            // waiter that would then block on its flock for ever: taken in
+            // the other order, neither of them published.
+            Backend::Lease => match advisory::try_acquire(&path) {
+                Ok(advisory::Attempt::Busy) => {
+                    blocked_on_advisory = true;
+                    Try::Busy(None)
+                }
+                advisory_attempt => {
+                    blocked_on_advisory = false;
+                    // Err: no working flock here (the lease's reason to exist).
+                    let file = match advisory_attempt {
+                        Ok(advisory::Attempt::Acquired(file)) => Some(file),
+                        _ => None,
+                    };
                     match lease::try_acquire(
                         layout,
                         durable,
@@ -559,28 +575,19 @@ pub(crate) fn acquire(
                         options.lease_ttl,
                         &mut lease_watch,
                     ) {
-                        Ok(lease::Attempt::Acquired(guard)) => lease_guard = Some(guard),
-                        Ok(lease::Attempt::Busy(record)) => seen = record.map(|r| r.holder),
+                        Ok(lease::Attempt::Acquired(guard)) => {
+                            lease_guard = Some(guard);
+                            Try::Got(file)
+                        }
+                        // Dropping `file` releases the advisory lock while
+                        // we wait for the lease.
+                        Ok(lease::Attempt::Busy(record)) => Try::Busy(record.map(|r| r.holder)),
                         Err(e) => {
                             return Err(Error::io("create the lease file", layout.lease_file(), e));
                         }
                     }
                 }
-                match &lease_guard {
-                    None => Try::Busy(seen),
-                    // Holding the lease, also take the advisory lock where it
-                    // works, so a writer forced onto the advisory backend is
-                    // excluded too (it backs off when it sees our lease).
-                    Some(_) => match advisory::try_acquire(&path) {
-                        Ok(advisory::Attempt::Acquired(file)) => Try::Got(Some(file)),
-                        Ok(advisory::Attempt::Busy) => {
-                            blocked_on_advisory = true;
-                            Try::Busy(None)
-                        }
-                        Err(_) => Try::Got(None),
-                    },
-                }
-            }
+            },
         };
         let busy_holder = match attempt {
             Try::Got(advisory) => {

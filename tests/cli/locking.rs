@@ -1068,6 +1068,59 @@ fn a_writer_that_lost_its_lock_leaves_the_new_holders_record() {
     assert_eq!(store.show(), b"[\"B\"]\n".to_vec());
 }
 
+/// Found by a hostile audit: a lease writer stopped (SIGSTOP) past its
+/// lease on a filesystem where flock works kept its advisory lock; the
+/// waiter took its lease over and then waited on that flock until its
+/// budget ran out, and the stopped writer, resumed, found its lease lost:
+/// neither published. Writers now take `lock` before the lease, so the
+/// waiter times out without touching the lease and the stopped writer
+/// publishes once resumed.
+#[test]
+fn a_stopped_lease_holder_where_flock_works_keeps_its_lease_and_publishes_when_resumed() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let gate = store.root().parent().unwrap().join("go");
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.02; done; echo '[\"A\"]'",
+        gate.display()
+    );
+    let mut a = store.command(&[
+        "--lock-backend",
+        "lease",
+        "--json",
+        "refresh",
+        "--exec",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    a.env("SNAPCACHE_LEASE_SECS", "0.5")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let a = a.spawn().expect("spawn A");
+    store.wait_until_locked();
+    signal(&a, rustix::process::Signal::STOP);
+    std::thread::sleep(Duration::from_millis(1500));
+    let file = store.payload("b", b"[\"B\"]");
+    let mut b = store.command(&[
+        "--lock-backend",
+        "lease",
+        "refresh",
+        "--lock-timeout",
+        "2",
+        "--from",
+        file.to_str().unwrap(),
+    ]);
+    b.env("SNAPCACHE_LEASE_SECS", "0.5");
+    let b = run_with_timeout(b);
+    signal(&a, rustix::process::Signal::CONT);
+    std::fs::write(&gate, b"").unwrap();
+    let a = wait_output(a, COMMAND_TIMEOUT);
+    assert_eq!(code(&b), 75, "B times out: {}", text(&b.stderr));
+    assert_eq!(code(&a), 0, "A publishes once resumed: {}", text(&a.stderr));
+    assert_eq!(store.show(), b"[\"A\"]\n".to_vec());
+}
+
 /// Reproduced: a lease file larger than any lease (70,000 bytes, or a
 /// 100 GiB sparse file) counted as no lease at all to a lease writer, which
 /// then could not create its own and waited behind it for ever (exit 75
@@ -1142,10 +1195,14 @@ fn status_names_the_advisory_holder_while_a_lease_writer_waits_for_it() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lease = store.root().join("lease");
-    wait_for("the waiter's lease", Duration::from_secs(10), || {
-        lease.exists().then_some(())
-    });
+    // The waiter takes `lock` before the lease, so while the advisory
+    // writer holds it the waiter never takes a lease (it used to, and then
+    // waited holding it).
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        !store.root().join("lease").exists(),
+        "the waiter took a lease while `lock` was held"
+    );
     let (_, status) = store.json(&["status"]);
     assert_eq!(
         status["lock"]["pid"], holder_pid,

@@ -50,7 +50,7 @@ pub enum Error {
     /// only looked damaged because a writer was replacing it has already
     /// been re-read for about a second; this one stayed damaged.
     #[error(
-        "the store pointer {path} is damaged ({detail}); nothing was read from it. This is not a replace in progress, which clears on a re-read within about a second. The snapshot files are untouched: check which retained generations are intact and restore the pointer from a backup of the store; if there is none, move the damaged pointer aside (keep it) and publish again, which starts a new history"
+        "the store pointer {path} is damaged ({detail}); nothing was read from it. This is not a replace in progress, which clears on a re-read within about a second. The snapshots are untouched: check which retained generations are intact and restore the pointer from a backup of the store; if there is none, move the damaged pointer aside (keep it) and publish again, which starts a new history"
     )]
     CorruptPointer {
         /// Path of the pointer file.

@@ -110,6 +110,38 @@ mod with_server {
         serde_json::from_slice(&ok(url, &all).stdout).unwrap()
     }
 
+    /// Found by a hostile audit: a damaged pointer on an object store was
+    /// answered with a shell `mv` of two URLs, which no shell can run.
+    #[test]
+    fn a_damaged_pointer_on_an_object_store_is_answered_with_an_s3_tools_move() {
+        use snapcache::object_store::s3::{S3Client, S3Location, S3Settings};
+        let Some(url) = url("damaged-pointer") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let payload = dir.path().join("p.json");
+        std::fs::write(&payload, br#"{"v":1}"#).unwrap();
+        ok(&url, &["refresh", "--from", payload.to_str().unwrap()]);
+        let raw = S3Client::new(
+            S3Location::parse(&url).unwrap(),
+            S3Settings::from_env().unwrap(),
+        )
+        .unwrap();
+        raw.put("current", b"not a pointer").unwrap();
+        let out = run_with_timeout(at(&url, &["show"]));
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 1, "{stderr}");
+        let pointer = format!("{url}/current");
+        assert!(
+            stderr.contains(&format!("aws s3 mv {pointer} {pointer}.damaged")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("`mv s3://"), "{stderr}");
+        for info in raw.list("").unwrap() {
+            raw.delete(&info.key).unwrap();
+        }
+    }
+
     #[test]
     fn refresh_show_status_history_verify_and_rollback_on_an_s3_url() {
         let Some(url) = url("basics") else { return };

@@ -467,6 +467,12 @@ fn cli_hint(e: &Error) -> Option<String> {
         Hint::PublishFirst => "run `snapcache refresh --from FILE` first, or point --store / SNAPCACHE_DIR at the store that holds the data".into(),
         Hint::Verify => "run `snapcache verify`, then `snapcache rollback` to an intact generation or `snapcache refresh` to publish a new one".into(),
         Hint::RepairPointer => match e {
+            // An object's URL is no file `mv` can move: name the S3 tool's
+            // copy and delete instead.
+            Error::CorruptPointer { path, .. } if path.to_string_lossy().starts_with("s3://") => format!(
+                "`snapcache verify` lists the intact generations; to move the pointer aside, copy it with your S3 tool and delete it (e.g. `aws s3 mv {p} {p}.damaged`), then `snapcache refresh`",
+                p = path.display()
+            ),
             Error::CorruptPointer { path, .. } => format!(
                 "`snapcache verify` lists the intact generations; to move the pointer aside: `mv {p} {p}.damaged`, then `snapcache refresh`",
                 p = path.display()

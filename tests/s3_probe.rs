@@ -27,6 +27,12 @@ enum Honours {
     /// Both, as Amazon S3 and Ceph RGW do: the control that shows the fake
     /// is a server the probe accepts when the headers are enforced.
     Both,
+    /// Both, and its listing is one page of 1,001 keys (S3's pages hold at
+    /// most 1,000).
+    OversizedPage,
+    /// Both, and its listing never ends: pages of 1,000 keys, each with a
+    /// continuation token.
+    EndlessListing,
     /// Both, but every put of a pointer (`.../current`) is answered
     /// `503 SlowDown` and not written: a server failing, nobody else writing.
     PointerPutsFail,
@@ -190,7 +196,7 @@ fn answer(
     let (status, headers, body) = match request.method.as_str() {
         "PUT" => {
             let enforce_absent = honours != Honours::Nothing;
-            let enforce_match = matches!(honours, Honours::Both | Honours::PointerPutsFail);
+            let enforce_match = !matches!(honours, Honours::Nothing | Honours::NoneMatchOnly);
             let absent_failed =
                 enforce_absent && if_none_match.as_deref() == Some("*") && existing.is_some();
             let match_failed = enforce_match
@@ -211,6 +217,39 @@ fn answer(
                     .insert(request.path.clone(), (request.body.clone(), etag.clone()));
                 (200, vec![("ETag", format!("\"{etag}\""))], Vec::new())
             }
+        }
+        "GET"
+            if request.query.contains("list-type=2")
+                && matches!(honours, Honours::OversizedPage | Honours::EndlessListing) =>
+        {
+            let (keys, truncated) = match honours {
+                Honours::OversizedPage => (1_001, false),
+                _ => (1_000, true),
+            };
+            let page = state.seen.len();
+            let contents: String = (0..keys)
+                .map(|i| {
+                    format!(
+                        "<Contents><Key>p/snapshots/{:064x}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>&quot;e&quot;</ETag><Size>1</Size></Contents>",
+                        page * 10_000 + i
+                    )
+                })
+                .collect();
+            let more = if truncated {
+                format!(
+                    "<IsTruncated>true</IsTruncated><NextContinuationToken>t{page}</NextContinuationToken>"
+                )
+            } else {
+                "<IsTruncated>false</IsTruncated>".to_string()
+            };
+            let listing = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>bucket</Name><Prefix>p/</Prefix><MaxKeys>1000</MaxKeys>{more}{contents}</ListBucketResult>"
+            );
+            (
+                200,
+                vec![("Content-Type", "application/xml".to_string())],
+                listing.into_bytes(),
+            )
         }
         "GET" | "HEAD" if request.query.contains("list-type=2") => {
             // A listing of the bucket: only `GET /bucket?list-type=2`.
@@ -485,6 +524,48 @@ mod cli {
     #[test]
     fn refresh_on_a_server_ignoring_if_match_exits_1_and_publishes_nothing() {
         refresh_is_refused(Honours::NoneMatchOnly, true);
+    }
+
+    /// Found by a hostile audit: a server whose listing pages held 200,000
+    /// keys each, without end, grew `verify` to 24 GB until the OOM killer
+    /// ended it. A page over S3's 1,000 keys, or a listing past 100,000, is
+    /// now refused, naming the listing, and nothing is published.
+    #[test]
+    fn a_listing_larger_than_any_store_is_refused_not_read_on() {
+        for honours in [Honours::OversizedPage, Honours::EndlessListing] {
+            let fake = FakeS3::start(honours);
+            let dir = tempfile::tempdir().unwrap();
+            let payload = dir.path().join("payload.json");
+            std::fs::write(&payload, br#"{"jdks":[]}"#).unwrap();
+            // A write sweeps first, and the sweep lists the prefix.
+            let args = ["--store", "s3://bucket/p", "--json", "refresh", "--from"];
+            let mut args = args.to_vec();
+            args.push(payload.to_str().unwrap());
+            let out = snapcache(&fake, &args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{honours:?}: {stderr}");
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+            let message = v["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("the listing holds more keys than a store can")
+                    && message.contains("list-type=2"),
+                "{honours:?}: {v}"
+            );
+            let pages = fake
+                .seen()
+                .iter()
+                .filter(|s| s.method == "GET" && s.path == "/bucket/")
+                .count();
+            assert!(pages <= 101, "{honours:?}: read {pages} pages");
+            assert!(
+                !fake
+                    .seen()
+                    .iter()
+                    .any(|s| s.method == "PUT" && s.path.ends_with("/current")),
+                "{honours:?}: a pointer was written"
+            );
+        }
     }
 
     /// Found by a hostile audit: a pointer put the server answered with a

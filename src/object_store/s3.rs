@@ -850,6 +850,23 @@ impl S3Client {
                 next_continuation_token,
                 ..
             } = page;
+            // S3 pages hold at most 1,000 keys, and a store a few hundred
+            // objects: a server that hands out more (200,000 keys a page,
+            // or pages without end) must not grow this process without bound.
+            if contents.len() > MAX_KEYS_PER_PAGE
+                || found.len().saturating_add(contents.len()) > MAX_LISTED_KEYS
+            {
+                return Err(Self::request_error(
+                    "list",
+                    url,
+                    Some(200),
+                    format!(
+                        "the listing holds more keys than a store can ({} in one page, {} so far; S3 pages hold at most {MAX_KEYS_PER_PAGE} and a store's listing is read only up to {MAX_LISTED_KEYS}), so it was not read on. Check that the prefix is the store's alone, or the server",
+                        contents.len(),
+                        found.len()
+                    ),
+                ));
+            }
             for item in contents {
                 match item.key.strip_prefix(&self.location.prefix) {
                     Some(relative) if check_key(relative).is_ok() => found.push(ObjectInfo {
@@ -996,6 +1013,13 @@ fn flip_first(tag: &str) -> String {
 }
 
 /// A name no other probe picks: pid, time and a counter, hashed.
+/// Keys an S3 listing page holds at most (`max-keys` defaults to 1,000).
+const MAX_KEYS_PER_PAGE: usize = 1_000;
+/// Keys a listing is read up to: a store holds its pointer, lease, probe
+/// leftovers and some hundreds of snapshots; this leaves room for foreign
+/// objects while bounding memory (about 25 MB of entries).
+const MAX_LISTED_KEYS: usize = 100_000;
+
 /// What a server's error body says, on one line: the `<Code>` of an S3
 /// XML error, else the first 200 characters. A line break (or any control)
 /// in it would let a server forge lines of output, so each becomes a space.

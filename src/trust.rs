@@ -239,7 +239,10 @@ mod imp {
             owner: Owner(Some(owner)),
             ..Seen::default()
         };
-        if holds_foreign_names_and_no_marker(&dir, root) {
+        // The marker's status, taken once: it decides whether the root is
+        // listed below, and is judged with the other files.
+        let marker = stat_entry(&dir, layout::MARKER);
+        if matches!(marker, Err(Errno::NOENT)) && holds_foreign_names(root) {
             // Not a store at all (a project directory, `/`): the caller
             // says so, naming what is there. Judging its `tmp/` first would
             // advise making a store inside that directory's own tmp.
@@ -270,7 +273,12 @@ mod imp {
         }
         for name in FILES {
             let path = root.join(name);
-            let st = match stat_entry(&dir, name) {
+            let looked = if name == layout::MARKER {
+                marker
+            } else {
+                stat_entry(&dir, name)
+            };
+            let st = match looked {
                 Ok(st) => st,
                 Err(Errno::NOENT) => continue,
                 Err(e) => return Err(Error::io("check the store file", &path, e.into())),
@@ -287,14 +295,10 @@ mod imp {
         Ok(seen)
     }
 
-    /// Whether the root has no marker and holds a name a store never
-    /// has. Stores this release made have a marker, so the listing is
-    /// only for unmarked directories; one that cannot be listed is judged
-    /// entry by entry as usual.
-    fn holds_foreign_names_and_no_marker(dir: &OwnedFd, root: &Path) -> bool {
-        if !matches!(stat_entry(dir, layout::MARKER), Err(Errno::NOENT)) {
-            return false;
-        }
+    /// Whether the root holds a name a store never has (asked only of a
+    /// root without a marker: stores this release made have one). A root
+    /// that cannot be listed is judged entry by entry as usual.
+    fn holds_foreign_names(root: &Path) -> bool {
         std::fs::read_dir(root).is_ok_and(|entries| {
             entries
                 .flatten()

@@ -1142,11 +1142,11 @@ impl<'s> Writer<'s> {
             return self.clear_object();
         }
         let store = self.store;
-        let read = match self.pointer() {
-            Ok(pointer) => pointer,
+        let (read, damaged) = match self.pointer() {
+            Ok(pointer) => (pointer, false),
             Err(e) if e.is_corrupt() => {
                 tracing::info!(error = %e, "clearing a store whose pointer is damaged");
-                None
+                (None, true)
             }
             Err(e) => return Err(e),
         };
@@ -1202,6 +1202,7 @@ impl<'s> Writer<'s> {
         self.sweep_due = false;
         Ok(ClearReport::of(
             previous,
+            damaged,
             &removal.removed,
             removal.not_removed,
         ))
@@ -1358,6 +1359,11 @@ pub struct ClearReport {
     /// The generation that was current before (`None`: nothing was
     /// published, or the pointer was damaged).
     pub previous_generation: Option<u64>,
+    /// The pointer (or, on the lease backend, the newest commit record)
+    /// could not be read as one: which generation was current is unknown,
+    /// not "none". The clear went ahead all the same, since it is the way
+    /// out of a damaged history.
+    pub pointer_damaged: bool,
     /// Snapshot files removed.
     pub removed_snapshots: usize,
     /// Temp files removed.
@@ -1375,12 +1381,14 @@ impl ClearReport {
     /// counts and the `cleared` event cannot drift apart.
     pub(crate) fn of(
         previous: Option<u64>,
+        pointer_damaged: bool,
         removed: &[Leftover],
         not_removed: Vec<NotRemoved>,
     ) -> Self {
         let count = |kind| removed.iter().filter(|l| l.kind == kind).count();
         let report = ClearReport {
             previous_generation: previous,
+            pointer_damaged,
             removed_snapshots: count(LeftoverKind::UnreferencedSnapshot),
             removed_temp_files: count(LeftoverKind::TempFile),
             freed_bytes: removed.iter().map(|l| l.bytes).sum(),
@@ -1388,6 +1396,7 @@ impl ClearReport {
         };
         tracing::info!(
             previous_generation = report.previous_generation,
+            pointer_damaged = report.pointer_damaged,
             removed_snapshots = report.removed_snapshots,
             bytes = report.freed_bytes,
             not_removed = report.not_removed.len(),
@@ -1751,8 +1760,12 @@ mod tests {
         assert!(matches!(err, Error::CorruptPointer { .. }), "{err}");
         let cleared = writer.clear().expect("clear");
         assert_eq!(
-            (cleared.previous_generation, cleared.removed_snapshots),
-            (None, 1)
+            (
+                cleared.previous_generation,
+                cleared.pointer_damaged,
+                cleared.removed_snapshots
+            ),
+            (None, true, 1)
         );
         let outcome = writer
             .publish_bytes(b"[2]", &PublishOptions::default())

@@ -511,9 +511,9 @@ impl Writer<'_> {
 
     pub(crate) fn clear_object(&mut self) -> Result<ClearReport> {
         let object = self.object()?;
-        let previous = match self.pointer() {
-            Ok(pointer) => pointer.map(|p| p.current),
-            Err(e) if e.is_corrupt() => None,
+        let (previous, damaged) = match self.pointer() {
+            Ok(pointer) => (pointer.map(|p| p.current), false),
+            Err(e) if e.is_corrupt() => (None, true),
             Err(e) => return Err(e),
         };
         // The pointer first: from here on every reader sees "nothing
@@ -528,6 +528,7 @@ impl Writer<'_> {
         let removal = object.remove_all_snapshots()?;
         Ok(ClearReport::of(
             previous,
+            damaged,
             &removal.removed,
             removal.not_removed,
         ))

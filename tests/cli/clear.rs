@@ -94,3 +94,91 @@ fn readers_during_clears_and_refreshes_see_a_whole_payload_or_nothing_published(
         assert!(store.root().join(kept).exists(), "{kept} is kept");
     }
 }
+
+/// Reproduced: `clear` on a store whose pointer, or newest commit record,
+/// was damaged printed "nothing was current", as on an empty store, telling
+/// the user their history had been empty. It now says the pointer was
+/// damaged, and `--json` tells the two apart with `pointer_damaged`.
+#[test]
+fn clear_of_a_damaged_history_says_so_instead_of_nothing_was_current() {
+    let damaged_pointer = |store: &TestStore| {
+        std::fs::write(pointer_path(store), b"\x00garbage\n").unwrap();
+    };
+    let damaged_commit_record = |store: &TestStore| {
+        for i in 3..=4 {
+            let p = store.payload("p", format!("[{i}]").as_bytes());
+            let out = store.run(&[
+                "--lock-backend",
+                "lease",
+                "refresh",
+                "--from",
+                p.to_str().unwrap(),
+            ]);
+            assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        }
+        let newest = store
+            .files_in("commits")
+            .iter()
+            .filter_map(|n| n.parse::<u64>().ok())
+            .max()
+            .unwrap();
+        let record = store.root().join("commits").join((newest + 1).to_string());
+        std::fs::write(record, b"garbage\n").unwrap();
+    };
+    type Damage<'a> = &'a dyn Fn(&TestStore);
+    let damages: [(&str, Damage); 2] = [
+        ("pointer", &damaged_pointer),
+        ("commit record", &damaged_commit_record),
+    ];
+    for (what, damage) in damages {
+        for json in [false, true] {
+            let store = TestStore::new();
+            store.refresh(b"[1]", &[]);
+            store.refresh(b"[2]", &[]);
+            damage(&store);
+            let write = store.run(&[
+                "refresh",
+                "--from",
+                store.payload("p", b"[9]").to_str().unwrap(),
+            ]);
+            assert_eq!(
+                code(&write),
+                1,
+                "{what}: writes refuse the store: {}",
+                text(&write.stderr)
+            );
+            let args: &[&str] = if json {
+                &["--json", "clear"]
+            } else {
+                &["clear"]
+            };
+            let out = store.run(args);
+            assert_eq!(code(&out), 0, "{what}: {}", text(&out.stderr));
+            if json {
+                let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(report["pointer_damaged"], true, "{what}: {report}");
+                assert_eq!(
+                    report["previous_generation"],
+                    serde_json::Value::Null,
+                    "{what}: {report}"
+                );
+            } else {
+                let said = text(&out.stdout);
+                assert!(
+                    said.contains("the pointer was damaged")
+                        && !said.contains("nothing was current"),
+                    "{what}: {said}"
+                );
+            }
+            // The way out works: the next refresh publishes generation 1.
+            store.refresh(b"[3]", &[]);
+            assert_eq!(store.show(), b"[3]");
+            // And a clear of a healthy empty store still says nothing was.
+            let again = store.run(&["clear"]);
+            assert_eq!(code(&again), 0);
+            let again = store.run(&["--json", "clear"]);
+            let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+            assert_eq!(report["pointer_damaged"], false, "{report}");
+        }
+    }
+}

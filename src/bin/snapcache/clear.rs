@@ -19,9 +19,15 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
         print_json(&report);
         return Ok(());
     }
-    let was = match report.previous_generation {
-        Some(g) => format!("generation {g} was current"),
-        None => "nothing was current".to_string(),
+    let was = match (report.previous_generation, report.pointer_damaged) {
+        (Some(g), _) => format!("generation {g} was current"),
+        // Not "nothing was current": a damaged pointer hides which
+        // generation was, and saying none was would tell the user their
+        // history had been empty.
+        (None, true) => {
+            "the pointer was damaged, so which generation was current is unknown".to_string()
+        }
+        (None, false) => "nothing was current".to_string(),
     };
     outln!(
         "cleared: {was}; removed {} snapshot(s) and {} temp file(s), {} freed. The next refresh publishes a new generation",

@@ -784,6 +784,15 @@ fn io_message(action: &str, path: &std::path::Path, err: &io::Error, stage: IoSt
 }
 
 fn interrupted_message(during: &str) -> String {
+    #[cfg(feature = "s3")]
+    if during == crate::object_store::s3::INTERRUPTED_DURING {
+        // Any operation on an object store, reads too, and possibly after
+        // a change of this operation was committed (gc's, clear's cleanup):
+        // only what holds in every case is said.
+        return format!(
+            "interrupted while {during}, and that request was given up on. A write of the store's pointer is never given up on, so the pointer is whole: as it was, or as this operation had already committed it (its status shows which); a snapshot uploaded or an object not yet deleted is removed by a later gc"
+        );
+    }
     // A waiter never held the lock: nothing of it to release.
     if during.starts_with("waiting") {
         format!("interrupted while {during}; nothing was published, and the lock was never taken")

@@ -845,7 +845,11 @@ impl Store {
         if let Some(url) = location_url(&options.root)?.as_deref() {
             #[cfg(feature = "s3")]
             {
-                let object = crate::object_store::ObjectStore::open(url, options.snapshot_grace)?;
+                let object = crate::object_store::ObjectStore::open(
+                    url,
+                    options.snapshot_grace,
+                    options.cancel.as_ref(),
+                )?;
                 return Ok(Store {
                     layout: Layout::new(PathBuf::from(object.root_url())),
                     options,

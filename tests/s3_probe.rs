@@ -36,7 +36,18 @@ enum Honours {
     /// Both, but every put of a pointer (`.../current`) is answered
     /// `503 SlowDown` and not written: a server failing, nobody else writing.
     PointerPutsFail,
+    /// Both, but a read of the pointer (`GET .../current`) is never
+    /// answered: the connection stays open and silent (a stalled proxy).
+    PointerReadsHang,
+    /// Both, and a put of the pointer is written at once but answered only
+    /// after 3 s: a commit that has landed while its answer is on the way.
+    PointerPutAnswersLate,
 }
+
+/// How long a hanging request is kept unanswered: longer than any test
+/// waits, shorter than the client's own 60 s timeout would make a test
+/// that wrongly waits for it.
+const HANG: Duration = Duration::from_secs(120);
 
 /// One request as the fake saw it: method, path (no query) and the
 /// conditional headers it carried.
@@ -114,7 +125,24 @@ fn serve(stream: TcpStream, honours: Honours, state: &Mutex<State>) {
     // Keep-alive: answer requests on this connection until the client
     // closes it.
     while let Some(request) = read_request(&mut reader) {
+        let pointer = request.path.ends_with("/current");
+        if honours == Honours::PointerReadsHang && pointer && request.method == "GET" {
+            // Seen (status 0: never answered), so a test can tell the
+            // hang happened.
+            state.lock().unwrap().seen.push(Seen {
+                method: request.method.clone(),
+                path: request.path.clone(),
+                if_none_match: None,
+                if_match: None,
+                status: 0,
+            });
+            std::thread::sleep(HANG);
+            return;
+        }
         let (status, headers, body) = answer(&request, honours, state);
+        if honours == Honours::PointerPutAnswersLate && pointer && request.method == "PUT" {
+            std::thread::sleep(Duration::from_secs(3));
+        }
         let mut head = format!(
             "HTTP/1.1 {status} {}\r\nDate: {}\r\nContent-Length: {}\r\n",
             reason(status),
@@ -337,6 +365,41 @@ fn http_date(at: SystemTime) -> String {
         rest % 3600 / 60,
         rest % 60
     )
+}
+
+/// Found by a hostile audit: a request the server never answers held the
+/// caller for the client's whole 60 s timeout, whatever its cancel flag
+/// said. With a cancel flag set, the request is given up on within a poll.
+#[test]
+fn a_set_cancel_flag_ends_a_request_the_server_never_answers() {
+    let fake = FakeS3::start(Honours::PointerReadsHang);
+    let mut client = client(&fake, "s3://bucket/p");
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    client.set_cancel_flag(Arc::clone(&flag));
+    // Another object is served as usual through the same client.
+    assert!(client.get("other").unwrap().is_none());
+    let setter = {
+        let flag = Arc::clone(&flag);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let started = std::time::Instant::now();
+    let err = client.get("current").unwrap_err();
+    let took = started.elapsed();
+    setter.join().unwrap();
+    assert!(err.is_interrupted(), "{err}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the hanging request held the caller for {took:?}"
+    );
+    assert!(
+        err.to_string().contains(
+            "the pointer is whole: as it was, or as this operation had already committed it"
+        ),
+        "{err}"
+    );
 }
 
 fn client(fake: &FakeS3, url: &str) -> S3Client {
@@ -566,6 +629,146 @@ mod cli {
                 "{honours:?}: a pointer was written"
             );
         }
+    }
+
+    /// Runs `args` against `fake`, sends SIGTERM after `after`, and returns
+    /// its output and how long it took from the signal to its exit.
+    fn terminated_after(
+        fake: &FakeS3,
+        args: &[&str],
+        after: Duration,
+    ) -> (std::process::Output, Duration) {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("snapcache"));
+        for var in [
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "SNAPCACHE_DIR",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("AWS_ENDPOINT_URL", &fake.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "fake-key")
+            .env("AWS_SECRET_ACCESS_KEY", "fake-secret")
+            .env("AWS_REGION", "us-east-1")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        std::thread::sleep(after);
+        let signalled = std::time::Instant::now();
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        // Bounded: a process that ignores the signal is killed after 30 s
+        // and the test fails on the time it took.
+        let pid = child.id();
+        let watchdog = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(30));
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        });
+        let out = child.wait_with_output().unwrap();
+        let took = signalled.elapsed();
+        drop(watchdog);
+        (out, took)
+    }
+
+    /// Found by a hostile audit: against a server that stops answering,
+    /// `show` and `refresh` ignored SIGTERM until the client's 60 s request
+    /// timeout. They now end at once (exit 130), and the refresh gives its
+    /// lease back on the way out, so the next writer need not wait for it
+    /// to expire.
+    #[test]
+    fn sigterm_ends_commands_waiting_for_a_server_that_never_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let payload = dir.path().join("payload.json");
+        std::fs::write(&payload, br#"{"jdks":[]}"#).unwrap();
+        let refresh = [
+            "--store",
+            "s3://bucket/p",
+            "--json",
+            "refresh",
+            "--from",
+            payload.to_str().unwrap(),
+        ];
+        let show = ["--store", "s3://bucket/p", "--json", "show"];
+        for args in [&show[..], &refresh[..]] {
+            let fake = FakeS3::start(Honours::PointerReadsHang);
+            let (out, took) = terminated_after(&fake, args, Duration::from_millis(1500));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                took < Duration::from_secs(5),
+                "{args:?}: exited {took:?} after SIGTERM: {stderr}"
+            );
+            assert_eq!(out.status.code(), Some(130), "{args:?}: {stderr}");
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+            assert_eq!(v["error"]["kind"], "interrupted", "{v}");
+            assert!(
+                fake.seen()
+                    .iter()
+                    .any(|s| s.method == "GET" && s.path == "/bucket/p/current" && s.status == 0),
+                "{args:?}: the hanging pointer read was never sent"
+            );
+            let state = fake.state.lock().unwrap();
+            // A refresh took the lease; what it leaves is a released one.
+            if let Some((lease, _)) = state.objects.get("/bucket/p/lease") {
+                let lease: serde_json::Value = serde_json::from_slice(lease).unwrap();
+                assert_eq!(
+                    lease["state"], "released",
+                    "{args:?}: the lease was left held: {lease}"
+                );
+            } else {
+                assert_eq!(args, show, "the refresh took no lease");
+            }
+            assert!(!state.objects.contains_key("/bucket/p/current"));
+        }
+    }
+
+    /// The commit is never given up on: a SIGTERM while the pointer's put
+    /// is on the way waits for its answer, and the publish it completed is
+    /// reported as published (exit 0), not as "interrupted, nothing
+    /// published" over a pointer that landed.
+    #[test]
+    fn sigterm_during_the_pointer_put_reports_the_publish_that_landed() {
+        let fake = FakeS3::start(Honours::PointerPutAnswersLate);
+        let dir = tempfile::tempdir().unwrap();
+        let payload = dir.path().join("payload.json");
+        std::fs::write(&payload, br#"{"jdks":[]}"#).unwrap();
+        let args = [
+            "--store",
+            "s3://bucket/p",
+            "--json",
+            "refresh",
+            "--from",
+            payload.to_str().unwrap(),
+        ];
+        // The put is answered 3 s after it arrives; the probe and the lease
+        // take well under 1.5 s here.
+        let (out, _) = terminated_after(&fake, &args, Duration::from_millis(1500));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            fake.seen()
+                .iter()
+                .any(|s| s.method == "PUT" && s.path == "/bucket/p/current"),
+            "the pointer put had not been sent when the signal came: {stderr}"
+        );
+        assert!(
+            fake.state
+                .lock()
+                .unwrap()
+                .objects
+                .contains_key("/bucket/p/current")
+        );
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        assert_eq!(v["generation"], 1, "{v}");
     }
 
     /// Found by a hostile audit: a pointer put the server answered with a

@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+mod exchange;
 mod lease_object;
 mod pointer_object;
 mod remote;

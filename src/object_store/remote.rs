@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::pointer_object::{self, Read};
@@ -56,12 +57,21 @@ impl ObjectStore {
     /// Opens the store at `url` (`s3://bucket/prefix`): settings from the
     /// `AWS_*` variables, then the conditional-write probe, once per open;
     /// a server that fails it is refused ([`Error::ObjectStoreUnsafe`]).
-    pub(crate) fn open(url: &str, grace: Duration) -> Result<ObjectStore> {
+    pub(crate) fn open(
+        url: &str,
+        grace: Duration,
+        cancel: Option<&Arc<AtomicBool>>,
+    ) -> Result<ObjectStore> {
         // A test's shorter grace (SNAPCACHE_TEST_SNAPSHOT_GRACE_SECS), as on
         // the lease backend.
         let grace = crate::test_hooks::snapshot_grace().unwrap_or(grace);
         let location = S3Location::parse(url)?;
         let mut client = S3Client::new(location, S3Settings::from_env()?)?;
+        // Before the probe: a server that hangs must not keep Ctrl-C waiting
+        // even there.
+        if let Some(flag) = cancel {
+            client.set_cancel_flag(Arc::clone(flag));
+        }
         client.probe_conditional_writes()?;
         Ok(ObjectStore {
             url: client.location().to_string(),

@@ -34,14 +34,20 @@
 //! ```
 
 use std::fmt;
-use std::io::Read;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use rusty_s3::actions::{ListObjectsV2, ListObjectsV2Response};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
+use super::exchange::{self, Answer, Failure, Request};
 use crate::error::{Error, Result};
+use ureq::http::{HeaderMap, Method};
+
+/// What an interrupted request reports it was doing
+/// ([`Error::Interrupted`]).
+pub(crate) const INTERRUPTED_DURING: &str = "waiting for the object store's answer";
 
 /// How long a pre-signed request stays valid: it is sent at once, so this
 /// only has to cover the request's own duration and some clock skew.
@@ -53,6 +59,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most bytes [`S3Client::get`] reads of an object unless told otherwise
 /// (a hostile or broken server must not make the client buffer without end).
 pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
+
+/// The largest listing page read (S3's own pages of 1,000 keys are about
+/// 300 KB).
+const MAX_LISTING_PAGE_BYTES: u64 = 64 << 20;
 
 /// The longest object key (S3's own limit is 1024 bytes).
 const MAX_KEY_BYTES: usize = 1024;
@@ -445,6 +455,9 @@ pub struct S3Client {
     /// server's clock, for judging ages of objects (lease expiry, gc grace)
     /// without trusting this host's clock.
     server_clock: Mutex<Option<(SystemTime, Instant)>>,
+    /// Set: a request still unanswered is abandoned (see
+    /// [`S3Client::set_cancel_flag`]).
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl fmt::Debug for S3Client {
@@ -491,7 +504,33 @@ impl S3Client {
             etag_form: EtagForm::Bare,
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             server_clock: Mutex::new(None),
+            cancel: None,
         })
+    }
+
+    /// A flag that, once set (by a Ctrl-C handler, say), makes every request
+    /// still waiting for its answer give up within 50 ms with
+    /// [`Error::Interrupted`], instead of waiting out the request timeout.
+    /// Each request then runs on a thread of its own.
+    ///
+    /// Two kinds of request are never abandoned, because their outcome
+    /// decides what the store is and a request given up on may still land:
+    /// writes of the pointer (`current`: the commit) and of the lease. They
+    /// end with the server's answer or the request timeout.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), snapcache::Error> {
+    /// use std::sync::{Arc, atomic::AtomicBool};
+    /// use snapcache::object_store::s3::{S3Client, S3Location, S3Settings};
+    ///
+    /// let stop = Arc::new(AtomicBool::new(false));
+    /// let mut client = S3Client::new(S3Location::parse("s3://bucket/p")?, S3Settings::from_env()?)?;
+    /// client.set_cancel_flag(Arc::clone(&stop));
+    /// // Another thread: stop.store(true, Ordering::Relaxed) ends a hanging request.
+    /// # Ok(()) }
+    /// ```
+    pub fn set_cancel_flag(&mut self, flag: Arc<AtomicBool>) {
+        self.cancel = Some(flag);
     }
 
     /// The location this client works in.
@@ -525,8 +564,8 @@ impl S3Client {
     }
 
     /// Notes the answer's `Date` header as the server's clock.
-    fn note_date(&self, response: &ureq::http::Response<ureq::Body>) -> Option<SystemTime> {
-        let date = header_time(response, "date")?;
+    fn note_date(&self, headers: &HeaderMap) -> Option<SystemTime> {
+        let date = header_time(headers, "date")?;
         if let Ok(mut clock) = self.server_clock.lock() {
             *clock = Some((date, Instant::now()));
         }
@@ -559,25 +598,63 @@ impl S3Client {
         }
     }
 
-    /// Reads an error answer's body (bounded) for the message.
-    fn answer_text(response: &mut ureq::http::Response<ureq::Body>) -> String {
-        let mut bytes = Vec::new();
-        // Best effort: the status already says the request failed.
-        let _ = response
-            .body_mut()
-            .as_reader()
-            .take(2048)
-            .read_to_end(&mut bytes);
-        server_words(&bytes)
-    }
-
-    fn etag_of(
+    /// Sends one request and notes the server's clock from its answer.
+    /// `abandonable`: whether the cancel flag may give up on it (not for a
+    /// write whose outcome must be known; see [`S3Client::set_cancel_flag`]).
+    fn send(
+        &self,
         operation: &'static str,
         url: &str,
-        response: &ureq::http::Response<ureq::Body>,
-    ) -> Result<ETag> {
-        response
-            .headers()
+        request: Request,
+        abandonable: bool,
+    ) -> Result<Answer> {
+        let cancel = self.cancel.as_ref().filter(|_| abandonable);
+        match exchange::send(&self.agent, request, cancel) {
+            Ok(answer) => {
+                self.note_date(&answer.headers);
+                Ok(answer)
+            }
+            Err(Failure::Transport(detail)) => Err(Self::request_error(
+                operation,
+                url.to_string(),
+                None,
+                detail,
+            )),
+            Err(Failure::Body { status, detail }) => Err(Self::request_error(
+                operation,
+                url.to_string(),
+                Some(status),
+                detail,
+            )),
+            Err(Failure::Cancelled) => {
+                tracing::info!(operation, url = %url, "request abandoned: cancelled");
+                Err(Error::Interrupted {
+                    during: INTERRUPTED_DURING,
+                })
+            }
+        }
+    }
+
+    /// A request without a body.
+    fn request(method: Method, signed: &url::Url, body_limit: u64) -> Request {
+        Request {
+            method,
+            url: signed.to_string(),
+            headers: Vec::new(),
+            body: None,
+            body_limit,
+        }
+    }
+
+    /// Whether a write of `key` may be abandoned on cancel: not the
+    /// pointer's or the lease's, whose outcome decides what the store is.
+    fn abandonable_write(key: &str) -> bool {
+        key != crate::layout::OBJECT_POINTER && key != crate::layout::OBJECT_LEASE
+    }
+
+    fn etag_of(operation: &'static str, url: &str, answer: &Answer) -> Result<ETag> {
+        answer
+            .headers
             .get("etag")
             .and_then(|v| v.to_str().ok())
             .map(ETag::new)
@@ -586,7 +663,7 @@ impl S3Client {
                 Self::request_error(
                     operation,
                     url.to_string(),
-                    Some(response.status().as_u16()),
+                    Some(answer.status),
                     "the answer has no ETag header",
                 )
             })
@@ -617,27 +694,14 @@ impl S3Client {
             .bucket
             .get_object(Some(&self.credentials), &full)
             .sign(SIGNATURE_LIFETIME);
-        let mut response = self
-            .agent
-            .get(signed.as_str())
-            .call()
-            .map_err(|e| Self::request_error("get", url.clone(), None, e.to_string()))?;
-        let server_date = self.note_date(&response);
-        match response.status().as_u16() {
+        let request = Self::request(Method::GET, &signed, max_bytes.saturating_add(1));
+        let answer = self.send("get", &url, request, true)?;
+        let server_date = header_time(&answer.headers, "date");
+        match answer.status {
             200 => {
-                let etag = Self::etag_of("get", &url, &response)?;
-                let last_modified = header_time(&response, "last-modified");
-                let mut data = Vec::new();
-                response
-                    .body_mut()
-                    .with_config()
-                    .limit(u64::MAX)
-                    .reader()
-                    .take(max_bytes.saturating_add(1))
-                    .read_to_end(&mut data)
-                    .map_err(|e| {
-                        Self::request_error("get", url.clone(), Some(200), e.to_string())
-                    })?;
+                let etag = Self::etag_of("get", &url, &answer)?;
+                let last_modified = header_time(&answer.headers, "last-modified");
+                let data = answer.body;
                 tracing::debug!(key = %full, bytes = data.len(), etag = %etag, "object read");
                 Ok(Some(Object {
                     data,
@@ -647,10 +711,12 @@ impl S3Client {
                 }))
             }
             404 => Ok(None),
-            status => {
-                let text = Self::answer_text(&mut response);
-                Err(Self::request_error("get", url, Some(status), text))
-            }
+            status => Err(Self::request_error(
+                "get",
+                url,
+                Some(status),
+                server_words(&answer.body),
+            )),
         }
     }
 
@@ -662,17 +728,12 @@ impl S3Client {
             .bucket
             .head_object(Some(&self.credentials), &full)
             .sign(SIGNATURE_LIFETIME);
-        let mut response = self
-            .agent
-            .head(signed.as_str())
-            .call()
-            .map_err(|e| Self::request_error("head", url.clone(), None, e.to_string()))?;
-        self.note_date(&response);
-        match response.status().as_u16() {
+        let answer = self.send("head", &url, Self::request(Method::HEAD, &signed, 0), true)?;
+        match answer.status {
             200 => {
-                let etag = Self::etag_of("head", &url, &response)?;
-                let size = response
-                    .headers()
+                let etag = Self::etag_of("head", &url, &answer)?;
+                let size = answer
+                    .headers
                     .get("content-length")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok())
@@ -683,14 +744,16 @@ impl S3Client {
                     key: key.to_string(),
                     etag,
                     size,
-                    last_modified: header_time(&response, "last-modified"),
+                    last_modified: header_time(&answer.headers, "last-modified"),
                 }))
             }
             404 => Ok(None),
-            status => {
-                let text = Self::answer_text(&mut response);
-                Err(Self::request_error("head", url, Some(status), text))
-            }
+            status => Err(Self::request_error(
+                "head",
+                url,
+                Some(status),
+                server_words(&answer.body),
+            )),
         }
     }
 
@@ -736,17 +799,17 @@ impl S3Client {
             action.headers_mut().insert(*name, value.clone());
         }
         let signed = action.sign(SIGNATURE_LIFETIME);
-        let mut request = self.agent.put(signed.as_str());
-        if let Some((name, value)) = &header {
-            request = request.header(*name, value.as_str());
-        }
-        let mut response = request
-            .send(data)
-            .map_err(|e| Self::request_error("put", url.clone(), None, e.to_string()))?;
-        self.note_date(&response);
-        match response.status().as_u16() {
+        // Owned, for the request's own thread: one copy of the object, the
+        // price of a request that Ctrl-C can abandon.
+        let request = Request {
+            body: Some(data.to_vec()),
+            headers: header.into_iter().collect(),
+            ..Self::request(Method::PUT, &signed, 0)
+        };
+        let answer = self.send("put", &url, request, Self::abandonable_write(key))?;
+        match answer.status {
             200 | 201 => {
-                let etag = Self::etag_of("put", &url, &response)?;
+                let etag = Self::etag_of("put", &url, &answer)?;
                 tracing::debug!(key = %full, bytes = data.len(), etag = %etag, "object written");
                 Ok(PutOutcome::Written(etag))
             }
@@ -755,14 +818,16 @@ impl S3Client {
                 Ok(PutOutcome::ConditionFailed)
             }
             status @ 500..=599 if !matches!(condition, Condition::None) => {
-                let detail = Self::answer_text(&mut response);
+                let detail = server_words(&answer.body);
                 tracing::debug!(key = %full, status, detail = %detail, "conditional put failed on the server; outcome unknown");
                 Ok(PutOutcome::Indeterminate { status, detail })
             }
-            status => {
-                let text = Self::answer_text(&mut response);
-                Err(Self::request_error("put", url, Some(status), text))
-            }
+            status => Err(Self::request_error(
+                "put",
+                url,
+                Some(status),
+                server_words(&answer.body),
+            )),
         }
     }
 
@@ -774,18 +839,16 @@ impl S3Client {
             .bucket
             .delete_object(Some(&self.credentials), &full)
             .sign(SIGNATURE_LIFETIME);
-        let mut response = self
-            .agent
-            .delete(signed.as_str())
-            .call()
-            .map_err(|e| Self::request_error("delete", url.clone(), None, e.to_string()))?;
-        self.note_date(&response);
-        match response.status().as_u16() {
+        let request = Self::request(Method::DELETE, &signed, 0);
+        let answer = self.send("delete", &url, request, Self::abandonable_write(key))?;
+        match answer.status {
             200 | 204 | 404 => Ok(()),
-            status => {
-                let text = Self::answer_text(&mut response);
-                Err(Self::request_error("delete", url, Some(status), text))
-            }
+            status => Err(Self::request_error(
+                "delete",
+                url,
+                Some(status),
+                server_words(&answer.body),
+            )),
         }
     }
 
@@ -820,23 +883,32 @@ impl S3Client {
                 action.with_continuation_token(token.as_str());
             }
             let signed = action.sign(SIGNATURE_LIFETIME);
-            let mut response = self
-                .agent
-                .get(signed.as_str())
-                .call()
-                .map_err(|e| Self::request_error("list", url.clone(), None, e.to_string()))?;
-            self.note_date(&response);
-            let status = response.status().as_u16();
-            if status != 200 {
-                let text = Self::answer_text(&mut response);
-                return Err(Self::request_error("list", url, Some(status), text));
+            // Every page is a request of its own, so a cancel is seen
+            // between pages as well as within one.
+            let request = Self::request(Method::GET, &signed, MAX_LISTING_PAGE_BYTES + 1);
+            let answer = self.send("list", &url, request, true)?;
+            if answer.status != 200 {
+                let text = server_words(&answer.body);
+                return Err(Self::request_error("list", url, Some(answer.status), text));
             }
-            let body = response
-                .body_mut()
-                .with_config()
-                .limit(64 << 20)
-                .read_to_string()
-                .map_err(|e| Self::request_error("list", url.clone(), Some(200), e.to_string()))?;
+            if answer.body.len() as u64 > MAX_LISTING_PAGE_BYTES {
+                return Err(Self::request_error(
+                    "list",
+                    url,
+                    Some(200),
+                    format!(
+                        "a listing page is larger than {MAX_LISTING_PAGE_BYTES} bytes, so it was not read on. Check that the prefix is the store's alone, or the server"
+                    ),
+                ));
+            }
+            let body = String::from_utf8(answer.body).map_err(|e| {
+                Self::request_error(
+                    "list",
+                    url.clone(),
+                    Some(200),
+                    format!("the listing is not UTF-8: {e}"),
+                )
+            })?;
             let page = ListObjectsV2::parse_response(&body).map_err(|e| {
                 Self::request_error(
                     "list",
@@ -969,8 +1041,8 @@ impl S3Client {
 }
 
 /// A header holding an HTTP date (`Date`, `Last-Modified`).
-fn header_time(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<SystemTime> {
-    parse_http_date(response.headers().get(name)?.to_str().ok()?)
+fn header_time(headers: &HeaderMap, name: &str) -> Option<SystemTime> {
+    parse_http_date(headers.get(name)?.to_str().ok()?)
 }
 
 /// Parses an HTTP date in its preferred form (RFC 9110 IMF-fixdate,

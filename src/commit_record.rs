@@ -229,14 +229,26 @@ pub(crate) fn base_without_pointer(layout: &Layout) -> u64 {
 /// The commit number after `commit`. The commit counter, not the
 /// generation numbers, is what ran out when there is none (it read "handed
 /// out every generation number (last generation 2^64-1)" of a pointer at
-/// generation 1): only a damaged or edited pointer gets there.
+/// generation 1): only a damaged or edited pointer gets there. Its end is
+/// [`MAX_RECORD_NUMBER`], the highest number a record's name may carry,
+/// not `u64::MAX`: past it a writer made records that every later reader
+/// took for foreign files (never pruned, and a clear after them could
+/// never commit).
 pub(crate) fn next_commit(layout: &Layout, commit: u64) -> Result<u64> {
-    commit.checked_add(1).ok_or_else(|| Error::CorruptPointer {
-        path: layout.current(),
-        detail: format!(
-            "its commit counter is at its maximum ({commit}), which no store reaches by publishing: the pointer was damaged or edited"
-        ),
-    })
+    commit
+        .checked_add(1)
+        .filter(|n| *n <= layout::MAX_RECORD_NUMBER)
+        .ok_or_else(|| Error::CorruptPointer {
+            path: layout.current(),
+            detail: format!(
+                "its commit counter is at its maximum ({commit}; commits are numbered up to 2^63), which no store reaches by publishing: the pointer was damaged or edited"
+            ),
+        })
+}
+
+/// Whether the commit after `commit` can be numbered (see [`next_commit`]).
+pub(crate) fn has_next_commit(commit: u64) -> bool {
+    commit < layout::MAX_RECORD_NUMBER
 }
 
 /// `clear`'s commit on the lease backend: creates the record after `base`

@@ -49,9 +49,7 @@ pub enum Error {
     /// The `current` pointer exists but cannot be trusted. A pointer that
     /// only looked damaged because a writer was replacing it has already
     /// been re-read for about a second; this one stayed damaged.
-    #[error(
-        "the store pointer {path} is damaged ({detail}); nothing was read from it. This is not a replace in progress, which clears on a re-read within about a second. The snapshots are untouched: check which retained generations are intact and restore the pointer from a backup of the store; if there is none, move the damaged pointer aside (keep it) and publish again, which starts a new history"
-    )]
+    #[error("{}", corrupt_pointer_message(path, detail))]
     CorruptPointer {
         /// Path of the pointer file.
         path: PathBuf,
@@ -252,7 +250,7 @@ pub enum Error {
     /// Every generation number has been handed out: the store's counter is
     /// at its maximum (only a planted or damaged pointer gets there).
     #[error(
-        "the store pointer {path} has handed out every generation number (last generation {last}); nothing was published and the store is unchanged. Start a fresh history: move the pointer aside and publish again"
+        "the store pointer {path} has handed out every generation number (last generation {last}); nothing was published and the store is unchanged. Start a fresh history: clear the store (which removes every generation; copy any snapshot you need first) and publish again"
     )]
     GenerationsExhausted {
         /// Path of the pointer file.
@@ -779,6 +777,23 @@ fn io_message(action: &str, path: &std::path::Path, err: &io::Error, stage: IoSt
     };
     format!(
         "failed to {action} {}: {err}; {hint}{outcome}",
+        path.display()
+    )
+}
+
+fn corrupt_pointer_message(path: &std::path::Path, detail: &str) -> String {
+    // A commit record (lease backend, `commits/<n>`) is not the pointer:
+    // readers pass over it, and moving it aside is the whole fix. Advice to
+    // start a new history there lost the history and fixed nothing.
+    let record = path.parent().and_then(|d| d.file_name()) == Some(crate::layout::COMMITS.as_ref());
+    if record {
+        return format!(
+            "the commit record {} is damaged ({detail}); nothing was read from it. The pointer and the snapshots are untouched, and readers still serve the pointer's generation, but no write can commit after this record: move it aside (keep it), and writes work again with the history kept",
+            path.display()
+        );
+    }
+    format!(
+        "the store pointer {} is damaged ({detail}); nothing was read from it. This is not a replace in progress, which clears on a re-read within about a second. The snapshots are untouched, but which of them are intact cannot be checked without the pointer: restore it from a backup of the store; if there is none, copy the snapshots you may need, then move the damaged pointer aside (keep it) and publish again, which starts a new history",
         path.display()
     )
 }

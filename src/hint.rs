@@ -32,8 +32,11 @@ pub enum Hint {
     /// A snapshot is damaged or missing: check which retained generations
     /// are intact (verify), then roll back to one or publish a new one.
     Verify,
-    /// The pointer is damaged: check which retained generations are intact
-    /// (verify); move the pointer aside, keeping it, and publish again.
+    /// The pointer is damaged: keep a copy of the snapshots that may be
+    /// needed, move the pointer aside (keeping it) and publish again, which
+    /// starts a new history. For a damaged commit record (lease backend,
+    /// the error's path is `commits/<n>`): move that record aside; the
+    /// history is kept.
     RepairPointer,
     /// The generation asked for is not retained: list the retained ones
     /// (history).

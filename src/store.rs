@@ -1529,9 +1529,9 @@ impl Store {
                         .path()
                         .map_or_else(|| self.layout.commits_dir(), Path::to_path_buf),
                     kind: "pointer".into(),
-                    detail: format!(
-                        "{record_error}. Readers pass over this commit record and serve the pointer's generation, but every write refuses the store until it is removed"
-                    ),
+                    // Its message says that readers pass over it and
+                    // writers stop at it, and what to do.
+                    detail: record_error.to_string(),
                     generation: None,
                 });
                 match pointer {

@@ -1159,25 +1159,39 @@ impl<'s> Writer<'s> {
         //    Advisory backend: no writer can be stalled across the clear;
         //    records (left by lease writers) are removed, since they would
         //    otherwise be taken for commits newer than the next pointer.
-        if self.lock.backend() == Backend::Lease {
-            let base = read.as_ref().map_or_else(
-                || crate::commit_record::base_without_pointer(store.layout()),
-                |p| p.commit,
-            );
+        let base = read.as_ref().map_or_else(
+            || crate::commit_record::base_without_pointer(store.layout()),
+            |p| p.commit,
+        );
+        let by_record =
+            self.lock.backend() == Backend::Lease && crate::commit_record::has_next_commit(base);
+        if by_record {
             crate::test_hooks::stall_before_commit();
             crate::commit_record::commit_cleared(store.layout(), store.durable(), base)?;
         } else {
+            // Also the lease backend's way out of an edited pointer whose
+            // commit counter is at its end: no record can be numbered after
+            // it, so the numbering starts again with the records gone.
+            if self.lock.backend() == Backend::Lease {
+                tracing::warn!(
+                    commit = base,
+                    "the commit counter is at its end: clearing by removing the commit records"
+                );
+            }
             crate::commit_record::remove_all(store.layout(), store.durable())?;
         }
         // 1. The pointer, durably: from here on every reader sees "nothing
         //    published", and a crash leaves a store with nothing published.
         let current = store.layout().current();
-        let lease = self.lock.backend() == Backend::Lease;
         store.durable().remove_file(&current).map_err(|e| {
             let error = Error::io("remove the store pointer", &current, e);
             // On the lease backend the "cleared" record above is the
             // commit: readers already follow it to "nothing published".
-            if lease { error.after_commit() } else { error }
+            if by_record {
+                error.after_commit()
+            } else {
+                error
+            }
         })?;
         let root = store.root().to_path_buf();
         // Removed: what fails from here on fails after the commit point.

@@ -306,3 +306,139 @@ fn an_exhausted_commit_counter_is_a_damaged_pointer_not_exhausted_generations() 
     assert_eq!(store.fingerprint(), before, "the store is unchanged");
     assert_eq!(store.show(), b"[1]");
 }
+
+/// Found by a hostile audit: a pointer edited to commit 2^63 − 2 let lease
+/// writers number records past 2^63, the highest a record's name may carry,
+/// so every later reader took them for foreign files (never pruned, listed
+/// by `verify` as "not created by snapcache"), and after a `clear` every
+/// refresh and clear failed as a commit conflict for ever. The counter now
+/// ends at 2^63: the write past it is refused as a damaged pointer before a
+/// record is made, and `clear` is the way out.
+#[test]
+fn lease_writers_never_number_a_commit_record_past_the_names_bound() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let bound: u64 = 1 << 63;
+    edit_pointer(&store, |body| {
+        body["commit"] = (bound - 2).into();
+    });
+    let lease_refresh = |content: &[u8]| {
+        let p = store.payload("p", content);
+        store.run(&[
+            "--lock-backend",
+            "lease",
+            "refresh",
+            "--from",
+            p.to_str().unwrap(),
+        ])
+    };
+    // Commits 2^63 − 1 and 2^63 can still be numbered.
+    for i in 2..=3 {
+        let out = lease_refresh(format!("[{i}]").as_bytes());
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    }
+    let out = lease_refresh(b"[4]");
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(
+        stderr.contains("commit counter is at its maximum") && stderr.contains("2^63"),
+        "{stderr}"
+    );
+    assert_eq!(store.show(), b"[3]", "the store is as it was");
+    let records: Vec<String> = store.files_in("commits");
+    assert!(
+        records
+            .iter()
+            .all(|n| n.parse::<u64>().is_ok_and(|n| n <= bound)),
+        "a record named past 2^63: {records:?}"
+    );
+    let (_, report) = store.json(&["verify"]);
+    assert_eq!(
+        report["foreign"].as_array().map_or(0, Vec::len),
+        0,
+        "{report}"
+    );
+    // The way out: clear, then the numbering starts again.
+    let out = store.run(&["--lock-backend", "lease", "clear"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    for i in 1..=2 {
+        let out = lease_refresh(format!("[1{i}]").as_bytes());
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    }
+    assert_eq!(store.show(), b"[12]");
+    let (_, status) = store.json(&["status"]);
+    assert_eq!(status["generation"], 2, "{status}");
+    assert_eq!(code(&store.run(&["verify"])), 0);
+}
+
+/// Found by a hostile audit: on the lease backend the advice for an
+/// exhausted generation counter, "move the pointer aside", did not work
+/// (the newest commit record holds the same pointer, and the writer put it
+/// back). The advice is now to clear the store, which works on both.
+#[test]
+fn the_advice_for_an_exhausted_generation_counter_works_on_both_backends() {
+    for backend in ["advisory", "lease"] {
+        let store = TestStore::new();
+        store.refresh(b"[1]", &[]);
+        edit_pointer(&store, |body| {
+            body["last_generation"] = (u64::MAX - 1).into();
+        });
+        let refresh = |content: &[u8]| {
+            let p = store.payload("p", content);
+            store.run(&[
+                "--lock-backend",
+                backend,
+                "refresh",
+                "--from",
+                p.to_str().unwrap(),
+            ])
+        };
+        let out = refresh(b"[2]");
+        assert_eq!(code(&out), 0, "{backend}: {}", text(&out.stderr));
+        let out = refresh(b"[3]");
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 1, "{backend}: {stderr}");
+        assert!(
+            stderr.contains("handed out every generation number")
+                && stderr.contains("clear the store"),
+            "{backend}: {stderr}"
+        );
+        let out = store.run(&["--lock-backend", backend, "clear"]);
+        assert_eq!(code(&out), 0, "{backend}: {}", text(&out.stderr));
+        let out = refresh(b"[3]");
+        assert_eq!(code(&out), 0, "{backend}: {}", text(&out.stderr));
+        assert_eq!(store.show(), b"[3]", "{backend}");
+        let (_, status) = store.json(&["status"]);
+        assert_eq!(status["generation"], 1, "{backend}: {status}");
+    }
+}
+
+/// Found by a hostile audit: an old generation's `created_at` written as a
+/// valid RFC 3339 time before 1970 or with an offset made every read and
+/// write refuse the store as damaged ("not an RFC 3339 time"). Such a time
+/// is read (converted to UTC, clamped to 1970) and the store serves on.
+#[test]
+fn valid_rfc3339_times_with_offsets_or_before_1970_do_not_damage_the_store() {
+    let store = TestStore::new();
+    for i in 1..=3 {
+        store.refresh(format!("[{i}]").as_bytes(), &[]);
+    }
+    edit_pointer(&store, |body| {
+        body["generations"][0]["created_at"] = "1969-12-31T23:59:59Z".into();
+        body["generations"][1]["created_at"] = "2026-12-07T23:00:00+05:00".into();
+    });
+    assert_eq!(store.show(), b"[3]");
+    let (out, history) = store.json(&["history"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let times: Vec<&str> = history["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["created_at"].as_str().unwrap())
+        .collect();
+    assert!(times.contains(&"1970-01-01T00:00:00.000Z"), "{times:?}");
+    assert!(times.contains(&"2026-12-07T18:00:00.000Z"), "{times:?}");
+    assert_eq!(code(&store.run(&["verify"])), 0);
+    store.refresh(b"[4]", &[]);
+    assert_eq!(store.show(), b"[4]");
+}

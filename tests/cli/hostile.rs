@@ -503,10 +503,30 @@ fn verify_reports_a_damaged_commit_record_that_blocks_every_write() {
             problem["detail"]
                 .as_str()
                 .unwrap()
-                .contains("every write refuses the store"),
+                .contains("no write can commit after this record"),
             "{report}"
         );
         // Readers still serve the pointer's generation.
         assert_eq!(store.show(), b"[6]".to_vec());
+        // Found by a hostile audit: the human summary said the *pointer* was
+        // damaged and advised moving it aside for a new history, which
+        // lost the history and fixed nothing. It names the record, and
+        // following it keeps the history.
+        let out = store.run(&["verify"]);
+        let said = text(&out.stdout) + &text(&out.stderr);
+        let record_text = record.to_str().unwrap();
+        assert!(
+            said.contains(&format!("mv {record_text} {record_text}.damaged"))
+                && said.contains("the history are kept")
+                && !said.contains("starts a new history"),
+            "{said}"
+        );
+        std::fs::rename(&record, store.scratch("record.damaged")).unwrap();
+        store.refresh(b"[9]", &[]);
+        let (_, history) = store.json(&["history"]);
+        assert!(
+            history["generations"].as_array().unwrap().len() > 1,
+            "the history was kept: {history}"
+        );
     }
 }

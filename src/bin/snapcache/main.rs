@@ -470,12 +470,21 @@ fn cli_hint(e: &Error) -> Option<String> {
             // An object's URL is no file `mv` can move: name the S3 tool's
             // copy and delete instead.
             Error::CorruptPointer { path, .. } if path.to_string_lossy().starts_with("s3://") => format!(
-                "`snapcache verify` lists the intact generations; to move the pointer aside, copy it with your S3 tool and delete it (e.g. `aws s3 mv {p} {p}.damaged`), then `snapcache refresh`",
+                "no generation can be verified through a damaged pointer: copy the snapshots/ objects first if you may need an old generation (a new history removes what the old one named); to start one, move the pointer aside with your S3 tool (e.g. `aws s3 mv {p} {p}.damaged`), then `snapcache refresh`",
                 p = path.display()
             ),
+            // A commit record (lease backend): moving it aside is the whole
+            // fix, and the history is kept.
+            Error::CorruptPointer { path, .. } if verify::commit_record(path).is_some() => {
+                format!(
+                    "move the damaged record aside: `mv {p} {p}.damaged`; the pointer and the history are kept",
+                    p = path.display()
+                )
+            }
             Error::CorruptPointer { path, .. } => format!(
-                "`snapcache verify` lists the intact generations; to move the pointer aside: `mv {p} {p}.damaged`, then `snapcache refresh`",
-                p = path.display()
+                "no generation can be verified through a damaged pointer: copy {s} first if you may need an old generation (a new history removes what the old one named); to start one: `mv {p} {p}.damaged`, then `snapcache refresh`",
+                p = path.display(),
+                s = path.with_file_name("snapshots").display()
             ),
             _ => "run `snapcache verify` to see which generations are intact".into(),
         },

@@ -114,6 +114,13 @@ fn group_problems(problems: &[Problem]) -> Vec<(&Problem, Vec<u64>)> {
     grouped
 }
 
+/// `path` when it names a commit record (`<root>/commits/<n>`, see
+/// docs/format.md).
+pub fn commit_record(path: &std::path::Path) -> Option<&std::path::Path> {
+    let dir = path.parent()?.file_name()?;
+    (dir == "commits").then_some(path)
+}
+
 fn list(generations: &[u64]) -> String {
     generations
         .iter()
@@ -126,9 +133,17 @@ fn list(generations: &[u64]) -> String {
 /// an intact generation other than the current one, and none when the
 /// pointer itself is damaged (a rollback needs it).
 fn advice(report: &VerifyReport, current: Option<u64>) -> String {
-    let pointer_damaged = report.problems.iter().any(|p| p.kind == "pointer");
-    if pointer_damaged {
-        return "the pointer is damaged, so no rollback is possible: move it aside (keep it) and run `snapcache refresh`, which starts a new history".into();
+    if let Some(problem) = report.problems.iter().find(|p| p.kind == "pointer") {
+        // A damaged commit record (lease backend) is not a damaged pointer:
+        // readers still serve the pointer, and moving the record aside is
+        // the whole fix. Moving `current` aside instead lost the history.
+        if let Some(record) = commit_record(&problem.path) {
+            return format!(
+                "the commit record {r} is damaged and every write refuses the store until it is moved aside: `mv {r} {r}.damaged`; the pointer and the history are kept",
+                r = record.display()
+            );
+        }
+        return "the pointer is damaged, so no rollback is possible and no generation can be verified: copy the snapshots/ directory first if you may need an old generation (a new history removes what the old one named), then move the pointer aside (keep it) and run `snapcache refresh`, which starts a new history".into();
     }
     // Not damage: the bytes may be fine, but nobody else may be able to
     // change them. Removing the permission is the whole fix.

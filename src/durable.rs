@@ -242,7 +242,13 @@ impl Durable {
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700))?;
+            if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700)) {
+                // Not left half made: each retry got one directory further
+                // before. rmdir removes it only while it is empty, and the
+                // directory just made is.
+                let _ = fs::remove_dir(dir);
+                return Err(mode_refused(e.into()));
+            }
         }
         // A new directory's own entry must survive a power loss too, or a
         // later durable write inside it could vanish with it.
@@ -260,7 +266,8 @@ impl Durable {
             .tempfile_in(dir)?;
         // tempfile creates with O_EXCL (never through a planted link) and
         // mode 0600 minus the umask; make it exactly 0600 whatever the umask.
-        set_owner_only(inner.as_file())?;
+        // On failure `inner` removes the file as it is dropped.
+        set_owner_only(inner.as_file()).map_err(mode_refused)?;
         self.before(Op::Create(inner.path()))?;
         Ok(TempFile { inner })
     }
@@ -738,8 +745,48 @@ pub(crate) fn create_exclusive(path: &Path, read: bool) -> io::Result<File> {
         options.mode(0o600);
     }
     let file = options.open(path)?;
-    set_owner_only(&file)?;
+    if let Err(e) = set_owner_only(&file) {
+        // Not left behind: an empty lease file of a create that failed
+        // here made every later writer wait its whole budget for a holder
+        // that never existed (FAT, fusefat, bindfs refuse the chmod).
+        remove_if_same(path, &file);
+        return Err(mode_refused(e));
+    }
     Ok(file)
+}
+
+/// Removes `path` if it is still the file `file` is open on: another
+/// process may have put something else there since the create.
+fn remove_if_same(path: &Path, file: &File) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let same = match (file.metadata(), fs::symlink_metadata(path)) {
+            (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+            _ => false,
+        };
+        if same {
+            let _ = fs::remove_file(path);
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // No inode to compare; Windows refuses no mode change anyway.
+        let _ = (path, file);
+    }
+}
+
+/// The error of a mode change refused on a file or directory snapcache has
+/// just made: not the store's permissions (the user owns what it made) but
+/// a filesystem that keeps no Unix modes, where no store can keep its files
+/// owner-only.
+fn mode_refused(e: io::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "the filesystem refused to make what snapcache just created owner-only ({e}); FAT, exFAT and some FUSE filesystems keep no Unix modes, and a store cannot live on one"
+        ),
+    )
 }
 
 /// Sets a file snapcache just created to mode 0600 (owner read/write), on

@@ -744,8 +744,18 @@ fn io_message(action: &str, path: &std::path::Path, err: &io::Error, stage: IoSt
         io::ErrorKind::PermissionDenied => {
             "check the permissions of the store (it is owner-only by design) or use another store directory"
         }
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-            "the disk is full: free some space (collecting the store's unreferenced snapshots frees some) and retry"
+        // Inodes run out as blocks do, with the same error: `df -h` alone
+        // showed free space and made the message look wrong.
+        io::ErrorKind::StorageFull => {
+            "the filesystem has no free space or no free inodes left (see `df -h` and `df -i`): free some and retry; removing the store's unreferenced snapshots helps only if it has some"
+        }
+        io::ErrorKind::QuotaExceeded => {
+            "this user's disk quota on that filesystem is used up: remove some of this user's files there or have the quota raised, then retry"
+        }
+        // What `durable::mode_refused` reports (FAT, fusefat), and links
+        // or locks a filesystem does not have.
+        io::ErrorKind::Unsupported => {
+            "the filesystem lacks something a store needs: use a store directory on another filesystem"
         }
         _ if is_name_too_long(err) => {
             "a name in the path is too long for the filesystem (most allow 255 bytes a name and 4096 a path): use a shorter store path"

@@ -91,9 +91,9 @@ impl Error {
                 .contains(crate::payload::NOT_JSON)
                 .then_some(Hint::PublishRaw),
             Error::Io { source, .. } => match source.kind() {
-                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
-                    Some(Hint::ChooseStore)
-                }
+                io::ErrorKind::PermissionDenied
+                | io::ErrorKind::ReadOnlyFilesystem
+                | io::ErrorKind::Unsupported => Some(Hint::ChooseStore),
                 io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Some(Hint::FreeSpace),
                 _ => None,
             },

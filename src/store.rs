@@ -1407,10 +1407,12 @@ impl Store {
             Err(e) => return PointerLook::Failed(Error::io("open the store pointer", &path, e)),
         };
         // Torn from here on: a writer mid-replace explains a short, empty or
-        // mismatching file (an oversized one it does not, but one more look
-        // at a rejected-unread file is cheap).
+        // mismatching file, or a read error (a stale NFS handle), but not an
+        // oversized one, since every pointer a writer makes is far smaller:
+        // that is reported at once, not re-read for a second.
         let bytes = match pointer::read_bounded(file, &path) {
             Ok(bytes) => bytes,
+            Err(e @ Error::CorruptPointer { .. }) => return PointerLook::Failed(e),
             Err(e) => return PointerLook::Torn(e),
         };
         match Pointer::decode_fault(&bytes, &path) {

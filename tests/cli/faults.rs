@@ -468,3 +468,140 @@ fn files_that_cannot_be_removed_are_reported_by_gc_forget_and_clear() {
     assert_eq!(code(&store.run(&["clear"])), 0);
     assert!(store.files_in("snapshots").is_empty(), "clear removed them");
 }
+
+/// Found by a hostile audit: with the filesystem out of inodes (`df -h`
+/// showing free space), a refresh said "the disk is full: free some space"
+/// and advised `gc`, which had nothing to remove. The message now names
+/// inodes as well as space, and the hint says when gc can help.
+#[test]
+fn a_filesystem_out_of_inodes_is_named_as_such() {
+    let Some(mount) = Mount::tmpfs("8m,nr_inodes=64") else {
+        return;
+    };
+    let root = mount.path.join("store");
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--store").arg(&root).args(args);
+        run_with_timeout(cmd)
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let first = scratch.path().join("first.json");
+    std::fs::write(&first, b"[1]").unwrap();
+    assert_eq!(
+        code(&run(&["refresh", "--from", first.to_str().unwrap()])),
+        0
+    );
+    // Use up the inodes beside the store, keeping its bytes free.
+    let filler = mount.path.join("filler");
+    std::fs::create_dir(&filler).unwrap();
+    let mut made = 0;
+    while std::fs::File::create(filler.join(made.to_string())).is_ok() {
+        made += 1;
+        assert!(made < 10_000, "the tmpfs did not run out of inodes");
+    }
+    let second = scratch.path().join("second.json");
+    std::fs::write(&second, b"[2]").unwrap();
+    let out = run(&["refresh", "--from", second.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(
+        stderr.contains("no free space or no free inodes") && stderr.contains("df -i"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(root.to_str().unwrap()),
+        "names the path: {stderr}"
+    );
+    assert!(
+        !stderr.contains("hint: `snapcache gc` removes"),
+        "no bare gc advice: {stderr}"
+    );
+    assert_eq!(run(&["show"]).stdout, b"[1]", "the store is as it was");
+    std::fs::remove_dir_all(&filler).unwrap();
+    assert_eq!(
+        code(&run(&["refresh", "--from", second.to_str().unwrap()])),
+        0
+    );
+    assert_eq!(run(&["show"]).stdout, b"[2]");
+}
+
+/// Found by a hostile audit: on a filesystem that refuses `chmod` (FAT,
+/// fusefat, bindfs `--chmod-deny`), a lease writer's create-only fallback
+/// failed after creating `lease`, and left it empty: every later writer
+/// then waited its whole lock budget for a holder that never existed. The
+/// file is now removed, the error says the filesystem keeps no Unix modes,
+/// and the next writer (here on a filesystem that allows it again) takes
+/// the lock at once. The refusal is injected with strace.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_refused_chmod_leaves_no_lease_file_and_says_why() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let payload = store.payload("p.json", b"[2]");
+    let mut cmd = Command::new("strace");
+    cmd.args([
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=fchmod,fchmodat",
+        "-e",
+    ])
+    .arg("inject=fchmod,fchmodat:error=EPERM")
+    .arg(bin())
+    .arg("--store")
+    .arg(store.root())
+    .args([
+        "--lock-backend",
+        "lease",
+        "refresh",
+        "--lock-timeout",
+        "0",
+        "--from",
+    ])
+    .arg(&payload)
+    .stdin(std::process::Stdio::null());
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("SKIPPED: strace cannot be run here: {e}");
+            return;
+        }
+    };
+    let stderr = text(&out.stderr);
+    if stderr.contains("PTRACE_TRACEME") || stderr.contains("ptrace") {
+        eprintln!("SKIPPED: strace could not trace the command: {stderr}");
+        return;
+    }
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(
+        stderr.contains("keep no Unix modes") && stderr.contains("another filesystem"),
+        "{stderr}"
+    );
+    assert!(
+        !store.root().join("lease").exists(),
+        "an empty lease file was left behind: {stderr}"
+    );
+    assert!(
+        store.files_in("tmp").is_empty(),
+        "no temp file left: {:?}",
+        store.files_in("tmp")
+    );
+    let out = store.run(&[
+        "--lock-backend",
+        "lease",
+        "refresh",
+        "--lock-timeout",
+        "0",
+        "--from",
+        payload.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        code(&out),
+        0,
+        "the next writer is not kept waiting: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(store.show(), b"[2]");
+}

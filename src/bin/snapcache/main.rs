@@ -502,7 +502,10 @@ fn cli_hint(e: &Error) -> Option<String> {
             ),
             _ => "choose another store with --store DIR or SNAPCACHE_DIR".into(),
         },
-        Hint::FreeSpace => "`snapcache gc` removes unreferenced snapshots".into(),
+        // Not "run gc" alone: on a full disk with nothing unreferenced it
+        // frees nothing, and a gc that drops generations must write a
+        // pointer first.
+        Hint::FreeSpace => "`snapcache verify` lists the reclaimable files that `snapcache gc` would remove; if there are none, space must be freed outside the store".into(),
         Hint::PublishRaw => "pass --raw to store bytes that are not JSON".into(),
         Hint::Unpin => match e {
             Error::ForgetPinned { generation, .. } => format!(

@@ -400,7 +400,11 @@ fn run(root: &Path, command: &str) -> Result<(), KopiError> {
             );
         }
         "clear" => match store.clear() {
-            Ok(r) if r.previous_generation.is_some() => println!("Cache cleared successfully"),
+            // A damaged pointer hides which generation was current: that
+            // store held a cache too.
+            Ok(r) if r.previous_generation.is_some() || r.pointer_damaged => {
+                println!("Cache cleared successfully")
+            }
             Ok(_) => println!("No cache to clear"),
             Err(snapcache::Error::NoStore { .. }) => println!("No cache to clear"),
             Err(e) => return Err(e.into()),

@@ -636,7 +636,16 @@ impl Error {
         matches!(self, Error::ForgetPinned { .. } | Error::PinLimit { .. })
     }
 
-    /// The store's contents are damaged (pointer or snapshot).
+    /// The store's contents cannot be read by this version: damaged
+    /// (pointer or snapshot), or of a newer format
+    /// ([`Error::UnsupportedVersion`]: match it first when the advice
+    /// should differ, since upgrading is the fix then, not a rollback).
+    ///
+    /// ```
+    /// use snapcache::Error;
+    /// let newer = Error::UnsupportedVersion { path: "/c/current".into(), found: 2, supported: 1 };
+    /// assert!(newer.is_corrupt());
+    /// ```
     pub fn is_corrupt(&self) -> bool {
         matches!(
             self,

@@ -55,6 +55,10 @@ pub enum Hint {
     FreeSpace,
     /// The payload is not JSON: publish it as raw bytes if that is intended.
     PublishRaw,
+    /// The payload is larger than the size limit the caller set: raise the
+    /// limit (and say where it is set) if the payload is meant to be this
+    /// large.
+    RaiseLimit,
     /// The generation is pinned (or too many are): unpin it (or another)
     /// first; the history shows which are pinned.
     Unpin,
@@ -87,9 +91,12 @@ impl Error {
             | Error::UnexpectedFileType { .. }
             | Error::UntrustedPath { .. } => Some(Hint::ChooseStore),
             Error::OwnerNotTrusted { .. } => Some(Hint::TrustOwner),
+            Error::PayloadRejected { reason } if reason.contains(crate::payload::NOT_JSON) => {
+                Some(Hint::PublishRaw)
+            }
             Error::PayloadRejected { reason } => reason
-                .contains(crate::payload::NOT_JSON)
-                .then_some(Hint::PublishRaw),
+                .starts_with(crate::payload::OVER_LIMIT)
+                .then_some(Hint::RaiseLimit),
             Error::Io { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied
                 | io::ErrorKind::ReadOnlyFilesystem

@@ -43,7 +43,9 @@ pub struct PayloadSink<'a> {
     pub(crate) write_error: Option<io::Error>,
     /// The largest payload accepted, and whether the source went past it.
     limit: Option<u64>,
-    over_limit: bool,
+    /// How many bytes the source had offered when it went past the limit
+    /// (the refused chunk included: the bytes kept can be 0).
+    over_limit: Option<u64>,
     /// Whether a write was refused because the cancel flag was set: then
     /// the payload has a hole and is never committed, even if the source
     /// ignored the error and the host cleared its flag since.
@@ -68,15 +70,16 @@ impl<'a> PayloadSink<'a> {
             json: (format == PayloadFormat::Json).then(JsonWorker::start),
             write_error: None,
             limit,
-            over_limit: false,
+            over_limit: None,
             cancelled: false,
         }
     }
 
     /// The limit the source went past, if it did (then that is why it
-    /// stopped, whatever it says).
-    pub(crate) fn exceeded_limit(&self) -> Option<u64> {
-        self.limit.filter(|_| self.over_limit)
+    /// stopped, whatever it says), and how many bytes it had offered by
+    /// then.
+    pub(crate) fn exceeded_limit(&self) -> Option<(u64, u64)> {
+        self.limit.zip(self.over_limit)
     }
 
     /// Whether the cancel flag stopped a write, or is set now.
@@ -129,8 +132,9 @@ impl Write for PayloadSink<'_> {
             return Err(io::Error::other("cancelled"));
         }
         if let Some(limit) = self.limit {
-            if self.bytes.saturating_add(buf.len() as u64) > limit {
-                self.over_limit = true;
+            let offered = self.bytes.saturating_add(buf.len() as u64);
+            if offered > limit {
+                self.over_limit = Some(offered);
                 return Err(io::Error::other(format!(
                     "payload rejected: larger than the limit of {limit} bytes"
                 )));
@@ -326,6 +330,9 @@ impl JsonWorker {
 
 /// How every "not JSON" rejection reason starts ([`crate::Hint::PublishRaw`]).
 pub(crate) const NOT_JSON: &str = "the payload is not well-formed JSON";
+
+/// The start of a rejection for size ([`crate::Hint::RaiseLimit`]).
+pub(crate) const OVER_LIMIT: &str = "the payload is larger than the limit of";
 
 pub(crate) fn not_json(reason: String) -> String {
     format!(

@@ -721,11 +721,14 @@ impl<'s> Writer<'s> {
             options.max_bytes,
         );
         let source_result = source(&mut sink);
-        if let Some(limit) = sink.exceeded_limit() {
+        if let Some((limit, offered)) = sink.exceeded_limit() {
+            // The bytes offered, not those kept: a first chunk past the
+            // limit is refused whole, and "stopped after 0 bytes" of a
+            // 100 KB file read as if it had been empty.
             return Err(Error::PayloadRejected {
                 reason: format!(
-                    "the payload is larger than the limit of {limit} bytes set for it (stopped after {} bytes, nothing was published); raise the limit if it is meant to be this large",
-                    sink.bytes_written()
+                    "{} {limit} bytes set for it (it was stopped at {offered} bytes read, and nothing was published); raise the limit if it is meant to be this large",
+                    crate::payload::OVER_LIMIT
                 ),
             });
         }

@@ -295,6 +295,16 @@ fn a_payload_larger_than_max_size_is_rejected_as_soon_as_it_passes_it() {
         "larger than the limit of 1024 bytes",
     );
     assert!(stderr.contains("nothing was published"), "{stderr}");
+    // Found by a hostile audit: a first read past the limit said "stopped
+    // after 0 bytes", and nothing said where the limit was set.
+    let read: u64 = stderr
+        .split("stopped at ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("says how far it read: {stderr}"));
+    assert!(read > 1024, "{stderr}");
+    assert!(stderr.contains("hint: the limit is --max-size"), "{stderr}");
     // An endless source is stopped at the limit, not at a full disk.
     let started = std::time::Instant::now();
     assert_rejected(
@@ -315,7 +325,13 @@ fn a_payload_larger_than_max_size_is_rejected_as_soon_as_it_passes_it() {
     // The variable, below the flag.
     let mut cmd = store.command(&["refresh", "--from", big.to_str().unwrap()]);
     cmd.env("SNAPCACHE_MAX_SIZE", "1k");
-    assert_eq!(code(&run_with_timeout(cmd)), 65);
+    let out = run_with_timeout(cmd);
+    assert_eq!(code(&out), 65);
+    assert!(
+        text(&out.stderr).contains(r#"SNAPCACHE_MAX_SIZE (set to "1k" in this environment)"#),
+        "{}",
+        text(&out.stderr)
+    );
     let mut cmd = store.command(&[
         "refresh",
         "--max-size",

@@ -165,7 +165,7 @@ fn clear_of_a_damaged_history_says_so_instead_of_nothing_was_current() {
             } else {
                 let said = text(&out.stdout);
                 assert!(
-                    said.contains("the pointer was damaged")
+                    said.contains("the pointer could not be read")
                         && !said.contains("nothing was current"),
                     "{what}: {said}"
                 );

@@ -559,6 +559,53 @@ fn help_offers_lock_timeout_only_to_commands_that_take_the_lock() {
     assert!(!store.root().exists(), "help touches no store");
 }
 
+/// Found by a hostile audit: every writing command's `--help` (and the man
+/// page) began with "`--lock-timeout`, shared by the commands that write"
+/// instead of what the command does, and `pin`/`unpin` lost their long help
+/// (the limit of 100 pins, the JSON shape); `--lock-timeout -1` got clap's
+/// "unexpected argument" instead of the range.
+#[test]
+fn every_writing_command_describes_itself_and_a_negative_lock_timeout_names_the_range() {
+    let store = TestStore::new();
+    let overview = text(&store.ok(&["--help"]).stdout);
+    for sub in [
+        "refresh", "rollback", "gc", "forget", "pin", "unpin", "clear",
+    ] {
+        let help = text(&store.ok(&[sub, "--help"]).stdout);
+        let first = help.lines().next().unwrap_or_default();
+        assert!(
+            !help.contains("shared by the commands that write"),
+            "{sub} --help: {help}"
+        );
+        // The same line the overview gives it.
+        let listed = overview
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{sub} ")))
+            .unwrap_or_default();
+        assert!(
+            !first.is_empty() && listed.ends_with(first.trim()),
+            "{sub}: {first:?} is not {listed:?}"
+        );
+    }
+    let pin = text(&store.ok(&["pin", "--help"]).stdout);
+    assert!(
+        pin.contains("At most 100") && pin.contains(r#""changed": bool"#),
+        "{pin}"
+    );
+    let unpin = text(&store.ok(&["unpin", "--help"]).stdout);
+    assert!(unpin.contains("may then drop them"), "{unpin}");
+    let man = text(&store.ok(&["man"]).stdout);
+    assert!(!man.contains("shared by the commands"), "the man page");
+    let out = store.run(&["rollback", "--lock-timeout", "-1"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        text(&out.stderr).contains("give seconds from 0"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!store.root().exists(), "help touches no store");
+}
+
 #[test]
 fn exec_failures_name_the_status_and_a_file_that_is_not_executable() {
     let store = TestStore::new();

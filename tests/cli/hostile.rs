@@ -60,6 +60,39 @@ fn an_unknown_pointer_version_is_named() {
     assert_show_fails(&store, "format version 2");
 }
 
+/// Found by a hostile audit: a store of a newer format (marker or pointer
+/// version 2, nothing damaged) was reported as `corrupt-store`, whose
+/// advice is a rollback or a refresh; it has a kind of its own, and the
+/// message says to upgrade.
+#[test]
+fn a_newer_format_is_its_own_error_kind_not_damage() {
+    for file in ["snapcache-store", "current"] {
+        let store = two_generations();
+        let path = store.root().join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let newer = text
+            .replacen("snapcache-store 1", "snapcache-store 2", 1)
+            .replacen("snapcache-pointer 1 ", "snapcache-pointer 2 ", 1);
+        assert_ne!(newer, text, "{file}");
+        std::fs::write(&path, newer).unwrap();
+        for args in [
+            &["--json", "show"][..],
+            &["--json", "status"],
+            &["--json", "history"],
+        ] {
+            let out = store.run(args);
+            assert_eq!(code(&out), 1, "{file} {args:?}");
+            let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(
+                value["error"]["kind"], "unsupported-version",
+                "{file} {args:?}: {value}"
+            );
+            let message = value["error"]["message"].as_str().unwrap();
+            assert!(message.contains("upgrade"), "{file}: {message}");
+        }
+    }
+}
+
 #[test]
 fn uppercase_or_short_hashes_in_the_pointer_are_rejected() {
     let hash = hash_hex(&json_payload(5000, 2));

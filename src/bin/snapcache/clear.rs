@@ -25,7 +25,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
         // generation was, and saying none was would tell the user their
         // history had been empty.
         (None, true) => {
-            "the pointer was damaged, so which generation was current is unknown".to_string()
+            "the pointer could not be read (damaged, or of a newer format), so which generation was current is unknown".to_string()
         }
         (None, false) => "nothing was current".to_string(),
     };

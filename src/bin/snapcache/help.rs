@@ -36,9 +36,9 @@ Exit codes:
 
 JSON (--json): one object on stdout.
   error:    {\"error\": {\"kind\", \"message\", \"exit_code\"}}; kind is one of usage,
-            payload-rejected, lock-timeout, interrupted, corrupt-store, no-store,
-            not-a-store, untrusted-path, unexpected-file-type, commit-conflict,
-            pinned, error
+            payload-rejected, lock-timeout, interrupted, corrupt-store,
+            unsupported-version, no-store, not-a-store, untrusted-path,
+            unexpected-file-type, commit-conflict, pinned, error
   refresh:  generation, hash, bytes, changed, skipped, waited_ms, backend, ...
   status:   store, generation, hash, bytes, note, created_at, checked_at,
             created_age_seconds, checked_age_seconds, retained, pinned, lock

@@ -303,11 +303,16 @@ fn build_context(cli: &Cli, cancel: Arc<AtomicBool>) -> Result<Context, Failure>
     })
 }
 
-/// `--lock-timeout`, shared by the commands that write.
+// `--lock-timeout`, shared by the commands that write. A plain comment, not
+// a doc comment: clap takes a flattened struct's doc comment for the
+// command's own description, and every writing command's `--help` (and the
+// man page) showed this line instead of what the command does.
 #[derive(Debug, clap::Args)]
 pub struct LockTimeoutArg {
     /// Seconds to wait for the writer lock (0: try once), or `infinite` [default: $SNAPCACHE_LOCK_TIMEOUT, else 600]
-    #[arg(long, value_name = "SECS|infinite")]
+    // A negative number is a value, so that it gets the message naming the
+    // range instead of clap's "unexpected argument '-1'".
+    #[arg(long, value_name = "SECS|infinite", allow_negative_numbers = true)]
     lock_timeout: Option<String>,
 }
 
@@ -388,6 +393,10 @@ fn report(failure: Failure, cli: &Cli) -> u8 {
                 (exit::LOCK_TIMEOUT, "lock-timeout")
             } else if e.is_interrupted() {
                 (exit::INTERRUPTED, "interrupted")
+            } else if matches!(e, Error::UnsupportedVersion { .. }) {
+                // Not damage: a newer snapcache wrote it, and upgrading
+                // is the fix (a rollback or refresh would not help).
+                (exit::FAILURE, "unsupported-version")
             } else if e.is_corrupt() {
                 (exit::FAILURE, "corrupt-store")
             } else if matches!(e, Error::NoStore { .. }) {
@@ -507,6 +516,14 @@ fn cli_hint(e: &Error) -> Option<String> {
         // pointer first.
         Hint::FreeSpace => "`snapcache verify` lists the reclaimable files that `snapcache gc` would remove; if there are none, space must be freed outside the store".into(),
         Hint::PublishRaw => "pass --raw to store bytes that are not JSON".into(),
+        // Where the limit in force came from: a limit set long ago in the
+        // environment is easy to forget.
+        Hint::RaiseLimit => match std::env::var("SNAPCACHE_MAX_SIZE") {
+            Ok(v) if !v.is_empty() => format!(
+                "the limit is --max-size, or else SNAPCACHE_MAX_SIZE (set to {v:?} in this environment): raise the one in force"
+            ),
+            _ => "the limit is --max-size (SNAPCACHE_MAX_SIZE is not set): raise it".into(),
+        },
         Hint::Unpin => match e {
             Error::ForgetPinned { generation, .. } => format!(
                 "run `snapcache unpin {generation}` first if it may go, then forget it"

@@ -68,7 +68,7 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
         if let Some(last) = report.in_grace.iter().map(|k| k.until).max() {
             let bytes: u64 = report.in_grace.iter().map(|k| k.bytes).sum();
             outln!(
-                "kept for grace: {} unreferenced snapshot(s), {}, until {last} at the latest (a reader elsewhere or a stalled writer may still need them; not reclaimable before):",
+                "kept for grace: {} unreferenced snapshot(s), {}, until {last} at the latest (a reader elsewhere or a stalled writer may still need them; lease-backend writers and gc keep them until then, an advisory-backend gc removes them now):",
                 report.in_grace.len(),
                 human_bytes(bytes)
             );

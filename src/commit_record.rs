@@ -238,11 +238,9 @@ pub(crate) fn next_commit(layout: &Layout, commit: u64) -> Result<u64> {
     commit
         .checked_add(1)
         .filter(|n| *n <= layout::MAX_RECORD_NUMBER)
-        .ok_or_else(|| Error::CorruptPointer {
+        .ok_or_else(|| Error::CommitsExhausted {
             path: layout.current(),
-            detail: format!(
-                "its commit counter is at its maximum ({commit}; commits are numbered up to 2^63), which no store reaches by publishing: the pointer was damaged or edited"
-            ),
+            last: commit,
         })
 }
 

@@ -259,6 +259,21 @@ pub enum Error {
         last: u64,
     },
 
+    /// The pointer's commit counter is at its end, 2^63, the highest number
+    /// a commit record's name carries (only an edited or damaged pointer
+    /// gets there). Moving the pointer aside does not help on the lease
+    /// backend, whose newest commit record holds the same counter; clearing
+    /// the store does.
+    #[error(
+        "the store pointer {path} has numbered every commit it can (its commit counter is at its maximum, {last}; commits are numbered up to 2^63), which no store reaches by publishing: the pointer was edited or damaged. Nothing was published and the store is unchanged; reads still work. Start a fresh history: clear the store (which removes every generation; copy any snapshot you need first) and publish again"
+    )]
+    CommitsExhausted {
+        /// Path of the pointer file.
+        path: PathBuf,
+        /// The commit counter.
+        last: u64,
+    },
+
     /// Options given by the caller are invalid.
     #[error("invalid option: {0}")]
     InvalidOption(String),
@@ -761,8 +776,13 @@ fn io_message(action: &str, path: &std::path::Path, err: &io::Error, stage: IoSt
         io::ErrorKind::QuotaExceeded => {
             "this user's disk quota on that filesystem is used up: remove some of this user's files there or have the quota raised, then retry"
         }
+        // A forced advisory backend where flock fails: the lease backend
+        // needs no advisory lock, so "another filesystem" would be too much.
+        io::ErrorKind::Unsupported if action.contains("lock the writer lock") => {
+            "the filesystem does not support advisory locks: use the lease backend (the automatic backend choice falls back to it when advisory locks fail), or a store on another filesystem"
+        }
         // What `durable::mode_refused` reports (FAT, fusefat), and links
-        // or locks a filesystem does not have.
+        // a filesystem does not have.
         io::ErrorKind::Unsupported => {
             "the filesystem lacks something a store needs: use a store directory on another filesystem"
         }
@@ -819,12 +839,14 @@ fn corrupt_pointer_message(path: &std::path::Path, detail: &str) -> String {
 
 fn interrupted_message(during: &str) -> String {
     #[cfg(feature = "s3")]
-    if during == crate::object_store::s3::INTERRUPTED_DURING {
+    if during == crate::object_store::s3::INTERRUPTED_DURING
+        || during == crate::object_store::s3::INTERRUPTED_DELETING
+    {
         // Any operation on an object store, reads too, and possibly after
         // a change of this operation was committed (gc's, clear's cleanup):
         // only what holds in every case is said.
         return format!(
-            "interrupted while {during}, and that request was given up on. A write of the store's pointer is never given up on, so the pointer is whole: as it was, or as this operation had already committed it (its status shows which); a snapshot uploaded or an object not yet deleted is removed by a later gc"
+            "interrupted while {during}. Only reads and uploads of snapshots are given up on, never a write of the pointer or the lease or a delete, so the store is whole: as it was, or as this operation had already committed it (its status shows which). An uploaded snapshot that nothing names is removed by a later gc; what an interrupted clear had not yet deleted, by the next clear"
         );
     }
     // A waiter never held the lock: nothing of it to release.

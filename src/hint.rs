@@ -55,6 +55,10 @@ pub enum Hint {
     FreeSpace,
     /// The payload is not JSON: publish it as raw bytes if that is intended.
     PublishRaw,
+    /// A counter of the store is at its end (only an edited pointer gets
+    /// there): clear the store, keeping a copy of what is needed, and
+    /// publish again.
+    ClearStore,
     /// The payload is larger than the size limit the caller set: raise the
     /// limit (and say where it is set) if the payload is meant to be this
     /// large.
@@ -85,6 +89,9 @@ impl Error {
             | Error::NothingToRollBack { .. }
             | Error::ForgetCurrent { .. } => Some(Hint::History),
             Error::ForgetPinned { .. } | Error::PinLimit { .. } => Some(Hint::Unpin),
+            Error::GenerationsExhausted { .. } | Error::CommitsExhausted { .. } => {
+                Some(Hint::ClearStore)
+            }
             Error::LockTimeout { .. } => Some(Hint::LockTimeout),
             Error::NotAStore { .. }
             | Error::UnsupportedVersion { .. }
@@ -110,7 +117,6 @@ impl Error {
             | Error::CommitConflict { .. }
             | Error::Interrupted { .. }
             | Error::UnexpectedShape { .. }
-            | Error::GenerationsExhausted { .. }
             | Error::InvalidOption(_)
             | Error::ObjectStoreConfig { .. }
             | Error::ObjectStoreRequest { .. }
@@ -239,6 +245,10 @@ mod tests {
                 path: "/c/current".into(),
                 last: u64::MAX,
             },
+            Error::CommitsExhausted {
+                path: "/c/current".into(),
+                last: 1 << 63,
+            },
             Error::InvalidOption("keep must be at least 1".into()),
             Error::UnexpectedFileType {
                 path: "/c/current".into(),
@@ -314,6 +324,7 @@ mod tests {
                 | Error::ForgetPinned { .. }
                 | Error::PinLimit { .. }
                 | Error::GenerationsExhausted { .. }
+                | Error::CommitsExhausted { .. }
                 | Error::InvalidOption(_)
                 | Error::UnexpectedFileType { .. }
                 | Error::UntrustedPath { .. }
@@ -353,7 +364,7 @@ mod tests {
         // Every variant is there (the count of distinct variants above).
         let variants: std::collections::HashSet<_> =
             all.iter().map(std::mem::discriminant).collect();
-        assert_eq!(variants.len(), 30);
+        assert_eq!(variants.len(), 31);
         for e in &all {
             let message = e.to_string();
             for word in CLI_WORDS {
@@ -396,7 +407,8 @@ mod tests {
                 Some(History),
                 Some(Unpin),
                 Some(Unpin),
-                None,
+                Some(ClearStore),
+                Some(ClearStore),
                 None,
                 Some(ChooseStore),
                 Some(ChooseStore),

@@ -1530,7 +1530,13 @@ impl Store {
                     path: record_error
                         .path()
                         .map_or_else(|| self.layout.commits_dir(), Path::to_path_buf),
-                    kind: "pointer".into(),
+                    // A record others can write is refused, not damaged:
+                    // `chmod go-w` is its fix, not moving it aside.
+                    kind: if record_error.is_untrusted() {
+                        "untrusted".into()
+                    } else {
+                        "pointer".into()
+                    },
                     // Its message says that readers pass over it and
                     // writers stop at it, and what to do.
                     detail: record_error.to_string(),

@@ -42,6 +42,13 @@ enum Honours {
     /// Both, and a put of the pointer is written at once but answered only
     /// after 3 s: a commit that has landed while its answer is on the way.
     PointerPutAnswersLate,
+    /// Both, and a put of the pointer is written at once but answered
+    /// `500` after 3 s: the commit landed, the answer says it failed.
+    PointerPutLandsThenFails,
+    /// Both, with a real listing (every object under the prefix, all last
+    /// modified long ago), and a delete of a snapshot object that waits
+    /// 3 s, then deletes and answers: a slow server.
+    SlowSnapshotDeletes,
 }
 
 /// How long a hanging request is kept unanswered: longer than any test
@@ -139,9 +146,22 @@ fn serve(stream: TcpStream, honours: Honours, state: &Mutex<State>) {
             std::thread::sleep(HANG);
             return;
         }
-        let (status, headers, body) = answer(&request, honours, state);
-        if honours == Honours::PointerPutAnswersLate && pointer && request.method == "PUT" {
+        if honours == Honours::SlowSnapshotDeletes
+            && request.method == "DELETE"
+            && request.path.contains("/snapshots/")
+        {
             std::thread::sleep(Duration::from_secs(3));
+        }
+        let (mut status, headers, mut body) = answer(&request, honours, state);
+        let late = matches!(
+            honours,
+            Honours::PointerPutAnswersLate | Honours::PointerPutLandsThenFails
+        );
+        if late && pointer && request.method == "PUT" {
+            std::thread::sleep(Duration::from_secs(3));
+            if honours == Honours::PointerPutLandsThenFails {
+                (status, body) = (500, error_xml("InternalError"));
+            }
         }
         let mut head = format!(
             "HTTP/1.1 {status} {}\r\nDate: {}\r\nContent-Length: {}\r\n",
@@ -279,6 +299,40 @@ fn answer(
                 listing.into_bytes(),
             )
         }
+        "GET"
+            if request.query.contains("list-type=2") && honours == Honours::SlowSnapshotDeletes =>
+        {
+            let prefix = request
+                .query
+                .split('&')
+                .find_map(|p| p.strip_prefix("prefix="))
+                .unwrap_or_default()
+                .replace("%2F", "/");
+            let mut keys: Vec<(&String, &(Vec<u8>, String))> = state
+                .objects
+                .iter()
+                .filter(|(path, _)| path.starts_with(&format!("/bucket/{prefix}")))
+                .collect();
+            keys.sort();
+            let contents: String = keys
+                .iter()
+                .map(|(path, (data, etag))| {
+                    format!(
+                        "<Contents><Key>{}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>&quot;{etag}&quot;</ETag><Size>{}</Size></Contents>",
+                        path.trim_start_matches("/bucket/"),
+                        data.len()
+                    )
+                })
+                .collect();
+            let listing = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>bucket</Name><Prefix>{prefix}</Prefix><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>"
+            );
+            (
+                200,
+                vec![("Content-Type", "application/xml".to_string())],
+                listing.into_bytes(),
+            )
+        }
         "GET" | "HEAD" if request.query.contains("list-type=2") => {
             // A listing of the bucket: only `GET /bucket?list-type=2`.
             // Only what a store of these tests needs: nothing listed.
@@ -325,6 +379,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         204 => "No Content",
+        500 => "Internal Server Error",
         404 => "Not Found",
         412 => "Precondition Failed",
         _ => "Method Not Allowed",
@@ -396,7 +451,7 @@ fn a_set_cancel_flag_ends_a_request_the_server_never_answers() {
     );
     assert!(
         err.to_string().contains(
-            "the pointer is whole: as it was, or as this operation had already committed it"
+            "so the store is whole: as it was, or as this operation had already committed it"
         ),
         "{err}"
     );
@@ -769,6 +824,118 @@ mod cli {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
         assert_eq!(v["generation"], 1, "{v}");
+    }
+
+    /// Found by a review: a pointer put that landed but was answered `500`,
+    /// with a SIGTERM on the way, exited 130 "interrupted" although the
+    /// publish had happened: the read that settles the put's outcome was
+    /// given up on. It never is, and the publish is reported (exit 0).
+    #[test]
+    fn a_pointer_put_that_landed_and_failed_is_settled_despite_a_signal() {
+        let fake = FakeS3::start(Honours::PointerPutLandsThenFails);
+        let dir = tempfile::tempdir().unwrap();
+        let payload = dir.path().join("payload.json");
+        std::fs::write(&payload, br#"{"jdks":[]}"#).unwrap();
+        let args = [
+            "--store",
+            "s3://bucket/p",
+            "--json",
+            "refresh",
+            "--from",
+            payload.to_str().unwrap(),
+        ];
+        let (out, _) = terminated_after(&fake, &args, Duration::from_millis(1500));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        assert_eq!(v["generation"], 1, "{v}");
+        assert!(
+            fake.seen()
+                .iter()
+                .any(|s| s.method == "GET" && s.path == "/bucket/p/current"),
+            "the outcome was read back"
+        );
+    }
+
+    /// Found by a review: a `gc` given SIGTERM during a slow delete gave the
+    /// delete up, released its lease and exited 0, advising `chattr -i`
+    /// for a file "left in place"; the delete then landed after the next
+    /// writer had uploaded that snapshot again and committed it, and `show`
+    /// found it missing. A delete is never given up on: a signal stops the
+    /// deletes between two of them (exit 130), and nothing lands late.
+    #[test]
+    fn a_gc_interrupted_between_deletes_leaves_nothing_to_land_late() {
+        let fake = FakeS3::start(Honours::SlowSnapshotDeletes);
+        let dir = tempfile::tempdir().unwrap();
+        let store = ["--store", "s3://bucket/p"];
+        let refresh = |content: &[u8]| {
+            let payload = dir.path().join("payload.json");
+            std::fs::write(&payload, content).unwrap();
+            let mut args = store.to_vec();
+            args.extend(["refresh", "--from", payload.to_str().unwrap()]);
+            snapcache(&fake, &args)
+        };
+        let out = refresh(b"[1]");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Two unreferenced snapshot objects of contents published next.
+        for content in [&b"[2]"[..], b"[3]"] {
+            let key = format!("/bucket/p/snapshots/{}", blake3::hash(content).to_hex());
+            fake.state.lock().unwrap().objects.insert(
+                key,
+                (content.to_vec(), "0123456789abcdef0123456789abcdef".into()),
+            );
+        }
+        let mut args = store.to_vec();
+        args.push("gc");
+        let (out, took) = terminated_after(&fake, &args, Duration::from_millis(1500));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{stderr}");
+        assert!(
+            !stderr.contains("left in place") && !stderr.contains("chattr"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("deleting unreferenced objects"), "{stderr}");
+        assert!(
+            took >= Duration::from_millis(1000),
+            "the delete under way was waited for: {took:?}"
+        );
+        let left = fake
+            .state
+            .lock()
+            .unwrap()
+            .objects
+            .keys()
+            .filter(|k| k.contains("/snapshots/"))
+            .count();
+        assert_eq!(left, 2, "one deleted, one not yet (plus generation 1's)");
+        // Publish both contents; had a delete been given up on, it would
+        // land within 3 s and take one of them away.
+        for content in [&b"[2]"[..], b"[3]"] {
+            let out = refresh(content);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(3500));
+        let mut args = store.to_vec();
+        args.extend(["verify"]);
+        let out = snapcache(&fake, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Found by a hostile audit: a pointer put the server answered with a

@@ -547,7 +547,17 @@ pub(crate) fn acquire(
                     backend = Backend::Lease;
                     continue;
                 }
-                Err(e) => return Err(Error::io("open or lock the writer lock file", &path, e)),
+                Err(e) => {
+                    // ENOLCK/ENOSYS/EOPNOTSUPP all mean "no advisory locks
+                    // here": one kind, so that the message advises the
+                    // lease backend.
+                    let e = if advisory::is_unsupported(&e) {
+                        std::io::Error::new(std::io::ErrorKind::Unsupported, e)
+                    } else {
+                        e
+                    };
+                    return Err(Error::io("open or lock the writer lock file", &path, e));
+                }
             },
             // The advisory lock first, where it works, then the lease: every
             // writer takes `lock` before anything else, so a writer forced

@@ -283,7 +283,9 @@ fn look(
 /// After a put whose outcome is unknown: the lease is ours if it carries
 /// our id.
 fn is_ours(client: &S3Client, lease_id: &str) -> Result<Look> {
-    let Some(object) = client.get_at_most(OBJECT_LEASE, MAX_LEASE_BYTES)? else {
+    // Never given up on: a lease that landed and is not known to be ours
+    // would never be released.
+    let Some(object) = client.get_to_settle(OBJECT_LEASE, MAX_LEASE_BYTES)? else {
         return Ok(Look::Busy(None));
     };
     Ok(match LeaseBody::decode(&object.data) {

@@ -71,7 +71,9 @@ pub(crate) fn put(
         PutOutcome::Indeterminate { status, detail } => {
             // Learn whether our put landed: never commit twice, never
             // report a commit that did not happen.
-            let there = client.get_at_most(OBJECT_POINTER, MAX_POINTER_BYTES)?;
+            // Never given up on: a signal must not turn a commit that
+            // landed into "interrupted, nothing published".
+            let there = client.get_to_settle(OBJECT_POINTER, MAX_POINTER_BYTES)?;
             let landed = there.as_ref().is_some_and(|o| o.data == bytes);
             tracing::info!(status, detail = %detail, landed, "pointer put answered with a server error; read back");
             match there {

@@ -360,10 +360,22 @@ impl ObjectStore {
 
     /// Deletes collectable objects by name; one that cannot be deleted is
     /// logged and left. Returns what was deleted, and what was not.
-    pub(crate) fn remove(&self, leftovers: Vec<Leftover>) -> crate::sweep::Removal {
+    pub(crate) fn remove(&self, leftovers: Vec<Leftover>) -> Result<crate::sweep::Removal> {
         let mut removed = Vec::new();
         let mut not_removed = Vec::new();
         for leftover in leftovers {
+            // A delete is never given up on once sent (a late one could
+            // remove what another writer has uploaded since): a cancel
+            // stops the deletes between two of them instead.
+            if self.client.cancelled() {
+                tracing::info!(
+                    removed = removed.len(),
+                    "deleting unreferenced objects: cancelled"
+                );
+                return Err(Error::Interrupted {
+                    during: super::s3::INTERRUPTED_DELETING,
+                });
+            }
             let url = leftover.path.to_string_lossy().into_owned();
             let Some(key) = url.strip_prefix(&self.url) else {
                 continue;
@@ -382,10 +394,10 @@ impl ObjectStore {
                 }
             }
         }
-        crate::sweep::Removal {
+        Ok(crate::sweep::Removal {
             removed,
             not_removed,
-        }
+        })
     }
 
     /// Deletes every snapshot object (and probe leftover), whatever its
@@ -411,7 +423,7 @@ impl ObjectStore {
                 bytes: info.size,
             });
         }
-        Ok(self.remove(all))
+        self.remove(all)
     }
 }
 

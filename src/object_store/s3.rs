@@ -49,6 +49,10 @@ use ureq::http::{HeaderMap, Method};
 /// ([`Error::Interrupted`]).
 pub(crate) const INTERRUPTED_DURING: &str = "waiting for the object store's answer";
 
+/// What deletes stopped by a cancel report they were doing.
+pub(crate) const INTERRUPTED_DELETING: &str =
+    "deleting unreferenced objects from the object store (no request was given up on)";
+
 /// How long a pre-signed request stays valid: it is sent at once, so this
 /// only has to cover the request's own duration and some clock skew.
 const SIGNATURE_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -508,15 +512,19 @@ impl S3Client {
         })
     }
 
-    /// A flag that, once set (by a Ctrl-C handler, say), makes every request
+    /// A flag that, once set (by a Ctrl-C handler, say), makes every read
     /// still waiting for its answer give up within 50 ms with
     /// [`Error::Interrupted`], instead of waiting out the request timeout.
     /// Each request then runs on a thread of its own.
     ///
-    /// Two kinds of request are never abandoned, because their outcome
-    /// decides what the store is and a request given up on may still land:
-    /// writes of the pointer (`current`: the commit) and of the lease. They
-    /// end with the server's answer or the request timeout.
+    /// A write given up on may still land at the server later, after this
+    /// process has let go of the lease and another writer has gone on. So
+    /// only writes that cannot matter then are given up on: uploads of
+    /// snapshot objects (named by their content: landing late writes the
+    /// bytes the name stands for) and of the probe's throwaway objects.
+    /// Every other write (the pointer, the lease, any delete) and every
+    /// read that settles such a write's outcome ends with the server's
+    /// answer or the request timeout.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), snapcache::Error> {
@@ -646,10 +654,22 @@ impl S3Client {
         }
     }
 
-    /// Whether a write of `key` may be abandoned on cancel: not the
-    /// pointer's or the lease's, whose outcome decides what the store is.
-    fn abandonable_write(key: &str) -> bool {
-        key != crate::layout::OBJECT_POINTER && key != crate::layout::OBJECT_LEASE
+    /// Whether a put of `key` may be given up on (see
+    /// [`S3Client::set_cancel_flag`]): a snapshot's or the probe's, whose
+    /// late landing changes nothing anyone relies on. A late delete could
+    /// remove a snapshot another writer has since uploaded again and
+    /// committed; a late pointer or lease write could undo a newer one.
+    fn abandonable_put(key: &str) -> bool {
+        key.starts_with(crate::layout::OBJECT_SNAPSHOTS)
+            || key.starts_with(crate::layout::OBJECT_PROBE_DIR)
+    }
+
+    /// Whether the cancel flag is set: a caller about to send another
+    /// request that is never given up on (a delete) stops instead.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn etag_of(operation: &'static str, url: &str, answer: &Answer) -> Result<ETag> {
@@ -688,6 +708,17 @@ impl S3Client {
     /// a caller that knows the length it expects sees that it is too long
     /// (a damaged object, not a transport error), with bounded memory.
     pub fn get_at_most(&self, key: &str, max_bytes: u64) -> Result<Option<Object>> {
+        self.get_with(key, max_bytes, true)
+    }
+
+    /// [`S3Client::get_at_most`], never given up on: the read that learns
+    /// whether a write which must be known (a pointer's or the lease's
+    /// conditional put, answered with a server error) landed.
+    pub(crate) fn get_to_settle(&self, key: &str, max_bytes: u64) -> Result<Option<Object>> {
+        self.get_with(key, max_bytes, false)
+    }
+
+    fn get_with(&self, key: &str, max_bytes: u64, abandonable: bool) -> Result<Option<Object>> {
         let full = self.full_key(key)?;
         let url = self.object_url(&full);
         let signed = self
@@ -695,7 +726,7 @@ impl S3Client {
             .get_object(Some(&self.credentials), &full)
             .sign(SIGNATURE_LIFETIME);
         let request = Self::request(Method::GET, &signed, max_bytes.saturating_add(1));
-        let answer = self.send("get", &url, request, true)?;
+        let answer = self.send("get", &url, request, abandonable)?;
         let server_date = header_time(&answer.headers, "date");
         match answer.status {
             200 => {
@@ -806,7 +837,7 @@ impl S3Client {
             headers: header.into_iter().collect(),
             ..Self::request(Method::PUT, &signed, 0)
         };
-        let answer = self.send("put", &url, request, Self::abandonable_write(key))?;
+        let answer = self.send("put", &url, request, Self::abandonable_put(key))?;
         match answer.status {
             200 | 201 => {
                 let etag = Self::etag_of("put", &url, &answer)?;
@@ -840,7 +871,8 @@ impl S3Client {
             .delete_object(Some(&self.credentials), &full)
             .sign(SIGNATURE_LIFETIME);
         let request = Self::request(Method::DELETE, &signed, 0);
-        let answer = self.send("delete", &url, request, Self::abandonable_write(key))?;
+        // Never given up on (see `abandonable_put`).
+        let answer = self.send("delete", &url, request, false)?;
         match answer.status {
             200 | 204 | 404 => Ok(()),
             status => Err(Self::request_error(

@@ -117,7 +117,7 @@ pub(crate) fn take_writer<'s>(
     };
     if how.sweep && !reread {
         let scan = object.scan(writer.pointer.as_ref())?;
-        object.remove(scan.collectable);
+        object.remove(scan.collectable)?;
     }
     Ok(writer)
 }
@@ -416,7 +416,7 @@ impl Writer<'_> {
                 .into_iter()
                 .filter(|l| l.kind == LeftoverKind::UnreferencedSnapshot)
                 .collect(),
-        );
+        )?;
         let report = ForgetReport {
             forgotten,
             removed_snapshots: removed.removed.len(),
@@ -499,7 +499,7 @@ impl Writer<'_> {
                 not_removed: Vec::new(),
             }
         } else {
-            object.remove(collectable)
+            object.remove(collectable)?
         };
         Ok(GcReport::of(
             &removal.removed,

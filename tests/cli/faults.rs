@@ -605,3 +605,54 @@ fn a_refused_chmod_leaves_no_lease_file_and_says_why() {
     );
     assert_eq!(store.show(), b"[2]");
 }
+
+/// Found by a review: with `--lock-backend advisory` forced where `flock`
+/// fails (EOPNOTSUPP, injected with strace), the error advised another
+/// filesystem, where `auto` publishes on this very one through the lease
+/// backend. It now says advisory locks are missing and names the way.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_forced_advisory_backend_without_flock_names_the_lease_backend() {
+    let store = TestStore::new();
+    store.refresh(b"[1]", &[]);
+    let payload = store.payload("p.json", b"[2]");
+    let run = |backend: &str| {
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=flock", "-e"])
+            .arg("inject=flock:error=EOPNOTSUPP")
+            .arg(bin())
+            .arg("--store")
+            .arg(store.root())
+            .args(["--lock-backend", backend, "refresh", "--from"])
+            .arg(&payload)
+            .stdin(std::process::Stdio::null());
+        cmd.output()
+    };
+    let out = match run("advisory") {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("SKIPPED: strace cannot be run here: {e}");
+            return;
+        }
+    };
+    let stderr = text(&out.stderr);
+    if stderr.contains("ptrace") {
+        eprintln!("SKIPPED: strace could not trace the command: {stderr}");
+        return;
+    }
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(
+        stderr.contains("does not support advisory locks")
+            && stderr.contains("--lock-backend auto")
+            && !stderr.contains("lacks something a store needs"),
+        "{stderr}"
+    );
+    let out = run("auto").unwrap();
+    assert_eq!(
+        code(&out),
+        0,
+        "auto falls back to the lease: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(store.show(), b"[2]");
+}

@@ -1,7 +1,7 @@
 //! Hostile or damaged store contents: clear errors, no panic, nothing read
 //! or written outside the store.
 
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{PermissionsExt, symlink};
 
 use crate::common::*;
 
@@ -565,4 +565,42 @@ fn verify_reports_a_damaged_commit_record_that_blocks_every_write() {
             "the history was kept: {history}"
         );
     }
+}
+
+/// Found by a review: a commit record its group and others can write was
+/// reported by `verify` as a damaged record to move aside; it is refused
+/// for its permissions, and `chmod go-w` is the fix.
+#[test]
+fn verify_calls_a_commit_record_others_can_write_untrusted_not_damaged() {
+    let store = TestStore::new();
+    for i in 1..=2 {
+        let p = store.payload("p", format!("[{i}]").as_bytes());
+        let out = store.run(&[
+            "--lock-backend",
+            "lease",
+            "refresh",
+            "--from",
+            p.to_str().unwrap(),
+        ]);
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    }
+    let newest = store
+        .files_in("commits")
+        .iter()
+        .filter_map(|n| n.parse::<u64>().ok())
+        .max()
+        .unwrap();
+    let commits = store.root().join("commits");
+    let planted = commits.join((newest + 1).to_string());
+    std::fs::copy(commits.join(newest.to_string()), &planted).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (out, report) = store.json(&["verify"]);
+    assert_ne!(code(&out), 0, "{report}");
+    assert_eq!(report["problems"][0]["kind"], "untrusted", "{report}");
+    let out = store.run(&["verify"]);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("chmod go-w") && !said.contains(".damaged"),
+        "{said}"
+    );
 }

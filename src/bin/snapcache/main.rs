@@ -499,7 +499,15 @@ fn cli_hint(e: &Error) -> Option<String> {
         },
         Hint::History => "run `snapcache history` to list the retained generations".into(),
         Hint::LockTimeout => "wait longer with --lock-timeout SECS (or `infinite`) or SNAPCACHE_LOCK_TIMEOUT, or see who holds the lock with `snapcache status`".into(),
-        Hint::ChooseStore => "choose another store with --store DIR or SNAPCACHE_DIR".into(),
+        Hint::ChooseStore => match e {
+            Error::Io { action, source, .. }
+                if source.kind() == std::io::ErrorKind::Unsupported
+                    && action.contains("lock the writer lock") =>
+            {
+                "`--lock-backend auto` (the default) or `lease` works without advisory locks; or choose another store with --store DIR or SNAPCACHE_DIR".into()
+            }
+            _ => "choose another store with --store DIR or SNAPCACHE_DIR".into(),
+        },
         Hint::TrustOwner => match e {
             Error::OwnerNotTrusted {
                 owner_uid,
@@ -516,6 +524,7 @@ fn cli_hint(e: &Error) -> Option<String> {
         // pointer first.
         Hint::FreeSpace => "`snapcache verify` lists the reclaimable files that `snapcache gc` would remove; if there are none, space must be freed outside the store".into(),
         Hint::PublishRaw => "pass --raw to store bytes that are not JSON".into(),
+        Hint::ClearStore => "`snapcache clear` starts a fresh history (copy the store's snapshots first if you need an old generation), then `snapcache refresh`".into(),
         // Where the limit in force came from: a limit set long ago in the
         // environment is easy to forget.
         Hint::RaiseLimit => match std::env::var("SNAPCACHE_MAX_SIZE") {

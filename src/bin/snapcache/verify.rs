@@ -148,7 +148,7 @@ fn advice(report: &VerifyReport, current: Option<u64>) -> String {
     // Not damage: the bytes may be fine, but nobody else may be able to
     // change them. Removing the permission is the whole fix.
     if report.problems.iter().any(|p| p.kind == "untrusted") {
-        return "snapshot files that their group or others can write are refused, whatever they hold: run `chmod go-w` on each file named above, and they verify again".into();
+        return "files of the store that their group or others can write are refused, whatever they hold: run `chmod go-w` on each file named above, and they verify again".into();
     }
     let intact = &report.verified_generations;
     let damaged: Vec<u64> = report

@@ -286,6 +286,32 @@ fn the_man_page_renders() {
     }
 }
 
+/// Found by a hostile audit: `{"a":1,"a":2}` and `{"a":2}` were reported
+/// as holding equal JSON values and nothing more, though their bytes (and
+/// what a parser keeping the first duplicate sees) differ.
+#[test]
+fn diff_of_equal_values_in_different_bytes_says_the_bytes_differ() {
+    let store = TestStore::new();
+    store.refresh(br#"{"a":1,"a":2}"#, &[]);
+    store.refresh(br#"{"a":2}"#, &[]);
+    let said = text(&store.ok(&["diff"]).stdout);
+    assert!(
+        said.contains("equal JSON values, but their bytes differ"),
+        "{said}"
+    );
+    let (_, value) = store.json(&["diff"]);
+    assert_eq!(
+        (value["identical"].as_bool(), value["same_bytes"].as_bool()),
+        (Some(true), Some(false)),
+        "{value}"
+    );
+    store.refresh(br#"{"a":2}"#, &[]);
+    store.refresh(b"[1]", &[]);
+    store.refresh(br#"{"a":2}"#, &[]);
+    let (_, value) = store.json(&["diff", "2"]);
+    assert_eq!(value["same_bytes"], true, "{value}");
+}
+
 #[test]
 fn diff_lists_json_changes_as_pointers_with_counts_and_a_bound() {
     let store = TestStore::new();

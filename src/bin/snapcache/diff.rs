@@ -152,6 +152,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
         print_json(&json!({
             "from": from, "to": to, "format": "json",
             "identical": identical,
+            "same_bytes": old.data == new.data,
             "counts": { "added": added, "removed": removed, "changed": changed },
             "added": list("added"), "removed": list("removed"), "changed": list("changed"),
             "omitted": more,
@@ -159,7 +160,15 @@ pub fn run(ctx: &Context, args: &Args) -> Result<(), Failure> {
         return Ok(());
     }
     if identical {
-        outln!("generation {from} and {to} hold equal JSON values");
+        // Equal values need not be equal bytes: a duplicate key (its last
+        // value is the one read) made two different documents "equal".
+        if old.data == new.data {
+            outln!("generation {from} and {to} hold equal JSON values");
+        } else {
+            outln!(
+                "generation {from} and {to} hold equal JSON values, but their bytes differ (formatting, key order, or a duplicate key, of which the last value is the one read)"
+            );
+        }
         return Ok(());
     }
     outln!("generation {from} -> {to}: {added} added, {removed} removed, {changed} changed");

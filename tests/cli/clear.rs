@@ -105,23 +105,9 @@ fn clear_of_a_damaged_history_says_so_instead_of_nothing_was_current() {
         std::fs::write(pointer_path(store), b"\x00garbage\n").unwrap();
     };
     let damaged_commit_record = |store: &TestStore| {
-        for i in 3..=4 {
-            let p = store.payload("p", format!("[{i}]").as_bytes());
-            let out = store.run(&[
-                "--lock-backend",
-                "lease",
-                "refresh",
-                "--from",
-                p.to_str().unwrap(),
-            ]);
-            assert_eq!(code(&out), 0, "{}", text(&out.stderr));
-        }
-        let newest = store
-            .files_in("commits")
-            .iter()
-            .filter_map(|n| n.parse::<u64>().ok())
-            .max()
-            .unwrap();
+        store.lease_refresh(b"[3]");
+        store.lease_refresh(b"[4]");
+        let newest = store.newest_commit_record();
         let record = store.root().join("commits").join((newest + 1).to_string());
         std::fs::write(record, b"garbage\n").unwrap();
     };

@@ -39,6 +39,29 @@ pub struct TestStore {
 }
 
 impl TestStore {
+    /// A `refresh --lock-backend lease` of `content`, which must succeed:
+    /// a lease-backend commit, so that `commits/` holds its record.
+    pub fn lease_refresh(&self, content: &[u8]) {
+        let p = self.payload("lease-payload", content);
+        let out = self.run(&[
+            "--lock-backend",
+            "lease",
+            "refresh",
+            "--from",
+            p.to_str().unwrap(),
+        ]);
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    }
+
+    /// The highest commit record number in `commits/`.
+    pub fn newest_commit_record(&self) -> u64 {
+        self.files_in("commits")
+            .iter()
+            .filter_map(|n| n.parse::<u64>().ok())
+            .max()
+            .expect("a commit record")
+    }
+
     pub fn new() -> Self {
         TestStore {
             dir: tempfile::tempdir().expect("tempdir"),

@@ -70,6 +70,13 @@ impl Drop for Mount {
     }
 }
 
+/// Runs the CLI on the store at `root` (on a test's mount).
+fn run_on(root: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--store").arg(root).args(args);
+    run_with_timeout(cmd)
+}
+
 fn store_in(dir: &Path) -> TestStore {
     // A TestStore whose root lives on the mount: reuse the helpers through a symlink-free path.
     let store = TestStore::new();
@@ -85,11 +92,7 @@ fn a_full_disk_fails_the_refresh_cleanly() {
         return;
     };
     let root = mount.path.join("store");
-    let run = |args: &[&str]| {
-        let mut cmd = Command::new(bin());
-        cmd.arg("--store").arg(&root).args(args);
-        run_with_timeout(cmd)
-    };
+    let run = |args: &[&str]| run_on(&root, args);
     let scratch = tempfile::tempdir().unwrap();
     let small = scratch.path().join("small.json");
     std::fs::write(&small, json_payload(100_000, 1)).unwrap();
@@ -479,11 +482,7 @@ fn a_filesystem_out_of_inodes_is_named_as_such() {
         return;
     };
     let root = mount.path.join("store");
-    let run = |args: &[&str]| {
-        let mut cmd = Command::new(bin());
-        cmd.arg("--store").arg(&root).args(args);
-        run_with_timeout(cmd)
-    };
+    let run = |args: &[&str]| run_on(&root, args);
     let scratch = tempfile::tempdir().unwrap();
     let first = scratch.path().join("first.json");
     std::fs::write(&first, b"[1]").unwrap();

@@ -499,30 +499,12 @@ fn verify_reports_a_damaged_commit_record_that_blocks_every_write() {
         }
         // Three lease-backend commits, so that commits/ exists.
         for i in 4..=6 {
-            let p = store.payload("p", format!("[{i}]").as_bytes());
-            let out = store.run(&[
-                "--lock-backend",
-                "lease",
-                "refresh",
-                "--from",
-                p.to_str().unwrap(),
-            ]);
-            assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+            store.lease_refresh(format!("[{i}]").as_bytes());
         }
         let (_, status) = store.json(&["status"]);
-        let next = status["commit"].as_u64().map_or_else(
-            || {
-                // The highest record + 1.
-                store
-                    .files_in("commits")
-                    .iter()
-                    .filter_map(|n| n.parse::<u64>().ok())
-                    .max()
-                    .unwrap()
-                    + 1
-            },
-            |c| c + 1,
-        );
+        let next = status["commit"]
+            .as_u64()
+            .map_or_else(|| store.newest_commit_record() + 1, |c| c + 1);
         let record = store.root().join("commits").join(next.to_string());
         std::fs::write(&record, planted).unwrap();
         let p = store.payload("p", b"[9]");
@@ -573,23 +555,9 @@ fn verify_reports_a_damaged_commit_record_that_blocks_every_write() {
 #[test]
 fn verify_calls_a_commit_record_others_can_write_untrusted_not_damaged() {
     let store = TestStore::new();
-    for i in 1..=2 {
-        let p = store.payload("p", format!("[{i}]").as_bytes());
-        let out = store.run(&[
-            "--lock-backend",
-            "lease",
-            "refresh",
-            "--from",
-            p.to_str().unwrap(),
-        ]);
-        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
-    }
-    let newest = store
-        .files_in("commits")
-        .iter()
-        .filter_map(|n| n.parse::<u64>().ok())
-        .max()
-        .unwrap();
+    store.lease_refresh(b"[1]");
+    store.lease_refresh(b"[2]");
+    let newest = store.newest_commit_record();
     let commits = store.root().join("commits");
     let planted = commits.join((newest + 1).to_string());
     std::fs::copy(commits.join(newest.to_string()), &planted).unwrap();

@@ -17,6 +17,9 @@
 //!   lease backend is `S` seconds instead of 10 minutes, so a test can see a
 //!   snapshot kept before the grace ends and deleted after it. It only
 //!   changes when, never whether, the grace applies.
+//! - `SNAPCACHE_TEST_S3_REQUEST_SECS=S`: an object store's requests time
+//!   out after `S` seconds instead of 60, so a test can see a write that
+//!   got no answer without waiting a minute.
 
 /// Whether hook `name` is switched on (and hooks are enabled at all).
 fn on(name: &str) -> bool {
@@ -81,6 +84,19 @@ pub(crate) fn snapshot_grace() -> Option<std::time::Duration> {
         tracing::warn!(value = %text, "test hook: SNAPCACHE_TEST_SNAPSHOT_GRACE_SECS is not a number of seconds; ignored");
     }
     grace
+}
+
+/// The S3 request timeout the test asks for, in seconds.
+#[cfg(feature = "s3")]
+pub(crate) fn s3_request_timeout() -> Option<std::time::Duration> {
+    if !on_value("SNAPCACHE_TEST_S3_REQUEST_SECS") {
+        return None;
+    }
+    let text = std::env::var("SNAPCACHE_TEST_S3_REQUEST_SECS").ok()?;
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
 }
 
 /// Whether hooks are enabled and variable `name` is set (to any value).

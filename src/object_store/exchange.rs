@@ -67,17 +67,32 @@ pub(super) enum Failure {
     Cancelled,
 }
 
-/// Sends `request` with `agent`. With `cancel`, on a thread of its own,
-/// abandoned as soon as the flag is set (also when it is set already).
+/// How long a caller waits for an answer.
+#[derive(Clone, Copy)]
+pub(super) enum Wait<'a> {
+    /// Until the answer or the request timeout, on the caller's thread.
+    Answer,
+    /// On a thread of its own, abandoned as soon as the flag is set (also
+    /// when it is set already: then it is not sent).
+    UntilCancelled(&'a Arc<AtomicBool>),
+    /// On a thread of its own, sent whatever any flag says, abandoned
+    /// after this long: a last request on the way out (the lease's
+    /// release) must neither be skipped nor keep the process.
+    AtMost(Duration),
+}
+
+/// Sends `request` with `agent`, waiting as `wait` says.
 pub(super) fn send(
     agent: &ureq::Agent,
     request: Request,
-    cancel: Option<&Arc<AtomicBool>>,
+    wait: Wait<'_>,
 ) -> Result<Answer, Failure> {
-    let Some(flag) = cancel else {
-        return run(agent, request);
+    let (flag, limit) = match wait {
+        Wait::Answer => return run(agent, request),
+        Wait::UntilCancelled(flag) => (Some(flag), None),
+        Wait::AtMost(limit) => (None, Some(std::time::Instant::now() + limit)),
     };
-    if flag.load(Ordering::Relaxed) {
+    if flag.is_some_and(|f| f.load(Ordering::Relaxed)) {
         return Err(Failure::Cancelled);
     }
     let (tx, rx) = mpsc::channel();
@@ -94,7 +109,10 @@ pub(super) fn send(
     loop {
         match rx.recv_timeout(CANCEL_POLL) {
             Ok(result) => return result,
-            Err(mpsc::RecvTimeoutError::Timeout) if flag.load(Ordering::Relaxed) => {
+            Err(mpsc::RecvTimeoutError::Timeout)
+                if flag.is_some_and(|f| f.load(Ordering::Relaxed))
+                    || limit.is_some_and(|l| std::time::Instant::now() >= l) =>
+            {
                 return Err(Failure::Cancelled);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}

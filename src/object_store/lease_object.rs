@@ -127,6 +127,14 @@ impl Drop for LeaseHold {
         if self.lost() {
             return;
         }
+        // A write of this process got no answer and may still land: left
+        // to expire, so that no writer takes over at once and then has it
+        // land under it (a late delete of a snapshot it had just
+        // committed).
+        if self.client.has_unsettled_write() {
+            tracing::warn!(lease_id = %self.lease_id, "a write got no answer: the object-store lease is left to expire instead of being released");
+            return;
+        }
         let Ok(etag) = self.shared.etag.lock().map(|e| e.clone()) else {
             return;
         };
@@ -134,10 +142,12 @@ impl Drop for LeaseHold {
             lease_id: self.lease_id.clone(),
             released_at: Timestamp::now(),
         };
-        // Conditional: after an expiry the lease may be someone else's.
+        // Conditional: after an expiry the lease may be someone else's, and
+        // so a release given up on (Ctrl-C) that lands late changes
+        // nothing: its condition fails then.
         match self
             .client
-            .put_if_match(OBJECT_LEASE, &released.encode(), &etag)
+            .put_if_match_briefly(OBJECT_LEASE, &released.encode(), &etag)
         {
             Ok(PutOutcome::Written(_)) => {
                 tracing::debug!(lease_id = %self.lease_id, "object-store lease released")
@@ -412,7 +422,10 @@ fn renew_loop(client: &S3Client, shared: &Shared, lease_id: &str, body: &[u8], e
         let Ok(etag) = shared.etag.lock().map(|e| e.clone()) else {
             return;
         };
-        let outcome = match client.put_if_match(OBJECT_LEASE, body, &etag) {
+        // Given up on when cancelled (the holder is letting go anyway): a
+        // renewal that lands late extends a lease nobody renews again, by
+        // one lease time at most.
+        let outcome = match client.put_if_match_abandonable(OBJECT_LEASE, body, &etag) {
             Ok(PutOutcome::Written(new)) => Some(new),
             Ok(PutOutcome::ConditionFailed) => None,
             Ok(PutOutcome::Indeterminate { .. }) => match is_ours(client, lease_id) {

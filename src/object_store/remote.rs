@@ -66,7 +66,11 @@ impl ObjectStore {
         // the lease backend.
         let grace = crate::test_hooks::snapshot_grace().unwrap_or(grace);
         let location = S3Location::parse(url)?;
-        let mut client = S3Client::new(location, S3Settings::from_env()?)?;
+        let mut settings = S3Settings::from_env()?;
+        if let Some(timeout) = crate::test_hooks::s3_request_timeout() {
+            settings = settings.request_timeout(timeout);
+        }
+        let mut client = S3Client::new(location, settings)?;
         // Before the probe: a server that hangs must not keep Ctrl-C waiting
         // even there.
         if let Some(flag) = cancel {
@@ -381,6 +385,8 @@ impl ObjectStore {
                 continue;
             };
             match self.client.delete(key) {
+                // The flag set between the look above and the send.
+                Err(e) if e.is_interrupted() => return Err(e),
                 Ok(()) => {
                     tracing::debug!(url = %url, bytes = leftover.bytes, "deleted an unreferenced object");
                     removed.push(leftover);

@@ -49,6 +49,9 @@ use ureq::http::{HeaderMap, Method};
 /// ([`Error::Interrupted`]).
 pub(crate) const INTERRUPTED_DURING: &str = "waiting for the object store's answer";
 
+/// The longest a lease release on the way out is waited for.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
 /// What deletes stopped by a cancel report they were doing.
 pub(crate) const INTERRUPTED_DELETING: &str =
     "deleting unreferenced objects from the object store (no request was given up on)";
@@ -436,6 +439,24 @@ pub struct ObjectInfo {
     pub last_modified: Option<SystemTime>,
 }
 
+/// How a request meets the cancel flag (see [`S3Client::set_cancel_flag`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Cancel {
+    /// Given up on within a poll: reads, and writes whose late landing
+    /// changes nothing anyone relies on.
+    Abandon,
+    /// Not sent once the flag is set (nothing happened then), and never
+    /// given up on once sent: the pointer's writes and deletes.
+    UnlessCancelled,
+    /// Sent and waited for whatever the flag says: the lease's writes
+    /// whose outcome must be known, and the reads that settle a write
+    /// answered with a server error.
+    Never,
+    /// Sent whatever the flag says, waited for a moment at most: the
+    /// lease's release on the way out, whose late landing is harmless.
+    Brief,
+}
+
 #[derive(Clone, Copy)]
 enum Condition<'a> {
     None,
@@ -462,6 +483,10 @@ pub struct S3Client {
     /// Set: a request still unanswered is abandoned (see
     /// [`S3Client::set_cancel_flag`]).
     cancel: Option<Arc<AtomicBool>>,
+    /// A write that is never given up on ended without an answer (a
+    /// timeout): the server may still apply it, so the lease must not be
+    /// handed over at once (see `LeaseHold`'s drop).
+    unsettled_write: AtomicBool,
 }
 
 impl fmt::Debug for S3Client {
@@ -509,6 +534,7 @@ impl S3Client {
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             server_clock: Mutex::new(None),
             cancel: None,
+            unsettled_write: AtomicBool::new(false),
         })
     }
 
@@ -521,10 +547,14 @@ impl S3Client {
     /// process has let go of the lease and another writer has gone on. So
     /// only writes that cannot matter then are given up on: uploads of
     /// snapshot objects (named by their content: landing late writes the
-    /// bytes the name stands for) and of the probe's throwaway objects.
-    /// Every other write (the pointer, the lease, any delete) and every
-    /// read that settles such a write's outcome ends with the server's
-    /// answer or the request timeout.
+    /// bytes the name stands for), the probe's throwaway objects, and the
+    /// lease's renewal and release (conditional on this holder's ETag).
+    /// The pointer's writes and every delete are not sent once the flag is
+    /// set and are waited for once sent; taking the lease and the reads
+    /// that settle a write answered with a server error are always waited
+    /// for. A write that ends without any answer (the request timeout)
+    /// may still land, so the lease is then left to expire rather than
+    /// released.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), snapcache::Error> {
@@ -607,27 +637,46 @@ impl S3Client {
     }
 
     /// Sends one request and notes the server's clock from its answer.
-    /// `abandonable`: whether the cancel flag may give up on it (not for a
-    /// write whose outcome must be known; see [`S3Client::set_cancel_flag`]).
+    /// `mode`: how the cancel flag meets it (see [`Cancel`]).
     fn send(
         &self,
         operation: &'static str,
         url: &str,
         request: Request,
-        abandonable: bool,
+        mode: Cancel,
     ) -> Result<Answer> {
-        let cancel = self.cancel.as_ref().filter(|_| abandonable);
-        match exchange::send(&self.agent, request, cancel) {
+        if mode == Cancel::UnlessCancelled && self.cancelled() {
+            tracing::info!(operation, url = %url, "request not sent: cancelled");
+            return Err(Error::Interrupted {
+                during: INTERRUPTED_DURING,
+            });
+        }
+        let write = request.method == Method::PUT || request.method == Method::DELETE;
+        let wait = match (mode, self.cancel.as_ref()) {
+            (Cancel::Abandon, Some(flag)) => exchange::Wait::UntilCancelled(flag),
+            (Cancel::Brief, _) => exchange::Wait::AtMost(RELEASE_WAIT),
+            _ => exchange::Wait::Answer,
+        };
+        match exchange::send(&self.agent, request, wait) {
             Ok(answer) => {
                 self.note_date(&answer.headers);
                 Ok(answer)
             }
-            Err(Failure::Transport(detail)) => Err(Self::request_error(
-                operation,
-                url.to_string(),
-                None,
-                detail,
-            )),
+            Err(Failure::Transport(detail)) => {
+                if write && matches!(mode, Cancel::UnlessCancelled | Cancel::Never) {
+                    // Given up on by the timeout, not by us: it may still
+                    // land, possibly after another writer went on.
+                    self.unsettled_write
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(operation, url = %url, detail = %detail, "a write got no answer; the server may still apply it");
+                }
+                Err(Self::request_error(
+                    operation,
+                    url.to_string(),
+                    None,
+                    detail,
+                ))
+            }
             Err(Failure::Body { status, detail }) => Err(Self::request_error(
                 operation,
                 url.to_string(),
@@ -659,9 +708,23 @@ impl S3Client {
     /// late landing changes nothing anyone relies on. A late delete could
     /// remove a snapshot another writer has since uploaded again and
     /// committed; a late pointer or lease write could undo a newer one.
-    fn abandonable_put(key: &str) -> bool {
-        key.starts_with(crate::layout::OBJECT_SNAPSHOTS)
+    fn put_mode(key: &str) -> Cancel {
+        if key.starts_with(crate::layout::OBJECT_SNAPSHOTS)
             || key.starts_with(crate::layout::OBJECT_PROBE_DIR)
+        {
+            Cancel::Abandon
+        } else if key == crate::layout::OBJECT_LEASE {
+            Cancel::Never
+        } else {
+            Cancel::UnlessCancelled
+        }
+    }
+
+    /// Whether a write of this client ended without an answer and may
+    /// still be applied by the server (see `unsettled_write`).
+    pub(crate) fn has_unsettled_write(&self) -> bool {
+        self.unsettled_write
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the cancel flag is set: a caller about to send another
@@ -719,6 +782,11 @@ impl S3Client {
     }
 
     fn get_with(&self, key: &str, max_bytes: u64, abandonable: bool) -> Result<Option<Object>> {
+        let mode = if abandonable {
+            Cancel::Abandon
+        } else {
+            Cancel::Never
+        };
         let full = self.full_key(key)?;
         let url = self.object_url(&full);
         let signed = self
@@ -726,7 +794,7 @@ impl S3Client {
             .get_object(Some(&self.credentials), &full)
             .sign(SIGNATURE_LIFETIME);
         let request = Self::request(Method::GET, &signed, max_bytes.saturating_add(1));
-        let answer = self.send("get", &url, request, abandonable)?;
+        let answer = self.send("get", &url, request, mode)?;
         let server_date = header_time(&answer.headers, "date");
         match answer.status {
             200 => {
@@ -759,7 +827,12 @@ impl S3Client {
             .bucket
             .head_object(Some(&self.credentials), &full)
             .sign(SIGNATURE_LIFETIME);
-        let answer = self.send("head", &url, Self::request(Method::HEAD, &signed, 0), true)?;
+        let answer = self.send(
+            "head",
+            &url,
+            Self::request(Method::HEAD, &signed, 0),
+            Cancel::Abandon,
+        )?;
         match answer.status {
             200 => {
                 let etag = Self::etag_of("head", &url, &answer)?;
@@ -791,7 +864,7 @@ impl S3Client {
     /// Writes an object unconditionally (last writer wins). Only for objects
     /// no commit depends on; commits use the conditional puts.
     pub fn put(&self, key: &str, data: &[u8]) -> Result<ETag> {
-        match self.put_with(key, data, Condition::None)? {
+        match self.put_with(key, data, Condition::None, Self::put_mode(key))? {
             PutOutcome::Written(etag) => Ok(etag),
             PutOutcome::ConditionFailed | PutOutcome::Indeterminate { .. } => {
                 Err(Self::request_error(
@@ -806,16 +879,45 @@ impl S3Client {
 
     /// Creates an object only if the key is free (`If-None-Match: *`).
     pub fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<PutOutcome> {
-        self.put_with(key, data, Condition::Absent)
+        self.put_with(key, data, Condition::Absent, Self::put_mode(key))
     }
 
     /// Replaces an object only if its ETag is still `etag` (`If-Match`):
     /// a compare-and-swap.
     pub fn put_if_match(&self, key: &str, data: &[u8], etag: &ETag) -> Result<PutOutcome> {
-        self.put_with(key, data, Condition::Matches(etag))
+        self.put_with(key, data, Condition::Matches(etag), Self::put_mode(key))
     }
 
-    fn put_with(&self, key: &str, data: &[u8], condition: Condition<'_>) -> Result<PutOutcome> {
+    /// [`S3Client::put_if_match`], given up on when cancelled: for writes
+    /// whose late landing is harmless because their condition then fails
+    /// (the lease's renewal and release, on this holder's own ETag).
+    pub(crate) fn put_if_match_abandonable(
+        &self,
+        key: &str,
+        data: &[u8],
+        etag: &ETag,
+    ) -> Result<PutOutcome> {
+        self.put_with(key, data, Condition::Matches(etag), Cancel::Abandon)
+    }
+
+    /// [`S3Client::put_if_match`], sent whatever the cancel flag says and
+    /// waited for 2 s at most: the lease's release, on the way out.
+    pub(crate) fn put_if_match_briefly(
+        &self,
+        key: &str,
+        data: &[u8],
+        etag: &ETag,
+    ) -> Result<PutOutcome> {
+        self.put_with(key, data, Condition::Matches(etag), Cancel::Brief)
+    }
+
+    fn put_with(
+        &self,
+        key: &str,
+        data: &[u8],
+        condition: Condition<'_>,
+        mode: Cancel,
+    ) -> Result<PutOutcome> {
         let full = self.full_key(key)?;
         let url = self.object_url(&full);
         let mut action = self.bucket.put_object(Some(&self.credentials), &full);
@@ -837,7 +939,7 @@ impl S3Client {
             headers: header.into_iter().collect(),
             ..Self::request(Method::PUT, &signed, 0)
         };
-        let answer = self.send("put", &url, request, Self::abandonable_put(key))?;
+        let answer = self.send("put", &url, request, mode)?;
         match answer.status {
             200 | 201 => {
                 let etag = Self::etag_of("put", &url, &answer)?;
@@ -871,8 +973,16 @@ impl S3Client {
             .delete_object(Some(&self.credentials), &full)
             .sign(SIGNATURE_LIFETIME);
         let request = Self::request(Method::DELETE, &signed, 0);
-        // Never given up on (see `abandonable_put`).
-        let answer = self.send("delete", &url, request, false)?;
+        // Never given up on once sent, and not sent once cancelled (see
+        // `put_mode`): a late delete could remove what another writer has
+        // uploaded since. The probe's own objects are the exception: their
+        // names are this process's alone.
+        let mode = if key.starts_with(crate::layout::OBJECT_PROBE_DIR) {
+            Cancel::Abandon
+        } else {
+            Cancel::UnlessCancelled
+        };
+        let answer = self.send("delete", &url, request, mode)?;
         match answer.status {
             200 | 204 | 404 => Ok(()),
             status => Err(Self::request_error(
@@ -918,7 +1028,7 @@ impl S3Client {
             // Every page is a request of its own, so a cancel is seen
             // between pages as well as within one.
             let request = Self::request(Method::GET, &signed, MAX_LISTING_PAGE_BYTES + 1);
-            let answer = self.send("list", &url, request, true)?;
+            let answer = self.send("list", &url, request, Cancel::Abandon)?;
             if answer.status != 200 {
                 let text = server_words(&answer.body);
                 return Err(Self::request_error("list", url, Some(answer.status), text));

@@ -158,7 +158,16 @@ impl Writer<'_> {
     /// One conditional put of `next` over the pointer this handle read.
     fn put_pointer(&mut self, object: &ObjectStore, next: &mut Pointer) -> Result<bool> {
         let base = self.object_etag();
-        next.commit = self.pointer.as_ref().map_or(0, |p| p.commit) + 1;
+        // Checked, as on a local store: an edited pointer at the counter's
+        // end wrapped it to 0 (and overflowed in a debug build).
+        let commit = self.pointer.as_ref().map_or(0, |p| p.commit);
+        next.commit = commit
+            .checked_add(1)
+            .filter(|n| *n <= crate::layout::MAX_RECORD_NUMBER)
+            .ok_or_else(|| Error::CommitsExhausted {
+                path: object.pointer_url().into(),
+                last: commit,
+            })?;
         // The grace of dropped snapshots is measured here; entries past it
         // are forgotten (gc's age rule still guards their objects).
         let grace = object.grace();

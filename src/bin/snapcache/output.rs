@@ -265,6 +265,19 @@ pub fn warn_not_removed(quiet: bool, not_removed: &[snapcache::NotRemoved], then
     if not_removed.len() > NAMED {
         named.push(format!("and {} more", not_removed.len() - NAMED));
     }
+    // Objects are not files: no immutable flag or directory permission
+    // keeps them, and one whose delete got no answer may yet be deleted.
+    let objects = not_removed
+        .iter()
+        .all(|n| n.path.to_string_lossy().starts_with("s3://"));
+    if objects {
+        errln!(
+            "snapcache: warning: could not delete {} object(s): {}. Check that the credentials may delete objects under the store's prefix (an object whose delete got no answer may still be deleted by the server), then run `{then_run}`",
+            not_removed.len(),
+            named.join(", ")
+        );
+        return;
+    }
     errln!(
         "snapcache: warning: could not remove {} file(s), left in place: {}. Make them removable (an immutable flag: `lsattr`, `chattr -i`; a directory without write permission), then run `{then_run}`",
         not_removed.len(),

@@ -51,8 +51,15 @@ pub fn run(ctx: &Context) -> Result<(), Failure> {
                 .ok()
                 .and_then(|h| h.into_iter().find(|e| e.current))
                 .map(|e| e.generation);
+            // Files refused for their permissions are not damaged: their
+            // bytes may be fine, and `chmod go-w` is the whole fix.
+            let word = if report.problems.iter().all(|p| p.kind == "untrusted") {
+                "refused"
+            } else {
+                "damaged"
+            };
             outln!(
-                "damaged: {} problem(s); {}",
+                "{word}: {} problem(s); {}",
                 grouped.len(),
                 advice(&report, current)
             );

@@ -49,6 +49,8 @@ enum Honours {
     /// modified long ago), and a delete of a snapshot object that waits
     /// 3 s, then deletes and answers: a slow server.
     SlowSnapshotDeletes,
+    /// Both, but a read of the lease (`GET .../lease`) is never answered.
+    LeaseReadsHang,
     /// Both, but no request on the probe's object is ever answered (its
     /// put, and the delete that cleans it up).
     ProbeHangs,
@@ -137,7 +139,9 @@ fn serve(stream: TcpStream, honours: Honours, state: &Mutex<State>) {
     while let Some(request) = read_request(&mut reader) {
         let pointer = request.path.ends_with("/current");
         let probe = request.path.contains("/.snapcache-probe/");
+        let lease_read = request.method == "GET" && request.path.ends_with("/lease");
         if (honours == Honours::PointerReadsHang && pointer && request.method == "GET")
+            || (honours == Honours::LeaseReadsHang && lease_read)
             || (honours == Honours::ProbeHangs && probe)
         {
             // Seen (status 0: never answered), so a test can tell the
@@ -1050,6 +1054,44 @@ mod cli {
             .expect("a lease object");
         let lease: serde_json::Value = serde_json::from_slice(lease).unwrap();
         assert_eq!(lease["state"], "held", "the lease was released: {lease}");
+    }
+
+    /// Known since 2026-12-03: a read of the lease the server never answered
+    /// kept a waiter the whole 60 s request timeout, whatever its lock
+    /// budget. The read now ends with the budget (2 s at least), and the
+    /// error says so and names the lease.
+    #[test]
+    fn a_lease_read_that_never_answers_ends_with_the_lock_budget() {
+        let fake = FakeS3::start(Honours::LeaseReadsHang);
+        let dir = tempfile::tempdir().unwrap();
+        let payload = dir.path().join("payload.json");
+        std::fs::write(&payload, b"[1]").unwrap();
+        let started = std::time::Instant::now();
+        let out = snapcache(
+            &fake,
+            &[
+                "--store",
+                "s3://bucket/p",
+                "--json",
+                "refresh",
+                "--lock-timeout",
+                "3",
+                "--from",
+                payload.to_str().unwrap(),
+            ],
+        );
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(took < Duration::from_secs(15), "took {took:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("no answer before the lock budget ran out")
+                && message.contains("/bucket/p/lease"),
+            "{v}"
+        );
     }
 
     /// Found by a hostile audit: a pointer put the server answered with a

@@ -65,6 +65,8 @@ pub(super) enum Failure {
     Body { status: u16, detail: String },
     /// The cancel flag was set before the answer came.
     Cancelled,
+    /// The caller's time for it ran out before the answer came.
+    Late,
 }
 
 /// How long a caller waits for an answer.
@@ -75,10 +77,11 @@ pub(super) enum Wait<'a> {
     /// On a thread of its own, abandoned as soon as the flag is set (also
     /// when it is set already: then it is not sent).
     UntilCancelled(&'a Arc<AtomicBool>),
-    /// On a thread of its own, sent whatever any flag says, abandoned
-    /// after this long: a last request on the way out (the lease's
-    /// release) must neither be skipped nor keep the process.
-    AtMost(Duration),
+    /// On a thread of its own, abandoned as soon as the flag (if any) is
+    /// set, as `UntilCancelled`, or at the instant given: a read inside a
+    /// lock budget, or a last request on the way out (the lease's
+    /// release), which must neither be skipped nor keep the process.
+    CancelledOrBy(Option<&'a Arc<AtomicBool>>, std::time::Instant),
 }
 
 /// Sends `request` with `agent`, waiting as `wait` says.
@@ -90,7 +93,7 @@ pub(super) fn send(
     let (flag, limit) = match wait {
         Wait::Answer => return run(agent, request),
         Wait::UntilCancelled(flag) => (Some(flag), None),
-        Wait::AtMost(limit) => (None, Some(std::time::Instant::now() + limit)),
+        Wait::CancelledOrBy(flag, by) => (flag, Some(by)),
     };
     if flag.is_some_and(|f| f.load(Ordering::Relaxed)) {
         return Err(Failure::Cancelled);
@@ -110,10 +113,14 @@ pub(super) fn send(
         match rx.recv_timeout(CANCEL_POLL) {
             Ok(result) => return result,
             Err(mpsc::RecvTimeoutError::Timeout)
-                if flag.is_some_and(|f| f.load(Ordering::Relaxed))
-                    || limit.is_some_and(|l| std::time::Instant::now() >= l) =>
+                if flag.is_some_and(|f| f.load(Ordering::Relaxed)) =>
             {
                 return Err(Failure::Cancelled);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout)
+                if limit.is_some_and(|l| std::time::Instant::now() >= l) =>
+            {
+                return Err(Failure::Late);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {

@@ -47,6 +47,9 @@ const MAX_LEASE_BYTES: u64 = 16 * 1024;
 /// Polling a remote lease: from 50 ms, doubling to 500 ms (each look is a
 /// request; a local lock polls at 1-2 ms).
 const POLL_FIRST: Duration = Duration::from_millis(50);
+/// The least time a look's read of the lease gets, whatever is left of the
+/// lock budget.
+const LOOK_READ_FLOOR: Duration = Duration::from_secs(2);
 const POLL_MAX: Duration = Duration::from_millis(500);
 
 /// The content of the lease object.
@@ -181,7 +184,14 @@ pub(crate) fn acquire(
     .encode();
     let mut seen: Option<(ETag, Instant)> = None;
     loop {
-        let holder = match look(client, &lease_id, &body, ttl, &mut seen)? {
+        // The read of a look ends with the lock budget (but has at least
+        // LOOK_READ_FLOOR, so that a budget of 0, "try once", still gets one
+        // whole try): a server that does not answer must not keep a waiter
+        // a request timeout past its budget.
+        let by = wait
+            .remaining()
+            .map(|left| Instant::now() + left.max(LOOK_READ_FLOOR));
+        let holder = match look(client, &lease_id, &body, ttl, &mut seen, by)? {
             Look::Got(etag) => {
                 let waited = wait.elapsed();
                 tracing::info!(backend = "object-store", waited_ms = waited.as_millis() as u64, url = %url, "lock_acquired");
@@ -242,8 +252,9 @@ fn look(
     body: &[u8],
     ttl: Duration,
     seen: &mut Option<(ETag, Instant)>,
+    by: Option<Instant>,
 ) -> Result<Look> {
-    let Some(object) = client.get_at_most(OBJECT_LEASE, MAX_LEASE_BYTES)? else {
+    let Some(object) = client.get_at_most_by(OBJECT_LEASE, MAX_LEASE_BYTES, by)? else {
         return match client.put_if_absent(OBJECT_LEASE, body)? {
             PutOutcome::Written(etag) => Ok(Look::Got(etag)),
             PutOutcome::ConditionFailed => Ok(Look::Busy(None)),

@@ -644,6 +644,7 @@ impl S3Client {
         url: &str,
         request: Request,
         mode: Cancel,
+        by: Option<Instant>,
     ) -> Result<Answer> {
         if mode == Cancel::UnlessCancelled && self.cancelled() {
             tracing::info!(operation, url = %url, "request not sent: cancelled");
@@ -652,9 +653,12 @@ impl S3Client {
             });
         }
         let write = request.method == Method::PUT || request.method == Method::DELETE;
-        let wait = match (mode, self.cancel.as_ref()) {
-            (Cancel::Abandon, Some(flag)) => exchange::Wait::UntilCancelled(flag),
-            (Cancel::Brief, _) => exchange::Wait::AtMost(RELEASE_WAIT),
+        let wait = match (mode, self.cancel.as_ref(), by) {
+            (Cancel::Abandon, flag, Some(by)) => exchange::Wait::CancelledOrBy(flag, by),
+            (Cancel::Abandon, Some(flag), None) => exchange::Wait::UntilCancelled(flag),
+            (Cancel::Brief, _, _) => {
+                exchange::Wait::CancelledOrBy(None, Instant::now() + RELEASE_WAIT)
+            }
             _ => exchange::Wait::Answer,
         };
         match exchange::send(&self.agent, request, wait) {
@@ -682,6 +686,16 @@ impl S3Client {
                 url.to_string(),
                 Some(status),
                 detail,
+            )),
+            Err(Failure::Late) => Err(Self::request_error(
+                operation,
+                url.to_string(),
+                None,
+                if mode == Cancel::Brief {
+                    "no answer within 2 s; given up on the way out"
+                } else {
+                    "no answer before the lock budget ran out; the request was given up on"
+                },
             )),
             Err(Failure::Cancelled) => {
                 tracing::info!(operation, url = %url, "request abandoned: cancelled");
@@ -781,7 +795,29 @@ impl S3Client {
         self.get_with(key, max_bytes, false)
     }
 
+    /// [`S3Client::get_at_most`], also given up on at `by`: a read inside
+    /// a lock budget (the lease, while waiting for it), which must not
+    /// keep a waiter a whole request timeout past its budget.
+    pub(crate) fn get_at_most_by(
+        &self,
+        key: &str,
+        max_bytes: u64,
+        by: Option<Instant>,
+    ) -> Result<Option<Object>> {
+        self.get_with_by(key, max_bytes, true, by)
+    }
+
     fn get_with(&self, key: &str, max_bytes: u64, abandonable: bool) -> Result<Option<Object>> {
+        self.get_with_by(key, max_bytes, abandonable, None)
+    }
+
+    fn get_with_by(
+        &self,
+        key: &str,
+        max_bytes: u64,
+        abandonable: bool,
+        by: Option<Instant>,
+    ) -> Result<Option<Object>> {
         let mode = if abandonable {
             Cancel::Abandon
         } else {
@@ -794,7 +830,7 @@ impl S3Client {
             .get_object(Some(&self.credentials), &full)
             .sign(SIGNATURE_LIFETIME);
         let request = Self::request(Method::GET, &signed, max_bytes.saturating_add(1));
-        let answer = self.send("get", &url, request, mode)?;
+        let answer = self.send("get", &url, request, mode, by)?;
         let server_date = header_time(&answer.headers, "date");
         match answer.status {
             200 => {
@@ -832,6 +868,7 @@ impl S3Client {
             &url,
             Self::request(Method::HEAD, &signed, 0),
             Cancel::Abandon,
+            None,
         )?;
         match answer.status {
             200 => {
@@ -939,7 +976,7 @@ impl S3Client {
             headers: header.into_iter().collect(),
             ..Self::request(Method::PUT, &signed, 0)
         };
-        let answer = self.send("put", &url, request, mode)?;
+        let answer = self.send("put", &url, request, mode, None)?;
         match answer.status {
             200 | 201 => {
                 let etag = Self::etag_of("put", &url, &answer)?;
@@ -982,7 +1019,7 @@ impl S3Client {
         } else {
             Cancel::UnlessCancelled
         };
-        let answer = self.send("delete", &url, request, mode)?;
+        let answer = self.send("delete", &url, request, mode, None)?;
         match answer.status {
             200 | 204 | 404 => Ok(()),
             status => Err(Self::request_error(
@@ -1028,7 +1065,7 @@ impl S3Client {
             // Every page is a request of its own, so a cancel is seen
             // between pages as well as within one.
             let request = Self::request(Method::GET, &signed, MAX_LISTING_PAGE_BYTES + 1);
-            let answer = self.send("list", &url, request, Cancel::Abandon)?;
+            let answer = self.send("list", &url, request, Cancel::Abandon, None)?;
             if answer.status != 200 {
                 let text = server_words(&answer.body);
                 return Err(Self::request_error("list", url, Some(answer.status), text));

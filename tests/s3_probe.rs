@@ -49,6 +49,9 @@ enum Honours {
     /// modified long ago), and a delete of a snapshot object that waits
     /// 3 s, then deletes and answers: a slow server.
     SlowSnapshotDeletes,
+    /// As `SlowSnapshotDeletes`, waiting 8 s: longer than several lease
+    /// times of 1 s.
+    VerySlowSnapshotDeletes,
     /// Both, but a read of the lease (`GET .../lease`) is never answered.
     LeaseReadsHang,
     /// Both, but no request on the probe's object is ever answered (its
@@ -75,6 +78,9 @@ struct Seen {
 #[derive(Default)]
 struct State {
     objects: HashMap<String, (Vec<u8>, String)>,
+    /// When each object was last written through a put (objects planted by
+    /// a test have none and read as modified just now).
+    modified: HashMap<String, SystemTime>,
     seen: Vec<Seen>,
     writes: u64,
 }
@@ -156,11 +162,12 @@ fn serve(stream: TcpStream, honours: Honours, state: &Mutex<State>) {
             std::thread::sleep(HANG);
             return;
         }
-        if honours == Honours::SlowSnapshotDeletes
-            && request.method == "DELETE"
-            && request.path.contains("/snapshots/")
-        {
-            std::thread::sleep(Duration::from_secs(3));
+        if request.method == "DELETE" && request.path.contains("/snapshots/") {
+            match honours {
+                Honours::SlowSnapshotDeletes => std::thread::sleep(Duration::from_secs(3)),
+                Honours::VerySlowSnapshotDeletes => std::thread::sleep(Duration::from_secs(8)),
+                _ => {}
+            }
         }
         let (mut status, headers, mut body) = answer(&request, honours, state);
         let late = matches!(
@@ -273,6 +280,9 @@ fn answer(
                 state
                     .objects
                     .insert(request.path.clone(), (request.body.clone(), etag.clone()));
+                state
+                    .modified
+                    .insert(request.path.clone(), SystemTime::now());
                 (200, vec![("ETag", format!("\"{etag}\""))], Vec::new())
             }
         }
@@ -310,7 +320,11 @@ fn answer(
             )
         }
         "GET"
-            if request.query.contains("list-type=2") && honours == Honours::SlowSnapshotDeletes =>
+            if request.query.contains("list-type=2")
+                && matches!(
+                    honours,
+                    Honours::SlowSnapshotDeletes | Honours::VerySlowSnapshotDeletes
+                ) =>
         {
             let prefix = request
                 .query
@@ -358,7 +372,16 @@ fn answer(
                 200,
                 vec![
                     ("ETag", format!("\"{etag}\"")),
-                    ("Last-Modified", http_date(SystemTime::now())),
+                    (
+                        "Last-Modified",
+                        http_date(
+                            state
+                                .modified
+                                .get(&request.path)
+                                .copied()
+                                .unwrap_or_else(SystemTime::now),
+                        ),
+                    ),
                 ],
                 data,
             ),
@@ -460,9 +483,8 @@ fn a_set_cancel_flag_ends_a_request_the_server_never_answers() {
         "the hanging request held the caller for {took:?}"
     );
     assert!(
-        err.to_string().contains(
-            "so the store is whole: as it was, or as this operation had already committed it"
-        ),
+        err.to_string()
+            .contains("so the store is as it was or as this operation had already committed it"),
         "{err}"
     );
 }
@@ -708,7 +730,17 @@ mod cli {
         args: &[&str],
         after: Duration,
     ) -> (std::process::Output, Duration) {
+        terminated_after_with(fake, args, after, &[])
+    }
+
+    fn terminated_after_with(
+        fake: &FakeS3,
+        args: &[&str],
+        after: Duration,
+        env: &[(&str, &str)],
+    ) -> (std::process::Output, Duration) {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("snapcache"));
+        cmd.envs(env.iter().copied());
         for var in [
             "AWS_ENDPOINT_URL_S3",
             "AWS_SESSION_TOKEN",
@@ -1054,6 +1086,72 @@ mod cli {
             .expect("a lease object");
         let lease: serde_json::Value = serde_json::from_slice(lease).unwrap();
         assert_eq!(lease["state"], "held", "the lease was released: {lease}");
+    }
+
+    /// Found by a review: after a signal, lease renewals stopped while a
+    /// delete already sent was still waited for; the lease expired, the next
+    /// writer took over and committed the very snapshot the delete then
+    /// removed. Renewals go on until the process ends: the second writer
+    /// finds the lease held, and nothing lands under a later commit.
+    #[test]
+    fn the_lease_stays_held_while_a_delete_sent_before_a_signal_is_waited_for() {
+        let fake = Arc::new(FakeS3::start(Honours::VerySlowSnapshotDeletes));
+        let dir = tempfile::tempdir().unwrap();
+        store_with_a_slow_leftover(&fake, dir.path());
+        let lease = [("SNAPCACHE_LEASE_SECS", "1")];
+        let gc = {
+            let fake = Arc::clone(&fake);
+            std::thread::spawn(move || {
+                terminated_after_with(
+                    &fake,
+                    &["--store", "s3://bucket/p", "gc"],
+                    Duration::from_millis(1000),
+                    &lease,
+                )
+            })
+        };
+        // 5 s in: the signal came 4 s ago, twice a lease time and its
+        // clock grain (the delete, sent well before the signal, takes 8 s).
+        std::thread::sleep(Duration::from_secs(5));
+        let payload = dir.path().join("nine.json");
+        std::fs::write(&payload, b"[9]").unwrap();
+        let second = [
+            "--store",
+            "s3://bucket/p",
+            "refresh",
+            "--lock-timeout",
+            "0",
+            "--from",
+            payload.to_str().unwrap(),
+        ];
+        let out = snapcache_with(&fake, &second, &lease);
+        assert_eq!(
+            out.status.code(),
+            Some(75),
+            "the lease was free while the delete was on its way: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (gc_out, _) = gc.join().unwrap();
+        assert!(
+            matches!(gc_out.status.code(), Some(0 | 130)),
+            "{}",
+            String::from_utf8_lossy(&gc_out.stderr)
+        );
+        let out = snapcache_with(&fake, &second, &lease);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        let out = snapcache(&fake, &["--store", "s3://bucket/p", "show"]);
+        assert_eq!(
+            out.stdout,
+            b"[9]",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Known since 2026-12-03: a read of the lease the server never answered

@@ -95,7 +95,17 @@ pub(crate) struct LeaseHold {
     lease_id: String,
     shared: Arc<Shared>,
     renewer: Option<JoinHandle<()>>,
+    /// The client's count of writes without an answer when this lease was
+    /// taken: one more by the drop means a write of this hold may still
+    /// land (the count is the client's, shared by every handle of a store,
+    /// so a hold compares against its own start).
+    unsettled_at_start: u64,
 }
+
+/// How long a drop waits for the renewer to end before it lets it go (a
+/// renewal in flight ends with its answer or the request timeout; its late
+/// landing is harmless, since its condition then fails).
+const RENEWER_JOIN_WAIT: Duration = Duration::from_secs(2);
 
 struct Shared {
     etag: Mutex<ETag>,
@@ -125,7 +135,15 @@ impl Drop for LeaseHold {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(renewer) = self.renewer.take() {
             renewer.thread().unpark();
-            let _ = renewer.join();
+            let until = Instant::now() + RENEWER_JOIN_WAIT;
+            while !renewer.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if renewer.is_finished() {
+                let _ = renewer.join();
+            } else {
+                tracing::debug!(lease_id = %self.lease_id, "a lease renewal is still waiting for its answer; not waited for");
+            }
         }
         if self.lost() {
             return;
@@ -134,7 +152,7 @@ impl Drop for LeaseHold {
         // to expire, so that no writer takes over at once and then has it
         // land under it (a late delete of a snapshot it had just
         // committed).
-        if self.client.has_unsettled_write() {
+        if self.client.unsettled_writes() > self.unsettled_at_start {
             tracing::warn!(lease_id = %self.lease_id, "a write got no answer: the object-store lease is left to expire instead of being released");
             return;
         }
@@ -414,6 +432,7 @@ fn start_renewing(
         lease_id,
         shared,
         renewer,
+        unsettled_at_start: client.unsettled_writes(),
     }
 }
 
@@ -433,10 +452,12 @@ fn renew_loop(client: &S3Client, shared: &Shared, lease_id: &str, body: &[u8], e
         let Ok(etag) = shared.etag.lock().map(|e| e.clone()) else {
             return;
         };
-        // Given up on when cancelled (the holder is letting go anyway): a
-        // renewal that lands late extends a lease nobody renews again, by
-        // one lease time at most.
-        let outcome = match client.put_if_match_abandonable(OBJECT_LEASE, body, &etag) {
+        // Never given up on for a signal: after Ctrl-C this process may still
+        // wait for a write it sent (a delete), and the lease must stay held
+        // until that has its answer, or another writer takes over and the
+        // delete lands under it (found by a review). The drop does not wait
+        // long for a renewal in flight.
+        let outcome = match client.put_if_match(OBJECT_LEASE, body, &etag) {
             Ok(PutOutcome::Written(new)) => Some(new),
             Ok(PutOutcome::ConditionFailed) => None,
             Ok(PutOutcome::Indeterminate { .. }) => match is_ours(client, lease_id) {

@@ -34,7 +34,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -486,7 +486,7 @@ pub struct S3Client {
     /// A write that is never given up on ended without an answer (a
     /// timeout): the server may still apply it, so the lease must not be
     /// handed over at once (see `LeaseHold`'s drop).
-    unsettled_write: AtomicBool,
+    unsettled_write: AtomicU64,
 }
 
 impl fmt::Debug for S3Client {
@@ -534,7 +534,7 @@ impl S3Client {
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             server_clock: Mutex::new(None),
             cancel: None,
-            unsettled_write: AtomicBool::new(false),
+            unsettled_write: AtomicU64::new(0),
         })
     }
 
@@ -547,12 +547,13 @@ impl S3Client {
     /// process has let go of the lease and another writer has gone on. So
     /// only writes that cannot matter then are given up on: uploads of
     /// snapshot objects (named by their content: landing late writes the
-    /// bytes the name stands for), the probe's throwaway objects, and the
-    /// lease's renewal and release (conditional on this holder's ETag).
-    /// The pointer's writes and every delete are not sent once the flag is
-    /// set and are waited for once sent; taking the lease and the reads
-    /// that settle a write answered with a server error are always waited
-    /// for. A write that ends without any answer (the request timeout)
+    /// bytes the name stands for) and the probe's throwaway objects. The
+    /// pointer's writes and every delete are not sent once the flag is set
+    /// and are waited for once sent; the lease's writes (taking and
+    /// renewing it, so that it stays held while such a write is waited
+    /// for) and the reads that settle a write answered with a server error
+    /// are always waited for; the release on the way out is waited for 2 s
+    /// at most (conditional on this holder's ETag, so harmless if late). A write that ends without any answer (the request timeout)
     /// may still land, so the lease is then left to expire rather than
     /// released.
     ///
@@ -671,7 +672,7 @@ impl S3Client {
                     // Given up on by the timeout, not by us: it may still
                     // land, possibly after another writer went on.
                     self.unsettled_write
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(operation, url = %url, detail = %detail, "a write got no answer; the server may still apply it");
                 }
                 Err(Self::request_error(
@@ -734,9 +735,9 @@ impl S3Client {
         }
     }
 
-    /// Whether a write of this client ended without an answer and may
+    /// How many writes of this client ended without an answer and may
     /// still be applied by the server (see `unsettled_write`).
-    pub(crate) fn has_unsettled_write(&self) -> bool {
+    pub(crate) fn unsettled_writes(&self) -> u64 {
         self.unsettled_write
             .load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -923,18 +924,6 @@ impl S3Client {
     /// a compare-and-swap.
     pub fn put_if_match(&self, key: &str, data: &[u8], etag: &ETag) -> Result<PutOutcome> {
         self.put_with(key, data, Condition::Matches(etag), Self::put_mode(key))
-    }
-
-    /// [`S3Client::put_if_match`], given up on when cancelled: for writes
-    /// whose late landing is harmless because their condition then fails
-    /// (the lease's renewal and release, on this holder's own ETag).
-    pub(crate) fn put_if_match_abandonable(
-        &self,
-        key: &str,
-        data: &[u8],
-        etag: &ETag,
-    ) -> Result<PutOutcome> {
-        self.put_with(key, data, Condition::Matches(etag), Cancel::Abandon)
     }
 
     /// [`S3Client::put_if_match`], sent whatever the cancel flag says and

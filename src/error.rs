@@ -846,7 +846,7 @@ fn interrupted_message(during: &str) -> String {
         // a change of this operation was committed (gc's, clear's cleanup):
         // only what holds in every case is said.
         return format!(
-            "interrupted while {during}. Reads and uploads of snapshots are given up on; a write of the pointer or a delete is never given up on once sent, and the lease stays held until it has its answer, so the store is as it was or as this operation had already committed it (its status shows which). An uploaded snapshot that nothing names is removed by a later gc; what an interrupted clear had not yet deleted, by the next clear"
+            "interrupted while {during}. Reads and uploads of snapshots are given up on; a write of the pointer or a delete is never given up on once sent, and the lease goes on being renewed meanwhile, so the store is as it was or as this operation had already committed it (its status shows which). An uploaded snapshot that nothing names is removed by a later gc; what an interrupted clear had not yet deleted, by the next clear"
         );
     }
     // A waiter never held the lock: nothing of it to release.

@@ -603,8 +603,10 @@ mod cli {
         snapcache_with(fake, args, &[])
     }
 
-    fn snapcache_with(fake: &FakeS3, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-        let mut cmd = assert_cmd::Command::cargo_bin("snapcache").unwrap();
+    /// A `snapcache` command against `fake`: its endpoint and credentials,
+    /// none of the host's AWS or store settings, and `env` on top.
+    fn fake_command(fake: &FakeS3, args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("snapcache"));
         cmd.envs(env.iter().copied());
         for var in [
             "AWS_ENDPOINT_URL_S3",
@@ -619,9 +621,15 @@ mod cli {
             .env("AWS_ACCESS_KEY_ID", "fake-key")
             .env("AWS_SECRET_ACCESS_KEY", "fake-secret")
             .env("AWS_REGION", "us-east-1")
-            .args(args)
-            .timeout(Duration::from_secs(60));
-        cmd.output().unwrap()
+            .args(args);
+        cmd
+    }
+
+    fn snapcache_with(fake: &FakeS3, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        assert_cmd::Command::from_std(fake_command(fake, args, env))
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap()
     }
 
     fn refresh_is_refused(honours: Honours, json: bool) {
@@ -739,22 +747,8 @@ mod cli {
         after: Duration,
         env: &[(&str, &str)],
     ) -> (std::process::Output, Duration) {
-        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("snapcache"));
-        cmd.envs(env.iter().copied());
-        for var in [
-            "AWS_ENDPOINT_URL_S3",
-            "AWS_SESSION_TOKEN",
-            "AWS_PROFILE",
-            "SNAPCACHE_DIR",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("AWS_ENDPOINT_URL", &fake.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "fake-key")
-            .env("AWS_SECRET_ACCESS_KEY", "fake-secret")
-            .env("AWS_REGION", "us-east-1")
-            .args(args)
-            .stdin(std::process::Stdio::null())
+        let mut cmd = fake_command(fake, args, env);
+        cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let child = cmd.spawn().unwrap();
